@@ -1,0 +1,1 @@
+//! The emulation engine: kernels/*.cu compiled for the host.

@@ -1,0 +1,3 @@
+//! The `Engine` trait.
+
+pub mod emu;

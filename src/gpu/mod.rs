@@ -1,0 +1,1 @@
+//! GPU-side support: embedded PTX, device probe.
