@@ -45,7 +45,10 @@ pub enum Error {
     #[error("shape error in {op}: {reason}")]
     Shape { op: &'static str, reason: String },
     #[error("the `{engine}` engine cannot run: {reason}")]
-    EngineUnavailable { engine: &'static str, reason: String },
+    EngineUnavailable {
+        engine: &'static str,
+        reason: String,
+    },
     #[error("the CUDA kernels were not built (no nvcc at build time); rebuild with nvcc on PATH or NVCC set")]
     KernelsNotBuilt,
     #[error("image output {path}: {reason}")]

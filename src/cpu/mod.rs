@@ -1,3 +1,11 @@
-//! The CPU reference ops, one file per kernel family (names rhyme with kernels/*.cu and src/launch/*.rs).
+//! The CPU reference ops, one file per kernel family (names rhyme with kernels/*.cu and src/launch/*.rs). Simple
+//! loops in f32 (f64 where a long reduction decides agreement with PyTorch), multi-threaded by rows.
 
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod layout;
+pub mod linear;
+pub mod linear_attn;
 pub mod norm;
+pub mod parallel;

@@ -15,7 +15,10 @@ pub fn layer_norm_modulate(
     eps: f32,
 ) -> Result<HostTensor> {
     let (b, n, d) = dims3(x, "layer_norm_modulate")?;
-    modulation.expect_shape("layer_norm_modulate (modulation)", &[Some(b), None, Some(d)])?;
+    modulation.expect_shape(
+        "layer_norm_modulate (modulation)",
+        &[Some(b), None, Some(d)],
+    )?;
     let k = modulation.shape()[1];
     if shift_row >= k || scale_row >= k {
         return Err(crate::Error::shape(
@@ -59,7 +62,11 @@ pub fn rms_norm(x: &HostTensor, weight: &HostTensor, eps: f32) -> Result<HostTen
 fn mean_rstd(xs: &[f32], eps: f32) -> (f32, f32) {
     let n = xs.len() as f64;
     let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = xs.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let var = xs
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (mean as f32, (1.0 / (var + f64::from(eps)).sqrt()) as f32)
 }
 

@@ -1,3 +1,127 @@
-//! The `Engine` trait.
+//! The `Engine` trait: the op vocabulary that model code is written in. Model code never sees a device pointer;
+//! each engine decides storage (f32 on the CPU, bf16/f16 on the GPU and in emulation) and how ops are fused.
+//!
+//! Layout conventions, shared by every engine:
+//! - tensors are dense and row-major; the last dimension is contiguous;
+//! - image features inside the DiT are tokens `[B, N, C]` with `N = h·w`, token `n = i·w + j` (channels-last), so
+//!   1×1 convolutions are `linear` and the depthwise 3×3 conv reads a `[B, h, w, C]` view;
+//! - linear weights are PyTorch's `[out, in]` (a 1×1 conv weight `[out, in, 1, 1]` is loaded as `[out, in]`).
 
+pub mod cpu;
 pub mod emu;
+
+use crate::error::Result;
+use crate::tensor::HostTensor;
+use crate::weights::TensorView;
+
+/// Elementwise activation applied after a linear layer's bias (a cuBLASLt epilogue on the GPU) or on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Silu,
+    /// GELU with the tanh approximation (diffusers `gelu_tanh`, transformers `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+pub trait Engine: Send + Sync {
+    type Tensor: Send + Sync;
+
+    /// Short name used in messages and on the command line (`cpu`, `emu`, `cuda`).
+    fn name(&self) -> &'static str;
+
+    /// Copies a host tensor in, converting to the engine's storage dtype.
+    fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
+
+    /// Loads a checkpoint tensor with `shape` (a reshape of the stored shape with the same element count, e.g.
+    /// a 1×1 conv weight `[o, i, 1, 1]` as `[o, i]`).
+    fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// Copies a tensor out as f32.
+    fn download(&self, t: &Self::Tensor) -> Result<HostTensor>;
+
+    fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
+
+    /// Same data, new shape (element counts must agree).
+    fn reshape(&self, t: Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
+
+    /// `act(x · wᵀ + b)` over the last dimension; `x`: [.., in], `w`: [out, in], `b`: [out].
+    fn linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        act: Activation,
+    ) -> Result<Self::Tensor>;
+
+    fn activation(&self, x: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
+
+    /// `a + b`, same shapes.
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// AdaLN-single modulation rows: `table[None] + emb.reshape(B, K, D)`; `table`: [K, D]; `emb`: [B, K·D], or
+    /// [B, D] broadcast to every row (the final layer). Result [B, K, D].
+    fn modulation(&self, table: &Self::Tensor, emb: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// `LayerNorm(x) · (1 + m[b, scale_row]) + m[b, shift_row]`, non-affine LayerNorm over the last dim.
+    /// `x`: [B, N, D]; `m`: [B, K, D].
+    fn layer_norm_modulate(
+        &self,
+        x: &Self::Tensor,
+        m: &Self::Tensor,
+        shift_row: usize,
+        scale_row: usize,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+
+    /// `x + m[b, gate_row] · y`; `x`, `y`: [B, N, D]; `m`: [B, K, D].
+    fn gated_residual(
+        &self,
+        x: &Self::Tensor,
+        y: &Self::Tensor,
+        m: &Self::Tensor,
+        gate_row: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// diffusers `RMSNorm` over the last dim: `x · rsqrt(mean(x²) + eps) · w`.
+    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+
+    /// Sana's ReLU linear attention (spec transformer.md §9): per head of `q`,`k`,`v` [B, N, heads·d], with
+    /// `q, k ← ReLU`, `out_n = (Σ_m v_m k_mᵀ) q_n / ((Σ_m k_m)·q_n + eps)`, accumulated in f32.
+    fn linear_attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
+
+    /// Softmax attention with an additive key bias: `q` [B, N, heads·d], `k`,`v` [B, L, heads·d], `key_bias` [B, L];
+    /// scale `1/√d`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        key_bias: &Self::Tensor,
+        heads: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Mix-FFN middle (spec transformer.md §12): depthwise 3×3 conv (zero padding 1) plus bias over `x` seen as
+    /// [B, h, w, 2F], then `value · SiLU(gate)` with value = channels [0, F), gate = [F, 2F). `w`: [2F, 9]; out [B, h·w, F].
+    fn dwconv3x3_glu(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: &Self::Tensor,
+        h: usize,
+        width: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// `[B, C, h, w]` → tokens `[B, h·w, C]`.
+    fn nchw_to_tokens(&self, x: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Tokens `[B, h·w, C]` → `[B, C, h, w]`.
+    fn tokens_to_nchw(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
+}

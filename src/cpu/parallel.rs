@@ -1,0 +1,33 @@
+//! Splits output rows over the machine's cores with scoped threads: the reference stays simple loops, and the
+//! heavy ops (GEMM, attention) still use every core.
+
+/// Calls `f(row_index, row)` for every `row_len`-sized row of `out`, rows spread over all available cores.
+pub fn for_each_row<F>(out: &mut [f32], row_len: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if row_len == 0 || out.is_empty() {
+        return;
+    }
+    let rows = out.len() / row_len;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(rows);
+    if threads <= 1 {
+        for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
+            f(i, row);
+        }
+        return;
+    }
+    let rows_per_thread = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, block) in out.chunks_mut(rows_per_thread * row_len).enumerate() {
+            let f = &f;
+            s.spawn(move || {
+                for (i, row) in block.chunks_exact_mut(row_len).enumerate() {
+                    f(t * rows_per_thread + i, row);
+                }
+            });
+        }
+    });
+}

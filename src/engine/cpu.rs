@@ -1,0 +1,136 @@
+//! The CPU engine: the pure-Rust reference in f32, the numerical oracle every other engine is tested against.
+
+use crate::cpu;
+use crate::engine::{Activation, Engine};
+use crate::error::{Error, Result};
+use crate::tensor::HostTensor;
+use crate::weights::TensorView;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuEngine;
+
+impl Engine for CpuEngine {
+    type Tensor = HostTensor;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<HostTensor> {
+        Ok(t.clone())
+    }
+
+    fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<HostTensor> {
+        let want: usize = shape.iter().product();
+        let have: usize = view.shape().iter().product();
+        if want != have {
+            return Err(Error::ShapeMismatch {
+                name: view.name().to_string(),
+                location: view.location().display().to_string(),
+                expected: shape.to_vec(),
+                actual: view.shape().to_vec(),
+            });
+        }
+        HostTensor::new(shape.to_vec(), view.to_f32()?)
+    }
+
+    fn download(&self, t: &HostTensor) -> Result<HostTensor> {
+        Ok(t.clone())
+    }
+
+    fn shape<'a>(&self, t: &'a HostTensor) -> &'a [usize] {
+        t.shape()
+    }
+
+    fn reshape(&self, t: HostTensor, shape: &[usize]) -> Result<HostTensor> {
+        t.reshape(shape.to_vec())
+    }
+
+    fn linear(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        act: Activation,
+    ) -> Result<HostTensor> {
+        cpu::linear::linear(x, w, b, act)
+    }
+
+    fn activation(&self, x: &HostTensor, act: Activation) -> Result<HostTensor> {
+        cpu::elementwise::activation(x, act)
+    }
+
+    fn add(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
+        cpu::elementwise::add(a, b)
+    }
+
+    fn modulation(&self, table: &HostTensor, emb: &HostTensor) -> Result<HostTensor> {
+        cpu::elementwise::modulation(table, emb)
+    }
+
+    fn layer_norm_modulate(
+        &self,
+        x: &HostTensor,
+        m: &HostTensor,
+        shift_row: usize,
+        scale_row: usize,
+        eps: f32,
+    ) -> Result<HostTensor> {
+        cpu::norm::layer_norm_modulate(x, m, shift_row, scale_row, eps)
+    }
+
+    fn gated_residual(
+        &self,
+        x: &HostTensor,
+        y: &HostTensor,
+        m: &HostTensor,
+        gate_row: usize,
+    ) -> Result<HostTensor> {
+        cpu::elementwise::gated_residual(x, y, m, gate_row)
+    }
+
+    fn rms_norm(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
+        cpu::norm::rms_norm(x, w, eps)
+    }
+
+    fn linear_attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<HostTensor> {
+        cpu::linear_attn::linear_attention(q, k, v, heads, eps)
+    }
+
+    fn attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        key_bias: &HostTensor,
+        heads: usize,
+    ) -> Result<HostTensor> {
+        cpu::attention::attention(q, k, v, key_bias, heads)
+    }
+
+    fn dwconv3x3_glu(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: &HostTensor,
+        h: usize,
+        width: usize,
+    ) -> Result<HostTensor> {
+        cpu::conv::dwconv3x3_glu(x, w, b, h, width)
+    }
+
+    fn nchw_to_tokens(&self, x: &HostTensor) -> Result<HostTensor> {
+        cpu::layout::nchw_to_tokens(x)
+    }
+
+    fn tokens_to_nchw(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        cpu::layout::tokens_to_nchw(x, h, w)
+    }
+}

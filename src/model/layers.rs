@@ -1,0 +1,52 @@
+//! Layers shared by the models: a linear layer (also 1×1 convolutions) loaded straight from checkpoint keys.
+
+use crate::engine::{Activation, Engine};
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// `y = act(x · wᵀ + b)`; keys `{prefix}.weight` [out, in] (or [out, in, 1, 1] for a 1×1 conv) and `{prefix}.bias`.
+pub struct Linear<E: Engine> {
+    weight: E::Tensor,
+    bias: Option<E::Tensor>,
+}
+
+impl<E: Engine> Linear<E> {
+    pub fn new(e: &E, w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        Self::load(e, w, &[out_dim, in_dim], in_dim, out_dim, bias)
+    }
+
+    /// A `Conv2d` with a 1×1 kernel, applied to channels-last tokens.
+    pub fn conv1x1(e: &E, w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        Self::load(e, w, &[out_dim, in_dim, 1, 1], in_dim, out_dim, bias)
+    }
+
+    fn load(
+        e: &E,
+        w: &Weights,
+        stored: &[usize],
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let weight = e.load(&w.get_shaped("weight", stored)?, &[out_dim, in_dim])?;
+        let bias = if bias {
+            Some(e.load(&w.get_shaped("bias", &[out_dim])?, &[out_dim])?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, e: &E, x: &E::Tensor) -> Result<E::Tensor> {
+        self.forward_act(e, x, Activation::Identity)
+    }
+
+    pub fn forward_act(&self, e: &E, x: &E::Tensor, act: Activation) -> Result<E::Tensor> {
+        e.linear(x, &self.weight, self.bias.as_ref(), act)
+    }
+}
+
+/// Loads a 1-D or 2-D parameter with a shape check.
+pub fn param<E: Engine>(e: &E, w: &Weights, name: &str, shape: &[usize]) -> Result<E::Tensor> {
+    e.load(&w.get_shaped(name, shape)?, shape)
+}

@@ -1,0 +1,450 @@
+//! `SanaTransformer2DModel` (spec transformer.md), generic over the engine. Structs mirror the checkpoint's module
+//! tree; key names appear verbatim.
+
+use crate::engine::{Activation, Engine};
+use crate::error::{Error, Result};
+use crate::model::config::TransformerConfig;
+use crate::model::embeddings::{sincos_position_embedding, timestep_sinusoid};
+use crate::model::layers::{param, Linear};
+use crate::tensor::HostTensor;
+use crate::weights::Weights;
+
+/// Linear-attention ε: diffusers 1e-15 (NVlabs uses 1e-8; spec transformer.md §14).
+const LINEAR_ATTN_EPS: f32 = 1e-15;
+/// Caption norm and q/k norms use eps 1e-5 (the `Attention`/`RMSNorm` defaults).
+const RMS_EPS: f32 = 1e-5;
+/// Text mask → additive bias: `(1 − mask) · −10000` (spec transformer.md §10.1).
+const MASK_BIAS: f32 = -10000.0;
+
+/// Receives named intermediates (`patch_embed`, `blocks.3.attn1`, …) for golden tests and debugging.
+pub type Trace<'a, T> = &'a mut dyn FnMut(&str, &T) -> Result<()>;
+
+pub struct SanaTransformer<E: Engine> {
+    pub config: TransformerConfig,
+    patch_embed: Linear<E>,
+    time_embed: TimeEmbed<E>,
+    caption_projection: CaptionProjection<E>,
+    caption_norm: E::Tensor,
+    blocks: Vec<SanaBlock<E>>,
+    scale_shift_table: E::Tensor,
+    proj_out: Linear<E>,
+}
+
+/// The text side, computed once per prompt batch: projected, normalised captions, their key bias, and every block's
+/// cross-attention keys/values (they do not depend on the denoising step).
+pub struct TextConditioning<E: Engine> {
+    caption: E::Tensor,
+    key_bias: E::Tensor,
+    keys_values: Vec<(E::Tensor, E::Tensor)>,
+}
+
+impl<E: Engine> TextConditioning<E> {
+    pub fn caption(&self) -> &E::Tensor {
+        &self.caption
+    }
+}
+
+impl<E: Engine> SanaTransformer<E> {
+    /// Loads `dir/config.json` and the weights of a diffusers `transformer/` folder.
+    pub fn from_dir(e: &E, dir: &std::path::Path) -> Result<Self> {
+        let config = TransformerConfig::load(&dir.join("config.json"))?;
+        let weights = Weights::open(dir, "diffusion_pytorch_model")?;
+        Self::new(e, config, &weights)
+    }
+
+    pub fn new(e: &E, config: TransformerConfig, w: &Weights) -> Result<Self> {
+        let (c, d) = (config.in_channels, config.dim());
+        let blocks = (0..config.num_layers)
+            .map(|i| SanaBlock::new(e, &config, &w.prefix(format!("transformer_blocks.{i}"))))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            patch_embed: Linear::conv1x1(e, &w.prefix("patch_embed.proj"), c, d, true)?,
+            time_embed: TimeEmbed::new(e, &config, &w.prefix("time_embed"))?,
+            caption_projection: CaptionProjection::new(
+                e,
+                &config,
+                &w.prefix("caption_projection"),
+            )?,
+            caption_norm: param(e, w, "caption_norm.weight", &[d])?,
+            blocks,
+            scale_shift_table: param(e, w, "scale_shift_table", &[2, d])?,
+            proj_out: Linear::new(e, &w.prefix("proj_out"), d, config.out_channels(), true)?,
+            config,
+        })
+    }
+
+    /// Projects and normalises the text embeddings `[B, L, caption_channels]` and turns the 0/1 mask `[B, L]` into
+    /// the additive key bias.
+    pub fn encode_text(
+        &self,
+        e: &E,
+        encoder_hidden_states: &HostTensor,
+        mask: &HostTensor,
+    ) -> Result<TextConditioning<E>> {
+        let cc = self.config.caption_channels;
+        encoder_hidden_states.expect_shape("encoder_hidden_states", &[None, None, Some(cc)])?;
+        let (b, l) = (
+            encoder_hidden_states.shape()[0],
+            encoder_hidden_states.shape()[1],
+        );
+        mask.expect_shape("encoder_attention_mask", &[Some(b), Some(l)])?;
+        let bias: Vec<f32> = mask.data().iter().map(|&m| (1.0 - m) * MASK_BIAS).collect();
+        let key_bias = e.upload(&HostTensor::new(vec![b, l], bias)?)?;
+        let y = self
+            .caption_projection
+            .forward(e, &e.upload(encoder_hidden_states)?)?;
+        let caption = e.rms_norm(&y, &self.caption_norm, RMS_EPS)?;
+        let keys_values = self
+            .blocks
+            .iter()
+            .map(|blk| blk.attn2.keys_values(e, &caption))
+            .collect::<Result<_>>()?;
+        Ok(TextConditioning {
+            caption,
+            key_bias,
+            keys_values,
+        })
+    }
+
+    /// One forward pass: latents `[B, C, h, w]`, one timestep per batch element (already × `timestep_scale`),
+    /// optional Sprint guidance values. Returns the velocity `[B, C, h, w]`.
+    pub fn forward(
+        &self,
+        e: &E,
+        latents: &HostTensor,
+        text: &TextConditioning<E>,
+        timestep: &[f32],
+        guidance: Option<&[f32]>,
+    ) -> Result<E::Tensor> {
+        self.forward_traced(e, latents, text, timestep, guidance, &mut |_, _| Ok(()))
+    }
+
+    pub fn forward_traced(
+        &self,
+        e: &E,
+        latents: &HostTensor,
+        text: &TextConditioning<E>,
+        timestep: &[f32],
+        guidance: Option<&[f32]>,
+        trace: Trace<'_, E::Tensor>,
+    ) -> Result<E::Tensor> {
+        let c = self.config.in_channels;
+        latents.expect_shape("hidden_states", &[None, Some(c), None, None])?;
+        let (b, h, w) = (latents.shape()[0], latents.shape()[2], latents.shape()[3]);
+        let text_batch = e.shape(&text.caption)[0];
+        if timestep.len() != b || text_batch != b {
+            return Err(Error::InvalidInput(format!(
+                "batch sizes disagree: hidden_states {b}, encoder_hidden_states {text_batch}, timestep {}",
+                timestep.len()
+            )));
+        }
+        let mut x = self
+            .patch_embed
+            .forward(e, &e.nchw_to_tokens(&e.upload(latents)?)?)?;
+        if let Some(scale) = self.config.interpolation_scale {
+            let base = self.config.sample_size / self.config.patch_size;
+            let pe = sincos_position_embedding(self.config.dim(), h, w, base, scale)?;
+            let pe = HostTensor::new(vec![b, h * w, self.config.dim()], pe.data().repeat(b))?;
+            x = e.add(&x, &e.upload(&pe)?)?;
+        }
+        trace("patch_embed", &x)?;
+        let (emb, modulation) = self.time_embed.forward(e, timestep, guidance)?;
+        trace("embedded_timestep", &emb)?;
+        trace("timestep_mod", &modulation)?;
+        trace("caption", &text.caption)?;
+        for (i, (blk, kv)) in self.blocks.iter().zip(&text.keys_values).enumerate() {
+            x = blk.forward(e, &x, kv, &text.key_bias, &modulation, (h, w), i, trace)?;
+            trace(&format!("blocks.{i}"), &x)?;
+        }
+        let m = e.modulation(&self.scale_shift_table, &emb)?;
+        let x = e.layer_norm_modulate(&x, &m, 0, 1, self.config.norm_eps as f32)?;
+        let x = self.proj_out.forward(e, &x)?;
+        let out = e.tokens_to_nchw(&x, h, w)?;
+        trace("output", &out)?;
+        Ok(out)
+    }
+}
+
+/// `time_embed`: AdaLN-single (`emb.timestep_embedder`), or Sprint's timestep + guidance embedders.
+struct TimeEmbed<E: Engine> {
+    timestep_embedder: Mlp<E>,
+    guidance_embedder: Option<Mlp<E>>,
+    linear: Linear<E>,
+}
+
+/// `linear_2(SiLU(linear_1(sinusoid(t))))`.
+struct Mlp<E: Engine> {
+    linear_1: Linear<E>,
+    linear_2: Linear<E>,
+}
+
+const SINUSOID_CHANNELS: usize = 256;
+
+impl<E: Engine> Mlp<E> {
+    fn new(e: &E, d: usize, w: &Weights) -> Result<Self> {
+        Ok(Self {
+            linear_1: Linear::new(e, &w.prefix("linear_1"), SINUSOID_CHANNELS, d, true)?,
+            linear_2: Linear::new(e, &w.prefix("linear_2"), d, d, true)?,
+        })
+    }
+
+    fn forward(&self, e: &E, values: &[f32]) -> Result<E::Tensor> {
+        let s = e.upload(&timestep_sinusoid(values, SINUSOID_CHANNELS)?)?;
+        let hidden = self.linear_1.forward_act(e, &s, Activation::Silu)?;
+        self.linear_2.forward(e, &hidden)
+    }
+}
+
+impl<E: Engine> TimeEmbed<E> {
+    fn new(e: &E, cfg: &TransformerConfig, w: &Weights) -> Result<Self> {
+        let d = cfg.dim();
+        let (timestep_embedder, guidance_embedder) = if cfg.guidance_embeds {
+            (
+                Mlp::new(e, d, &w.prefix("timestep_embedder"))?,
+                Some(Mlp::new(e, d, &w.prefix("guidance_embedder"))?),
+            )
+        } else {
+            (Mlp::new(e, d, &w.prefix("emb.timestep_embedder"))?, None)
+        };
+        Ok(Self {
+            timestep_embedder,
+            guidance_embedder,
+            linear: Linear::new(e, &w.prefix("linear"), d, 6 * d, true)?,
+        })
+    }
+
+    /// Returns `(emb [B, D], modulation [B, 6D])`.
+    fn forward(
+        &self,
+        e: &E,
+        timestep: &[f32],
+        guidance: Option<&[f32]>,
+    ) -> Result<(E::Tensor, E::Tensor)> {
+        let mut emb = self.timestep_embedder.forward(e, timestep)?;
+        match (&self.guidance_embedder, guidance) {
+            (Some(g), Some(values)) => emb = e.add(&emb, &g.forward(e, values)?)?,
+            (Some(_), None) => {
+                return Err(Error::InvalidInput(
+                    "this transformer has guidance_embeds = true: a guidance value is required"
+                        .into(),
+                ))
+            }
+            (None, _) => {}
+        }
+        let modulation = self
+            .linear
+            .forward(e, &e.activation(&emb, Activation::Silu)?)?;
+        Ok((emb, modulation))
+    }
+}
+
+/// `caption_projection`: `linear_2(GELU_tanh(linear_1(y)))`.
+struct CaptionProjection<E: Engine> {
+    linear_1: Linear<E>,
+    linear_2: Linear<E>,
+}
+
+impl<E: Engine> CaptionProjection<E> {
+    fn new(e: &E, cfg: &TransformerConfig, w: &Weights) -> Result<Self> {
+        let d = cfg.dim();
+        Ok(Self {
+            linear_1: Linear::new(e, &w.prefix("linear_1"), cfg.caption_channels, d, true)?,
+            linear_2: Linear::new(e, &w.prefix("linear_2"), d, d, true)?,
+        })
+    }
+
+    fn forward(&self, e: &E, y: &E::Tensor) -> Result<E::Tensor> {
+        let hidden = self.linear_1.forward_act(e, y, Activation::GeluTanh)?;
+        self.linear_2.forward(e, &hidden)
+    }
+}
+
+/// `transformer_blocks.{i}` (spec transformer.md §8).
+struct SanaBlock<E: Engine> {
+    scale_shift_table: E::Tensor,
+    attn1: LinearSelfAttention<E>,
+    attn2: CrossAttention<E>,
+    ff: GluMbConv<E>,
+    eps: f32,
+}
+
+impl<E: Engine> SanaBlock<E> {
+    fn new(e: &E, cfg: &TransformerConfig, w: &Weights) -> Result<Self> {
+        Ok(Self {
+            scale_shift_table: param(e, w, "scale_shift_table", &[6, cfg.dim()])?,
+            attn1: LinearSelfAttention::new(e, cfg, &w.prefix("attn1"))?,
+            attn2: CrossAttention::new(e, cfg, &w.prefix("attn2"))?,
+            ff: GluMbConv::new(e, cfg, &w.prefix("ff"))?,
+            eps: cfg.norm_eps as f32,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        e: &E,
+        x: &E::Tensor,
+        text_kv: &(E::Tensor, E::Tensor),
+        key_bias: &E::Tensor,
+        modulation: &E::Tensor,
+        grid: (usize, usize),
+        index: usize,
+        trace: Trace<'_, E::Tensor>,
+    ) -> Result<E::Tensor> {
+        // rows: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
+        let m = e.modulation(&self.scale_shift_table, modulation)?;
+        let z = e.layer_norm_modulate(x, &m, 0, 1, self.eps)?;
+        let a = self.attn1.forward(e, &z)?;
+        trace(&format!("blocks.{index}.attn1"), &a)?;
+        let x = e.gated_residual(x, &a, &m, 2)?;
+        let a = self.attn2.forward(e, &x, text_kv, key_bias)?;
+        trace(&format!("blocks.{index}.attn2"), &a)?;
+        let x = e.add(&a, &x)?;
+        let z = e.layer_norm_modulate(&x, &m, 3, 4, self.eps)?;
+        let f = self.ff.forward(e, &z, grid)?;
+        trace(&format!("blocks.{index}.ff"), &f)?;
+        e.gated_residual(&x, &f, &m, 5)
+    }
+}
+
+/// Optional `norm_q`/`norm_k` (SANA-1.5, Sprint: RMSNorm across all heads, eps 1e-5).
+struct QkNorm<E: Engine> {
+    q: E::Tensor,
+    k: E::Tensor,
+}
+
+impl<E: Engine> QkNorm<E> {
+    fn new(e: &E, cfg: &TransformerConfig, w: &Weights) -> Result<Option<Self>> {
+        if !cfg.has_qk_norm() {
+            return Ok(None);
+        }
+        let d = cfg.dim();
+        Ok(Some(Self {
+            q: param(e, w, "norm_q.weight", &[d])?,
+            k: param(e, w, "norm_k.weight", &[d])?,
+        }))
+    }
+}
+
+fn maybe_norm<E: Engine>(e: &E, x: E::Tensor, weight: Option<&E::Tensor>) -> Result<E::Tensor> {
+    match weight {
+        Some(w) => e.rms_norm(&x, w, RMS_EPS),
+        None => Ok(x),
+    }
+}
+
+/// `attn1`: ReLU linear self-attention over image tokens (spec transformer.md §9).
+struct LinearSelfAttention<E: Engine> {
+    to_q: Linear<E>,
+    to_k: Linear<E>,
+    to_v: Linear<E>,
+    norm: Option<QkNorm<E>>,
+    to_out: Linear<E>,
+    heads: usize,
+}
+
+impl<E: Engine> LinearSelfAttention<E> {
+    fn new(e: &E, cfg: &TransformerConfig, w: &Weights) -> Result<Self> {
+        let (d, bias) = (cfg.dim(), cfg.attention_bias);
+        Ok(Self {
+            to_q: Linear::new(e, &w.prefix("to_q"), d, d, bias)?,
+            to_k: Linear::new(e, &w.prefix("to_k"), d, d, bias)?,
+            to_v: Linear::new(e, &w.prefix("to_v"), d, d, bias)?,
+            norm: QkNorm::new(e, cfg, w)?,
+            to_out: Linear::new(e, &w.prefix("to_out.0"), d, d, true)?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, e: &E, z: &E::Tensor) -> Result<E::Tensor> {
+        let q = maybe_norm(
+            e,
+            self.to_q.forward(e, z)?,
+            self.norm.as_ref().map(|n| &n.q),
+        )?;
+        let k = maybe_norm(
+            e,
+            self.to_k.forward(e, z)?,
+            self.norm.as_ref().map(|n| &n.k),
+        )?;
+        let v = self.to_v.forward(e, z)?;
+        let a = e.linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?;
+        self.to_out.forward(e, &a)
+    }
+}
+
+/// `attn2`: softmax cross-attention from image tokens to the caption; the query is the raw residual stream.
+struct CrossAttention<E: Engine> {
+    to_q: Linear<E>,
+    to_k: Linear<E>,
+    to_v: Linear<E>,
+    norm: Option<QkNorm<E>>,
+    to_out: Linear<E>,
+    heads: usize,
+}
+
+impl<E: Engine> CrossAttention<E> {
+    fn new(e: &E, cfg: &TransformerConfig, w: &Weights) -> Result<Self> {
+        let d = cfg.dim();
+        Ok(Self {
+            to_q: Linear::new(e, &w.prefix("to_q"), d, d, true)?,
+            to_k: Linear::new(e, &w.prefix("to_k"), cfg.cross_attention_dim, d, true)?,
+            to_v: Linear::new(e, &w.prefix("to_v"), cfg.cross_attention_dim, d, true)?,
+            norm: QkNorm::new(e, cfg, w)?,
+            to_out: Linear::new(e, &w.prefix("to_out.0"), d, d, true)?,
+            heads: cfg.num_cross_attention_heads,
+        })
+    }
+
+    fn keys_values(&self, e: &E, caption: &E::Tensor) -> Result<(E::Tensor, E::Tensor)> {
+        let k = maybe_norm(
+            e,
+            self.to_k.forward(e, caption)?,
+            self.norm.as_ref().map(|n| &n.k),
+        )?;
+        Ok((k, self.to_v.forward(e, caption)?))
+    }
+
+    fn forward(
+        &self,
+        e: &E,
+        x: &E::Tensor,
+        (k, v): &(E::Tensor, E::Tensor),
+        key_bias: &E::Tensor,
+    ) -> Result<E::Tensor> {
+        let q = maybe_norm(
+            e,
+            self.to_q.forward(e, x)?,
+            self.norm.as_ref().map(|n| &n.q),
+        )?;
+        let a = e.attention(&q, k, v, key_bias, self.heads)?;
+        self.to_out.forward(e, &a)
+    }
+}
+
+/// `ff`: GLUMBConv Mix-FFN (spec transformer.md §12), on channels-last tokens.
+struct GluMbConv<E: Engine> {
+    conv_inverted: Linear<E>,
+    conv_depth_weight: E::Tensor,
+    conv_depth_bias: E::Tensor,
+    conv_point: Linear<E>,
+}
+
+impl<E: Engine> GluMbConv<E> {
+    fn new(e: &E, cfg: &TransformerConfig, w: &Weights) -> Result<Self> {
+        let (d, f) = (cfg.dim(), cfg.ffn_dim());
+        let depth = w.get_shaped("conv_depth.weight", &[2 * f, 1, 3, 3])?;
+        Ok(Self {
+            conv_inverted: Linear::conv1x1(e, &w.prefix("conv_inverted"), d, 2 * f, true)?,
+            conv_depth_weight: e.load(&depth, &[2 * f, 9])?,
+            conv_depth_bias: param(e, w, "conv_depth.bias", &[2 * f])?,
+            conv_point: Linear::conv1x1(e, &w.prefix("conv_point"), f, d, false)?,
+        })
+    }
+
+    fn forward(&self, e: &E, z: &E::Tensor, (h, w): (usize, usize)) -> Result<E::Tensor> {
+        let u = self.conv_inverted.forward_act(e, z, Activation::Silu)?;
+        let u = e.dwconv3x3_glu(&u, &self.conv_depth_weight, &self.conv_depth_bias, h, w)?;
+        self.conv_point.forward(e, &u)
+    }
+}

@@ -1,0 +1,270 @@
+//! Flow-matching samplers, reproducing diffusers step for step (spec sampling.md §6, §9):
+//! `DPMSolverMultistepScheduler` with flow sigmas (the "Flow-DPM-Solver" Sana ships) and
+//! `FlowMatchEulerDiscreteScheduler` ("Flow-Euler"). Schedules are computed in f64 as NumPy does, then rounded to
+//! f32; steps run in f32 with every scalar formed first, as PyTorch's 0-d tensors are.
+
+use crate::error::{Error, Result};
+use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig};
+use crate::tensor::HostTensor;
+
+/// A scheduler with its timesteps set for one generation. Call `step` once per entry of `timesteps()`, in order.
+#[derive(Clone, Debug)]
+pub enum Scheduler {
+    FlowDpmSolver(FlowDpmSolver),
+    FlowEuler(FlowEuler),
+}
+
+impl Scheduler {
+    pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
+        if num_inference_steps == 0 {
+            return Err(Error::InvalidInput(
+                "the number of inference steps must be at least 1".into(),
+            ));
+        }
+        Ok(match config {
+            SchedulerConfig::FlowDpmSolver(c) => {
+                Self::FlowDpmSolver(FlowDpmSolver::new(c, num_inference_steps))
+            }
+            SchedulerConfig::FlowEuler(c) => {
+                Self::FlowEuler(FlowEuler::new(c, num_inference_steps))
+            }
+        })
+    }
+
+    /// `N + 1` sigmas, the last one the final (0 unless `final_sigmas_type = "sigma_min"`).
+    pub fn sigmas(&self) -> &[f32] {
+        match self {
+            Self::FlowDpmSolver(s) => &s.sigmas,
+            Self::FlowEuler(s) => &s.sigmas,
+        }
+    }
+
+    /// The value the transformer receives at each step (before `timestep_scale`): integers `floor(1000·σ)` for the
+    /// DPM-Solver, fractional `1000·σ` for Euler (spec sampling.md §7).
+    pub fn timesteps(&self) -> &[f32] {
+        match self {
+            Self::FlowDpmSolver(s) => &s.timesteps,
+            Self::FlowEuler(s) => &s.timesteps,
+        }
+    }
+
+    /// Advances `sample` by one step given the (guided) velocity; returns the next sample.
+    pub fn step(&mut self, velocity: &HostTensor, sample: &HostTensor) -> Result<HostTensor> {
+        if velocity.shape() != sample.shape() {
+            return Err(Error::shape(
+                "scheduler step",
+                format!(
+                    "velocity {:?} and sample {:?} differ",
+                    velocity.shape(),
+                    sample.shape()
+                ),
+            ));
+        }
+        match self {
+            Self::FlowDpmSolver(s) => s.step(velocity, sample),
+            Self::FlowEuler(s) => s.step(velocity, sample),
+        }
+    }
+}
+
+/// NumPy `linspace(start, stop, num)` in f64: `k·step + start`, the last value set to `stop` exactly.
+fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    if num == 1 {
+        return vec![start];
+    }
+    let step = (stop - start) / (num - 1) as f64;
+    let mut v: Vec<f64> = (0..num).map(|k| k as f64 * step + start).collect();
+    v[num - 1] = stop;
+    v
+}
+
+fn shift_sigma(shift: f64, s: f64) -> f64 {
+    shift * s / (1.0 + (shift - 1.0) * s)
+}
+
+/// `DPMSolverMultistepScheduler(use_flow_sigmas=True, algorithm_type="dpmsolver++", solver_type="midpoint")`.
+#[derive(Clone, Debug)]
+pub struct FlowDpmSolver {
+    config: DpmSolverConfig,
+    sigmas: Vec<f32>,
+    timesteps: Vec<f32>,
+    step_index: usize,
+    /// Clean-sample estimates of the previous and current step (`model_outputs` upstream).
+    history: Vec<HostTensor>,
+    lower_order_nums: usize,
+}
+
+impl FlowDpmSolver {
+    fn new(config: &DpmSolverConfig, n: usize) -> Self {
+        let train = config.num_train_timesteps as f64;
+        let alphas = linspace(1.0, 1.0 / train, n + 1);
+        // flip(shift(1 − α))[:-1]: drop the σ = 0 that the flip moves to the end.
+        let sigmas64: Vec<f64> = alphas
+            .iter()
+            .rev()
+            .map(|a| shift_sigma(config.flow_shift, 1.0 - a))
+            .take(n)
+            .collect();
+        // timesteps are truncated, not rounded (`.to(torch.int64)` of the f64 values).
+        let timesteps = sigmas64
+            .iter()
+            .map(|s| (s * train).trunc() as f32)
+            .collect();
+        let last = if config.final_sigma_zero {
+            0.0
+        } else {
+            sigmas64[n - 1]
+        };
+        let sigmas = sigmas64.iter().chain([&last]).map(|&s| s as f32).collect();
+        Self {
+            config: config.clone(),
+            sigmas,
+            timesteps,
+            step_index: 0,
+            history: Vec::new(),
+            lower_order_nums: 0,
+        }
+    }
+
+    fn step(&mut self, velocity: &HostTensor, sample: &HostTensor) -> Result<HostTensor> {
+        let i = self.step_index;
+        let n = self.timesteps.len();
+        if i >= n {
+            return Err(Error::InvalidInput(format!(
+                "scheduler stepped past its {n} steps"
+            )));
+        }
+        // convert_model_output (flow_prediction): x0 = x − σ·v
+        let sigma = self.sigmas[i];
+        let x0 = map2(sample, velocity, |x, v| x - sigma * v)?;
+        if self.history.len() == self.config.solver_order {
+            self.history.remove(0);
+        }
+        self.history.push(x0);
+        let lower_order_final = i == n - 1
+            && (self.config.euler_at_final
+                || (self.config.lower_order_final && n < 15)
+                || self.config.final_sigma_zero);
+        let first_order =
+            self.config.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final;
+        let out = if first_order {
+            self.first_order(sample)?
+        } else {
+            self.second_order(sample)?
+        };
+        if self.lower_order_nums < self.config.solver_order {
+            self.lower_order_nums += 1;
+        }
+        self.step_index += 1;
+        Ok(out)
+    }
+
+    /// λ(σ) = ln α − ln σ with α = 1 − σ, in f32. At σ = 0 it is +∞ and IEEE arithmetic makes the final step land
+    /// exactly on x0 (e^{−∞} = 0), as it does upstream.
+    fn lambda(sigma: f32) -> f32 {
+        (1.0 - sigma).ln() - sigma.ln()
+    }
+
+    fn first_order(&self, sample: &HostTensor) -> Result<HostTensor> {
+        let (s, t) = (
+            self.sigmas[self.step_index],
+            self.sigmas[self.step_index + 1],
+        );
+        let h = Self::lambda(t) - Self::lambda(s);
+        let ratio = t / s;
+        let c = (1.0 - t) * ((-h).exp() - 1.0);
+        let m0 = self
+            .history
+            .last()
+            .expect("history holds the current estimate");
+        map2(sample, m0, |x, d0| ratio * x - c * d0)
+    }
+
+    fn second_order(&self, sample: &HostTensor) -> Result<HostTensor> {
+        let i = self.step_index;
+        let (s1, s0, t) = (self.sigmas[i - 1], self.sigmas[i], self.sigmas[i + 1]);
+        let (l_t, l_s0, l_s1) = (Self::lambda(t), Self::lambda(s0), Self::lambda(s1));
+        let (h, h0) = (l_t - l_s0, l_s0 - l_s1);
+        let r0 = h0 / h;
+        let inv_r0 = 1.0 / r0;
+        let ratio = t / s0;
+        let c = (1.0 - t) * ((-h).exp() - 1.0);
+        let half_c = 0.5 * c;
+        let [m1, m0] = [&self.history[0], &self.history[1]];
+        let d1 = map2(m0, m1, |a, b| inv_r0 * (a - b))?;
+        let partial = map2(sample, m0, |x, d0| ratio * x - c * d0)?;
+        map2(&partial, &d1, |p, d| p - half_c * d)
+    }
+}
+
+/// `FlowMatchEulerDiscreteScheduler(shift)` without dynamic shifting.
+#[derive(Clone, Debug)]
+pub struct FlowEuler {
+    sigmas: Vec<f32>,
+    timesteps: Vec<f32>,
+    step_index: usize,
+}
+
+impl FlowEuler {
+    fn new(config: &FlowEulerConfig, n: usize) -> Self {
+        let train = config.num_train_timesteps;
+        let shift = config.shift as f32;
+        // Construction: the training sigmas in f32; only their ends (σ_max, σ_min) are used here.
+        let train_sigma = |t: f32| {
+            let s = t / train as f32;
+            shift * s / (1.0 + (shift - 1.0) * s)
+        };
+        let sigma_max = f64::from(train_sigma(train as f32));
+        let sigma_min = f64::from(train_sigma(1.0));
+        // set_timesteps: NumPy f64, the shift applied a second time, then rounded to f32.
+        let t = linspace(sigma_max * train as f64, sigma_min * train as f64, n);
+        let sigmas: Vec<f32> = t
+            .iter()
+            .map(|&tv| shift_sigma(config.shift, tv / train as f64) as f32)
+            .chain([0.0])
+            .collect();
+        let timesteps = sigmas[..n].iter().map(|s| s * train as f32).collect();
+        Self {
+            sigmas,
+            timesteps,
+            step_index: 0,
+        }
+    }
+
+    fn step(&mut self, velocity: &HostTensor, sample: &HostTensor) -> Result<HostTensor> {
+        let i = self.step_index;
+        if i >= self.timesteps.len() {
+            return Err(Error::InvalidInput(format!(
+                "scheduler stepped past its {} steps",
+                self.timesteps.len()
+            )));
+        }
+        let dt = self.sigmas[i + 1] - self.sigmas[i];
+        self.step_index += 1;
+        map2(sample, velocity, |x, v| x + dt * v)
+    }
+}
+
+fn map2(a: &HostTensor, b: &HostTensor, f: impl Fn(f32, f32) -> f32) -> Result<HostTensor> {
+    HostTensor::new(
+        a.shape().to_vec(),
+        a.data()
+            .iter()
+            .zip(b.data())
+            .map(|(&x, &y)| f(x, y))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::linspace;
+
+    #[test]
+    fn linspace_hits_both_ends_exactly() {
+        let v = linspace(1.0, 0.001, 21);
+        assert_eq!(v[0], 1.0);
+        assert_eq!(v[20], 0.001);
+        assert!((v[10] - 0.5005).abs() < 1e-15);
+    }
+}

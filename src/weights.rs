@@ -1,0 +1,388 @@
+//! Checkpoint access: safetensors files memory-mapped with memmap2, single or sharded (`*.safetensors.index.json`),
+//! in f32/f16/bf16 on disk. Key names are the checkpoint's, verbatim; `Weights::prefix` scopes them the way the
+//! model's module tree does (`weights.prefix("transformer_blocks.3.attn1")`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensorError, TensorInfo};
+use safetensors::SafeTensors;
+
+use crate::error::{Error, Result};
+use crate::tensor::HostTensor;
+
+/// One memory-mapped safetensors file with its parsed header.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+    tensors: HashMap<String, TensorInfo>,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // SAFETY: the map is read-only; a checkpoint rewritten while we run is outside what we can defend against,
+        // as for every memory-mapped loader (safetensors' own documentation makes the same assumption).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| Error::Safetensors {
+                path: path.clone(),
+                reason: describe(&e, mmap.len()),
+            })?;
+        let tensors = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, info.clone()))
+            .collect();
+        Ok(Self {
+            path,
+            mmap,
+            data_start: 8 + header_len,
+            tensors,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn view(&self, name: &str) -> Option<TensorView<'_>> {
+        let (key, info) = self.tensors.get_key_value(name)?;
+        let (start, end) = info.data_offsets;
+        Some(TensorView {
+            name: key,
+            dtype: info.dtype,
+            shape: &info.shape,
+            bytes: &self.mmap[self.data_start + start..self.data_start + end],
+            location: &self.path,
+        })
+    }
+
+    /// The tensor `name` or an error naming it and this file.
+    pub fn get(&self, name: &str) -> Result<TensorView<'_>> {
+        self.view(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+            location: self.path.display().to_string(),
+        })
+    }
+}
+
+fn describe(e: &SafeTensorError, file_len: usize) -> String {
+    match e {
+        SafeTensorError::MetadataIncompleteBuffer | SafeTensorError::InvalidHeaderLength => {
+            format!("truncated or corrupt: the header does not match the file length ({file_len} bytes)")
+        }
+        SafeTensorError::HeaderTooSmall => format!("truncated: only {file_len} bytes"),
+        other => other.to_string(),
+    }
+}
+
+/// A borrowed tensor inside a mapped file.
+#[derive(Clone, Copy)]
+pub struct TensorView<'a> {
+    name: &'a str,
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: &'a [u8],
+    location: &'a Path,
+}
+
+impl<'a> TensorView<'a> {
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn location(&self) -> &'a Path {
+        self.location
+    }
+
+    /// Fails with an error naming the tensor, the file and both shapes unless the shape is `expected`.
+    pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
+        if self.shape == expected {
+            Ok(())
+        } else {
+            Err(Error::ShapeMismatch {
+                name: self.name.to_string(),
+                location: self.location.display().to_string(),
+                expected: expected.to_vec(),
+                actual: self.shape.to_vec(),
+            })
+        }
+    }
+
+    /// The values widened to f32 (floating-point dtypes only).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let b = self.bytes;
+        Ok(match self.dtype {
+            Dtype::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => return Err(self.unsupported("F32, F16, BF16")),
+        })
+    }
+
+    /// Integer tensors (masks, token ids) as i64.
+    pub fn to_i64(&self) -> Result<Vec<i64>> {
+        let b = self.bytes;
+        Ok(match self.dtype {
+            Dtype::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+            Dtype::I32 => b
+                .chunks_exact(4)
+                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect(),
+            _ => return Err(self.unsupported("I64, I32")),
+        })
+    }
+
+    /// A mask given as integers or floats, as f32 (0/1 values).
+    pub fn to_mask_f32(&self) -> Result<Vec<f32>> {
+        match self.dtype {
+            Dtype::I64 | Dtype::I32 => Ok(self.to_i64()?.into_iter().map(|v| v as f32).collect()),
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => self.to_f32(),
+            _ => Err(self.unsupported("I64, I32, F32, F16, BF16")),
+        }
+    }
+
+    pub fn to_host(&self) -> Result<HostTensor> {
+        HostTensor::new(self.shape.to_vec(), self.to_f32()?)
+    }
+
+    fn unsupported(&self, supported: &'static str) -> Error {
+        Error::UnsupportedDtype {
+            name: self.name.to_string(),
+            location: self.location.display().to_string(),
+            dtype: format!("{:?}", self.dtype),
+            supported,
+        }
+    }
+}
+
+/// The safetensors files of one model component (a diffusers sub-folder), seen through an optional key prefix.
+#[derive(Clone)]
+pub struct Weights {
+    checkpoint: Arc<Checkpoint>,
+    prefix: String,
+}
+
+struct Checkpoint {
+    description: String,
+    files: Vec<SafetensorsFile>,
+    /// key → index into `files`
+    owner: HashMap<String, usize>,
+}
+
+impl Weights {
+    /// Opens `dir/{stem}.safetensors`, or the shards listed by `dir/{stem}.safetensors.index.json`; failing both, the
+    /// 16-bit variants (`{stem}.bf16.safetensors`, `{stem}.fp16.safetensors` and their indexes).
+    pub fn open(dir: impl AsRef<Path>, stem: &str) -> Result<Self> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+            ));
+        }
+        let candidates = [
+            (
+                format!("{stem}.safetensors"),
+                format!("{stem}.safetensors.index.json"),
+            ),
+            (
+                format!("{stem}.bf16.safetensors"),
+                format!("{stem}.safetensors.index.bf16.json"),
+            ),
+            (
+                format!("{stem}.fp16.safetensors"),
+                format!("{stem}.safetensors.index.fp16.json"),
+            ),
+        ];
+        for (single, index) in &candidates {
+            if dir.join(single).is_file() {
+                return Self::from_files(vec![dir.join(single)]);
+            }
+            if dir.join(index).is_file() {
+                return Self::from_index(&dir.join(index));
+            }
+        }
+        Err(Error::io(
+            dir.join(&candidates[0].0),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "no weights: neither {} nor {} (nor a bf16/fp16 variant) exists",
+                    candidates[0].0, candidates[0].1
+                ),
+            ),
+        ))
+    }
+
+    /// Opens the shards named by a `*.safetensors.index.json` (`weight_map`: key → shard file name).
+    pub fn from_index(index: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: index.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Config {
+                path: index.to_path_buf(),
+                field: "weight_map".into(),
+                reason: "missing or not an object".into(),
+            })?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut shards: Vec<String> = Vec::new();
+        for (key, shard) in map {
+            let shard = shard.as_str().ok_or_else(|| Error::Config {
+                path: index.to_path_buf(),
+                field: format!("weight_map.{key}"),
+                reason: "not a file name".into(),
+            })?;
+            if !shards.iter().any(|s| s == shard) {
+                shards.push(shard.to_string());
+            }
+        }
+        shards.sort();
+        let weights = Self::from_files(shards.iter().map(|s| dir.join(s)).collect())?;
+        for (key, shard) in map {
+            if !weights.checkpoint.owner.contains_key(key) {
+                return Err(Error::MissingTensor {
+                    name: key.clone(),
+                    location: format!(
+                        "{} (listed by {})",
+                        dir.join(shard.as_str().unwrap_or("?")).display(),
+                        index.display()
+                    ),
+                });
+            }
+        }
+        Ok(weights)
+    }
+
+    /// Opens the given files as one checkpoint; a key present in two files is an error.
+    pub fn from_files(paths: Vec<PathBuf>) -> Result<Self> {
+        let files = paths
+            .iter()
+            .map(SafetensorsFile::open)
+            .collect::<Result<Vec<_>>>()?;
+        let mut owner = HashMap::new();
+        for (i, f) in files.iter().enumerate() {
+            for name in f.names() {
+                if let Some(prev) = owner.insert(name.to_string(), i) {
+                    return Err(Error::Safetensors {
+                        path: f.path().to_path_buf(),
+                        reason: format!(
+                            "tensor `{name}` also appears in {}",
+                            files[prev].path().display()
+                        ),
+                    });
+                }
+            }
+        }
+        let description = match paths.as_slice() {
+            [one] => one.display().to_string(),
+            many => format!(
+                "{} shards in {}",
+                many.len(),
+                many.first()
+                    .and_then(|p| p.parent())
+                    .unwrap_or(Path::new("."))
+                    .display()
+            ),
+        };
+        Ok(Self {
+            checkpoint: Arc::new(Checkpoint {
+                description,
+                files,
+                owner,
+            }),
+            prefix: String::new(),
+        })
+    }
+
+    /// The same checkpoint with `name` appended to the key prefix (joined by a dot).
+    pub fn prefix(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        Self {
+            checkpoint: Arc::clone(&self.checkpoint),
+            prefix,
+        }
+    }
+
+    fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.checkpoint.owner.contains_key(&self.key(name))
+    }
+
+    /// The tensor `prefix.name`, or an error naming the full key and the checkpoint.
+    pub fn get(&self, name: &str) -> Result<TensorView<'_>> {
+        let key = self.key(name);
+        let file = self
+            .checkpoint
+            .owner
+            .get(&key)
+            .map(|&i| &self.checkpoint.files[i])
+            .ok_or_else(|| Error::MissingTensor {
+                name: key.clone(),
+                location: self.checkpoint.description.clone(),
+            })?;
+        file.get(&key)
+    }
+
+    /// Like `get`, and checks the shape.
+    pub fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<TensorView<'_>> {
+        let view = self.get(name)?;
+        view.expect_shape(shape)?;
+        Ok(view)
+    }
+
+    /// Every key of the checkpoint (unprefixed).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.checkpoint.owner.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests: fixture paths, tolerance checks, a tiny deterministic PRNG, scratch
+//! folders.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+
+use sana::HostTensor;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn tiny_model() -> PathBuf {
+    fixtures().join("tiny-sana")
+}
+
+pub fn golden(name: &str) -> PathBuf {
+    fixtures().join("golden").join(name)
+}
+
+/// Largest absolute difference relative to the largest reference magnitude: `max|a−b| / max|b|`. Per-element
+/// relative error is meaningless for values near zero; this is the scale-aware form used by every golden test.
+pub fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "lengths differ");
+    let scale = expected
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    let diff = actual
+        .iter()
+        .zip(expected)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    diff / scale
+}
+
+#[track_caller]
+pub fn assert_close(what: &str, actual: &HostTensor, expected: &HostTensor, tol: f32) {
+    assert_eq!(actual.shape(), expected.shape(), "{what}: shapes differ");
+    assert!(
+        actual.data().iter().all(|v| v.is_finite()),
+        "{what}: non-finite values"
+    );
+    let err = relative_error(actual.data(), expected.data());
+    assert!(err <= tol, "{what}: relative error {err:e} > {tol:e}");
+}
+
+/// xorshift64* — deterministic, dependency-free test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [-1, 1), never exactly zero.
+    pub fn uniform(&mut self) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        let v = 2.0 * u - 1.0;
+        if v == 0.0 {
+            0.5
+        } else {
+            v
+        }
+    }
+
+    pub fn tensor(&mut self, shape: &[usize]) -> HostTensor {
+        let n = shape.iter().product();
+        HostTensor::new(shape.to_vec(), (0..n).map(|_| self.uniform()).collect()).unwrap()
+    }
+}
+
+/// A fresh, empty scratch folder for one test.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sana-test-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Copies a folder tree (small fixtures only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
