@@ -1,0 +1,63 @@
+//! The CPU reference ops at Sana 0.6B sizes for a 512 px image (N = 16·16 = 256 tokens, D = 1152, F = 2880).
+//! The reference is the oracle, not the fast path; these numbers say how long a golden check on real weights takes
+//! and catch accidental slow-downs. Throughput is reported in FLOP/s ("elements" = floating-point operations).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sana::cpu;
+use sana::engine::Activation;
+use sana::HostTensor;
+
+fn filled(shape: &[usize], seed: u32) -> HostTensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| {
+            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+            (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        })
+        .collect();
+    HostTensor::new(shape.to_vec(), data).expect("shape and data agree")
+}
+
+fn bench(c: &mut Criterion) {
+    let (n, d, f, heads) = (256usize, 1152usize, 2880usize, 36usize);
+    let mut g = c.benchmark_group("cpu_reference");
+    g.sample_size(10);
+
+    let x = filled(&[1, n, d], 1);
+    let w = filled(&[d, d], 2);
+    g.throughput(Throughput::Elements((2 * n * d * d) as u64));
+    g.bench_function(BenchmarkId::new("linear", format!("{n}x{d}x{d}")), |b| {
+        b.iter(|| cpu::linear::linear(&x, &w, None, Activation::Identity).expect("valid shapes"))
+    });
+
+    let (q, k, v) = (
+        filled(&[2, n, d], 3),
+        filled(&[2, n, d], 4),
+        filled(&[2, n, d], 5),
+    );
+    let hd = d / heads;
+    g.throughput(Throughput::Elements(
+        (2 * 2 * 2 * n * heads * hd * hd) as u64,
+    ));
+    g.bench_function(
+        BenchmarkId::new("linear_attention", format!("2x{n}x{d}")),
+        |b| {
+            b.iter(|| {
+                cpu::linear_attn::linear_attention(&q, &k, &v, heads, 1e-15).expect("valid shapes")
+            })
+        },
+    );
+
+    let u = filled(&[2, n, 2 * f], 6);
+    let dw = filled(&[2 * f, 9], 7);
+    let db = filled(&[2 * f], 8);
+    g.throughput(Throughput::Elements((2 * n * 2 * f * 9 * 2) as u64));
+    g.bench_function(
+        BenchmarkId::new("dwconv3x3_glu", format!("2x16x16x{}", 2 * f)),
+        |b| b.iter(|| cpu::conv::dwconv3x3_glu(&u, &dw, &db, 16, 16).expect("valid shapes")),
+    );
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
