@@ -29,8 +29,9 @@ pub fn component_dir(model: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
-/// `eval transformer`: IN holds `hidden_states` [B,C,H,W], `encoder_hidden_states` [B,L,D], `timestep` [B],
-/// `encoder_attention_mask` [B,L] (I64 or F32), and `guidance` [B] for Sprint models; OUT gets `output` [B,C,H,W].
+/// `eval transformer`: IN holds `hidden_states` `[B,C,H,W]`, `encoder_hidden_states` `[B,L,D]`, `timestep` `[B]`,
+/// `encoder_attention_mask` `[B,L]` (I64 or F32), and `guidance` `[B]` for Sprint models; OUT gets `output`
+/// `[B,C,H,W]`.
 pub fn transformer<E: Engine>(e: &E, model: &Path, inputs: &Path, output: &Path) -> Result<()> {
     let dit = SanaTransformer::from_dir(e, &component_dir(model, "transformer")?)?;
     let file = SafetensorsFile::open(inputs)?;

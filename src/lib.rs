@@ -1,6 +1,31 @@
 //! # sana
 //!
-//! NVIDIA's Sana text-to-image models in Rust, reproducing Hugging Face diffusers numerically.
+//! NVIDIA's Sana text-to-image models in Rust, reproducing Hugging Face diffusers numerically: prompt → Gemma-2 →
+//! linear-attention DiT in a flow-matching sampler → DC-AE decoder → image.
+//!
+//! ## Contents
+//! - [`engine`]: the [`engine::Engine`] trait (the op vocabulary) and its engines: [`engine::cpu`] (the f32
+//!   reference) and [`engine::emu`] (the CUDA kernels compiled for the host).
+//! - [`cpu`]: the reference ops behind the CPU engine, one module per kernel family.
+//! - [`launch`], [`gpu`]: launch plans shared by the CUDA and emulation engines; embedded PTX.
+//! - [`model`]: configs and the models, generic over the engine ([`model::sana_dit`]).
+//! - [`scheduler`]: Flow-DPM-Solver and Flow-Euler, step for step as diffusers.
+//! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants).
+//! - [`eval`]: the `sana-run eval …` subcommands: one component on tensors from a file.
+//! - [`tensor`], [`tensor_file`], [`error`]: host tensors, their files, and the error type.
+//!
+//! ```no_run
+//! use sana::engine::{cpu::CpuEngine, Engine};
+//! use sana::model::sana_dit::SanaTransformer;
+//! # fn main() -> sana::Result<()> {
+//! let e = CpuEngine;
+//! let dit = SanaTransformer::from_dir(&e, "sana-1.6b/transformer".as_ref())?;
+//! # let (text, mask, latents) = (sana::HostTensor::zeros(vec![1, 300, 2304]), sana::HostTensor::zeros(vec![1, 300]), sana::HostTensor::zeros(vec![1, 32, 32, 32]));
+//! let cond = dit.encode_text(&e, &text, &mask)?; // once per prompt
+//! let velocity = dit.forward(&e, &latents, &cond, &[999.0], None)?;
+//! let velocity = e.download(&velocity)?;
+//! # Ok(()) }
+//! ```
 
 pub mod cpu;
 pub mod engine;

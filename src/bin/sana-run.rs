@@ -29,8 +29,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EvalComponent {
-    /// SanaTransformer2DModel. IN: hidden_states F32 [B,C,H,W], encoder_hidden_states F32 [B,L,D], timestep F32 [B],
-    /// encoder_attention_mask I64|F32 [B,L] (guidance F32 [B] for Sprint). OUT: output F32 [B,C,H,W].
+    /// SanaTransformer2DModel. IN: hidden_states F32 (B,C,H,W), encoder_hidden_states F32 (B,L,D), timestep F32 (B),
+    /// encoder_attention_mask I64|F32 (B,L) (guidance F32 (B) for Sprint). OUT: output F32 (B,C,H,W).
     Transformer {
         /// A diffusers pipeline folder (or its transformer/ folder).
         #[arg(long)]

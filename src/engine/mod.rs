@@ -45,7 +45,7 @@ pub trait Engine: Send + Sync {
     /// Same data, new shape (element counts must agree).
     fn reshape(&self, t: Self::Tensor, shape: &[usize]) -> Result<Self::Tensor>;
 
-    /// `act(x · wᵀ + b)` over the last dimension; `x`: [.., in], `w`: [out, in], `b`: [out].
+    /// `act(x · wᵀ + b)` over the last dimension; `x`: `[.., in]`, `w`: `[out, in]`, `b`: `[out]`.
     fn linear(
         &self,
         x: &Self::Tensor,
