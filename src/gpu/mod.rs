@@ -1,1 +1,3 @@
 //! GPU-side support: embedded PTX, device probe.
+
+pub mod kernels;

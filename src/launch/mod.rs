@@ -1,1 +1,38 @@
 //! Launch plans: shapes → grid, block, shared memory and the packed kernel arguments, shared by `cuda` and `emu`.
+//! One file per `kernels/*.cu`; each kernel takes one `#[repr(C)]` params struct by value, declared identically in
+//! its `.cu` file, so the emulated path runs the exact packing the GPU sees.
+
+pub mod norm;
+
+/// Grid, block and dynamic shared memory of one launch. `#[repr(C)]`: the emulation entries read it as
+/// `sana_emu::Geometry` (kernels/emu/emu.cuh).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Geometry {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_mem_bytes: u32,
+}
+
+impl Geometry {
+    /// True when the grid has no blocks: there is nothing to launch (CUDA rejects a zero-sized grid).
+    pub fn is_empty(&self) -> bool {
+        self.grid.contains(&0)
+    }
+}
+
+/// A kernel launch: where it runs and the argument struct it receives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan<P> {
+    pub geometry: Geometry,
+    pub params: P,
+}
+
+/// Device (or, in emulation, host) addresses of a kernel's buffers, as the 64-bit integers the params structs hold.
+pub type DevicePtr = u64;
+
+/// Converts a size to the `u32` a params field holds, naming the quantity in the shape error when it does not fit.
+pub(crate) fn to_u32(op: &'static str, what: &str, v: usize) -> crate::Result<u32> {
+    u32::try_from(v)
+        .map_err(|_| crate::Error::shape(op, format!("{what} = {v} does not fit in 32 bits")))
+}

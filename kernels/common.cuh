@@ -1,0 +1,83 @@
+// Device helpers shared by every kernel family: storage-type conversion, warp and block sums, dynamic shared memory,
+// and the emu entry macro. Each is written once over CUDA primitives; on the host (SANA_EMU, set by build.rs for the
+// g++ build) emu/emu.cuh supplies those primitives, so the same source runs in both engines.
+//
+// Conventions for kernels in this directory:
+// - `extern "C" __global__ void <op>_<dtype>(<Op>Params p)`: one POD params struct by value, declared identically in
+//   src/launch/<family>.rs (`#[repr(C)]`); pointers are 64-bit device addresses.
+// - storage is f32, bf16 or f16; arithmetic is f32 (`to_float` / `from_float`, round to nearest even).
+// - after each kernel, `SANA_EMU_ENTRY(kernel, Params)` exports `sana_emu_<kernel>(const Geometry*, const Params*)`
+//   for the emulation engine; it expands to nothing under nvcc.
+#pragma once
+
+#ifdef SANA_EMU
+#include "emu/emu.cuh"
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#endif
+
+namespace sana {
+
+// ------------------------------------------------------------------------------------------- storage conversion
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+
+// ------------------------------------------------------------------------------------------- reductions
+constexpr unsigned FULL_MASK = 0xffffffffu;
+
+// Sum over the 32 lanes of a full warp, butterfly order; every lane gets the same total.
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(FULL_MASK, v, offset);
+    return v;
+}
+
+// Sum over a 1-D block whose size is a multiple of 32 (at most 1024); every thread gets the same total, in a fixed
+// order (lanes, then warps), so results are deterministic. Safe to call repeatedly: the first barrier keeps a
+// previous call's readers from seeing this call's partial sums.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[32];
+    const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < warps ? partial[lane] : 0.0f);
+}
+
+// ------------------------------------------------------------------------------------------- shared memory
+#ifdef SANA_EMU
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+    return reinterpret_cast<T*>(sana_emu::dynamic_smem());
+}
+#else
+extern __shared__ __align__(16) unsigned char dynamic_smem_bytes[];
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+    return reinterpret_cast<T*>(dynamic_smem_bytes);
+}
+#endif
+
+}  // namespace sana
+
+// ------------------------------------------------------------------------------------------- emu entry points
+#ifdef SANA_EMU
+#define SANA_EMU_ENTRY(kernel, Params)                                                                  \
+    extern "C" int sana_emu_##kernel(const sana_emu::Geometry* geometry, const Params* params) {        \
+        const Params p = *params;                                                                       \
+        return sana_emu::launch(*geometry, [&p] { kernel(p); });                                        \
+    }
+#else
+#define SANA_EMU_ENTRY(kernel, Params)
+#endif

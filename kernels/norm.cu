@@ -1,0 +1,84 @@
+// LayerNorm with AdaLN modulation (Sana blocks and final layer; spec transformer.md §8).
+//
+// Formula, per row r = (b, n) of x over the last dimension j ∈ [0, D):
+//     mean = Σ_j x[j] / D          var = Σ_j (x[j] − mean)² / D   (biased, as torch.nn.LayerNorm)
+//     y[j] = (x[j] − mean) · rsqrt(var + eps) · (1 + m[b, scale_row, j]) + m[b, shift_row, j]
+// No affine weight/bias (elementwise_affine=False). CPU reference: src/cpu/norm.rs `layer_norm_modulate`.
+//
+// Layout: row-major, last dimension contiguous. x, y: [B, N, D]; m (modulation): [B, K, D], one row per AdaLN chunk
+// (shift_msa, scale_msa, gate_msa, …). x, y and m share the storage dtype (f32, bf16 or f16).
+//
+// Geometry (src/launch/norm.rs): one block per row, grid = (B·N, 1, 1); block = (T, 1, 1) with
+// T = min(256, D rounded up to 32), so every warp is full; dynamic shared memory = 4·D bytes, the row in f32
+// (D ≤ 12288 keeps it within the default 48 KiB). Thread t handles j = t, t + T, … : coalesced, no vector loads yet.
+//
+// Accumulation: f32 throughout, exact two-pass: pass 1 loads the row into shared memory (one global read) and sums
+// it; pass 2 sums squared deviations from the mean out of shared memory, so there is no E[x²] − E[x]²
+// cancellation. Sums are per-thread sequential, then a butterfly warp sum, then a sum over warps (block_sum):
+// a fixed order, deterministic run to run.
+//
+// Numerical caveats: the output is rounded once, from f32, to the storage dtype; diffusers in bf16 rounds after
+// the norm and again after each of ·(1+scale) and +shift, so it can differ from this kernel by a few bf16 ulps
+// while both are within rounding of the f32 reference. rsqrtf is the GPU's approximate reciprocal square root
+// (≤ 2 ulp); nvcc may fuse the final multiply-add into an FMA.
+
+#include "common.cuh"
+
+// Mirrors LayerNormModulateParams in src/launch/norm.rs.
+struct LayerNormModulateParams {
+    void* y;
+    const void* x;
+    const void* modulation;
+    unsigned n;          // tokens per batch item (rows of x per b)
+    unsigned d;          // normalised dimension
+    unsigned k;          // rows of the modulation table per batch item
+    unsigned shift_row;  // < k
+    unsigned scale_row;  // < k
+    float eps;
+};
+static_assert(sizeof(LayerNormModulateParams) == 48, "LayerNormModulateParams must match src/launch/norm.rs");
+
+template <typename T>
+__device__ __forceinline__ void layer_norm_modulate(const LayerNormModulateParams& p) {
+    const size_t row = blockIdx.x, b = row / p.n, d = p.d;
+    const T* x = static_cast<const T*>(p.x) + row * d;
+    T* y = static_cast<T*>(p.y) + row * d;
+    const T* m = static_cast<const T*>(p.modulation) + b * p.k * d;
+    const T* shift = m + p.shift_row * d;
+    const T* scale = m + p.scale_row * d;
+    float* xs = sana::dynamic_smem<float>();
+
+    float sum = 0.0f;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const float v = sana::to_float(x[j]);
+        xs[j] = v;
+        sum += v;
+    }
+    const float mean = sana::block_sum(sum) / static_cast<float>(d);
+
+    float sq = 0.0f;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const float c = xs[j] - mean;
+        sq += c * c;
+    }
+    const float rstd = rsqrtf(sana::block_sum(sq) / static_cast<float>(d) + p.eps);
+
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const float z = (xs[j] - mean) * rstd;
+        y[j] = sana::from_float<T>(z * (1.0f + sana::to_float(scale[j])) + sana::to_float(shift[j]));
+    }
+}
+
+extern "C" __global__ void layer_norm_modulate_f32(const LayerNormModulateParams p) {
+    layer_norm_modulate<float>(p);
+}
+extern "C" __global__ void layer_norm_modulate_bf16(const LayerNormModulateParams p) {
+    layer_norm_modulate<__nv_bfloat16>(p);
+}
+extern "C" __global__ void layer_norm_modulate_f16(const LayerNormModulateParams p) {
+    layer_norm_modulate<__half>(p);
+}
+
+SANA_EMU_ENTRY(layer_norm_modulate_f32, LayerNormModulateParams)
+SANA_EMU_ENTRY(layer_norm_modulate_bf16, LayerNormModulateParams)
+SANA_EMU_ENTRY(layer_norm_modulate_f16, LayerNormModulateParams)

@@ -1,0 +1,112 @@
+//! Launch plans for kernels/norm.cu.
+
+use super::{to_u32, DevicePtr, Geometry, Plan};
+use crate::error::{Error, Result};
+
+/// Largest D whose f32 row (4·D bytes) fits the 48 KiB of dynamic shared memory a launch gets without opting in.
+pub const LAYER_NORM_MAX_D: usize = 12 * 1024;
+
+/// Threads per block of `layer_norm_modulate_*`, at most.
+const LAYER_NORM_MAX_THREADS: usize = 256;
+
+/// Arguments of `layer_norm_modulate_{f32,bf16,f16}`; mirrors `LayerNormModulateParams` in kernels/norm.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LayerNormModulateParams {
+    /// Output `[B, N, D]`.
+    pub y: DevicePtr,
+    /// Input `[B, N, D]`.
+    pub x: DevicePtr,
+    /// Modulation table `[B, K, D]`.
+    pub modulation: DevicePtr,
+    pub n: u32,
+    pub d: u32,
+    pub k: u32,
+    pub shift_row: u32,
+    pub scale_row: u32,
+    pub eps: f32,
+}
+
+const _: () = assert!(std::mem::size_of::<LayerNormModulateParams>() == 48);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for LayerNormModulateParams {}
+
+/// Buffers of one `layer_norm_modulate` launch, in the storage dtype the kernel is chosen for.
+#[derive(Clone, Copy, Debug)]
+pub struct LayerNormModulateBuffers {
+    pub y: DevicePtr,
+    pub x: DevicePtr,
+    pub modulation: DevicePtr,
+}
+
+/// Plans `y = LayerNorm(x)·(1 + m[b, scale_row]) + m[b, shift_row]` for `x`: [B, N, D] and `modulation`: [B, K, D]:
+/// one block per row (grid B·N), min(256, D rounded up to 32) threads, the row cached in f32 shared memory.
+pub fn layer_norm_modulate(
+    x_shape: &[usize],
+    modulation_shape: &[usize],
+    shift_row: usize,
+    scale_row: usize,
+    eps: f32,
+    buffers: LayerNormModulateBuffers,
+) -> Result<Plan<LayerNormModulateParams>> {
+    const OP: &str = "layer_norm_modulate";
+    let &[b, n, d] = x_shape else {
+        return Err(Error::shape(
+            OP,
+            format!("x must be [B, N, D], got {x_shape:?}"),
+        ));
+    };
+    let &[mb, k, md] = modulation_shape else {
+        return Err(Error::shape(
+            OP,
+            format!("modulation must be [B, K, D], got {modulation_shape:?}"),
+        ));
+    };
+    if (mb, md) != (b, d) {
+        return Err(Error::shape(
+            OP,
+            format!("modulation {modulation_shape:?} does not match x {x_shape:?} (expected [{b}, K, {d}])"),
+        ));
+    }
+    if shift_row >= k || scale_row >= k {
+        return Err(Error::shape(
+            OP,
+            format!("rows {shift_row}/{scale_row} out of a {k}-row modulation table"),
+        ));
+    }
+    if d == 0 || d > LAYER_NORM_MAX_D {
+        return Err(Error::shape(
+            OP,
+            format!("D = {d} is outside 1..={LAYER_NORM_MAX_D} (the row is cached in 48 KiB of shared memory)"),
+        ));
+    }
+    let rows = b
+        .checked_mul(n)
+        .filter(|&r| r <= i32::MAX as usize)
+        .ok_or_else(|| {
+            Error::shape(
+                OP,
+                format!("B·N = {b}·{n} rows exceed the grid limit 2^31 − 1"),
+            )
+        })?;
+    let threads = d.next_multiple_of(32).min(LAYER_NORM_MAX_THREADS);
+    Ok(Plan {
+        geometry: Geometry {
+            grid: [to_u32(OP, "B·N", rows)?, 1, 1],
+            block: [to_u32(OP, "threads", threads)?, 1, 1],
+            shared_mem_bytes: to_u32(OP, "shared memory", d * 4)?,
+        },
+        params: LayerNormModulateParams {
+            y: buffers.y,
+            x: buffers.x,
+            modulation: buffers.modulation,
+            n: to_u32(OP, "N", n)?,
+            d: to_u32(OP, "D", d)?,
+            k: to_u32(OP, "K", k)?,
+            shift_row: to_u32(OP, "shift_row", shift_row)?,
+            scale_row: to_u32(OP, "scale_row", scale_row)?,
+            eps,
+        },
+    })
+}

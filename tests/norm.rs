@@ -1,0 +1,312 @@
+//! kernels/norm.cu, run through the emulation engine, against the CPU reference `cpu::norm::layer_norm_modulate`.
+//!
+//! Tolerances. The kernel computes in f32 and rounds once to the storage dtype; the reference computes its
+//! statistics in f64. So, compared with the reference evaluated on the same storage-rounded inputs:
+//! - f32 statistics: mean and rstd carry a few f32 ulps (sequential partial sums, then a tree, over D ≤ 2240
+//!   elements of size O(1)), i.e. |Δz| ≲ 1e-6·(1 + |z|), and the modulate adds ≤ 2 ulps of its terms; bounded by
+//!   1e-5·(|1+s|·(1 + |z|) + |shift|) (the error scale is that of the terms, not of their possibly cancelling sum);
+//! - storage rounding of the output: round-to-nearest-even is within half an ulp of the output dtype at |ref|
+//!   (0 for f32). An f32 error that moves the value across a rounding boundary adds only that f32 error.
+//!
+//! The bound is tight enough that the mistakes in `norm_tolerance_catches_wrong_kernels` fail it.
+
+use sana::cpu::norm as cpu;
+use sana::engine::emu::{self, Storage, StorageDtype};
+use sana::gpu::kernels::{self, Family};
+use sana::{Error, HostTensor};
+
+/// splitmix64: a tiny deterministic generator, so the tests need no rand crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [lo, hi), never exactly zero (a zero input hides a missing term).
+    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        loop {
+            let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+            let v = lo + (hi - lo) * u;
+            if v != 0.0 {
+                return v;
+            }
+        }
+    }
+
+    fn tensor(&mut self, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
+        let n = shape.iter().product();
+        HostTensor::new(
+            shape.to_vec(),
+            (0..n).map(|_| self.uniform(lo, hi)).collect(),
+        )
+        .expect("valid shape")
+    }
+}
+
+/// Rounds every element to `dtype` (as the emu engine does on upload).
+fn rounded(t: &HostTensor, dtype: StorageDtype) -> HostTensor {
+    HostTensor::new(
+        t.shape().to_vec(),
+        Storage::from_f32(dtype, t.data()).to_f32(),
+    )
+    .expect("same shape")
+}
+
+/// Distance between adjacent values of `dtype` at magnitude `v`.
+fn ulp(dtype: StorageDtype, v: f32) -> f32 {
+    let (mantissa_bits, min_exp) = match dtype {
+        StorageDtype::F32 => return 0.0,
+        StorageDtype::Bf16 => (7, -126),
+        StorageDtype::F16 => (10, -14),
+    };
+    let e = if v == 0.0 {
+        min_exp
+    } else {
+        (v.abs().log2().floor() as i32).max(min_exp)
+    };
+    2f32.powi(e - mantissa_bits)
+}
+
+/// Inputs and parameters of one `layer_norm_modulate` call.
+struct Case {
+    x: HostTensor,
+    m: HostTensor,
+    shift_row: usize,
+    scale_row: usize,
+    eps: f32,
+}
+
+/// How far `got` is from the reference for `case`, as the largest |got − ref| / tolerance (≤ 1 passes), and where.
+fn worst_ratio(got: &HostTensor, case: &Case, dtype: StorageDtype) -> (f32, usize) {
+    let want = cpu::layer_norm_modulate(&case.x, &case.m, case.shift_row, case.scale_row, case.eps)
+        .expect("reference");
+    let (b, n, d) = (case.x.shape()[0], case.x.shape()[1], case.x.shape()[2]);
+    let k = case.m.shape()[1];
+    // z = LayerNorm(x) alone: the reference with a zero modulation row.
+    let zero = HostTensor::zeros(vec![b, 1, d]);
+    let z = cpu::layer_norm_modulate(&case.x, &zero, 0, 0, case.eps).expect("reference z");
+    let mut worst = (0.0f32, 0);
+    for i in 0..got.len() {
+        let (bi, j) = (i / (n * d), i % d);
+        let shift = case.m.data()[(bi * k + case.shift_row) * d + j];
+        let one_plus_scale = 1.0 + case.m.data()[(bi * k + case.scale_row) * d + j];
+        let r = want.data()[i];
+        let f32_err = 1e-5 * (one_plus_scale.abs() * (1.0 + z.data()[i].abs()) + shift.abs());
+        let tol = 0.5 * ulp(dtype, r) + f32_err;
+        let ratio = (got.data()[i] - r).abs() / tol;
+        if ratio.is_nan() || ratio > worst.0 {
+            worst = (ratio, i);
+        }
+    }
+    worst
+}
+
+fn random_case(
+    rng: &mut Rng,
+    (b, n, d, k): (usize, usize, usize, usize),
+    shift_row: usize,
+    scale_row: usize,
+) -> Case {
+    Case {
+        // Offset mean and non-unit spread, so that a missing mean subtraction or rstd shows.
+        x: rng.tensor(&[b, n, d], -2.0, 3.0),
+        m: rng.tensor(&[b, k, d], -1.5, 1.5),
+        shift_row,
+        scale_row,
+        eps: 1e-6,
+    }
+}
+
+/// Shapes (B, N, D, K): D below, at and above one block of 256 threads, not multiples of 32 or 256, and Sana's
+/// widths 1152 (600M) and 2240 (1.6B).
+const SHAPES: [(usize, usize, usize, usize); 7] = [
+    (1, 1, 7, 2),
+    (2, 3, 32, 6),
+    (2, 3, 33, 6),
+    (1, 2, 257, 3),
+    (2, 5, 300, 6),
+    (2, 2, 1152, 6),
+    (1, 3, 2240, 6),
+];
+
+fn check_against_cpu(dtype: StorageDtype, seed: u64) {
+    let mut rng = Rng(seed);
+    for (i, &shape) in SHAPES.iter().enumerate() {
+        let k = shape.3;
+        // Alternate the rows so that both orders of shift/scale and rows past 0/1 are used.
+        let (shift_row, scale_row) = if i % 2 == 0 { (0, 1) } else { (k - 2, k - 1) };
+        let case = random_case(&mut rng, shape, shift_row, scale_row);
+        let got = emu::layer_norm_modulate(&case.x, &case.m, shift_row, scale_row, case.eps, dtype)
+            .expect("emu");
+        assert_eq!(got.shape(), case.x.shape());
+        let case = Case {
+            x: rounded(&case.x, dtype),
+            m: rounded(&case.m, dtype),
+            ..case
+        };
+        let (ratio, at) = worst_ratio(&got, &case, dtype);
+        assert!(
+            ratio <= 1.0,
+            "{dtype:?} shape {shape:?}: element {at} is {ratio}× the tolerance off"
+        );
+    }
+}
+
+#[test]
+fn norm_emu_matches_cpu_f32() {
+    check_against_cpu(StorageDtype::F32, 1);
+}
+
+#[test]
+fn norm_emu_matches_cpu_bf16() {
+    check_against_cpu(StorageDtype::Bf16, 2);
+}
+
+#[test]
+fn norm_emu_matches_cpu_f16() {
+    check_against_cpu(StorageDtype::F16, 3);
+}
+
+/// The bf16 tolerance (the loosest) must reject a kernel with a typical mistake: each variant below is what such a
+/// kernel computes, expressed through the CPU reference. eps is chosen comparable to the variance so that it
+/// matters, as it does for near-constant rows.
+#[test]
+fn norm_tolerance_catches_wrong_kernels() {
+    let dtype = StorageDtype::Bf16;
+    let mut rng = Rng(4);
+    let (b, n, d, k) = (2, 3, 64, 6);
+    let x = rng.tensor(&[b, n, d], 0.48, 0.52); // variance ≈ 1.3e-4
+    let m = rng.tensor(&[b, k, d], -1.5, 1.5);
+    let (shift_row, scale_row, eps) = (3, 4, 1e-4);
+    let got = emu::layer_norm_modulate(&x, &m, shift_row, scale_row, eps, dtype).expect("emu");
+    let (x, m) = (rounded(&x, dtype), rounded(&m, dtype));
+    let case = |m: &HostTensor, shift_row, scale_row, eps| Case {
+        x: x.clone(),
+        m: m.clone(),
+        shift_row,
+        scale_row,
+        eps,
+    };
+    let (ok, _) = worst_ratio(&got, &case(&m, shift_row, scale_row, eps), dtype);
+    assert!(ok <= 1.0, "correct kernel fails: {ok}× the tolerance");
+
+    // m with the scale row replaced by f(scale) (same table otherwise).
+    let map_scale = |f: &dyn Fn(f32) -> f32| {
+        let mut m = m.clone();
+        for bi in 0..b {
+            let row = (bi * k + scale_row) * d;
+            for v in &mut m.data_mut()[row..row + d] {
+                *v = f(*v);
+            }
+        }
+        m
+    };
+    // Unbiased variance: LN_unbiased(x, eps) = c·LN(x, c²·eps) with c² = (D−1)/D.
+    let c = ((d as f32 - 1.0) / d as f32).sqrt();
+    let mut other_batch = m.clone();
+    other_batch.data_mut().rotate_left(k * d);
+    let wrong = [
+        ("eps ignored", case(&m, shift_row, scale_row, 0.0)),
+        ("eps off by 10x", case(&m, shift_row, scale_row, eps / 10.0)),
+        (
+            "scale without 1+",
+            case(&map_scale(&|s| s - 1.0), shift_row, scale_row, eps),
+        ),
+        (
+            "shift and scale swapped",
+            case(&m, scale_row, shift_row, eps),
+        ),
+        (
+            "scale row off by one",
+            case(&m, shift_row, scale_row + 1, eps),
+        ),
+        (
+            "modulation of the other batch item",
+            case(&other_batch, shift_row, scale_row, eps),
+        ),
+        (
+            "unbiased variance",
+            case(
+                &map_scale(&|s| c * (1.0 + s) - 1.0),
+                shift_row,
+                scale_row,
+                c * c * eps,
+            ),
+        ),
+    ];
+    for (what, case) in &wrong {
+        let (ratio, _) = worst_ratio(&got, case, dtype);
+        assert!(
+            ratio > 1.0,
+            "a kernel with '{what}' would pass (worst {ratio}× the tolerance)"
+        );
+    }
+}
+
+#[test]
+fn norm_shape_errors() {
+    let mut rng = Rng(5);
+    let x = rng.tensor(&[2, 3, 8], -1.0, 1.0);
+    let m = rng.tensor(&[2, 4, 8], -1.0, 1.0);
+    let run = |x: &HostTensor, m: &HostTensor, shift_row, scale_row| {
+        emu::layer_norm_modulate(x, m, shift_row, scale_row, 1e-6, StorageDtype::Bf16)
+    };
+    let x2 = x.clone().reshape(vec![6, 8]).expect("reshape");
+    let wrong_batch = rng.tensor(&[1, 4, 8], -1.0, 1.0);
+    let wrong_d = rng.tensor(&[2, 4, 9], -1.0, 1.0);
+    let too_wide = rng.tensor(&[1, 1, sana::launch::norm::LAYER_NORM_MAX_D + 1], -1.0, 1.0);
+    let too_wide_m = rng.tensor(&[1, 2, sana::launch::norm::LAYER_NORM_MAX_D + 1], -1.0, 1.0);
+    let cases = [
+        ("x of rank 2", run(&x2, &m, 0, 1)),
+        ("modulation batch", run(&x, &wrong_batch, 0, 1)),
+        ("modulation width", run(&x, &wrong_d, 0, 1)),
+        ("shift row out of range", run(&x, &m, 4, 1)),
+        ("scale row out of range", run(&x, &m, 0, 7)),
+        (
+            "D beyond the shared-memory row",
+            run(&too_wide, &too_wide_m, 0, 1),
+        ),
+    ];
+    for (what, result) in cases {
+        assert!(
+            matches!(result, Err(Error::Shape { .. })),
+            "{what}: expected a shape error, got {result:?}"
+        );
+    }
+}
+
+#[test]
+fn norm_empty_rows() {
+    let x = HostTensor::zeros(vec![2, 0, 8]);
+    let m = Rng(6).tensor(&[2, 2, 8], -1.0, 1.0);
+    let y = emu::layer_norm_modulate(&x, &m, 0, 1, 1e-6, StorageDtype::F16).expect("empty launch");
+    assert_eq!(y.shape(), &[2, 0, 8]);
+}
+
+#[test]
+fn norm_ptx_has_entries() {
+    match kernels::ptx(Family::Norm) {
+        Ok(ptx) => {
+            assert!(
+                ptx.contains(".target sm_80"),
+                "PTX not built for compute_80"
+            );
+            for dtype in ["f32", "bf16", "f16"] {
+                let entry = format!(".entry layer_norm_modulate_{dtype}(");
+                assert!(ptx.contains(&entry), "PTX lacks {entry}");
+            }
+        }
+        Err(Error::KernelsNotBuilt) => {
+            if kernels::NVCC_BUILT || option_env!("SANA_REQUIRE_NVCC") == Some("1") {
+                panic!("nvcc ran at build time (or was required) but there is no norm PTX");
+            }
+            eprintln!("skipped: no nvcc at build time");
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
