@@ -49,6 +49,12 @@ pub enum Error {
         engine: &'static str,
         reason: String,
     },
+    #[error("{engine} engine: kernel `{kernel}` failed to launch: {reason}")]
+    KernelLaunch {
+        engine: &'static str,
+        kernel: &'static str,
+        reason: String,
+    },
     #[error("the CUDA kernels were not built (no nvcc at build time); rebuild with nvcc on PATH or NVCC set")]
     KernelsNotBuilt,
     #[error("image output {path}: {reason}")]

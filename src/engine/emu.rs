@@ -115,15 +115,13 @@ unsafe fn launch<P>(kernel: &'static str, entry: ffi::Entry<P>, plan: &Plan<P>) 
     let status = unsafe { entry(&plan.geometry, &plan.params) };
     let reason = match status {
         0 => return Ok(()),
-        1 => format!(
-            "{kernel}: launch geometry {:?} exceeds CUDA's limits",
-            plan.geometry
-        ),
-        2 => format!("{kernel}: could not start the block's threads or allocate its shared memory"),
-        s => format!("{kernel}: unknown emulator status {s}"),
+        1 => format!("launch geometry {:?} exceeds CUDA's limits", plan.geometry),
+        2 => "could not start the block's threads or allocate its shared memory".to_string(),
+        s => format!("unknown emulator status {s}"),
     };
-    Err(Error::EngineUnavailable {
+    Err(Error::KernelLaunch {
         engine: "emu",
+        kernel,
         reason,
     })
 }
