@@ -17,7 +17,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SanaTransformer2DModel
+import inspect
+
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 MODEL = ROOT / "tiny-sana"
@@ -43,7 +47,7 @@ def redraw_(module, generator):
 
 
 def save(tensors, path):
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(path))
+    save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(path))
 
 
 def transformer(generator):
@@ -143,12 +147,138 @@ def scheduler_trace(scheduler, steps, name, generator):
     save(out, GOLDEN / f"{name}.safetensors")
 
 
+# The complex human instruction exactly as SanaPipeline.__call__ defaults to it.
+CHI = inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default
+
+TOKENIZER_TEXTS = [
+    "a cat sleeping",
+    "A busy city street at dusk, with glowing lamps and a double-decker bus.",
+    "",
+    "   Spaces   around   ",
+    "café crème brûlée, naïve façade",
+    "東京の夜景 and 🦊🌲 emoji",
+    "<bos> literal special token",
+    "\n".join(CHI) + "a red fox in the snow",
+]
+
+
+def tokenizer():
+    """A small Gemma-style tokenizer: byte-fallback BPE, spaces as ▁, no dummy prefix, <bos> prepended."""
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    corpus = ["\n".join(CHI)] + CHI + TOKENIZER_TEXTS[:2] * 4 + [
+        "a small fluffy white cat curled up in a round shape on a warm sunny windowsill",
+        "the quick brown fox jumps over the lazy dog while red flowers bloom",
+        "photograph of a mountain lake at sunrise with mist and pine trees",
+    ]
+    trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    trainer_tok.normalizer = normalizers.Replace(" ", "▁")
+    trainer = trainers.BpeTrainer(vocab_size=700, max_token_length=6, special_tokens=specials + byte_tokens, show_progress=False)
+    trainer_tok.train_from_iterator(corpus, trainer)
+    trained = json.loads(trainer_tok.to_str())
+    # Gemma's layout: specials first, then the byte pieces, then the merged pieces.
+    vocab = {t: i for i, t in enumerate(specials + byte_tokens)}
+    for piece in sorted(trained["model"]["vocab"], key=trained["model"]["vocab"].get):
+        vocab.setdefault(piece, len(vocab))
+    tok = Tokenizer(
+        models.BPE(
+            vocab=vocab,
+            merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["model"]["merges"]],
+            unk_token="<unk>",
+            byte_fallback=True,
+            fuse_unk=True,
+        )
+    )
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 2)])
+    tok.add_special_tokens(specials)
+    fast = GemmaTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>", add_bos_token=True, add_eos_token=False, padding_side="left")
+    fast.save_pretrained(MODEL / "tokenizer")
+    return GemmaTokenizerFast.from_pretrained(MODEL / "tokenizer")
+
+
+def text_encoder(vocab_size, generator):
+    """Gemma-2 with one sliding (window 4) and one global layer, query_pre_attn_scalar ≠ head_dim and a soft-cap low
+    enough that random-weight logits cross it (the real model's 50 would never be reached here)."""
+    config = Gemma2Config(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        attn_logit_softcapping=5.0,
+        final_logit_softcapping=30.0,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-6,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        hidden_activation="gelu_pytorch_tanh",
+        attn_implementation="eager",
+    )
+    model = Gemma2Model(config)
+    redraw_(model, generator)
+    with torch.no_grad():
+        for layer in model.layers:
+            # large q/k so that attention logits exceed the soft-cap
+            layer.self_attn.q_proj.weight.mul_(4.0)
+            layer.self_attn.k_proj.weight.mul_(4.0)
+    model.eval()
+    model.save_pretrained(MODEL / "text_encoder")
+    model.save_pretrained(ROOT / "sharded-text-encoder", max_shard_size="100KB")
+    return model
+
+
+def text_encoder_golden(model, tok):
+    tok.padding_side = "right"
+    batch = tok([TOKENIZER_TEXTS[1], TOKENIZER_TEXTS[0]], padding="longest", return_tensors="pt")
+    with torch.no_grad():
+        out = model(batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    tensors = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "last_hidden_state": out.last_hidden_state}
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"hidden_states.{i}"] = h
+    save(tensors, GOLDEN / "text_encoder.safetensors")
+
+
+def tokenizer_cases(tok):
+    cases = [{"text": t, "ids": tok(t).input_ids} for t in TOKENIZER_TEXTS]
+    (GOLDEN / "tokenizer_cases.json").write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
+
+
+def encode_prompt_goldens(tok, text_encoder_model):
+    pipe = SanaPipeline(tokenizer=tok, text_encoder=text_encoder_model, vae=None, transformer=None, scheduler=None)
+    cases = {
+        "chi": (["A Cat Sleeping  ", "東京の夜景 🦊"], CHI),
+        "no_chi": (["A Cat Sleeping  ", " ".join(["a very long prompt"] * 120)], None),
+    }
+    for name, (prompts, chi) in cases.items():
+        with torch.no_grad():
+            embeds, mask, neg, neg_mask = pipe.encode_prompt(prompts, do_classifier_free_guidance=True, negative_prompt="", device="cpu", complex_human_instruction=chi)
+        save(
+            {"prompt_embeds": embeds, "prompt_attention_mask": mask, "negative_prompt_embeds": neg, "negative_prompt_attention_mask": neg_mask},
+            GOLDEN / f"encode_prompt_{name}.safetensors",
+        )
+        (GOLDEN / f"encode_prompt_{name}.json").write_text(json.dumps({"prompts": prompts, "negative_prompt": "", "complex_human_instruction": chi is not None, "max_sequence_length": 300}, indent=1, ensure_ascii=False) + "\n")
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     MODEL.mkdir(parents=True, exist_ok=True)
     GOLDEN.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(20261124)
+
+    tok = tokenizer()
+    gemma = text_encoder(len(tok), generator)
+    text_encoder_golden(gemma, tok)
+    tokenizer_cases(tok)
+    encode_prompt_goldens(tok, gemma)
 
     model = transformer(generator)
     transformer_golden(model, generator, "square", 4, 4)
@@ -162,7 +292,7 @@ def main():
     shifted = DPMSolverMultistepScheduler.from_config(scheduler.config, flow_shift=6.0)
     scheduler_trace(shifted, 20, "scheduler_dpm_shift6_n20", generator)
 
-    index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "transformer": ["diffusers", "SanaTransformer2DModel"]}
+    index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
