@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 import inspect
 
-from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
 from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
@@ -267,6 +267,84 @@ def encode_prompt_goldens(tok, text_encoder_model):
         (GOLDEN / f"encode_prompt_{name}.json").write_text(json.dumps({"prompts": prompts, "negative_prompt": "", "complex_human_instruction": chi is not None, "max_sequence_length": 300}, indent=1, ensure_ascii=False) + "\n")
 
 
+def vae(generator):
+    """The dc-ae-f32c32-sana design at three stages (spatial factor 4 instead of 32), head dim 8 so that a 2×2 latent
+    takes diffusers' quadratic-attention path at the deepest stage (h·w ≤ head dim) while larger ones take the linear
+    path."""
+    model = AutoencoderDC(
+        in_channels=3,
+        latent_channels=32,
+        attention_head_dim=8,
+        encoder_block_types=["ResBlock", "EfficientViTBlock", "EfficientViTBlock"],
+        decoder_block_types=["ResBlock", "EfficientViTBlock", "EfficientViTBlock"],
+        encoder_block_out_channels=[16, 32, 64],
+        decoder_block_out_channels=[16, 32, 64],
+        encoder_layers_per_block=[1, 1, 1],
+        decoder_layers_per_block=[1, 1, 2],
+        encoder_qkv_multiscales=[[], [5], [5]],
+        decoder_qkv_multiscales=[[], [5], [5]],
+        upsample_block_type="interpolate",
+        downsample_block_type="Conv",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    )
+    redraw_(model, generator)
+    model.eval()
+    model.save_pretrained(MODEL / "vae")
+    return model
+
+
+def vae_golden(model, generator, name, height, width):
+    """`vae.decode(latent)` (no scaling-factor division: the pipeline divides before calling), with the output of
+    every decoder stage."""
+    latent = torch.randn(1, 32, height, width, generator=generator)
+    captured = {}
+    decoder = model.decoder
+    stages = {"decoder.conv_in": decoder.conv_in, "decoder.norm_out": decoder.norm_out}
+    stages.update({f"decoder.up_blocks.{i}": block for i, block in enumerate(decoder.up_blocks)})
+    hooks = [m.register_forward_hook(lambda _m, _i, out, key=key: captured.__setitem__(key, out)) for key, m in stages.items()]
+    with torch.no_grad():
+        sample = model.decode(latent).sample
+    for h in hooks:
+        h.remove()
+    captured.update(latent=latent, sample=sample)
+    save(captured, GOLDEN / f"vae_decode_{name}.safetensors")
+
+
+def pipeline_goldens(tok, gemma, dit, autoencoder, scheduler, generator):
+    """Full SanaPipeline runs from explicit initial latents, binning off."""
+    pipe = SanaPipeline(tokenizer=tok, text_encoder=gemma, vae=autoencoder, transformer=dit, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    runs = {
+        "square_4steps_cfg_chi": dict(prompt="A red fox in the snow", height=32, width=32, num_inference_steps=4, guidance_scale=4.5, chi=True),
+        "nonsquare_20steps_cfg_nochi": dict(prompt="a lighthouse at night", height=64, width=32, num_inference_steps=20, guidance_scale=4.5, chi=False),
+        "square_2steps_nocfg_chi": dict(prompt="a bowl of cherries", height=32, width=32, num_inference_steps=2, guidance_scale=1.0, chi=True),
+    }
+    for name, run in runs.items():
+        latents = torch.randn(1, 32, run["height"] // 4, run["width"] // 4, generator=generator)
+        kwargs = dict(
+            prompt=run["prompt"],
+            height=run["height"],
+            width=run["width"],
+            num_inference_steps=run["num_inference_steps"],
+            guidance_scale=run["guidance_scale"],
+            latents=latents.clone(),
+            use_resolution_binning=False,
+        )
+        if not run["chi"]:
+            kwargs["complex_human_instruction"] = None
+        with torch.no_grad():
+            final = pipe(**kwargs, output_type="latent").images
+            kwargs["latents"] = latents.clone()
+            image = pipe(**kwargs, output_type="np").images
+        image = torch.from_numpy(image)
+        image_u8 = torch.from_numpy((image.numpy() * 255).round().astype("uint8"))
+        save({"latents": latents, "final_latents": final, "image": image, "image_u8": image_u8}, GOLDEN / f"pipeline_{name}.safetensors")
+        meta = {k: v for k, v in run.items()} | {"negative_prompt": "", "use_resolution_binning": False, "max_sequence_length": 300}
+        (GOLDEN / f"pipeline_{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -292,7 +370,13 @@ def main():
     shifted = DPMSolverMultistepScheduler.from_config(scheduler.config, flow_shift=6.0)
     scheduler_trace(shifted, 20, "scheduler_dpm_shift6_n20", generator)
 
-    index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"]}
+    autoencoder = vae(generator)
+    vae_golden(autoencoder, generator, "square", 4, 4)
+    vae_golden(autoencoder, generator, "nonsquare", 3, 5)
+    vae_golden(autoencoder, generator, "quadratic", 2, 2)
+    pipeline_goldens(tok, gemma, model, autoencoder, DPMSolverMultistepScheduler.from_config(scheduler.config), generator)
+
+    index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
