@@ -20,8 +20,12 @@ use sana::HostTensor;
 const TOL: f32 = 1e-4;
 
 fn check_case(file: &str) {
+    check_model_case(&tiny_model().join("transformer"), file);
+}
+
+fn check_model_case(model: &std::path::Path, file: &str) {
     let e = CpuEngine;
-    let dit = SanaTransformer::from_dir(&e, &tiny_model().join("transformer")).unwrap();
+    let dit = SanaTransformer::from_dir(&e, model).unwrap();
     let g = SafetensorsFile::open(golden(file)).unwrap();
     let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
     let mask = g.get("encoder_attention_mask").unwrap();
@@ -33,6 +37,7 @@ fn check_case(file: &str) {
     let text = dit
         .encode_text(&e, &get("encoder_hidden_states"), &mask)
         .unwrap();
+    let guidance = g.view("guidance").map(|v| v.to_f32().unwrap());
     let mut seen: HashMap<String, HostTensor> = HashMap::new();
     let out = dit
         .forward_traced(
@@ -40,7 +45,7 @@ fn check_case(file: &str) {
             &get("hidden_states"),
             &text,
             get("timestep").data(),
-            None,
+            guidance.as_deref(),
             &mut |name, t| {
                 seen.insert(name.to_string(), e.download(t)?);
                 Ok(())
@@ -70,6 +75,55 @@ fn transformer_matches_diffusers_square() {
 #[test]
 fn transformer_matches_diffusers_nonsquare() {
     check_case("transformer_nonsquare.safetensors");
+}
+
+fn variant(name: &str) -> std::path::PathBuf {
+    common::fixtures()
+        .join("variants")
+        .join(name)
+        .join("transformer")
+}
+
+#[test]
+fn transformer_qk_norm_matches_diffusers() {
+    // SANA-1.5: RMSNorm across heads on q/k of both attentions.
+    check_model_case(&variant("qk-norm"), "transformer_qk_norm.safetensors");
+}
+
+#[test]
+fn transformer_position_embedding_matches_diffusers() {
+    // 2K/4K: sin-cos PE on a grid stretched to the training base (interpolation scale 2, non-square 3×5).
+    check_model_case(&variant("pos-embed"), "transformer_pos_embed.safetensors");
+}
+
+#[test]
+fn transformer_sprint_guidance_embedding_matches_diffusers() {
+    // Sprint: timestep in [0, 1] plus a guidance embedding, q/k norm.
+    check_model_case(&variant("sprint"), "transformer_sprint.safetensors");
+}
+
+#[test]
+fn transformer_sprint_without_guidance_is_an_error() {
+    let e = CpuEngine;
+    let dit = SanaTransformer::from_dir(&e, &variant("sprint")).unwrap();
+    let g = SafetensorsFile::open(golden("transformer_sprint.safetensors")).unwrap();
+    let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
+    let mask = g.get("encoder_attention_mask").unwrap();
+    let mask = HostTensor::new(mask.shape().to_vec(), mask.to_mask_f32().unwrap()).unwrap();
+    let text = dit
+        .encode_text(&e, &get("encoder_hidden_states"), &mask)
+        .unwrap();
+    let err = dit
+        .forward(
+            &e,
+            &get("hidden_states"),
+            &text,
+            get("timestep").data(),
+            None,
+        )
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("guidance"), "{err}");
 }
 
 #[test]

@@ -50,13 +50,15 @@ def save(tensors, path):
     save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(path))
 
 
-def transformer(generator):
-    model = SanaTransformer2DModel(
+def transformer(generator, folder=MODEL, num_layers=2, **variant):
+    """The tiny Sana DiT; `variant` switches on the SANA-1.5/Sprint/2K-4K features (qk_norm, guidance_embeds,
+    interpolation_scale, sample_size)."""
+    config = dict(
         in_channels=32,
         out_channels=32,
         num_attention_heads=2,
         attention_head_dim=32,
-        num_layers=2,
+        num_layers=num_layers,
         num_cross_attention_heads=2,
         cross_attention_head_dim=32,
         cross_attention_dim=64,
@@ -68,17 +70,18 @@ def transformer(generator):
         norm_elementwise_affine=False,
         attention_bias=False,
     )
+    model = SanaTransformer2DModel(**(config | variant))
     redraw_(model, generator)
     model.eval()
-    model.save_pretrained(MODEL / "transformer")
+    model.save_pretrained(folder / "transformer")
     return model
 
 
-def transformer_golden(model, generator, name, height, width):
+def transformer_golden(model, generator, name, height, width, timestep=(999.0, 436.0), guidance=None):
     """One forward pass with a padded text mask and two timesteps, every intermediate captured by hooks."""
     x = torch.randn(2, 32, height, width, generator=generator)
     text = torch.randn(2, 8, CAPTION_CHANNELS, generator=generator)
-    timestep = torch.tensor([999.0, 436.0])
+    timestep = torch.tensor(timestep)
     mask = torch.ones(2, 8, dtype=torch.int64)
     mask[1, 5:] = 0
     captured = {}
@@ -104,17 +107,34 @@ def transformer_golden(model, generator, name, height, width):
             block.attn2.register_forward_hook(keep(f"blocks.{i}.attn2")),
             block.ff.register_forward_hook(keep(f"blocks.{i}.ff")),
         ]
+    extra = {} if guidance is None else {"guidance": torch.tensor(guidance)}
     with torch.no_grad():
-        output = model(x, encoder_hidden_states=text, timestep=timestep, encoder_attention_mask=mask, return_dict=False)[0]
+        output = model(
+            x, encoder_hidden_states=text, timestep=timestep, encoder_attention_mask=mask, return_dict=False, **extra
+        )[0]
     for h in hooks:
         h.remove()
     for i in range(len(model.transformer_blocks)):
         # GLUMBConv returns NCHW; store it as tokens [B, N, D] like every other intermediate.
         captured[f"blocks.{i}.ff"] = captured[f"blocks.{i}.ff"].flatten(2).transpose(1, 2)
     captured.update(
-        hidden_states=x, encoder_hidden_states=text, timestep=timestep, encoder_attention_mask=mask, output=output
+        hidden_states=x, encoder_hidden_states=text, timestep=timestep, encoder_attention_mask=mask, output=output, **extra
     )
     save(captured, GOLDEN / f"transformer_{name}.safetensors")
+
+
+def transformer_variants(generator):
+    """One-block models with each variant feature, in tests/fixtures/variants/<name>/transformer."""
+    variants = ROOT / "variants"
+    qk = transformer(generator, variants / "qk-norm", num_layers=1, qk_norm="rms_norm_across_heads")
+    transformer_golden(qk, generator, "qk_norm", 4, 4)
+    # 4K-style position embedding: base grid 8 (sample_size), interpolation scale 2, on a stretched 3×5 grid.
+    pe = transformer(generator, variants / "pos-embed", num_layers=1, sample_size=8, interpolation_scale=2.0)
+    transformer_golden(pe, generator, "pos_embed", 3, 5)
+    sprint = transformer(
+        generator, variants / "sprint", num_layers=1, qk_norm="rms_norm_across_heads", guidance_embeds=True
+    )
+    transformer_golden(sprint, generator, "sprint", 4, 4, timestep=(0.9999, 0.5), guidance=(0.45, 0.45))
 
 
 def dpm_solver_config():
@@ -375,6 +395,7 @@ def main():
     vae_golden(autoencoder, generator, "nonsquare", 3, 5)
     vae_golden(autoencoder, generator, "quadratic", 2, 2)
     pipeline_goldens(tok, gemma, model, autoencoder, DPMSolverMultistepScheduler.from_config(scheduler.config), generator)
+    transformer_variants(generator)
 
     index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
