@@ -59,6 +59,8 @@ pub enum Error {
     KernelsNotBuilt,
     #[error("image output {path}: {reason}")]
     Image { path: PathBuf, reason: String },
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
 }
 
 impl Error {

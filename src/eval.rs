@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::model::gemma2::{Gemma2Model, TokenBatch};
 use crate::model::sana_dit::SanaTransformer;
 use crate::tensor::HostTensor;
-use crate::tensor_file::write_f32;
+use crate::tensor_file::{write_f32, write_f32_i64};
+use crate::text::{PromptOptions, TextEncoder};
 use crate::weights::SafetensorsFile;
 
 /// The component folder `name` of a pipeline folder, or `model` itself when it is already that component
@@ -45,4 +47,62 @@ pub fn transformer<E: Engine>(e: &E, model: &Path, inputs: &Path, output: &Path)
     let cond = dit.encode_text(e, &text, &mask)?;
     let out = dit.forward(e, &hidden, &cond, timestep.data(), guidance.as_deref())?;
     write_f32(output, &[("output", &e.download(&out)?)])
+}
+
+/// `eval text-encoder`: IN holds `input_ids` I64 `[B,L]` and `attention_mask` I64|F32 `[B,L]`; OUT gets
+/// `last_hidden_state` F32 `[B,L,D]` (Gemma-2 after its final norm). `softcap = false`: transformers 4.48–5.20.
+pub fn text_encoder<E: Engine>(
+    e: &E,
+    model: &Path,
+    inputs: &Path,
+    output: &Path,
+    softcap: bool,
+) -> Result<()> {
+    let mut gemma = Gemma2Model::from_dir(e, &component_dir(model, "text_encoder")?)?;
+    gemma.attn_softcap = softcap;
+    let file = SafetensorsFile::open(inputs)?;
+    let ids = file.get("input_ids")?;
+    let [b, l] = *ids.shape() else {
+        return Err(Error::InvalidInput(format!(
+            "{}: input_ids has shape {:?}, expected [B, L]",
+            inputs.display(),
+            ids.shape()
+        )));
+    };
+    let mask = file.get("attention_mask")?.to_mask_f32()?;
+    let mask = mask.iter().map(|&m| i64::from(m != 0.0)).collect();
+    let out = gemma.forward(e, &TokenBatch::new(ids.to_i64()?, mask, b, l)?)?;
+    write_f32(output, &[("last_hidden_state", &e.download(&out)?)])
+}
+
+/// `eval encode-prompt`: `model` is a pipeline folder (`tokenizer/`, `text_encoder/`); OUT gets `prompt_embeds`,
+/// `negative_prompt_embeds` F32 `[B,M,D]` and `prompt_attention_mask`, `negative_prompt_attention_mask` I64 `[B,M]`.
+pub fn encode_prompt<E: Engine>(
+    e: &E,
+    model: &Path,
+    prompts: &[String],
+    negative_prompts: &[String],
+    opts: &PromptOptions,
+    softcap: bool,
+    output: &Path,
+) -> Result<()> {
+    let mut encoder = TextEncoder::from_dir(e, model)?;
+    encoder.model.attn_softcap = softcap;
+    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let negatives: Vec<&str> = negative_prompts.iter().map(String::as_str).collect();
+    let out = encoder.encode_prompt(e, &prompts, &negatives, opts)?;
+    write_f32_i64(
+        output,
+        &[
+            ("prompt_embeds", &out.prompt_embeds),
+            ("negative_prompt_embeds", &out.negative_prompt_embeds),
+        ],
+        &[
+            ("prompt_attention_mask", &out.prompt_attention_mask),
+            (
+                "negative_prompt_attention_mask",
+                &out.negative_prompt_attention_mask,
+            ),
+        ],
+    )
 }

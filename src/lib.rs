@@ -9,6 +9,7 @@
 //! - [`cpu`]: the reference ops behind the CPU engine, one module per kernel family.
 //! - [`launch`], [`gpu`]: launch plans shared by the CUDA and emulation engines; embedded PTX.
 //! - [`model`]: configs and the models, generic over the engine ([`model::sana_dit`]).
+//! - [`text`]: the Gemma tokenizer, Sana's prompt handling and `encode_prompt` ([`model::gemma2`] encodes).
 //! - [`scheduler`]: Flow-DPM-Solver and Flow-Euler, step for step as diffusers.
 //! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants).
 //! - [`eval`]: the `sana-run eval …` subcommands: one component on tensors from a file.
@@ -37,6 +38,7 @@ pub mod model;
 pub mod scheduler;
 pub mod tensor;
 pub mod tensor_file;
+pub mod text;
 pub mod weights;
 
 pub use error::{Error, Result};

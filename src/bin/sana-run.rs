@@ -42,6 +42,49 @@ enum EvalComponent {
         #[arg(long, value_enum, default_value_t = EngineKind::Cpu)]
         engine: EngineKind,
     },
+    /// Gemma-2 text encoder. IN: input_ids I64 (B,L), attention_mask I64|F32 (B,L). OUT: last_hidden_state F32 (B,L,D).
+    TextEncoder {
+        /// A diffusers pipeline folder (or its text_encoder/ folder).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = EngineKind::Cpu)]
+        engine: EngineKind,
+        /// Skip the attention soft-cap (transformers 4.48–5.20 SDPA numbers; default: eager, soft-capped).
+        #[arg(long)]
+        no_attn_softcap: bool,
+    },
+    /// SanaPipeline.encode_prompt. OUT: prompt_embeds, negative_prompt_embeds F32 (B,M,D); prompt_attention_mask,
+    /// negative_prompt_attention_mask I64 (B,M). Prompts: every --prompt, then every --prompt-file.
+    EncodePrompt {
+        /// A diffusers pipeline folder (with tokenizer/ and text_encoder/).
+        #[arg(long)]
+        model: PathBuf,
+        /// A prompt; repeat for a batch.
+        #[arg(long)]
+        prompt: Vec<String>,
+        /// A file holding one prompt (UTF-8, used verbatim before lower-casing and stripping).
+        #[arg(long)]
+        prompt_file: Vec<PathBuf>,
+        /// One for every prompt, or one per prompt (default "").
+        #[arg(long)]
+        negative_prompt: Vec<String>,
+        /// Disable the complex human instruction prefix.
+        #[arg(long)]
+        no_chi: bool,
+        #[arg(long, default_value_t = sana::text::MAX_SEQUENCE_LENGTH)]
+        max_sequence_length: usize,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = EngineKind::Cpu)]
+        engine: EngineKind,
+        /// Skip the attention soft-cap (transformers 4.48–5.20 SDPA numbers; default: eager, soft-capped).
+        #[arg(long)]
+        no_attn_softcap: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -61,6 +104,50 @@ fn run(cli: Cli) -> sana::Result<()> {
             } => match engine {
                 EngineKind::Cpu => sana::eval::transformer(&CpuEngine, &model, &inputs, &output),
             },
+            EvalComponent::TextEncoder {
+                model,
+                inputs,
+                output,
+                engine,
+                no_attn_softcap,
+            } => match engine {
+                EngineKind::Cpu => {
+                    sana::eval::text_encoder(&CpuEngine, &model, &inputs, &output, !no_attn_softcap)
+                }
+            },
+            EvalComponent::EncodePrompt {
+                model,
+                mut prompt,
+                prompt_file,
+                negative_prompt,
+                no_chi,
+                max_sequence_length,
+                output,
+                engine,
+                no_attn_softcap,
+            } => {
+                for path in &prompt_file {
+                    prompt.push(sana::text::read_prompt_file(path)?);
+                }
+                let mut opts = sana::text::PromptOptions {
+                    max_sequence_length,
+                    ..Default::default()
+                };
+                if no_chi {
+                    opts.complex_human_instruction.clear();
+                }
+                match engine {
+                    EngineKind::Cpu => sana::eval::encode_prompt(
+                        &CpuEngine,
+                        &model,
+                        &prompt,
+                        &negative_prompt,
+                        &opts,
+                        !no_attn_softcap,
+                        &output,
+                    ),
+                }
+            }
         },
     }
 }

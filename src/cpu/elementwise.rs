@@ -36,6 +36,20 @@ pub fn add(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
     )
 }
 
+/// `a · b`, same shapes.
+pub fn mul(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
+    if a.shape() != b.shape() {
+        return Err(Error::shape(
+            "mul",
+            format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
+        ));
+    }
+    HostTensor::new(
+        a.shape().to_vec(),
+        a.data().iter().zip(b.data()).map(|(x, y)| x * y).collect(),
+    )
+}
+
 /// `table[None] + emb.reshape(B, K, D)`, with a [B, D] `emb` broadcast over the K rows.
 pub fn modulation(table: &HostTensor, emb: &HostTensor) -> Result<HostTensor> {
     table.expect_shape("modulation (table)", &[None, None])?;

@@ -59,6 +59,13 @@ pub fn rms_norm(x: &HostTensor, weight: &HostTensor, eps: f32) -> Result<HostTen
     HostTensor::new(x.shape().to_vec(), out)
 }
 
+/// Gemma's RMSNorm (spec text-encoder.md §9.2): `x · rsqrt(mean(x²) + eps) · (1 + weight)`, the weight stored as an
+/// offset from 1. In f32 this is `rms_norm` with the weight `1 + w` (transformers also forms `1 + w` in f32 first).
+pub fn rms_norm_plus_one(x: &HostTensor, weight: &HostTensor, eps: f32) -> Result<HostTensor> {
+    let one_plus = weight.data().iter().map(|&w| 1.0 + w).collect();
+    rms_norm(x, &HostTensor::new(weight.shape().to_vec(), one_plus)?, eps)
+}
+
 fn mean_rstd(xs: &[f32], eps: f32) -> (f32, f32) {
     let n = xs.len() as f64;
     let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / n;

@@ -1,7 +1,7 @@
 //! The CPU engine: the pure-Rust reference in f32, the numerical oracle every other engine is tested against.
 
 use crate::cpu;
-use crate::engine::{Activation, Engine};
+use crate::engine::{Activation, CausalAttention, Engine};
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
@@ -113,6 +113,39 @@ impl Engine for CpuEngine {
         heads: usize,
     ) -> Result<HostTensor> {
         cpu::attention::attention(q, k, v, key_bias, heads)
+    }
+
+    fn causal_attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        key_mask: &HostTensor,
+        params: &CausalAttention,
+    ) -> Result<HostTensor> {
+        cpu::causal_attention::causal_attention(q, k, v, key_mask, params)
+    }
+
+    fn rotary(
+        &self,
+        x: &HostTensor,
+        cos: &HostTensor,
+        sin: &HostTensor,
+        heads: usize,
+    ) -> Result<HostTensor> {
+        cpu::rotary::rotary(x, cos, sin, heads)
+    }
+
+    fn embedding(&self, table: &HostTensor, ids: &[u32], scale: f32) -> Result<HostTensor> {
+        cpu::embed::embedding(table, ids, scale)
+    }
+
+    fn mul(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
+        cpu::elementwise::mul(a, b)
+    }
+
+    fn rms_norm_plus_one(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
+        cpu::norm::rms_norm_plus_one(x, w, eps)
     }
 
     fn dwconv3x3_glu(

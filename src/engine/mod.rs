@@ -24,6 +24,21 @@ pub enum Activation {
     Relu,
 }
 
+/// Parameters of [`Engine::causal_attention`] (Gemma-2's self-attention, spec text-encoder.md §9.4, §10).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CausalAttention {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads; query head `h` reads key/value head `h / (heads / kv_heads)` (GQA).
+    pub kv_heads: usize,
+    /// Multiplies `q·k` (Gemma: `query_pre_attn_scalar^-½`).
+    pub scale: f32,
+    /// `Some(c)`: scores become `c · tanh(s / c)` before masking (transformers' eager path; its SDPA path drops it).
+    pub softcap: Option<f32>,
+    /// `Some(w)`: query `i` sees key `j` only if `i − j < w` (sliding-window layers).
+    pub window: Option<usize>,
+}
+
 pub trait Engine: Send + Sync {
     type Tensor: Send + Sync;
 
@@ -106,6 +121,48 @@ pub trait Engine: Send + Sync {
         v: &Self::Tensor,
         key_bias: &Self::Tensor,
         heads: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Causal softmax self-attention: `q` [B, L, heads·d], `k`, `v` [B, L, kv_heads·d] (token-major, heads
+    /// contiguous within a token), `key_mask` [B, L] (1 = real token, 0 = padding). Query `i` attends key `j` iff
+    /// `j ≤ i`, `key_mask[j] ≠ 0` and `j` is inside the window; softmax in f32 over `scale·q·k` (soft-capped
+    /// first when asked). A query with no key left returns the mean of all `L` values, as transformers' eager
+    /// `finfo.min` mask gives. Out [B, L, heads·d].
+    fn causal_attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Tensor,
+        v: &Self::Tensor,
+        key_mask: &Self::Tensor,
+        params: &CausalAttention,
+    ) -> Result<Self::Tensor>;
+
+    /// Rotary position embedding, rotate-half layout: per head of `x` [B, L, heads·d],
+    /// `x·cos[l] + rotate_half(x)·sin[l]` with `rotate_half(u) = [−u[d/2..], u[..d/2]]`; `cos`, `sin` [L, d] are
+    /// the full-width tables (`cat(freqs, freqs)`) already in storage dtype, as transformers casts them.
+    fn rotary(
+        &self,
+        x: &Self::Tensor,
+        cos: &Self::Tensor,
+        sin: &Self::Tensor,
+        heads: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Row gather `table[ids[i]] · scale` → [ids.len(), D]; `table` [V, D]; an id ≥ V is an error. `scale` is
+    /// rounded to the storage dtype first (transformers casts Gemma's `√hidden` normalizer to the weight dtype).
+    fn embedding(&self, table: &Self::Tensor, ids: &[u32], scale: f32) -> Result<Self::Tensor>;
+
+    /// `a · b` elementwise, same shapes.
+    fn mul(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Gemma's RMSNorm over the last dim: `x · rsqrt(mean(x²) + eps) · (1 + w)`, `w`: `[D]`, stored as an offset from 1.
+    /// Statistics, `1 + w` and both products in f32, one rounding to storage at the end (diffusers' `rms_norm`
+    /// rounds before the weight multiply, so the two differ in 16-bit storage).
+    fn rms_norm_plus_one(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        eps: f32,
     ) -> Result<Self::Tensor>;
 
     /// Mix-FFN middle (spec transformer.md §12): depthwise 3×3 conv (zero padding 1) plus bias over `x` seen as

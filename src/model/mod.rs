@@ -1,6 +1,8 @@
-//! Model code, written once and generic over the `Engine`: configs, shared layers, the Sana DiT.
+//! Model code, written once and generic over the `Engine`: configs, shared layers, the Gemma-2 text encoder,
+//! the Sana DiT.
 
 pub mod config;
 pub mod embeddings;
+pub mod gemma2;
 pub mod layers;
 pub mod sana_dit;
