@@ -1,10 +1,11 @@
 //! Flow-matching samplers, reproducing diffusers step for step (spec sampling.md §6, §9):
 //! `DPMSolverMultistepScheduler` with flow sigmas (the "Flow-DPM-Solver" Sana ships) and
-//! `FlowMatchEulerDiscreteScheduler` ("Flow-Euler"). Schedules are computed in f64 as NumPy does, then rounded to
+//! `FlowMatchEulerDiscreteScheduler` ("Flow-Euler"); and Sana-Sprint's `SCMScheduler` (spec sampling.md §10), which
+//! is stochastic and so has its own type, [`ScmScheduler`]. Schedules are computed in f64 as NumPy does, then rounded to
 //! f32; steps run in f32 with every scalar formed first, as PyTorch's 0-d tensors are.
 
 use crate::error::{Error, Result};
-use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig};
+use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
 use crate::tensor::HostTensor;
 
 /// A scheduler with its timesteps set for one generation. Call `step` once per entry of `timesteps()`, in order.
@@ -27,6 +28,11 @@ impl Scheduler {
             }
             SchedulerConfig::FlowEuler(c) => {
                 Self::FlowEuler(FlowEuler::new(c, num_inference_steps))
+            }
+            SchedulerConfig::Scm(_) => {
+                return Err(Error::InvalidInput(
+                    "SCMScheduler (Sana-Sprint) draws noise every step: use ScmScheduler".into(),
+                ))
             }
         })
     }
@@ -243,6 +249,132 @@ impl FlowEuler {
         self.step_index += 1;
         map2(sample, velocity, |x, v| x + dt * v)
     }
+}
+
+/// Sana-Sprint's `SCMScheduler` (TrigFlow, `prediction_type = "trigflow"`): TrigFlow times τ from π/2 to 0;
+/// each step forms `x0 = cos τ_s · x − sin τ_s · F` and re-noises to the next τ with fresh noise.
+#[derive(Clone, Debug)]
+pub struct ScmScheduler {
+    sigma_data: f32,
+    timesteps: Vec<f32>,
+    step_index: usize,
+}
+
+/// The schedule of [`ScmScheduler`]: diffusers' `set_timesteps` arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScmTimesteps {
+    /// `[max, intermediate, 0]`; two steps only (the Sprint default: 1.5708, 1.3).
+    Intermediate { max: f32, intermediate: f32 },
+    /// `linspace(max, 0, N + 1)` (PyTorch's f32 linspace).
+    Linspace { max: f32, steps: usize },
+    /// User-given TrigFlow times, `N + 1` values.
+    Custom(Vec<f32>),
+}
+
+impl ScmTimesteps {
+    /// The pipeline's defaults: `[1.5708, 1.3, 0]` for two steps, else a linspace from 1.5708.
+    pub fn sprint_default(steps: usize) -> Self {
+        const MAX: f32 = 1.570_8;
+        if steps == 2 {
+            Self::Intermediate {
+                max: MAX,
+                intermediate: 1.3,
+            }
+        } else {
+            Self::Linspace { max: MAX, steps }
+        }
+    }
+}
+
+impl ScmScheduler {
+    pub fn new(config: &ScmConfig, schedule: ScmTimesteps) -> Result<Self> {
+        let timesteps = match schedule {
+            ScmTimesteps::Intermediate { max, intermediate } => vec![max, intermediate, 0.0],
+            ScmTimesteps::Linspace { max, steps } => torch_linspace_f32(max, 0.0, steps + 1),
+            ScmTimesteps::Custom(t) => t,
+        };
+        let steps = timesteps.len().saturating_sub(1);
+        if steps == 0 || steps > config.num_train_timesteps {
+            return Err(Error::InvalidInput(format!(
+                "SCM sampling needs between 1 and {} steps, got {steps}",
+                config.num_train_timesteps
+            )));
+        }
+        Ok(Self {
+            sigma_data: config.sigma_data as f32,
+            timesteps,
+            step_index: 0,
+        })
+    }
+
+    /// TrigFlow times τ, `N + 1` values ending in 0.
+    pub fn timesteps(&self) -> &[f32] {
+        &self.timesteps
+    }
+
+    pub fn sigma_data(&self) -> f32 {
+        self.sigma_data
+    }
+
+    /// One step: `model_output` is the TrigFlow prediction `F` (already × σ_d), `noise` a standard normal draw of
+    /// the sample's shape (the pipeline draws one every step, even the last, where it is multiplied by sin 0 = 0).
+    /// Returns `(next sample, x0 estimate)`.
+    pub fn step(
+        &mut self,
+        model_output: &HostTensor,
+        sample: &HostTensor,
+        noise: &HostTensor,
+    ) -> Result<(HostTensor, HostTensor)> {
+        let i = self.step_index;
+        if i + 1 >= self.timesteps.len() {
+            return Err(Error::InvalidInput(format!(
+                "scheduler stepped past its {} steps",
+                self.timesteps.len() - 1
+            )));
+        }
+        for (what, t) in [("model output", model_output), ("noise", noise)] {
+            if t.shape() != sample.shape() {
+                return Err(Error::shape(
+                    "SCM step",
+                    format!(
+                        "{what} {:?} and sample {:?} differ",
+                        t.shape(),
+                        sample.shape()
+                    ),
+                ));
+            }
+        }
+        let (s, t) = (self.timesteps[i], self.timesteps[i + 1]);
+        let (cos_s, sin_s, cos_t, sin_t) = (s.cos(), s.sin(), t.cos(), t.sin());
+        let x0 = map2(sample, model_output, |x, f| cos_s * x - sin_s * f)?;
+        let sd = self.sigma_data;
+        let scaled_noise = HostTensor::new(
+            noise.shape().to_vec(),
+            noise.data().iter().map(|n| n * sd).collect(),
+        )?;
+        let next = map2(&x0, &scaled_noise, |x, n| cos_t * x + sin_t * n)?;
+        self.step_index += 1;
+        Ok((next, x0))
+    }
+}
+
+/// `torch.linspace(start, end, n)` for float32: the first half counts up from `start`, the second half down from
+/// `end`, with the step in f32 (ATen's `RangeFactoriesKernel`).
+fn torch_linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                start + step * i as f32
+            } else {
+                end - step * (n - 1 - i) as f32
+            }
+        })
+        .collect()
 }
 
 fn map2(a: &HostTensor, b: &HostTensor, f: impl Fn(f32, f32) -> f32) -> Result<HostTensor> {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{assert_close, golden, tiny_model};
-use sana::model::config::{FlowEulerConfig, SchedulerConfig};
-use sana::scheduler::Scheduler;
+use sana::model::config::{FlowEulerConfig, SchedulerConfig, ScmConfig};
+use sana::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use sana::weights::SafetensorsFile;
 
 const TOL: f32 = 1e-5;
@@ -123,4 +123,63 @@ fn scheduler_spec_table_shift3() {
     let got: Vec<i64> = s.timesteps().iter().map(|&t| t as i64).collect();
     assert_eq!(got, want);
     assert_eq!(s.sigmas()[20], 0.0);
+}
+
+fn check_scm(file: &str, schedule: ScmTimesteps, n: usize) {
+    let g = SafetensorsFile::open(golden(file)).unwrap();
+    let config = ScmConfig {
+        num_train_timesteps: 1000,
+        sigma_data: 0.5,
+    };
+    let mut s = ScmScheduler::new(&config, schedule).unwrap();
+    let want = g.get("timesteps").unwrap().to_f32().unwrap();
+    assert_eq!(s.timesteps(), want.as_slice(), "{file}: timesteps");
+    let mut sample = g.get("sample").unwrap().to_host().unwrap();
+    let get = |name: String| g.get(&name).unwrap().to_host().unwrap();
+    for i in 0..n {
+        let (next, x0) = s
+            .step(
+                &get(format!("model_output.{i}")),
+                &sample,
+                &get(format!("noise.{i}")),
+            )
+            .unwrap();
+        assert_close(
+            &format!("{file}: x0 {i}"),
+            &x0,
+            &get(format!("pred_x0.{i}")),
+            TOL,
+        );
+        let want = get(format!("prev_sample.{i}"));
+        assert_close(&format!("{file}: step {i}"), &next, &want, TOL);
+        sample = want;
+    }
+    assert!(s.step(&sample, &sample, &sample).is_err());
+}
+
+#[test]
+fn scheduler_scm_two_steps_with_intermediate() {
+    check_scm(
+        "scheduler_scm_n2.safetensors",
+        ScmTimesteps::sprint_default(2),
+        2,
+    );
+}
+
+#[test]
+fn scheduler_scm_one_step() {
+    check_scm(
+        "scheduler_scm_n1.safetensors",
+        ScmTimesteps::sprint_default(1),
+        1,
+    );
+}
+
+#[test]
+fn scheduler_scm_four_steps_linspace() {
+    check_scm(
+        "scheduler_scm_n4.safetensors",
+        ScmTimesteps::sprint_default(4),
+        4,
+    );
 }

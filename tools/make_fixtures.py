@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 import inspect
 
-from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SCMScheduler, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
 from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
@@ -365,6 +365,24 @@ def pipeline_goldens(tok, gemma, dit, autoencoder, scheduler, generator):
         (GOLDEN / f"pipeline_{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+def scm_trace(steps, name, generator, **schedule):
+    """SCMScheduler (Sana-Sprint): TrigFlow times and a step trace. `step` draws its noise from the generator; the
+    draw is replayed from a copy of the generator state first so the trace can record it."""
+    scheduler = SCMScheduler(num_train_timesteps=1000, prediction_type="trigflow", sigma_data=0.5)
+    scheduler.set_timesteps(steps, **schedule)
+    out = {"timesteps": scheduler.timesteps.float()}
+    sample = torch.randn(1, 32, 4, 4, generator=generator)
+    out["sample"] = sample
+    for i, t in enumerate(scheduler.timesteps[:-1]):
+        model_output = torch.randn(1, 32, 4, 4, generator=generator)
+        state = generator.get_state()
+        noise = torch.randn(1, 32, 4, 4, generator=generator)
+        generator.set_state(state)
+        sample, x0 = scheduler.step(model_output, t, sample, generator=generator, return_dict=False)
+        out.update({f"model_output.{i}": model_output, f"noise.{i}": noise, f"prev_sample.{i}": sample, f"pred_x0.{i}": x0})
+    save(out, GOLDEN / f"{name}.safetensors")
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -396,6 +414,9 @@ def main():
     vae_golden(autoencoder, generator, "quadratic", 2, 2)
     pipeline_goldens(tok, gemma, model, autoencoder, DPMSolverMultistepScheduler.from_config(scheduler.config), generator)
     transformer_variants(generator)
+    scm_trace(2, "scheduler_scm_n2", generator)
+    scm_trace(1, "scheduler_scm_n1", generator, intermediate_timesteps=None)
+    scm_trace(4, "scheduler_scm_n4", generator, intermediate_timesteps=None)
 
     index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

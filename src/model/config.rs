@@ -236,6 +236,8 @@ pub enum SchedulerConfig {
     FlowDpmSolver(DpmSolverConfig),
     /// `FlowMatchEulerDiscreteScheduler` (spec sampling.md §9).
     FlowEuler(FlowEulerConfig),
+    /// `SCMScheduler`, Sana-Sprint's few-step TrigFlow sampler (spec sampling.md §10).
+    Scm(ScmConfig),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -253,6 +255,13 @@ pub struct DpmSolverConfig {
 pub struct FlowEulerConfig {
     pub num_train_timesteps: usize,
     pub shift: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScmConfig {
+    pub num_train_timesteps: usize,
+    /// σ_d: scales the initial noise, the per-step noise and the model input.
+    pub sigma_data: f64,
 }
 
 #[derive(Deserialize)]
@@ -280,6 +289,7 @@ struct RawScheduler {
     invert_sigmas: Option<bool>,
     stochastic_sampling: Option<bool>,
     shift_terminal: Option<f64>,
+    sigma_data: Option<f64>,
 }
 
 impl SchedulerConfig {
@@ -348,7 +358,14 @@ impl SchedulerConfig {
                     shift: raw.shift.unwrap_or(1.0),
                 }))
             }
-            Some(other) => Err(err("_class_name", format!("`{other}` is not a supported scheduler (DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler)"))),
+            Some("SCMScheduler") => {
+                expect(path, "prediction_type", raw.prediction_type.as_deref(), "trigflow", "trigflow")?;
+                Ok(Self::Scm(ScmConfig {
+                    num_train_timesteps,
+                    sigma_data: raw.sigma_data.unwrap_or(0.5),
+                }))
+            }
+            Some(other) => Err(err("_class_name", format!("`{other}` is not a supported scheduler (DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, SCMScheduler)"))),
             None => Err(err("_class_name", "missing: cannot tell which scheduler this is".into())),
         }
     }
