@@ -274,6 +274,8 @@ pub enum ScmTimesteps {
 impl ScmTimesteps {
     /// The pipeline's defaults: `[1.5708, 1.3, 0]` for two steps, else a linspace from 1.5708.
     pub fn sprint_default(steps: usize) -> Self {
+        // diffusers' literal 1.57080, not π/2: the value is part of the schedule to reproduce.
+        #[allow(clippy::approx_constant)]
         const MAX: f32 = 1.570_8;
         if steps == 2 {
             Self::Intermediate {
