@@ -41,8 +41,7 @@ pub fn transformer<E: Engine>(e: &E, model: &Path, inputs: &Path, output: &Path)
     let text = file.get("encoder_hidden_states")?.to_host()?;
     let timestep = file.get("timestep")?;
     let timestep = HostTensor::new(timestep.shape().to_vec(), timestep.to_f32()?)?;
-    let mask = file.get("encoder_attention_mask")?;
-    let mask = HostTensor::new(mask.shape().to_vec(), mask.to_mask_f32()?)?;
+    let mask = file.get("encoder_attention_mask")?.to_mask_host()?;
     let guidance = file.view("guidance").map(|g| g.to_f32()).transpose()?;
     let cond = dit.encode_text(e, &text, &mask)?;
     let out = dit.forward(e, &hidden, &cond, timestep.data(), guidance.as_deref())?;

@@ -180,6 +180,11 @@ impl<'a> TensorView<'a> {
         HostTensor::new(self.shape.to_vec(), self.to_f32()?)
     }
 
+    /// A 0/1 mask (integer or float on disk) as an f32 tensor of the same shape.
+    pub fn to_mask_host(&self) -> Result<HostTensor> {
+        HostTensor::new(self.shape.to_vec(), self.to_mask_f32()?)
+    }
+
     fn unsupported(&self, supported: &'static str) -> Error {
         Error::UnsupportedDtype {
             name: self.name.to_string(),

@@ -28,8 +28,11 @@ fn check_model_case(model: &std::path::Path, file: &str) {
     let dit = SanaTransformer::from_dir(&e, model).unwrap();
     let g = SafetensorsFile::open(golden(file)).unwrap();
     let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
-    let mask = g.get("encoder_attention_mask").unwrap();
-    let mask = HostTensor::new(mask.shape().to_vec(), mask.to_mask_f32().unwrap()).unwrap();
+    let mask = g
+        .get("encoder_attention_mask")
+        .unwrap()
+        .to_mask_host()
+        .unwrap();
     assert!(
         mask.data().contains(&0.0),
         "{file}: the golden must exercise a padded mask"
@@ -108,8 +111,11 @@ fn transformer_sprint_without_guidance_is_an_error() {
     let dit = SanaTransformer::from_dir(&e, &variant("sprint")).unwrap();
     let g = SafetensorsFile::open(golden("transformer_sprint.safetensors")).unwrap();
     let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
-    let mask = g.get("encoder_attention_mask").unwrap();
-    let mask = HostTensor::new(mask.shape().to_vec(), mask.to_mask_f32().unwrap()).unwrap();
+    let mask = g
+        .get("encoder_attention_mask")
+        .unwrap()
+        .to_mask_host()
+        .unwrap();
     let text = dit
         .encode_text(&e, &get("encoder_hidden_states"), &mask)
         .unwrap();
