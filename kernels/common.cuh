@@ -17,6 +17,14 @@
 #include <cuda_fp16.h>
 #endif
 
+// Asks nvcc to unroll the next loop fully (register arrays indexed by its counter stay in registers); the host
+// compiler decides for itself.
+#ifdef SANA_EMU
+#define SANA_UNROLL
+#else
+#define SANA_UNROLL _Pragma("unroll")
+#endif
+
 namespace sana {
 
 // ------------------------------------------------------------------------------------------- storage conversion
@@ -32,6 +40,44 @@ template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+
+// ------------------------------------------------------------------------------------------- vector loads
+// 16 bytes of T (8 bf16/f16 or 4 f32): one 128-bit load or store when the address is 16-byte aligned. Launch plans
+// decide `aligned` from the buffer addresses (and the strides the kernel steps by); unaligned buffers take the
+// element-by-element path with identical arithmetic, so the flag changes speed, never results.
+template <typename T>
+struct alignas(16) Pack {
+    static constexpr int size = 16 / sizeof(T);
+    T v[size];
+};
+
+template <typename T>
+__device__ __forceinline__ Pack<T> load_pack(const T* p, bool aligned) {
+    if (aligned) return *reinterpret_cast<const Pack<T>*>(p);
+    Pack<T> r;
+    for (int i = 0; i < Pack<T>::size; ++i) r.v[i] = p[i];
+    return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T>& r, bool aligned) {
+    if (aligned) {
+        *reinterpret_cast<Pack<T>*>(p) = r;
+        return;
+    }
+    for (int i = 0; i < Pack<T>::size; ++i) p[i] = r.v[i];
+}
+
+// ------------------------------------------------------------------------------------------- activations
+// Same formulas and operation order as src/cpu/elementwise.rs `activate`; expf/tanhf are the accurate (non-fast-math)
+// library functions, within 2 ulp on the GPU.
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
+// GELU, tanh approximation (diffusers `gelu_tanh`): 0.5·v·(1 + tanh(√(2/π)·(v + 0.044715·v³))).
+__device__ __forceinline__ float gelu_tanh(float v) {
+    const float sqrt_2_over_pi = 0.7978846f;
+    return 0.5f * v * (1.0f + tanhf(sqrt_2_over_pi * (v + 0.044715f * v * v * v)));
+}
 
 // ------------------------------------------------------------------------------------------- reductions
 constexpr unsigned FULL_MASK = 0xffffffffu;

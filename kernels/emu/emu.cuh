@@ -43,7 +43,7 @@
 #define __host__
 #define __forceinline__ inline __attribute__((always_inline))
 #define __shared__ static
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))  // GNU form: valid anywhere in the decl-specifiers, as nvcc's
 
 // ---------------------------------------------------------------------------------------------------------------
 // Built-in variables

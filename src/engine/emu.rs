@@ -2,16 +2,55 @@
 //! launched with the same plans (`crate::launch`) and the same packed params structs as the cuda engine, on buffers
 //! in the same storage dtypes. It is how CI tests every kernel without a GPU.
 //!
-//! For now it offers one op as a function; it grows into an `Engine` whose tensor is a shaped [`Storage`].
+//! For now it offers its ops as functions on host tensors, one module per kernel family (`emu/<family>.rs`
+//! ↔ `kernels/<family>.cu` ↔ `src/launch/<family>.rs`); it grows into an `Engine` whose tensor is a shaped
+//! [`Storage`]. Each function rounds its inputs to the storage dtype, launches into output buffers poisoned with NaN
+//! (so an element the kernel fails to write shows up in every comparison), and reads the result back as f32.
 
 use std::ffi::c_int;
 
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
-use crate::launch::norm::{self as norm_plan, LayerNormModulateBuffers, LayerNormModulateParams};
 use crate::launch::{DevicePtr, Geometry, Plan};
-use crate::tensor::HostTensor;
+
+/// Declares the three `sana_emu_<kernel>_{f32,bf16,f16}` entries of one kernel (one `SANA_EMU_ENTRY` each in
+/// kernels/*.cu) and a function choosing among them by [`StorageDtype`].
+macro_rules! emu_kernel {
+    (fn $select:ident($params:ty) = [$f32:ident, $bf16:ident, $f16:ident]) => {
+        extern "C" {
+            fn $f32(g: *const $crate::launch::Geometry, p: *const $params) -> std::ffi::c_int;
+            fn $bf16(g: *const $crate::launch::Geometry, p: *const $params) -> std::ffi::c_int;
+            fn $f16(g: *const $crate::launch::Geometry, p: *const $params) -> std::ffi::c_int;
+        }
+
+        fn $select(
+            dtype: $crate::engine::emu::StorageDtype,
+        ) -> $crate::engine::emu::Entry<$params> {
+            match dtype {
+                $crate::engine::emu::StorageDtype::F32 => $f32,
+                $crate::engine::emu::StorageDtype::Bf16 => $bf16,
+                $crate::engine::emu::StorageDtype::F16 => $f16,
+            }
+        }
+    };
+}
+
+mod attention;
+mod conv;
+mod elementwise;
+mod layout;
+mod linear_attn;
+mod norm;
+
+pub use attention::attention;
+pub use conv::dwconv3x3_glu;
+pub use elementwise::{
+    activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation,
+};
+pub use layout::{nchw_to_tokens, tokens_to_nchw};
+pub use linear_attn::linear_attention;
+pub use norm::layer_norm_modulate;
 
 /// Element type of activations and weights as the kernels store them; arithmetic is always f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +58,16 @@ pub enum StorageDtype {
     F32,
     Bf16,
     F16,
+}
+
+impl StorageDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            StorageDtype::F32 => 4,
+            StorageDtype::Bf16 | StorageDtype::F16 => 2,
+        }
+    }
 }
 
 /// A buffer in a storage dtype: what a device buffer holds on the GPU. Conversions from f32 round to nearest even,
@@ -44,6 +93,15 @@ impl Storage {
             StorageDtype::F32 => Storage::F32(vec![0.0; len]),
             StorageDtype::Bf16 => Storage::Bf16(vec![bf16::ZERO; len]),
             StorageDtype::F16 => Storage::F16(vec![f16::ZERO; len]),
+        }
+    }
+
+    /// `len` NaNs: an output buffer whose unwritten elements cannot pass for results.
+    pub fn poisoned(dtype: StorageDtype, len: usize) -> Self {
+        match dtype {
+            StorageDtype::F32 => Storage::F32(vec![f32::NAN; len]),
+            StorageDtype::Bf16 => Storage::Bf16(vec![bf16::NAN; len]),
+            StorageDtype::F16 => Storage::F16(vec![f16::NAN; len]),
         }
     }
 
@@ -82,35 +140,15 @@ impl Storage {
     }
 }
 
-/// The `extern "C"` entries of the `sana_emu` static library (one `SANA_EMU_ENTRY` per kernel in kernels/*.cu).
-mod ffi {
-    use super::{c_int, Geometry, LayerNormModulateParams};
-
-    /// `sana_emu_<kernel>(geometry, params)`: runs the whole grid, returns a `sana_emu::Status`.
-    pub type Entry<P> = unsafe extern "C" fn(*const Geometry, *const P) -> c_int;
-
-    extern "C" {
-        pub fn sana_emu_layer_norm_modulate_f32(
-            g: *const Geometry,
-            p: *const LayerNormModulateParams,
-        ) -> c_int;
-        pub fn sana_emu_layer_norm_modulate_bf16(
-            g: *const Geometry,
-            p: *const LayerNormModulateParams,
-        ) -> c_int;
-        pub fn sana_emu_layer_norm_modulate_f16(
-            g: *const Geometry,
-            p: *const LayerNormModulateParams,
-        ) -> c_int;
-    }
-}
+/// `sana_emu_<kernel>(geometry, params)`: runs the whole grid, returns a `sana_emu::Status`.
+type Entry<P> = unsafe extern "C" fn(*const Geometry, *const P) -> c_int;
 
 /// Runs `plan` through an emulated kernel.
 ///
 /// # Safety
 /// Every pointer in `plan.params` must address a live buffer at least as large as the kernel indexes for the
 /// validated shapes the plan was made from, with outputs not aliasing inputs.
-unsafe fn launch<P>(kernel: &'static str, entry: ffi::Entry<P>, plan: &Plan<P>) -> Result<()> {
+unsafe fn launch<P>(kernel: &'static str, entry: Entry<P>, plan: &Plan<P>) -> Result<()> {
     // SAFETY: guaranteed by the caller; the entry copies both structs before running the grid.
     let status = unsafe { entry(&plan.geometry, &plan.params) };
     let reason = match status {
@@ -124,43 +162,4 @@ unsafe fn launch<P>(kernel: &'static str, entry: ffi::Entry<P>, plan: &Plan<P>) 
         kernel,
         reason,
     })
-}
-
-/// `LayerNorm(x) · (1 + modulation[b, scale_row]) + modulation[b, shift_row]` through kernels/norm.cu, with `x` and
-/// `modulation` first rounded to `dtype` and the result read back as f32. Shapes as
-/// [`crate::cpu::norm::layer_norm_modulate`]: `x` [B, N, D], `modulation` [B, K, D].
-pub fn layer_norm_modulate(
-    x: &HostTensor,
-    modulation: &HostTensor,
-    shift_row: usize,
-    scale_row: usize,
-    eps: f32,
-    dtype: StorageDtype,
-) -> Result<HostTensor> {
-    let xs = Storage::from_f32(dtype, x.data());
-    let ms = Storage::from_f32(dtype, modulation.data());
-    let mut ys = Storage::zeros(dtype, x.len());
-    let buffers = LayerNormModulateBuffers {
-        y: ys.ptr_mut(),
-        x: xs.ptr(),
-        modulation: ms.ptr(),
-    };
-    let plan = norm_plan::layer_norm_modulate(
-        x.shape(),
-        modulation.shape(),
-        shift_row,
-        scale_row,
-        eps,
-        buffers,
-    )?;
-    let entry: ffi::Entry<LayerNormModulateParams> = match dtype {
-        StorageDtype::F32 => ffi::sana_emu_layer_norm_modulate_f32,
-        StorageDtype::Bf16 => ffi::sana_emu_layer_norm_modulate_bf16,
-        StorageDtype::F16 => ffi::sana_emu_layer_norm_modulate_f16,
-    };
-    // SAFETY: the plan checked x = [B, N, D] and modulation = [B, K, D] with both rows < K; the buffers hold exactly
-    // those element counts (HostTensor guarantees data.len() == product(shape)), y is a fresh buffer of x's size,
-    // and all three outlive the call.
-    unsafe { launch("layer_norm_modulate", entry, &plan) }?;
-    HostTensor::new(x.shape().to_vec(), ys.to_f32())
 }

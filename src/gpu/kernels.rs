@@ -6,20 +6,44 @@ use crate::error::{Error, Result};
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
-/// One `kernels/*.cu` file: a module of related kernels loaded together.
+/// One `kernels/*.cu` file: a module of related kernels loaded together. Kernel symbols are `<op>_<dtype>` with
+/// dtype `f32`, `bf16` or `f16`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// kernels/norm.cu: `layer_norm_modulate_{f32,bf16,f16}`.
+    /// kernels/norm.cu: `layer_norm_modulate`.
     Norm,
+    /// kernels/elementwise.cu: `modulation`, `add`, `activation`, `gated_residual`,
+    /// `gated_residual_layer_norm_modulate`.
+    Elementwise,
+    /// kernels/linear_attn.cu: `linear_attn_state`, `linear_attn_reduce_f32`, `linear_attn_apply`.
+    LinearAttn,
+    /// kernels/attention.cu: `attention_d{32,72,112,128}` (by head-dimension class).
+    Attention,
+    /// kernels/conv.cu: `dwconv3x3_glu`.
+    Conv,
+    /// kernels/layout.cu: `transpose` (NCHW ↔ tokens).
+    Layout,
 }
 
 impl Family {
-    pub const ALL: [Family; 1] = [Family::Norm];
+    pub const ALL: [Family; 6] = [
+        Family::Norm,
+        Family::Elementwise,
+        Family::LinearAttn,
+        Family::Attention,
+        Family::Conv,
+        Family::Layout,
+    ];
 
     /// The file stem under kernels/.
     pub fn name(self) -> &'static str {
         match self {
             Family::Norm => "norm",
+            Family::Elementwise => "elementwise",
+            Family::LinearAttn => "linear_attn",
+            Family::Attention => "attention",
+            Family::Conv => "conv",
+            Family::Layout => "layout",
         }
     }
 }
@@ -28,6 +52,11 @@ impl Family {
 pub fn ptx(family: Family) -> Result<&'static str> {
     match family {
         Family::Norm => NORM_PTX,
+        Family::Elementwise => ELEMENTWISE_PTX,
+        Family::LinearAttn => LINEAR_ATTN_PTX,
+        Family::Attention => ATTENTION_PTX,
+        Family::Conv => CONV_PTX,
+        Family::Layout => LAYOUT_PTX,
     }
     .ok_or(Error::KernelsNotBuilt)
 }
@@ -36,5 +65,10 @@ pub fn ptx(family: Family) -> Result<&'static str> {
 pub fn sm90_cubin(family: Family) -> Option<&'static [u8]> {
     match family {
         Family::Norm => NORM_SM90_CUBIN,
+        Family::Elementwise => ELEMENTWISE_SM90_CUBIN,
+        Family::LinearAttn => LINEAR_ATTN_SM90_CUBIN,
+        Family::Attention => ATTENTION_SM90_CUBIN,
+        Family::Conv => CONV_SM90_CUBIN,
+        Family::Layout => LAYOUT_SM90_CUBIN,
     }
 }

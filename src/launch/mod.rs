@@ -2,6 +2,11 @@
 //! One file per `kernels/*.cu`; each kernel takes one `#[repr(C)]` params struct by value, declared identically in
 //! its `.cu` file, so the emulated path runs the exact packing the GPU sees.
 
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod layout;
+pub mod linear_attn;
 pub mod norm;
 
 /// Grid, block and dynamic shared memory of one launch. `#[repr(C)]`: the emulation entries read it as

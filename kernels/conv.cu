@@ -1,0 +1,104 @@
+// The middle of Sana's Mix-FFN (GLUMBConv, spec transformer.md §12): a depthwise 3×3 convolution with zero padding
+// 1 and bias, then the GLU with a SiLU gate, fused over channels-last tokens.
+//
+// Formula, per batch item b, pixel (i, j) of the h × w latent grid and channel c ∈ [0, F):
+//     u(c)[i, j] = bias[c] + Σ_{di, dj ∈ 0..3} w[c, 3·di + dj] · x[b, (i+di−1)·w + (j+dj−1), c]   (0 outside the grid)
+//     out[b, i·w + j, c] = u(c) · SiLU(u(c + F))          value = channels [0, F), gate = channels [F, 2F)
+// The convolution is a cross-correlation (PyTorch's Conv2d, groups = 2F). CPU reference: src/cpu/conv.rs
+// `dwconv3x3_glu`.
+//
+// Layout: x [B, h·w, 2F] (token n = i·w + j, channels contiguous); w [2F, 9] (PyTorch's [2F, 1, 3, 3] flattened);
+// bias [2F]; out [B, h·w, F]; all in the storage dtype.
+//
+// Geometry (src/launch/conv.rs): grid (⌈F/128⌉, ⌈h/ROWS⌉, B), 128 threads; thread t owns channel c = 128·x + t and
+// its gate channel c + F, keeps their 18 weights and 2 biases in registers, and walks its ROWS output rows left to
+// right with a sliding 3 × 3 window of (value, gate) inputs: 6 loads (one new column of 3 rows, two channels) and
+// 18 FMAs per output. Warps read 32 consecutive channels of one pixel: coalesced. No shared memory; the vertical
+// reuse (each input row is read for three output rows) comes from L1/L2.
+//
+// Accumulation: f32, bias first, then the 9 taps in the reference's order (row-major over the 3 × 3 window; a
+// padding tap adds w·0); SiLU as common.cuh (expf, IEEE division); one rounding to the storage dtype.
+
+#include "common.cuh"
+
+// Mirrors DwConvGluParams in src/launch/conv.rs.
+struct DwConvGluParams {
+    void* out;
+    const void* x;
+    const void* w;
+    const void* bias;
+    unsigned h;
+    unsigned width;
+    unsigned f;     // output channels F (input has 2F)
+    unsigned rows;  // output rows per block
+};
+static_assert(sizeof(DwConvGluParams) == 48, "DwConvGluParams must match src/launch/conv.rs");
+
+template <typename T>
+__device__ __forceinline__ void dwconv3x3_glu(const DwConvGluParams& p) {
+    const unsigned c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= p.f) return;
+    const unsigned h = p.h, width = p.width, b = blockIdx.z;
+    const size_t c2 = 2 * size_t(p.f);
+    const T* x = static_cast<const T*>(p.x) + size_t(b) * h * width * c2 + c;
+    T* out = static_cast<T*>(p.out) + size_t(b) * h * width * p.f + c;
+    const T* w = static_cast<const T*>(p.w);
+    float wv[9], wg[9];
+    SANA_UNROLL
+    for (int t = 0; t < 9; ++t) {
+        wv[t] = sana::to_float(w[size_t(c) * 9 + t]);
+        wg[t] = sana::to_float(w[(size_t(c) + p.f) * 9 + t]);
+    }
+    const float bv = sana::to_float(static_cast<const T*>(p.bias)[c]);
+    const float bg = sana::to_float(static_cast<const T*>(p.bias)[c + p.f]);
+
+    const unsigned i0 = blockIdx.y * p.rows, i1 = i0 + p.rows < h ? i0 + p.rows : h;
+    for (unsigned i = i0; i < i1; ++i) {
+        // Column j of the window (rows i−1, i, i+1), zeros outside the grid.
+        auto load = [&](unsigned j, float (&v)[3], float (&g)[3]) {
+            SANA_UNROLL
+            for (int di = 0; di < 3; ++di) {
+                const unsigned ii = i + di - 1;  // wraps to a huge value above the first row
+                if (ii < h && j < width) {
+                    const size_t at = (size_t(ii) * width + j) * c2;
+                    v[di] = sana::to_float(x[at]);
+                    g[di] = sana::to_float(x[at + p.f]);
+                } else {
+                    v[di] = 0.0f;
+                    g[di] = 0.0f;
+                }
+            }
+        };
+        float vl[3] = {}, gl[3] = {}, vm[3], gm[3], vr[3], gr[3];
+        load(0, vm, gm);
+        for (unsigned j = 0; j < width; ++j) {
+            load(j + 1, vr, gr);
+            float value = bv, gate = bg;
+            SANA_UNROLL
+            for (int di = 0; di < 3; ++di) {
+                value += wv[3 * di] * vl[di];
+                value += wv[3 * di + 1] * vm[di];
+                value += wv[3 * di + 2] * vr[di];
+                gate += wg[3 * di] * gl[di];
+                gate += wg[3 * di + 1] * gm[di];
+                gate += wg[3 * di + 2] * gr[di];
+            }
+            out[(size_t(i) * width + j) * p.f] = sana::from_float<T>(value * sana::silu(gate));
+            SANA_UNROLL
+            for (int di = 0; di < 3; ++di) {
+                vl[di] = vm[di];
+                vm[di] = vr[di];
+                gl[di] = gm[di];
+                gm[di] = gr[di];
+            }
+        }
+    }
+}
+
+extern "C" __global__ void dwconv3x3_glu_f32(const DwConvGluParams p) { dwconv3x3_glu<float>(p); }
+extern "C" __global__ void dwconv3x3_glu_bf16(const DwConvGluParams p) { dwconv3x3_glu<__nv_bfloat16>(p); }
+extern "C" __global__ void dwconv3x3_glu_f16(const DwConvGluParams p) { dwconv3x3_glu<__half>(p); }
+
+SANA_EMU_ENTRY(dwconv3x3_glu_f32, DwConvGluParams)
+SANA_EMU_ENTRY(dwconv3x3_glu_bf16, DwConvGluParams)
+SANA_EMU_ENTRY(dwconv3x3_glu_f16, DwConvGluParams)
