@@ -10,67 +10,13 @@
 //!
 //! The bound is tight enough that the mistakes in `norm_tolerance_catches_wrong_kernels` fail it.
 
+mod emu_check;
+
+use emu_check::{check_ptx, rounded, ulp, Rng};
 use sana::cpu::norm as cpu;
-use sana::engine::emu::{self, Storage, StorageDtype};
-use sana::gpu::kernels::{self, Family};
+use sana::engine::emu::{self, StorageDtype};
+use sana::gpu::kernels::Family;
 use sana::{Error, HostTensor};
-
-/// splitmix64: a tiny deterministic generator, so the tests need no rand crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [lo, hi), never exactly zero (a zero input hides a missing term).
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        loop {
-            let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-            let v = lo + (hi - lo) * u;
-            if v != 0.0 {
-                return v;
-            }
-        }
-    }
-
-    fn tensor(&mut self, shape: &[usize], lo: f32, hi: f32) -> HostTensor {
-        let n = shape.iter().product();
-        HostTensor::new(
-            shape.to_vec(),
-            (0..n).map(|_| self.uniform(lo, hi)).collect(),
-        )
-        .expect("valid shape")
-    }
-}
-
-/// Rounds every element to `dtype` (as the emu engine does on upload).
-fn rounded(t: &HostTensor, dtype: StorageDtype) -> HostTensor {
-    HostTensor::new(
-        t.shape().to_vec(),
-        Storage::from_f32(dtype, t.data()).to_f32(),
-    )
-    .expect("same shape")
-}
-
-/// Distance between adjacent values of `dtype` at magnitude `v`.
-fn ulp(dtype: StorageDtype, v: f32) -> f32 {
-    let (mantissa_bits, min_exp) = match dtype {
-        StorageDtype::F32 => return 0.0,
-        StorageDtype::Bf16 => (7, -126),
-        StorageDtype::F16 => (10, -14),
-    };
-    let e = if v == 0.0 {
-        min_exp
-    } else {
-        (v.abs().log2().floor() as i32).max(min_exp)
-    };
-    2f32.powi(e - mantissa_bits)
-}
 
 /// Inputs and parameters of one `layer_norm_modulate` call.
 struct Case {
@@ -290,23 +236,12 @@ fn norm_empty_rows() {
 
 #[test]
 fn norm_ptx_has_entries() {
-    match kernels::ptx(Family::Norm) {
-        Ok(ptx) => {
-            assert!(
-                ptx.contains(".target sm_80"),
-                "PTX not built for compute_80"
-            );
-            for dtype in ["f32", "bf16", "f16"] {
-                let entry = format!(".entry layer_norm_modulate_{dtype}(");
-                assert!(ptx.contains(&entry), "PTX lacks {entry}");
-            }
-        }
-        Err(Error::KernelsNotBuilt) => {
-            if kernels::NVCC_BUILT || option_env!("SANA_REQUIRE_NVCC") == Some("1") {
-                panic!("nvcc ran at build time (or was required) but there is no norm PTX");
-            }
-            eprintln!("skipped: no nvcc at build time");
-        }
-        Err(e) => panic!("unexpected error: {e}"),
-    }
+    check_ptx(
+        Family::Norm,
+        &[
+            "layer_norm_modulate_f32",
+            "layer_norm_modulate_bf16",
+            "layer_norm_modulate_f16",
+        ],
+    );
 }
