@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sana::engine::cpu::CpuEngine;
+use sana::engine::emu::{EmuEngine, StorageDtype};
 
 #[derive(Parser)]
 #[command(
@@ -16,6 +17,9 @@ use sana::engine::cpu::CpuEngine;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Storage dtype of `--engine emu` (the cpu engine always computes in f32).
+    #[arg(long, global = true, value_enum, default_value_t = Dtype::Bf16)]
+    dtype: Dtype,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +95,42 @@ enum EvalComponent {
 enum EngineKind {
     /// Pure-Rust f32 reference.
     Cpu,
+    /// The CUDA kernels compiled for the host, on values stored in `--dtype` (slow; for checking kernels).
+    Emu,
+}
+
+/// Storage dtype of the `emu` engine.
+#[derive(Clone, Copy, ValueEnum)]
+enum Dtype {
+    Bf16,
+    F16,
+    F32,
+}
+
+impl From<Dtype> for StorageDtype {
+    fn from(d: Dtype) -> Self {
+        match d {
+            Dtype::Bf16 => StorageDtype::Bf16,
+            Dtype::F16 => StorageDtype::F16,
+            Dtype::F32 => StorageDtype::F32,
+        }
+    }
+}
+
+/// Runs `$body` with `$e` bound to the engine `$kind` names (model code is generic, so each arm monomorphises).
+macro_rules! on_engine {
+    ($kind:expr, $dtype:expr, |$e:ident| $body:expr) => {
+        match $kind {
+            EngineKind::Cpu => {
+                let $e = &CpuEngine;
+                $body
+            }
+            EngineKind::Emu => {
+                let $e = &EmuEngine::new($dtype.into());
+                $body
+            }
+        }
+    };
 }
 
 fn run(cli: Cli) -> sana::Result<()> {
@@ -101,20 +141,22 @@ fn run(cli: Cli) -> sana::Result<()> {
                 inputs,
                 output,
                 engine,
-            } => match engine {
-                EngineKind::Cpu => sana::eval::transformer(&CpuEngine, &model, &inputs, &output),
-            },
+            } => on_engine!(engine, cli.dtype, |e| sana::eval::transformer(
+                e, &model, &inputs, &output
+            )),
             EvalComponent::TextEncoder {
                 model,
                 inputs,
                 output,
                 engine,
                 no_attn_softcap,
-            } => match engine {
-                EngineKind::Cpu => {
-                    sana::eval::text_encoder(&CpuEngine, &model, &inputs, &output, !no_attn_softcap)
-                }
-            },
+            } => on_engine!(engine, cli.dtype, |e| sana::eval::text_encoder(
+                e,
+                &model,
+                &inputs,
+                &output,
+                !no_attn_softcap
+            )),
             EvalComponent::EncodePrompt {
                 model,
                 mut prompt,
@@ -136,17 +178,15 @@ fn run(cli: Cli) -> sana::Result<()> {
                 if no_chi {
                     opts.complex_human_instruction.clear();
                 }
-                match engine {
-                    EngineKind::Cpu => sana::eval::encode_prompt(
-                        &CpuEngine,
-                        &model,
-                        &prompt,
-                        &negative_prompt,
-                        &opts,
-                        !no_attn_softcap,
-                        &output,
-                    ),
-                }
+                on_engine!(engine, cli.dtype, |e| sana::eval::encode_prompt(
+                    e,
+                    &model,
+                    &prompt,
+                    &negative_prompt,
+                    &opts,
+                    !no_attn_softcap,
+                    &output,
+                ))
             }
         },
     }

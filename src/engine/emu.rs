@@ -2,9 +2,8 @@
 //! launched with the same plans (`crate::launch`) and the same packed params structs as the cuda engine, on buffers
 //! in the same storage dtypes. It is how CI tests every kernel without a GPU.
 //!
-//! For now it offers its ops as functions on host tensors, one module per kernel family (`emu/<family>.rs`
-//! ↔ `kernels/<family>.cu` ↔ `src/launch/<family>.rs`); it grows into an `Engine` whose tensor is a shaped
-//! [`Storage`]. Each function rounds its inputs to the storage dtype, launches into output buffers poisoned with NaN
+//! It offers its ops as functions on host tensors, one module per kernel family (`emu/<family>.rs`
+//! ↔ `kernels/<family>.cu` ↔ `src/launch/<family>.rs`), and as an [`EmuEngine`] that model code runs on. Each function rounds its inputs to the storage dtype, launches into output buffers poisoned with NaN
 //! (so an element the kernel fails to write shows up in every comparison), and reads the result back as f32.
 
 use std::ffi::c_int;
@@ -39,6 +38,7 @@ macro_rules! emu_kernel {
 mod attention;
 mod conv;
 mod elementwise;
+mod engine;
 mod layout;
 mod linear_attn;
 mod norm;
@@ -48,6 +48,7 @@ pub use conv::dwconv3x3_glu;
 pub use elementwise::{
     activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation,
 };
+pub use engine::EmuEngine;
 pub use layout::{nchw_to_tokens, tokens_to_nchw};
 pub use linear_attn::linear_attention;
 pub use norm::layer_norm_modulate;

@@ -1,0 +1,197 @@
+//! `EmuEngine`: the [`Engine`] whose ops run the kernels of kernels/*.cu through the host emulator, on values held in
+//! a storage dtype. Its tensor is a [`HostTensor`] whose every element is representable in that dtype (each op
+//! rounds its output once, as a GPU kernel storing bf16/f16 does), so whole models run on it and can be compared
+//! with the CPU engine.
+//!
+//! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
+//! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), `rms_norm` and the Gemma-2 ops (`causal_attention`,
+//! `rotary`, `embedding`, `mul`, `rms_norm_plus_one`).
+
+use super::{Storage, StorageDtype};
+use crate::cpu;
+use crate::engine::{Activation, CausalAttention, Engine};
+use crate::error::{Error, Result};
+use crate::tensor::HostTensor;
+use crate::weights::TensorView;
+
+#[derive(Clone, Copy, Debug)]
+pub struct EmuEngine {
+    dtype: StorageDtype,
+}
+
+impl EmuEngine {
+    pub fn new(dtype: StorageDtype) -> Self {
+        Self { dtype }
+    }
+
+    pub fn dtype(&self) -> StorageDtype {
+        self.dtype
+    }
+
+    /// Rounds every element to the storage dtype.
+    fn round(&self, t: HostTensor) -> Result<HostTensor> {
+        let data = Storage::from_f32(self.dtype, t.data()).to_f32();
+        HostTensor::new(t.shape().to_vec(), data)
+    }
+}
+
+impl Engine for EmuEngine {
+    type Tensor = HostTensor;
+
+    fn name(&self) -> &'static str {
+        "emu"
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<HostTensor> {
+        self.round(t.clone())
+    }
+
+    fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<HostTensor> {
+        let want: usize = shape.iter().product();
+        if want != view.shape().iter().product::<usize>() {
+            return Err(Error::ShapeMismatch {
+                name: view.name().to_string(),
+                location: view.location().display().to_string(),
+                expected: shape.to_vec(),
+                actual: view.shape().to_vec(),
+            });
+        }
+        self.round(HostTensor::new(shape.to_vec(), view.to_f32()?)?)
+    }
+
+    fn download(&self, t: &HostTensor) -> Result<HostTensor> {
+        Ok(t.clone())
+    }
+
+    fn shape<'a>(&self, t: &'a HostTensor) -> &'a [usize] {
+        t.shape()
+    }
+
+    fn reshape(&self, t: HostTensor, shape: &[usize]) -> Result<HostTensor> {
+        t.reshape(shape.to_vec())
+    }
+
+    fn linear(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        act: Activation,
+    ) -> Result<HostTensor> {
+        self.round(cpu::linear::linear(x, w, b, act)?)
+    }
+
+    fn activation(&self, x: &HostTensor, act: Activation) -> Result<HostTensor> {
+        super::activation(x, act, self.dtype)
+    }
+
+    fn add(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
+        super::add(a, b, self.dtype)
+    }
+
+    fn modulation(&self, table: &HostTensor, emb: &HostTensor) -> Result<HostTensor> {
+        super::modulation(table, emb, self.dtype)
+    }
+
+    fn layer_norm_modulate(
+        &self,
+        x: &HostTensor,
+        m: &HostTensor,
+        shift_row: usize,
+        scale_row: usize,
+        eps: f32,
+    ) -> Result<HostTensor> {
+        super::layer_norm_modulate(x, m, shift_row, scale_row, eps, self.dtype)
+    }
+
+    fn gated_residual(
+        &self,
+        x: &HostTensor,
+        y: &HostTensor,
+        m: &HostTensor,
+        gate_row: usize,
+    ) -> Result<HostTensor> {
+        super::gated_residual(x, y, m, gate_row, self.dtype)
+    }
+
+    fn rms_norm(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
+        self.round(cpu::norm::rms_norm(x, w, eps)?)
+    }
+
+    fn linear_attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<HostTensor> {
+        super::linear_attention(q, k, v, heads, eps, self.dtype)
+    }
+
+    fn attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        key_bias: &HostTensor,
+        heads: usize,
+    ) -> Result<HostTensor> {
+        super::attention(q, k, v, key_bias, heads, self.dtype)
+    }
+
+    fn causal_attention(
+        &self,
+        q: &HostTensor,
+        k: &HostTensor,
+        v: &HostTensor,
+        key_mask: &HostTensor,
+        params: &CausalAttention,
+    ) -> Result<HostTensor> {
+        self.round(cpu::causal_attention::causal_attention(
+            q, k, v, key_mask, params,
+        )?)
+    }
+
+    fn rotary(
+        &self,
+        x: &HostTensor,
+        cos: &HostTensor,
+        sin: &HostTensor,
+        heads: usize,
+    ) -> Result<HostTensor> {
+        self.round(cpu::rotary::rotary(x, cos, sin, heads)?)
+    }
+
+    fn embedding(&self, table: &HostTensor, ids: &[u32], scale: f32) -> Result<HostTensor> {
+        let scale = Storage::from_f32(self.dtype, &[scale]).to_f32()[0];
+        self.round(cpu::embed::embedding(table, ids, scale)?)
+    }
+
+    fn mul(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
+        self.round(cpu::elementwise::mul(a, b)?)
+    }
+
+    fn rms_norm_plus_one(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
+        self.round(cpu::norm::rms_norm_plus_one(x, w, eps)?)
+    }
+
+    fn dwconv3x3_glu(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: &HostTensor,
+        h: usize,
+        width: usize,
+    ) -> Result<HostTensor> {
+        super::dwconv3x3_glu(x, w, b, h, width, self.dtype)
+    }
+
+    fn nchw_to_tokens(&self, x: &HostTensor) -> Result<HostTensor> {
+        super::nchw_to_tokens(x, self.dtype)
+    }
+
+    fn tokens_to_nchw(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        super::tokens_to_nchw(x, h, w, self.dtype)
+    }
+}
