@@ -117,11 +117,19 @@ fn build_ptx(sources: &[PathBuf], kernels: &Path, out: &Path, require: bool) -> 
                 let cubin_path = out.join(format!("{name}.sm_90.cubin"));
                 // A register spill or local-memory use on sm_90 is a bug to explain (DESIGN.md): as warnings they
                 // fail the compile through -Werror below.
-                let sass = ["-arch=sm_90", "-cubin", "-Xptxas", "-warn-spills,-warn-lmem-usage"];
+                let sass = [
+                    "-arch=sm_90",
+                    "-cubin",
+                    "-Xptxas",
+                    "-warn-spills,-warn-lmem-usage",
+                ];
                 let cubin = match run_nvcc(nvcc, src, kernels, &sass, &cubin_path) {
                     Ok(()) => Some(cubin_path),
                     Err(e) => {
-                        fail(format!("nvcc failed on {} (sm_90 cubin): {e}", src.display()));
+                        fail(format!(
+                            "nvcc failed on {} (sm_90 cubin): {e}",
+                            src.display()
+                        ));
                         None
                     }
                 };
