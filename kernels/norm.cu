@@ -1,4 +1,4 @@
-// LayerNorm with AdaLN modulation (Sana blocks and final layer; spec transformer.md §8).
+// LayerNorm with AdaLN modulation (Sana blocks and final layer; spec transformer.md §8), and RMSNorm (end of file).
 //
 // Formula, per row r = (b, n) of x over the last dimension j ∈ [0, D):
 //     mean = Σ_j x[j] / D          var = Σ_j (x[j] − mean)² / D   (biased, as torch.nn.LayerNorm)
@@ -23,6 +23,7 @@
 // (≤ 2 ulp); nvcc may fuse the final multiply-add into an FMA.
 
 #include "common.cuh"
+
 
 // Mirrors LayerNormModulateParams in src/launch/norm.rs.
 struct LayerNormModulateParams {
@@ -82,3 +83,52 @@ extern "C" __global__ void layer_norm_modulate_f16(const LayerNormModulateParams
 SANA_EMU_ENTRY(layer_norm_modulate_f32, LayerNormModulateParams)
 SANA_EMU_ENTRY(layer_norm_modulate_bf16, LayerNormModulateParams)
 SANA_EMU_ENTRY(layer_norm_modulate_f16, LayerNormModulateParams)
+
+// ---------------------------------------------------------------------------------------------------------------
+// RMSNorm, two forms (CPU reference: src/cpu/norm.rs `rms_norm`, `rms_norm_plus_one`), per row of x over D:
+//     r = rsqrt(Σ_j x[j]² / D + eps)                       (f32 sum of squares: per thread, warps, then block)
+//     mode 0, diffusers `RMSNorm` (caption norm, q/k norms): z = round_T(x·r); y = round_T(z · w)
+//           — diffusers casts the normalised value to the weight dtype before the weight multiply;
+//     mode 1, Gemma (`1 + w` weight): y = round_T(x · r · (1 + w)), one rounding (transformers upcasts w).
+// Layout: x, y [rows, D] row-major in the storage dtype; w [D] in the storage dtype.
+// Geometry (src/launch/norm.rs): one block per row, min(256, D rounded up to 32) threads, no dynamic shared memory;
+// x is read twice from global memory (sum of squares, then the scaled write).
+// ---------------------------------------------------------------------------------------------------------------
+
+// Mirrors RmsNormParams in src/launch/norm.rs.
+struct RmsNormParams {
+    void* y;
+    const void* x;
+    const void* w;
+    unsigned d;
+    unsigned plus_one;  // 0: diffusers form, 1: Gemma form
+    float eps;
+};
+static_assert(sizeof(RmsNormParams) == 40, "RmsNormParams must match src/launch/norm.rs");
+
+template <typename T>
+__device__ __forceinline__ void rms_norm(const RmsNormParams& p) {
+    const size_t row = blockIdx.x, d = p.d;
+    const T* x = static_cast<const T*>(p.x) + row * d;
+    const T* w = static_cast<const T*>(p.w);
+    T* y = static_cast<T*>(p.y) + row * d;
+    float sq = 0.0f;
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const float v = sana::to_float(x[j]);
+        sq += v * v;
+    }
+    const float r = rsqrtf(sana::block_sum(sq) / static_cast<float>(d) + p.eps);
+    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
+        const float v = sana::to_float(x[j]) * r, wj = sana::to_float(w[j]);
+        y[j] = p.plus_one ? sana::from_float<T>(v * (1.0f + wj))
+                          : sana::from_float<T>(sana::to_float(sana::from_float<T>(v)) * wj);
+    }
+}
+
+extern "C" __global__ void rms_norm_f32(const RmsNormParams p) { rms_norm<float>(p); }
+extern "C" __global__ void rms_norm_bf16(const RmsNormParams p) { rms_norm<__nv_bfloat16>(p); }
+extern "C" __global__ void rms_norm_f16(const RmsNormParams p) { rms_norm<__half>(p); }
+
+SANA_EMU_ENTRY(rms_norm_f32, RmsNormParams)
+SANA_EMU_ENTRY(rms_norm_bf16, RmsNormParams)
+SANA_EMU_ENTRY(rms_norm_f16, RmsNormParams)

@@ -12,7 +12,7 @@
 
 mod emu_check;
 
-use emu_check::{check_ptx, rounded, ulp, Rng};
+use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng};
 use sana::cpu::norm as cpu;
 use sana::engine::emu::{self, StorageDtype};
 use sana::gpu::kernels::Family;
@@ -244,4 +244,99 @@ fn norm_ptx_has_entries() {
             "layer_norm_modulate_f16",
         ],
     );
+}
+
+// RMSNorm (kernels/norm.cu `rms_norm_*`) against `cpu::norm::rms_norm` / `rms_norm_plus_one` on storage-rounded
+// inputs. Tolerance per element, with z = x·r the normalised value and y the reference output:
+// - f32 statistics: r carries a few f32 ulps (sum of ≤ 2240 squares), ≤ 1e-5·|y|;
+// - diffusers form: z is rounded to the storage dtype before the weight multiply (as diffusers does) and the
+//   product is rounded again: 0.5·ulp(|z|)·|w| + 0.5·ulp(|y|);
+// - Gemma form: one rounding, 0.5·ulp(|y|).
+fn rms_case(
+    dtype: StorageDtype,
+    plus_one: bool,
+    shape: &[usize],
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut rng = Rng(seed);
+    let d = *shape.last().unwrap();
+    let x = rounded(&rng.tensor(shape, -2.0, 2.0), dtype);
+    let w = rounded(&rng.tensor(&[d], 0.5, 1.5), dtype);
+    let got = emu::rms_norm(&x, &w, plus_one, 1e-5, dtype).unwrap();
+    let want = if plus_one {
+        cpu::rms_norm_plus_one(&x, &w, 1e-5).unwrap()
+    } else {
+        cpu::rms_norm(&x, &w, 1e-5).unwrap()
+    };
+    let z = cpu::rms_norm_plus_one(&x, &HostTensor::zeros(vec![d]), 1e-5).unwrap();
+    let wide: Vec<f32> = (0..x.len()).map(|i| w.data()[i % d]).collect();
+    (got.into_data(), want.into_data(), z.into_data(), wide)
+}
+
+fn rms_tol(
+    dtype: StorageDtype,
+    plus_one: bool,
+    want: &[f32],
+    z: &[f32],
+    w: &[f32],
+    i: usize,
+) -> f32 {
+    let y = want[i].abs();
+    let z_rounding = if plus_one {
+        0.0
+    } else {
+        0.5 * ulp(dtype, z[i]) * w[i].abs()
+    };
+    1e-5 * y + z_rounding + 0.5 * ulp(dtype, y)
+}
+
+#[test]
+fn norm_rms_emu_matches_cpu() {
+    for dtype in [StorageDtype::F32, StorageDtype::Bf16, StorageDtype::F16] {
+        for plus_one in [false, true] {
+            for (seed, shape) in [[2usize, 3, 64].as_slice(), &[5, 33], &[1, 2240], &[7]]
+                .iter()
+                .enumerate()
+            {
+                let (got, want, z, w) = rms_case(dtype, plus_one, shape, seed as u64 + 10);
+                assert_within(
+                    &format!("rms_norm {dtype:?} plus_one={plus_one} {shape:?}"),
+                    &got,
+                    &want,
+                    |i| rms_tol(dtype, plus_one, &want, &z, &w, i),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn norm_rms_tolerance_catches_wrong_kernels() {
+    let dtype = StorageDtype::Bf16;
+    let (got, want, z, w) = rms_case(dtype, false, &[4, 96], 21);
+    let tol = |i: usize| rms_tol(dtype, false, &want, &z, &w, i);
+    assert_within("rms_norm", &got, &want, tol);
+    let d = 96;
+    let with_one: Vec<f32> = (0..got.len()).map(|i| z[i] * (1.0 + w[i % d])).collect();
+    assert_caught(
+        "(1 + w) where diffusers multiplies by w",
+        &got,
+        &with_one,
+        tol,
+    );
+    let no_weight = z.clone();
+    assert_caught("weight ignored", &got, &no_weight, tol);
+    let rolled: Vec<f32> = (0..got.len()).map(|i| z[i] * w[(i + 1) % d]).collect();
+    assert_caught("weight off by one", &got, &rolled, tol);
+}
+
+#[test]
+fn norm_rms_shape_errors() {
+    let x = HostTensor::zeros(vec![2, 8]);
+    for w in [HostTensor::zeros(vec![7]), HostTensor::zeros(vec![2, 8])] {
+        let err = emu::rms_norm(&x, &w, false, 1e-5, StorageDtype::Bf16)
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Shape { op: "rms_norm", .. }), "{err}");
+    }
 }

@@ -51,7 +51,7 @@ pub use elementwise::{
 pub use engine::EmuEngine;
 pub use layout::{nchw_to_tokens, tokens_to_nchw};
 pub use linear_attn::linear_attention;
-pub use norm::layer_norm_modulate;
+pub use norm::{layer_norm_modulate, rms_norm};
 
 /// Element type of activations and weights as the kernels store them; arithmetic is always f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

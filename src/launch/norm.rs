@@ -110,3 +110,70 @@ pub fn layer_norm_modulate(
         },
     })
 }
+
+/// Arguments of `rms_norm_{f32,bf16,f16}`; mirrors `RmsNormParams` in kernels/norm.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RmsNormParams {
+    /// Output `[rows, D]`.
+    pub y: DevicePtr,
+    /// Input `[rows, D]`.
+    pub x: DevicePtr,
+    /// Weight `[D]`.
+    pub w: DevicePtr,
+    pub d: u32,
+    /// 0: diffusers `RMSNorm` (round, then `· w`); 1: Gemma (`· (1 + w)`, one rounding).
+    pub plus_one: u32,
+    pub eps: f32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<RmsNormParams>() == 40);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for RmsNormParams {}
+
+/// Plans an RMSNorm over the last dimension of `x_shape` (any rank ≥ 1) with a `[D]` weight: one block per row,
+/// min(256, D rounded up to 32) threads.
+pub fn rms_norm(
+    x_shape: &[usize],
+    w_shape: &[usize],
+    plus_one: bool,
+    eps: f32,
+    (y, x, w): (DevicePtr, DevicePtr, DevicePtr),
+) -> Result<Plan<RmsNormParams>> {
+    const OP: &str = "rms_norm";
+    let Some(&d) = x_shape.last() else {
+        return Err(Error::shape(OP, "x has no dimensions"));
+    };
+    if w_shape != [d] || d == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("weight {w_shape:?} must be [D] = [{d}] for x {x_shape:?}, D > 0"),
+        ));
+    }
+    let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
+    if rows > i32::MAX as usize {
+        return Err(Error::shape(
+            OP,
+            format!("{rows} rows exceed the grid limit 2^31 − 1"),
+        ));
+    }
+    let threads = d.next_multiple_of(32).min(LAYER_NORM_MAX_THREADS);
+    Ok(Plan {
+        geometry: Geometry {
+            grid: [to_u32(OP, "rows", rows)?, 1, 1],
+            block: [to_u32(OP, "threads", threads)?, 1, 1],
+            shared_mem_bytes: 0,
+        },
+        params: RmsNormParams {
+            y,
+            x,
+            w,
+            d: to_u32(OP, "D", d)?,
+            plus_one: u32::from(plus_one),
+            eps,
+            _pad: 0,
+        },
+    })
+}

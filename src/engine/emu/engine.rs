@@ -4,8 +4,8 @@
 //! with the CPU engine.
 //!
 //! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
-//! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), `rms_norm` and the Gemma-2 ops (`causal_attention`,
-//! `rotary`, `embedding`, `mul`, `rms_norm_plus_one`).
+//! (cuBLASLt's job on the GPU: f32 accumulation, one rounding) and the Gemma-2 ops other than its norm
+//! (`causal_attention`, `rotary`, `embedding`, `mul`).
 
 use super::{Storage, StorageDtype};
 use crate::cpu;
@@ -115,7 +115,7 @@ impl Engine for EmuEngine {
     }
 
     fn rms_norm(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
-        self.round(cpu::norm::rms_norm(x, w, eps)?)
+        super::rms_norm(x, w, false, eps, self.dtype)
     }
 
     fn linear_attention(
@@ -173,7 +173,7 @@ impl Engine for EmuEngine {
     }
 
     fn rms_norm_plus_one(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
-        self.round(cpu::norm::rms_norm_plus_one(x, w, eps)?)
+        super::rms_norm(x, w, true, eps, self.dtype)
     }
 
     fn dwconv3x3_glu(

@@ -2,7 +2,9 @@
 
 use super::{launch, Storage, StorageDtype};
 use crate::error::Result;
-use crate::launch::norm::{self as plan, LayerNormModulateBuffers, LayerNormModulateParams};
+use crate::launch::norm::{
+    self as plan, LayerNormModulateBuffers, LayerNormModulateParams, RmsNormParams,
+};
 use crate::tensor::HostTensor;
 
 emu_kernel!(fn entry(LayerNormModulateParams) = [
@@ -10,6 +12,38 @@ emu_kernel!(fn entry(LayerNormModulateParams) = [
     sana_emu_layer_norm_modulate_bf16,
     sana_emu_layer_norm_modulate_f16
 ]);
+
+emu_kernel!(fn rms_entry(RmsNormParams) = [
+    sana_emu_rms_norm_f32,
+    sana_emu_rms_norm_bf16,
+    sana_emu_rms_norm_f16
+]);
+
+/// RMSNorm over the last dimension through kernels/norm.cu: the diffusers form (`plus_one = false`, as
+/// [`crate::cpu::norm::rms_norm`], rounding before the weight multiply) or Gemma's (`true`, as
+/// [`crate::cpu::norm::rms_norm_plus_one`]). `x` any rank, `w` [D]; inputs first rounded to `dtype`.
+pub fn rms_norm(
+    x: &HostTensor,
+    w: &HostTensor,
+    plus_one: bool,
+    eps: f32,
+    dtype: StorageDtype,
+) -> Result<HostTensor> {
+    let xs = Storage::from_f32(dtype, x.data());
+    let ws = Storage::from_f32(dtype, w.data());
+    let mut ys = Storage::poisoned(dtype, x.len());
+    let plan = plan::rms_norm(
+        x.shape(),
+        w.shape(),
+        plus_one,
+        eps,
+        (ys.ptr_mut(), xs.ptr(), ws.ptr()),
+    )?;
+    // SAFETY: the plan checked w = [D] with D the last dimension of x; the buffers hold exactly product(shape)
+    // elements, y is fresh and of x's size, and all three outlive the call.
+    unsafe { launch("rms_norm", rms_entry(dtype), &plan) }?;
+    HostTensor::new(x.shape().to_vec(), ys.to_f32())
+}
 
 /// `LayerNorm(x) · (1 + modulation[b, scale_row]) + modulation[b, shift_row]` through kernels/norm.cu, with `x` and
 /// `modulation` first rounded to `dtype` and the result read back as f32. Shapes as
