@@ -89,6 +89,23 @@ impl Engine for CpuEngine {
         cpu::elementwise::gated_residual(x, y, m, gate_row)
     }
 
+    fn residual_layer_norm_modulate(
+        &self,
+        x: &HostTensor,
+        r: &HostTensor,
+        gate: Option<(&HostTensor, usize)>,
+        m: &HostTensor,
+        (shift_row, scale_row): (usize, usize),
+        eps: f32,
+    ) -> Result<(HostTensor, HostTensor)> {
+        let x = match gate {
+            Some((g, row)) => cpu::elementwise::gated_residual(x, r, g, row)?,
+            None => cpu::elementwise::add(x, r)?,
+        };
+        let z = cpu::norm::layer_norm_modulate(&x, m, shift_row, scale_row, eps)?;
+        Ok((x, z))
+    }
+
     fn rms_norm(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
         cpu::norm::rms_norm(x, w, eps)
     }

@@ -98,6 +98,19 @@ pub trait Engine: Send + Sync {
         gate_row: usize,
     ) -> Result<Self::Tensor>;
 
+    /// Residual add fused with the next norm: `x' = x + m_gate[b, gate_row] · r` (`x + r` when `gate` is `None`),
+    /// `z = LayerNorm(x') · (1 + m[b, scale_row]) + m[b, shift_row]`; returns `(x', z)`. `x`, `r`: [B, N, D];
+    /// `m`, `m_gate`: [B, K, D]. Equal to `gated_residual`/`add` then `layer_norm_modulate`, in one pass on a GPU.
+    fn residual_layer_norm_modulate(
+        &self,
+        x: &Self::Tensor,
+        r: &Self::Tensor,
+        gate: Option<(&Self::Tensor, usize)>,
+        m: &Self::Tensor,
+        rows: (usize, usize),
+        eps: f32,
+    ) -> Result<(Self::Tensor, Self::Tensor)>;
+
     /// diffusers `RMSNorm` over the last dim: `x · rsqrt(mean(x²) + eps) · w`.
     fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
 

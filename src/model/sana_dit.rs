@@ -299,8 +299,7 @@ impl<E: Engine> SanaBlock<E> {
         let x = e.gated_residual(x, &a, &m, 2)?;
         let a = self.attn2.forward(e, &x, text_kv, key_bias)?;
         trace(&format!("blocks.{index}.attn2"), &a)?;
-        let x = e.add(&a, &x)?;
-        let z = e.layer_norm_modulate(&x, &m, 3, 4, self.eps)?;
+        let (x, z) = e.residual_layer_norm_modulate(&x, &a, None, &m, (3, 4), self.eps)?;
         let f = self.ff.forward(e, &z, grid)?;
         trace(&format!("blocks.{index}.ff"), &f)?;
         e.gated_residual(&x, &f, &m, 5)

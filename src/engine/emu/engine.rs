@@ -114,6 +114,18 @@ impl Engine for EmuEngine {
         super::gated_residual(x, y, m, gate_row, self.dtype)
     }
 
+    fn residual_layer_norm_modulate(
+        &self,
+        x: &HostTensor,
+        r: &HostTensor,
+        gate: Option<(&HostTensor, usize)>,
+        m: &HostTensor,
+        rows: (usize, usize),
+        eps: f32,
+    ) -> Result<(HostTensor, HostTensor)> {
+        super::gated_residual_layer_norm_modulate(x, r, gate, m, rows, eps, self.dtype)
+    }
+
     fn rms_norm(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
         super::rms_norm(x, w, false, eps, self.dtype)
     }
