@@ -90,7 +90,9 @@ SANA_EMU_ENTRY(layer_norm_modulate_f16, LayerNormModulateParams)
 //     mode 0, diffusers `RMSNorm` (caption norm, q/k norms): z = round_T(x·r); y = round_T(z · w)
 //           — diffusers casts the normalised value to the weight dtype before the weight multiply;
 //     mode 1, Gemma (`1 + w` weight): y = round_T(x · r · (1 + w)), one rounding (transformers upcasts w).
-// Layout: x, y [rows, D] row-major in the storage dtype; w [D] in the storage dtype.
+//     Optional bias b (diffusers `RMSNorm(bias=True)`, the DC-AE's channel norms): y = round_T(y + b), a second
+//     rounding as in diffusers, which adds the bias to the already-rounded product.
+// Layout: x, y [rows, D] row-major in the storage dtype; w, b [D] in the storage dtype; b may be null.
 // Geometry (src/launch/norm.rs): one block per row, min(256, D rounded up to 32) threads, no dynamic shared memory;
 // x is read twice from global memory (sum of squares, then the scaled write).
 // ---------------------------------------------------------------------------------------------------------------
@@ -100,17 +102,19 @@ struct RmsNormParams {
     void* y;
     const void* x;
     const void* w;
+    const void* b;  // null: no bias
     unsigned d;
     unsigned plus_one;  // 0: diffusers form, 1: Gemma form
     float eps;
 };
-static_assert(sizeof(RmsNormParams) == 40, "RmsNormParams must match src/launch/norm.rs");
+static_assert(sizeof(RmsNormParams) == 48, "RmsNormParams must match src/launch/norm.rs");
 
 template <typename T>
 __device__ __forceinline__ void rms_norm(const RmsNormParams& p) {
     const size_t row = blockIdx.x, d = p.d;
     const T* x = static_cast<const T*>(p.x) + row * d;
     const T* w = static_cast<const T*>(p.w);
+    const T* b = static_cast<const T*>(p.b);
     T* y = static_cast<T*>(p.y) + row * d;
     float sq = 0.0f;
     for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
@@ -120,8 +124,9 @@ __device__ __forceinline__ void rms_norm(const RmsNormParams& p) {
     const float r = rsqrtf(sana::block_sum(sq) / static_cast<float>(d) + p.eps);
     for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
         const float v = sana::to_float(x[j]) * r, wj = sana::to_float(w[j]);
-        y[j] = p.plus_one ? sana::from_float<T>(v * (1.0f + wj))
-                          : sana::from_float<T>(sana::to_float(sana::from_float<T>(v)) * wj);
+        const T yj = p.plus_one ? sana::from_float<T>(v * (1.0f + wj))
+                                : sana::from_float<T>(sana::to_float(sana::from_float<T>(v)) * wj);
+        y[j] = b ? sana::from_float<T>(sana::to_float(yj) + sana::to_float(b[j])) : yj;
     }
 }
 

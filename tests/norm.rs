@@ -247,63 +247,83 @@ fn norm_ptx_has_entries() {
 }
 
 // RMSNorm (kernels/norm.cu `rms_norm_*`) against `cpu::norm::rms_norm` / `rms_norm_plus_one` on storage-rounded
-// inputs. Tolerance per element, with z = x·r the normalised value and y the reference output:
-// - f32 statistics: r carries a few f32 ulps (sum of ≤ 2240 squares), ≤ 1e-5·|y|;
+// inputs. Tolerance per element, with z = x·r the normalised value, p = z·w the product before any bias and y the
+// reference output:
+// - f32 statistics: r carries a few f32 ulps (sum of ≤ 2240 squares), ≤ 1e-5·|p|;
 // - diffusers form: z is rounded to the storage dtype before the weight multiply (as diffusers does) and the
-//   product is rounded again: 0.5·ulp(|z|)·|w| + 0.5·ulp(|y|);
-// - Gemma form: one rounding, 0.5·ulp(|y|).
+//   product is rounded again: 0.5·ulp(|z|)·|w| + 0.5·ulp(|p|); with a bias, the sum is rounded once more:
+//   + 0.5·ulp(|y|);
+// - Gemma form: one rounding, 0.5·ulp(|p|).
+struct RmsCase {
+    got: Vec<f32>,
+    want: Vec<f32>,
+    z: Vec<f32>,
+    w: Vec<f32>,
+    biased: bool,
+}
+
 fn rms_case(
     dtype: StorageDtype,
     plus_one: bool,
+    biased: bool,
     shape: &[usize],
     seed: u64,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> RmsCase {
     let mut rng = Rng(seed);
     let d = *shape.last().unwrap();
     let x = rounded(&rng.tensor(shape, -2.0, 2.0), dtype);
     let w = rounded(&rng.tensor(&[d], 0.5, 1.5), dtype);
-    let got = emu::rms_norm(&x, &w, plus_one, 1e-5, dtype).unwrap();
+    let b = biased.then(|| rounded(&rng.tensor(&[d], -1.0, 1.0), dtype));
+    let got = emu::rms_norm(&x, &w, b.as_ref(), plus_one, 1e-5, dtype).unwrap();
     let want = if plus_one {
         cpu::rms_norm_plus_one(&x, &w, 1e-5).unwrap()
     } else {
-        cpu::rms_norm(&x, &w, 1e-5).unwrap()
+        cpu::rms_norm(&x, &w, b.as_ref(), 1e-5).unwrap()
     };
     let z = cpu::rms_norm_plus_one(&x, &HostTensor::zeros(vec![d]), 1e-5).unwrap();
     let wide: Vec<f32> = (0..x.len()).map(|i| w.data()[i % d]).collect();
-    (got.into_data(), want.into_data(), z.into_data(), wide)
+    RmsCase {
+        got: got.into_data(),
+        want: want.into_data(),
+        z: z.into_data(),
+        w: wide,
+        biased,
+    }
 }
 
-fn rms_tol(
-    dtype: StorageDtype,
-    plus_one: bool,
-    want: &[f32],
-    z: &[f32],
-    w: &[f32],
-    i: usize,
-) -> f32 {
-    let y = want[i].abs();
+fn rms_tol(dtype: StorageDtype, plus_one: bool, case: &RmsCase, i: usize) -> f32 {
+    let p = if plus_one {
+        case.want[i].abs()
+    } else {
+        (case.z[i] * case.w[i]).abs()
+    };
     let z_rounding = if plus_one {
         0.0
     } else {
-        0.5 * ulp(dtype, z[i]) * w[i].abs()
+        0.5 * ulp(dtype, case.z[i]) * case.w[i].abs()
     };
-    1e-5 * y + z_rounding + 0.5 * ulp(dtype, y)
+    let bias_rounding = if case.biased {
+        0.5 * ulp(dtype, case.want[i].abs())
+    } else {
+        0.0
+    };
+    1e-5 * p + z_rounding + 0.5 * ulp(dtype, p) + bias_rounding
 }
 
 #[test]
 fn norm_rms_emu_matches_cpu() {
     for dtype in [StorageDtype::F32, StorageDtype::Bf16, StorageDtype::F16] {
-        for plus_one in [false, true] {
+        for (plus_one, biased) in [(false, false), (false, true), (true, false)] {
             for (seed, shape) in [[2usize, 3, 64].as_slice(), &[5, 33], &[1, 2240], &[7]]
                 .iter()
                 .enumerate()
             {
-                let (got, want, z, w) = rms_case(dtype, plus_one, shape, seed as u64 + 10);
+                let case = rms_case(dtype, plus_one, biased, shape, seed as u64 + 10);
                 assert_within(
-                    &format!("rms_norm {dtype:?} plus_one={plus_one} {shape:?}"),
-                    &got,
-                    &want,
-                    |i| rms_tol(dtype, plus_one, &want, &z, &w, i),
+                    &format!("rms_norm {dtype:?} plus_one={plus_one} bias={biased} {shape:?}"),
+                    &case.got,
+                    &case.want,
+                    |i| rms_tol(dtype, plus_one, &case, i),
                 );
             }
         }
@@ -313,28 +333,33 @@ fn norm_rms_emu_matches_cpu() {
 #[test]
 fn norm_rms_tolerance_catches_wrong_kernels() {
     let dtype = StorageDtype::Bf16;
-    let (got, want, z, w) = rms_case(dtype, false, &[4, 96], 21);
-    let tol = |i: usize| rms_tol(dtype, false, &want, &z, &w, i);
-    assert_within("rms_norm", &got, &want, tol);
+    let case = rms_case(dtype, false, false, &[4, 96], 21);
+    let tol = |i: usize| rms_tol(dtype, false, &case, i);
+    let (got, z, w) = (&case.got, &case.z, &case.w);
+    assert_within("rms_norm", got, &case.want, tol);
     let d = 96;
     let with_one: Vec<f32> = (0..got.len()).map(|i| z[i] * (1.0 + w[i % d])).collect();
     assert_caught(
         "(1 + w) where diffusers multiplies by w",
-        &got,
+        got,
         &with_one,
         tol,
     );
-    let no_weight = z.clone();
-    assert_caught("weight ignored", &got, &no_weight, tol);
+    assert_caught("weight ignored", got, z, tol);
     let rolled: Vec<f32> = (0..got.len()).map(|i| z[i] * w[(i + 1) % d]).collect();
-    assert_caught("weight off by one", &got, &rolled, tol);
+    assert_caught("weight off by one", got, &rolled, tol);
+    let biased = rms_case(dtype, false, true, &[4, 96], 22);
+    let unbiased: Vec<f32> = (0..got.len()).map(|i| biased.z[i] * biased.w[i]).collect();
+    assert_caught("bias ignored", &biased.got, &unbiased, |i| {
+        rms_tol(dtype, false, &biased, i)
+    });
 }
 
 #[test]
 fn norm_rms_shape_errors() {
     let x = HostTensor::zeros(vec![2, 8]);
     for w in [HostTensor::zeros(vec![7]), HostTensor::zeros(vec![2, 8])] {
-        let err = emu::rms_norm(&x, &w, false, 1e-5, StorageDtype::Bf16)
+        let err = emu::rms_norm(&x, &w, None, false, 1e-5, StorageDtype::Bf16)
             .err()
             .unwrap();
         assert!(matches!(err, Error::Shape { op: "rms_norm", .. }), "{err}");

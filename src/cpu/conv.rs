@@ -48,3 +48,107 @@ pub fn dwconv3x3_glu(
     });
     HostTensor::new(vec![b, n, f], out)
 }
+
+/// Full 3×3 convolution, stride 1, zero padding 1 (PyTorch `Conv2d(Cin, Cout, 3, 1, 1)`), over channels-last
+/// tokens `x` [B, h·w, Cin]; `w` [Cout, Cin, 3, 3] as PyTorch stores it; out [B, h·w, Cout]. The weight is first
+/// transposed to [tap, Cin, Cout] so the inner loop runs over contiguous output channels; f32 accumulation.
+pub fn conv3x3(
+    x: &HostTensor,
+    w: &HostTensor,
+    bias: Option<&HostTensor>,
+    h: usize,
+    width: usize,
+) -> Result<HostTensor> {
+    let (b, n, cin) = dims3(x, "conv3x3")?;
+    if n != h * width {
+        return Err(Error::shape(
+            "conv3x3",
+            format!("input {:?} is not [B, {h}·{width}, C]", x.shape()),
+        ));
+    }
+    w.expect_shape("conv3x3 (weight)", &[None, Some(cin), Some(3), Some(3)])?;
+    let cout = w.shape()[0];
+    if let Some(bias) = bias {
+        bias.expect_shape("conv3x3 (bias)", &[Some(cout)])?;
+    }
+    let mut wt = vec![0.0f32; 9 * cin * cout];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for tap in 0..9 {
+                wt[(tap * cin + ci) * cout + co] = w.data()[(co * cin + ci) * 9 + tap];
+            }
+        }
+    }
+    let mut out = vec![0.0f32; b * n * cout];
+    for_each_row(&mut out, cout, |row, o| {
+        let (bi, p) = (row / n, row % n);
+        let (i, j) = (p / width, p % width);
+        match bias {
+            Some(bias) => o.copy_from_slice(bias.data()),
+            None => o.fill(0.0),
+        }
+        for di in 0..3 {
+            for dj in 0..3 {
+                let (ii, jj) = ((i + di).wrapping_sub(1), (j + dj).wrapping_sub(1));
+                if ii >= h || jj >= width {
+                    continue;
+                }
+                let xs = &x.data()[(bi * n + ii * width + jj) * cin..][..cin];
+                let taps = &wt[(di * 3 + dj) * cin * cout..][..cin * cout];
+                for (&xv, wrow) in xs.iter().zip(taps.chunks_exact(cout)) {
+                    for (y, &wv) in o.iter_mut().zip(wrow) {
+                        *y += xv * wv;
+                    }
+                }
+            }
+        }
+    });
+    HostTensor::new(vec![b, n, cout], out)
+}
+
+/// Depthwise k×k convolution (k odd), stride 1, zero padding k/2, over channels-last tokens `x` [B, h·w, C]; `w`
+/// [C, k, k]; optional bias [C]; out [B, h·w, C]. The DC-AE's multi-scale branch (5×5, no bias).
+pub fn depthwise_conv(
+    x: &HostTensor,
+    w: &HostTensor,
+    bias: Option<&HostTensor>,
+    h: usize,
+    width: usize,
+) -> Result<HostTensor> {
+    let (b, n, c) = dims3(x, "depthwise_conv")?;
+    w.expect_shape("depthwise_conv (weight)", &[Some(c), None, None])?;
+    let k = w.shape()[1];
+    if n != h * width || k != w.shape()[2] || k % 2 == 0 {
+        return Err(Error::shape(
+            "depthwise_conv",
+            format!(
+                "input {:?} with weight {:?}: need [B, {h}·{width}, C] and an odd square kernel",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    if let Some(bias) = bias {
+        bias.expect_shape("depthwise_conv (bias)", &[Some(c)])?;
+    }
+    let r = k / 2;
+    let mut out = vec![0.0f32; b * n * c];
+    for_each_row(&mut out, c, |row, o| {
+        let (bi, p) = (row / n, row % n);
+        let (i, j) = (p / width, p % width);
+        for (ch, y) in o.iter_mut().enumerate() {
+            let mut acc = bias.map_or(0.0, |bias| bias.data()[ch]);
+            for di in 0..k {
+                for dj in 0..k {
+                    let (ii, jj) = ((i + di).wrapping_sub(r), (j + dj).wrapping_sub(r));
+                    if ii < h && jj < width {
+                        acc += w.data()[(ch * k + di) * k + dj]
+                            * x.data()[(bi * n + ii * width + jj) * c + ch];
+                    }
+                }
+            }
+            *y = acc;
+        }
+    });
+    HostTensor::new(vec![b, n, c], out)
+}

@@ -59,3 +59,37 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         .sum();
     lanes.iter().sum::<f32>() + tail
 }
+
+/// Grouped 1×1 convolution without bias (PyTorch `Conv2d(Cin, Cout, 1, groups=G)`) on channels-last rows: `x`
+/// [.., Cin], `w` [Cout, Cin/G]; output channel `o` of group `g = o / (Cout/G)` reads input channels
+/// `[g·Cin/G, (g+1)·Cin/G)`.
+pub fn grouped_linear(x: &HostTensor, w: &HostTensor, groups: usize) -> Result<HostTensor> {
+    w.expect_shape("grouped_linear (weight)", &[None, None])?;
+    let (out_dim, group_in) = (w.shape()[0], w.shape()[1]);
+    let in_dim = x.last_dim();
+    if groups == 0 || x.shape().is_empty() || in_dim != groups * group_in || out_dim % groups != 0 {
+        return Err(Error::shape(
+            "grouped_linear",
+            format!(
+                "input {:?}, weight {:?} and {groups} groups do not fit together",
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let group_out = out_dim / groups;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().expect("checked non-empty above") = out_dim;
+    let mut out = vec![0.0f32; x.rows() * out_dim];
+    for_each_row(&mut out, out_dim, |r, row| {
+        let xr = &x.data()[r * in_dim..(r + 1) * in_dim];
+        for (o, y) in row.iter_mut().enumerate() {
+            let g = o / group_out;
+            *y = dot(
+                &xr[g * group_in..(g + 1) * group_in],
+                &w.data()[o * group_in..(o + 1) * group_in],
+            );
+        }
+    });
+    HostTensor::new(shape, out)
+}

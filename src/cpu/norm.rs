@@ -44,16 +44,30 @@ pub fn layer_norm_modulate(
     HostTensor::new(x.shape().to_vec(), out)
 }
 
-/// The diffusers `RMSNorm` over the last dimension: `x · rsqrt(mean(x²) + eps) · weight` (no `1 + w`, unlike Gemma).
-pub fn rms_norm(x: &HostTensor, weight: &HostTensor, eps: f32) -> Result<HostTensor> {
+/// The diffusers `RMSNorm` over the last dimension: `x · rsqrt(mean(x²) + eps) · weight + bias` (no `1 + w`, unlike
+/// Gemma; the bias only where the module has one, as the DC-AE's channel norms).
+pub fn rms_norm(
+    x: &HostTensor,
+    weight: &HostTensor,
+    bias: Option<&HostTensor>,
+    eps: f32,
+) -> Result<HostTensor> {
     let d = x.last_dim();
     weight.expect_shape("rms_norm (weight)", &[Some(d)])?;
+    if let Some(b) = bias {
+        b.expect_shape("rms_norm (bias)", &[Some(d)])?;
+    }
     let mut out = vec![0.0f32; x.len()];
     for (xs, os) in x.data().chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         let ms = xs.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / d as f64;
         let r = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
         for ((o, &v), &w) in os.iter_mut().zip(xs).zip(weight.data()) {
             *o = v * r * w;
+        }
+        if let Some(b) = bias {
+            for (o, &bj) in os.iter_mut().zip(b.data()) {
+                *o += bj;
+            }
         }
     }
     HostTensor::new(x.shape().to_vec(), out)
@@ -63,7 +77,12 @@ pub fn rms_norm(x: &HostTensor, weight: &HostTensor, eps: f32) -> Result<HostTen
 /// offset from 1. In f32 this is `rms_norm` with the weight `1 + w` (transformers also forms `1 + w` in f32 first).
 pub fn rms_norm_plus_one(x: &HostTensor, weight: &HostTensor, eps: f32) -> Result<HostTensor> {
     let one_plus = weight.data().iter().map(|&w| 1.0 + w).collect();
-    rms_norm(x, &HostTensor::new(weight.shape().to_vec(), one_plus)?, eps)
+    rms_norm(
+        x,
+        &HostTensor::new(weight.shape().to_vec(), one_plus)?,
+        None,
+        eps,
+    )
 }
 
 fn mean_rstd(xs: &[f32], eps: f32) -> (f32, f32) {

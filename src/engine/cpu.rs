@@ -106,8 +106,14 @@ impl Engine for CpuEngine {
         Ok((x, z))
     }
 
-    fn rms_norm(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
-        cpu::norm::rms_norm(x, w, eps)
+    fn rms_norm(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        eps: f32,
+    ) -> Result<HostTensor> {
+        cpu::norm::rms_norm(x, w, b, eps)
     }
 
     fn linear_attention(
@@ -182,5 +188,55 @@ impl Engine for CpuEngine {
 
     fn tokens_to_nchw(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
         cpu::layout::tokens_to_nchw(x, h, w)
+    }
+
+    fn conv3x3(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        h: usize,
+        width: usize,
+    ) -> Result<HostTensor> {
+        Ok(cpu::conv::conv3x3(x, w, b, h, width)?)
+    }
+
+    fn depthwise_conv(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        h: usize,
+        width: usize,
+    ) -> Result<HostTensor> {
+        Ok(cpu::conv::depthwise_conv(x, w, b, h, width)?)
+    }
+
+    fn grouped_linear(&self, x: &HostTensor, w: &HostTensor, groups: usize) -> Result<HostTensor> {
+        Ok(cpu::linear::grouped_linear(x, w, groups)?)
+    }
+
+    fn repeat_channels(&self, x: &HostTensor, r: usize) -> Result<HostTensor> {
+        cpu::layout::repeat_channels(x, r)
+    }
+
+    fn pixel_shuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        cpu::layout::pixel_shuffle(x, h, w)
+    }
+
+    fn upsample_nearest2x(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        cpu::layout::upsample_nearest2x(x, h, w)
+    }
+
+    fn split_qkv_groups(
+        &self,
+        t: &HostTensor,
+        head_dim: usize,
+    ) -> Result<(HostTensor, HostTensor, HostTensor)> {
+        cpu::layout::split_qkv_groups(t, head_dim)
+    }
+
+    fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
+        cpu::layout::concat_channels(a, b)
     }
 }

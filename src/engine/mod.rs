@@ -111,8 +111,15 @@ pub trait Engine: Send + Sync {
         eps: f32,
     ) -> Result<(Self::Tensor, Self::Tensor)>;
 
-    /// diffusers `RMSNorm` over the last dim: `x · rsqrt(mean(x²) + eps) · w`.
-    fn rms_norm(&self, x: &Self::Tensor, w: &Self::Tensor, eps: f32) -> Result<Self::Tensor>;
+    /// diffusers `RMSNorm` over the last dim: `x · rsqrt(mean(x²) + eps) · w (+ b)`; in 16-bit storage the
+    /// normalised value is rounded before the weight multiply and again before the bias add, as diffusers does.
+    fn rms_norm(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        eps: f32,
+    ) -> Result<Self::Tensor>;
 
     /// Sana's ReLU linear attention (spec transformer.md §9): per head of `q`,`k`,`v` [B, N, heads·d], with
     /// `q, k ← ReLU`, `out_n = (Σ_m v_m k_mᵀ) q_n / ((Σ_m k_m)·q_n + eps)`, accumulated in f32.
@@ -194,4 +201,55 @@ pub trait Engine: Send + Sync {
 
     /// Tokens `[B, h·w, C]` → `[B, C, h, w]`.
     fn tokens_to_nchw(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
+
+    /// 3×3 convolution, stride 1, zero padding 1, over `x` [B, h·w, Cin] seen as [B, h, w, Cin]; `w` [Cout, Cin, 3, 3]
+    /// (PyTorch's layout), optional bias [Cout]; out [B, h·w, Cout].
+    fn conv3x3(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        h: usize,
+        width: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Depthwise k×k convolution (k odd), zero padding k/2, over `x` [B, h·w, C] seen as [B, h, w, C]; `w` [C, k, k],
+    /// optional bias [C]; out [B, h·w, C].
+    fn depthwise_conv(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        b: Option<&Self::Tensor>,
+        h: usize,
+        width: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// Grouped 1×1 convolution without bias: `x` [.., Cin], `w` [Cout, Cin/groups]; group `g` maps its slice of
+    /// input channels to its slice of output channels.
+    fn grouped_linear(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Tensor,
+        groups: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// `[B, N, C]` → `[B, N, C·r]`, each channel repeated `r` times consecutively (PyTorch `repeat_interleave`).
+    fn repeat_channels(&self, x: &Self::Tensor, r: usize) -> Result<Self::Tensor>;
+
+    /// Pixel shuffle by 2: `[B, h·w, 4C]` → `[B, 2h·2w, C]`, `out[c, 2i+a, 2j+b] = x[4c+2a+b, i, j]`.
+    fn pixel_shuffle(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
+
+    /// Nearest-neighbour upsampling by 2: `[B, h·w, C]` → `[B, 2h·2w, C]`.
+    fn upsample_nearest2x(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
+
+    /// Splits `[B, N, G·3d]` (groups of `[query d | key d | value d]`, the DC-AE's LiteMLA layout) into q, k, v of
+    /// `[B, N, G·d]` each, group-major.
+    fn split_qkv_groups(
+        &self,
+        t: &Self::Tensor,
+        head_dim: usize,
+    ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+
+    /// `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]`.
+    fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
 }

@@ -121,6 +121,8 @@ pub struct RmsNormParams {
     pub x: DevicePtr,
     /// Weight `[D]`.
     pub w: DevicePtr,
+    /// Bias `[D]`, or null for none.
+    pub b: DevicePtr,
     pub d: u32,
     /// 0: diffusers `RMSNorm` (round, then `· w`); 1: Gemma (`· (1 + w)`, one rounding).
     pub plus_one: u32,
@@ -128,19 +130,20 @@ pub struct RmsNormParams {
     pub _pad: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<RmsNormParams>() == 40);
+const _: () = assert!(std::mem::size_of::<RmsNormParams>() == 48);
 
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for RmsNormParams {}
 
-/// Plans an RMSNorm over the last dimension of `x_shape` (any rank ≥ 1) with a `[D]` weight: one block per row,
-/// min(256, D rounded up to 32) threads.
+/// Plans an RMSNorm over the last dimension of `x_shape` (any rank ≥ 1) with a `[D]` weight and an optional `[D]`
+/// bias (`b_shape` `None` means `b` is null): one block per row, min(256, D rounded up to 32) threads.
 pub fn rms_norm(
     x_shape: &[usize],
     w_shape: &[usize],
+    b_shape: Option<&[usize]>,
     plus_one: bool,
     eps: f32,
-    (y, x, w): (DevicePtr, DevicePtr, DevicePtr),
+    (y, x, w, b): (DevicePtr, DevicePtr, DevicePtr, DevicePtr),
 ) -> Result<Plan<RmsNormParams>> {
     const OP: &str = "rms_norm";
     let Some(&d) = x_shape.last() else {
@@ -150,6 +153,14 @@ pub fn rms_norm(
         return Err(Error::shape(
             OP,
             format!("weight {w_shape:?} must be [D] = [{d}] for x {x_shape:?}, D > 0"),
+        ));
+    }
+    if b_shape.is_some_and(|b| b != [d]) || b_shape.is_none() != (b == 0) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "bias {b_shape:?} must be [D] = [{d}] for x {x_shape:?}, given with its pointer"
+            ),
         ));
     }
     let rows: usize = x_shape[..x_shape.len() - 1].iter().product();
@@ -170,6 +181,7 @@ pub fn rms_norm(
             y,
             x,
             w,
+            b,
             d: to_u32(OP, "D", d)?,
             plus_one: u32::from(plus_one),
             eps,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::engine::Activation;
 use crate::error::{Error, Result};
 
 /// Reads `path` and parses it as `T`, accepting non-finite number tokens (they become `null`).
@@ -49,6 +50,289 @@ fn config_error(path: &Path, field: &str, reason: impl Into<String>) -> Error {
         path: path.to_path_buf(),
         field: field.to_string(),
         reason: reason.into(),
+    }
+}
+
+/// A config field that diffusers accepts either as one value for every stage or as a per-stage list.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PerStage<T> {
+    One(T),
+    Each(Vec<T>),
+}
+
+impl<T: Clone> PerStage<T> {
+    /// The value of stage `i` of `n`; a list of the wrong length is an error naming `field`.
+    fn get(&self, path: &Path, field: &str, n: usize) -> Result<Vec<T>> {
+        match self {
+            Self::One(v) => Ok(vec![v.clone(); n]),
+            Self::Each(v) if v.len() == n => Ok(v.clone()),
+            Self::Each(v) => Err(config_error(
+                path,
+                field,
+                format!("{} entries for {n} stages", v.len()),
+            )),
+        }
+    }
+}
+
+/// `vae/config.json` of `AutoencoderDC` (spec dcae.md §2), decoder side. Defaults are the diffusers class defaults,
+/// which differ from the Sana VAE's config: a loader must read the file.
+#[derive(Clone, Debug, Deserialize)]
+struct RawVaeConfig {
+    #[serde(default = "d3")]
+    in_channels: usize,
+    #[serde(default = "d32")]
+    latent_channels: usize,
+    #[serde(default = "d32")]
+    attention_head_dim: usize,
+    #[serde(default = "default_block_type")]
+    decoder_block_types: PerStage<String>,
+    #[serde(default = "default_block_out_channels")]
+    decoder_block_out_channels: Vec<usize>,
+    #[serde(default = "default_decoder_layers")]
+    decoder_layers_per_block: Vec<usize>,
+    #[serde(default = "default_multiscales")]
+    decoder_qkv_multiscales: Vec<Vec<usize>>,
+    #[serde(default = "default_rms_norm")]
+    decoder_norm_types: PerStage<String>,
+    #[serde(default = "default_silu")]
+    decoder_act_fns: PerStage<String>,
+    #[serde(default = "default_pixel_shuffle")]
+    upsample_block_type: String,
+    #[serde(default = "default_true")]
+    decoder_in_shortcut: bool,
+    #[serde(default = "default_relu")]
+    decoder_conv_act_fn: String,
+    #[serde(default = "d1f")]
+    scaling_factor: f64,
+}
+
+fn d3() -> usize {
+    3
+}
+fn default_block_type() -> PerStage<String> {
+    PerStage::One("ResBlock".into())
+}
+fn default_block_out_channels() -> Vec<usize> {
+    vec![128, 256, 512, 512, 1024, 1024]
+}
+fn default_decoder_layers() -> Vec<usize> {
+    vec![3, 3, 3, 3, 3, 3]
+}
+fn default_multiscales() -> Vec<Vec<usize>> {
+    vec![vec![], vec![], vec![], vec![5], vec![5], vec![5]]
+}
+fn default_rms_norm() -> PerStage<String> {
+    PerStage::One("rms_norm".into())
+}
+fn default_silu() -> PerStage<String> {
+    PerStage::One("silu".into())
+}
+fn default_pixel_shuffle() -> String {
+    "pixel_shuffle".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_relu() -> String {
+    "relu".into()
+}
+
+/// The kind of block a DC-AE stage is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VaeBlock {
+    /// 3×3 conv, activation, 3×3 conv, channel RMSNorm, residual.
+    Res,
+    /// LiteMLA linear attention then GLUMBConv, each with its residual.
+    EfficientVit,
+}
+
+/// One decoder stage, as diffusers builds `decoder.up_blocks.{i}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VaeStage {
+    pub channels: usize,
+    pub layers: usize,
+    pub block: VaeBlock,
+    pub activation: Activation,
+    pub multiscales: Vec<usize>,
+}
+
+/// The validated decoder configuration.
+#[derive(Clone, Debug)]
+pub struct VaeConfig {
+    pub source: PathBuf,
+    pub in_channels: usize,
+    pub latent_channels: usize,
+    pub attention_head_dim: usize,
+    /// Stages in storage order (stage `i` works at 1/2^i of the image size); decoding runs them last to first.
+    pub stages: Vec<VaeStage>,
+    /// `true`: up-samplers are nearest ×2 + 3×3 conv (Sana); `false`: 3×3 conv to 4× channels + pixel shuffle.
+    pub interpolate: bool,
+    pub in_shortcut: bool,
+    pub conv_activation: Activation,
+    pub scaling_factor: f32,
+}
+
+fn activation_named(path: &Path, field: &str, name: &str) -> Result<Activation> {
+    match name {
+        "silu" | "swish" => Ok(Activation::Silu),
+        "relu" => Ok(Activation::Relu),
+        other => Err(config_error(
+            path,
+            field,
+            format!("activation `{other}` is not supported (silu or relu)"),
+        )),
+    }
+}
+
+impl VaeConfig {
+    /// Reads and validates `path` (a `vae/config.json`).
+    pub fn load(path: &Path) -> Result<Self> {
+        let raw: RawVaeConfig = read_config(path)?;
+        let n = raw.decoder_block_out_channels.len();
+        let err = |field: &str, reason: String| config_error(path, field, reason);
+        if n == 0 {
+            return Err(err("decoder_block_out_channels", "no stages".into()));
+        }
+        if raw.decoder_layers_per_block.len() != n {
+            return Err(err(
+                "decoder_layers_per_block",
+                format!(
+                    "{} entries for {n} stages",
+                    raw.decoder_layers_per_block.len()
+                ),
+            ));
+        }
+        if raw.decoder_qkv_multiscales.len() != n {
+            return Err(err(
+                "decoder_qkv_multiscales",
+                format!(
+                    "{} entries for {n} stages",
+                    raw.decoder_qkv_multiscales.len()
+                ),
+            ));
+        }
+        if raw.decoder_layers_per_block[0] == 0 {
+            return Err(err(
+                "decoder_layers_per_block",
+                "a first stage without layers (conv_out as an up-sampler) is not supported".into(),
+            ));
+        }
+        let types = raw
+            .decoder_block_types
+            .get(path, "decoder_block_types", n)?;
+        let norms = raw.decoder_norm_types.get(path, "decoder_norm_types", n)?;
+        let acts = raw.decoder_act_fns.get(path, "decoder_act_fns", n)?;
+        let mut stages = Vec::with_capacity(n);
+        for i in 0..n {
+            if norms[i] != "rms_norm" {
+                return Err(err(
+                    "decoder_norm_types",
+                    format!(
+                        "`{}` is not supported (the Sana VAE uses rms_norm)",
+                        norms[i]
+                    ),
+                ));
+            }
+            let block = match types[i].as_str() {
+                "ResBlock" => VaeBlock::Res,
+                "EfficientViTBlock" => VaeBlock::EfficientVit,
+                other => {
+                    return Err(err(
+                        "decoder_block_types",
+                        format!("`{other}` is not a DC-AE block (ResBlock or EfficientViTBlock)"),
+                    ))
+                }
+            };
+            let channels = raw.decoder_block_out_channels[i];
+            let multiscales = raw.decoder_qkv_multiscales[i].clone();
+            if block == VaeBlock::EfficientVit
+                && (raw.attention_head_dim == 0 || channels % raw.attention_head_dim != 0)
+            {
+                return Err(err(
+                    "attention_head_dim",
+                    format!(
+                        "{} does not divide stage {i}'s {channels} channels",
+                        raw.attention_head_dim
+                    ),
+                ));
+            }
+            if multiscales.iter().any(|k| k % 2 == 0) {
+                return Err(err(
+                    "decoder_qkv_multiscales",
+                    format!("stage {i}: kernel sizes {multiscales:?} must be odd"),
+                ));
+            }
+            stages.push(VaeStage {
+                channels,
+                layers: raw.decoder_layers_per_block[i],
+                block,
+                activation: activation_named(path, "decoder_act_fns", &acts[i])?,
+                multiscales,
+            });
+        }
+        let interpolate = match raw.upsample_block_type.as_str() {
+            "interpolate" => true,
+            "pixel_shuffle" => false,
+            other => {
+                return Err(err(
+                    "upsample_block_type",
+                    format!("`{other}` is not supported (interpolate or pixel_shuffle)"),
+                ))
+            }
+        };
+        let last = stages[n - 1].channels;
+        if raw.decoder_in_shortcut && (raw.latent_channels == 0 || last % raw.latent_channels != 0)
+        {
+            return Err(err(
+                "latent_channels",
+                format!(
+                    "{} does not divide the deepest stage's {last} channels",
+                    raw.latent_channels
+                ),
+            ));
+        }
+        for i in 0..n - 1 {
+            let (cin, cout) = (stages[i + 1].channels, stages[i].channels);
+            if stages[i].layers > 0 && (4 * cout) % cin != 0 {
+                return Err(err(
+                    "decoder_block_out_channels",
+                    format!("an up-sampler {cin} → {cout} has no channel-to-space shortcut"),
+                ));
+            }
+        }
+        Ok(Self {
+            source: path.to_path_buf(),
+            in_channels: raw.in_channels,
+            latent_channels: raw.latent_channels,
+            attention_head_dim: raw.attention_head_dim,
+            stages,
+            interpolate,
+            in_shortcut: raw.decoder_in_shortcut,
+            conv_activation: activation_named(
+                path,
+                "decoder_conv_act_fn",
+                &raw.decoder_conv_act_fn,
+            )?,
+            scaling_factor: raw.scaling_factor as f32,
+        })
+    }
+
+    /// Image pixels per latent pixel along each axis: 2 per up-sampler (32 for f32c32).
+    pub fn spatial_factor(&self) -> usize {
+        1 << self.upsamplers()
+    }
+
+    /// Stage `i` starts with an up-sampler iff it is not the deepest and has layers (diffusers' rule).
+    pub fn has_upsampler(&self, i: usize) -> bool {
+        i + 1 < self.stages.len() && self.stages[i].layers > 0
+    }
+
+    fn upsamplers(&self) -> usize {
+        (0..self.stages.len())
+            .filter(|&i| self.has_upsampler(i))
+            .count()
     }
 }
 

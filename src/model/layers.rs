@@ -20,6 +20,11 @@ impl<E: Engine> Linear<E> {
         Self::load(e, w, &[out_dim, in_dim, 1, 1], in_dim, out_dim, bias)
     }
 
+    /// A linear layer from tensors already on the engine (e.g. several checkpoint matrices stacked into one GEMM).
+    pub fn from_tensors(weight: E::Tensor, bias: Option<E::Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
     fn load(
         e: &E,
         w: &Weights,

@@ -93,7 +93,7 @@ impl<E: Engine> SanaTransformer<E> {
         let y = self
             .caption_projection
             .forward(e, &e.upload(encoder_hidden_states)?)?;
-        let caption = e.rms_norm(&y, &self.caption_norm, RMS_EPS)?;
+        let caption = e.rms_norm(&y, &self.caption_norm, None, RMS_EPS)?;
         let keys_values = self
             .blocks
             .iter()
@@ -327,7 +327,7 @@ impl<E: Engine> QkNorm<E> {
 
 fn maybe_norm<E: Engine>(e: &E, x: E::Tensor, weight: Option<&E::Tensor>) -> Result<E::Tensor> {
     match weight {
-        Some(w) => e.rms_norm(&x, w, RMS_EPS),
+        Some(w) => e.rms_norm(&x, w, None, RMS_EPS),
         None => Ok(x),
     }
 }

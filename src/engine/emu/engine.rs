@@ -4,8 +4,10 @@
 //! with the CPU engine.
 //!
 //! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
-//! (cuBLASLt's job on the GPU: f32 accumulation, one rounding) and the Gemma-2 ops other than its norm
-//! (`causal_attention`, `rotary`, `embedding`, `mul`).
+//! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), the Gemma-2 ops other than its norm
+//! (`causal_attention`, `rotary`, `embedding`, `mul`) and the DC-AE's convolutions and layout ops (`conv3x3`,
+//! `depthwise_conv`, `grouped_linear`, `repeat_channels`, `pixel_shuffle`, `upsample_nearest2x`,
+//! `split_qkv_groups`, `concat_channels`; the layout ops are exact).
 
 use super::{Storage, StorageDtype};
 use crate::cpu;
@@ -126,8 +128,14 @@ impl Engine for EmuEngine {
         super::gated_residual_layer_norm_modulate(x, r, gate, m, rows, eps, self.dtype)
     }
 
-    fn rms_norm(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
-        super::rms_norm(x, w, false, eps, self.dtype)
+    fn rms_norm(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        eps: f32,
+    ) -> Result<HostTensor> {
+        super::rms_norm(x, w, b, false, eps, self.dtype)
     }
 
     fn linear_attention(
@@ -185,7 +193,7 @@ impl Engine for EmuEngine {
     }
 
     fn rms_norm_plus_one(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
-        super::rms_norm(x, w, true, eps, self.dtype)
+        super::rms_norm(x, w, None, true, eps, self.dtype)
     }
 
     fn dwconv3x3_glu(
@@ -205,5 +213,55 @@ impl Engine for EmuEngine {
 
     fn tokens_to_nchw(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
         super::tokens_to_nchw(x, h, w, self.dtype)
+    }
+
+    fn conv3x3(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        h: usize,
+        width: usize,
+    ) -> Result<HostTensor> {
+        self.round(cpu::conv::conv3x3(x, w, b, h, width)?)
+    }
+
+    fn depthwise_conv(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        h: usize,
+        width: usize,
+    ) -> Result<HostTensor> {
+        self.round(cpu::conv::depthwise_conv(x, w, b, h, width)?)
+    }
+
+    fn grouped_linear(&self, x: &HostTensor, w: &HostTensor, groups: usize) -> Result<HostTensor> {
+        self.round(cpu::linear::grouped_linear(x, w, groups)?)
+    }
+
+    fn repeat_channels(&self, x: &HostTensor, r: usize) -> Result<HostTensor> {
+        cpu::layout::repeat_channels(x, r)
+    }
+
+    fn pixel_shuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        cpu::layout::pixel_shuffle(x, h, w)
+    }
+
+    fn upsample_nearest2x(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        cpu::layout::upsample_nearest2x(x, h, w)
+    }
+
+    fn split_qkv_groups(
+        &self,
+        t: &HostTensor,
+        head_dim: usize,
+    ) -> Result<(HostTensor, HostTensor, HostTensor)> {
+        cpu::layout::split_qkv_groups(t, head_dim)
+    }
+
+    fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
+        cpu::layout::concat_channels(a, b)
     }
 }

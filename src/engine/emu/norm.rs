@@ -20,27 +20,36 @@ emu_kernel!(fn rms_entry(RmsNormParams) = [
 ]);
 
 /// RMSNorm over the last dimension through kernels/norm.cu: the diffusers form (`plus_one = false`, as
-/// [`crate::cpu::norm::rms_norm`], rounding before the weight multiply) or Gemma's (`true`, as
-/// [`crate::cpu::norm::rms_norm_plus_one`]). `x` any rank, `w` [D]; inputs first rounded to `dtype`.
+/// [`crate::cpu::norm::rms_norm`], rounding before the weight multiply, then adding the optional bias) or Gemma's
+/// (`true`, as [`crate::cpu::norm::rms_norm_plus_one`]). `x` any rank, `w` and `b` [D]; inputs first rounded to
+/// `dtype`.
 pub fn rms_norm(
     x: &HostTensor,
     w: &HostTensor,
+    b: Option<&HostTensor>,
     plus_one: bool,
     eps: f32,
     dtype: StorageDtype,
 ) -> Result<HostTensor> {
     let xs = Storage::from_f32(dtype, x.data());
     let ws = Storage::from_f32(dtype, w.data());
+    let bs = b.map(|b| Storage::from_f32(dtype, b.data()));
     let mut ys = Storage::poisoned(dtype, x.len());
     let plan = plan::rms_norm(
         x.shape(),
         w.shape(),
+        b.map(HostTensor::shape),
         plus_one,
         eps,
-        (ys.ptr_mut(), xs.ptr(), ws.ptr()),
+        (
+            ys.ptr_mut(),
+            xs.ptr(),
+            ws.ptr(),
+            bs.as_ref().map_or(0, Storage::ptr),
+        ),
     )?;
-    // SAFETY: the plan checked w = [D] with D the last dimension of x; the buffers hold exactly product(shape)
-    // elements, y is fresh and of x's size, and all three outlive the call.
+    // SAFETY: the plan checked w (and b when given) = [D] with D the last dimension of x; the buffers hold exactly
+    // product(shape) elements, y is fresh and of x's size, and all of them outlive the call.
     unsafe { launch("rms_norm", rms_entry(dtype), &plan) }?;
     HostTensor::new(x.shape().to_vec(), ys.to_f32())
 }
