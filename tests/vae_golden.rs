@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{assert_close, golden, tiny_model};
+use common::{assert_close, golden, relative_error, tiny_model};
 use sana::cpu;
 use sana::engine::cpu::CpuEngine;
 use sana::engine::Engine;
@@ -32,7 +32,12 @@ fn check_case(file: &str) {
             Ok(())
         })
         .unwrap();
-    assert_close(&format!("{file}: sample"), &sample, &get("sample"), TOL);
+    let want = get("sample");
+    eprintln!(
+        "{file}: sample relative error {:e}",
+        relative_error(sample.data(), want.data())
+    );
+    assert_close(&format!("{file}: sample"), &sample, &want, TOL);
     let mut compared = 0;
     for name in g.names().filter(|n| n.starts_with("decoder.")) {
         let actual = seen
