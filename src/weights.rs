@@ -57,14 +57,25 @@ impl SafetensorsFile {
 
     pub fn view(&self, name: &str) -> Option<TensorView<'_>> {
         let (key, info) = self.tensors.get_key_value(name)?;
+        Some(self.view_of(key, info))
+    }
+
+    /// Every tensor of the file, in no particular order (header data only: nothing is read until `bytes` is).
+    pub fn views(&self) -> impl Iterator<Item = TensorView<'_>> {
+        self.tensors
+            .iter()
+            .map(|(key, info)| self.view_of(key, info))
+    }
+
+    fn view_of<'a>(&'a self, key: &'a str, info: &'a TensorInfo) -> TensorView<'a> {
         let (start, end) = info.data_offsets;
-        Some(TensorView {
+        TensorView {
             name: key,
             dtype: info.dtype,
             shape: &info.shape,
             bytes: &self.mmap[self.data_start + start..self.data_start + end],
             location: &self.path,
-        })
+        }
     }
 
     /// The tensor `name` or an error naming it and this file.
@@ -389,5 +400,10 @@ impl Weights {
     /// Every key of the checkpoint (unprefixed).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.checkpoint.owner.keys().map(String::as_str)
+    }
+
+    /// The files of the checkpoint (one, or the shards in name order).
+    pub fn files(&self) -> impl Iterator<Item = &SafetensorsFile> {
+        self.checkpoint.files.iter()
     }
 }
