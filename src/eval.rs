@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::model::dc_ae::DcAeDecoder;
 use crate::model::gemma2::{Gemma2Model, TokenBatch};
 use crate::model::sana_dit::SanaTransformer;
 use crate::tensor::HostTensor;
@@ -104,4 +105,13 @@ pub fn encode_prompt<E: Engine>(
             ),
         ],
     )
+}
+
+/// `eval vae-decode`: IN holds `latent` F32 `[B,C,h,w]`; OUT gets `image` F32 `[B,3,H,W]`, the raw decoder output (no
+/// scaling-factor division, no clamp: the latent goes in as given).
+pub fn vae_decode<E: Engine>(e: &E, model: &Path, inputs: &Path, output: &Path) -> Result<()> {
+    let vae = DcAeDecoder::from_dir(e, &component_dir(model, "vae")?)?;
+    let latent = SafetensorsFile::open(inputs)?.get("latent")?.to_host()?;
+    let image = vae.decode(e, &e.upload(&latent)?)?;
+    write_f32(output, &[("image", &e.download(&image)?)])
 }

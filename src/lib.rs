@@ -8,9 +8,13 @@
 //!   reference) and [`engine::emu`] (the CUDA kernels compiled for the host).
 //! - [`cpu`]: the reference ops behind the CPU engine, one module per kernel family.
 //! - [`launch`], [`gpu`]: launch plans shared by the CUDA and emulation engines; embedded PTX.
-//! - [`model`]: configs and the models, generic over the engine ([`model::sana_dit`]).
+//! - [`pipeline`]: the whole text-to-image pipeline: load a diffusers folder once, generate images.
+//! - [`model`]: configs and the models, generic over the engine ([`model::sana_dit`], [`model::dc_ae`]).
 //! - [`text`]: the Gemma tokenizer, Sana's prompt handling and `encode_prompt` ([`model::gemma2`] encodes).
 //! - [`scheduler`]: Flow-DPM-Solver and Flow-Euler, step for step as diffusers.
+//! - [`noise`]: the documented seeded Gaussian generator for initial latents.
+//! - [`image`]: resolution binning, resize-and-crop back to the requested size, 8-bit RGB and PNG output.
+//! - [`inspect`]: `sana-run inspect`: variant, parameter counts, dtypes, missing or unexpected tensors (headers only).
 //! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants).
 //! - [`eval`]: the `sana-run eval …` subcommands: one component on tensors from a file.
 //! - [`tensor`], [`tensor_file`], [`error`]: host tensors, their files, and the error type.
@@ -33,8 +37,12 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod gpu;
+pub mod image;
+pub mod inspect;
 pub mod launch;
 pub mod model;
+pub mod noise;
+pub mod pipeline;
 pub mod scheduler;
 pub mod tensor;
 pub mod tensor_file;

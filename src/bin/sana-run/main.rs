@@ -5,18 +5,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sana::engine::cpu::CpuEngine;
-use sana::engine::emu::{EmuEngine, StorageDtype};
+use sana::engine::emu::StorageDtype;
+
+use generate::GenerateArgs;
 
 #[derive(Parser)]
 #[command(
     name = "sana-run",
     version,
-    about = "Run NVIDIA Sana text-to-image models"
+    about = "Run NVIDIA Sana text-to-image models",
+    long_about = "Run NVIDIA Sana text-to-image models. Without a subcommand, generates an image (see `generate`).",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    generate: GenerateArgs,
     /// Storage dtype of `--engine emu` (the cpu engine always computes in f32).
     #[arg(long, global = true, value_enum, default_value_t = Dtype::Bf16)]
     dtype: Dtype,
@@ -24,6 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate images from a prompt (the default when no subcommand is given).
+    Generate(GenerateArgs),
+    /// Describe a diffusers Sana folder: variant, parameter counts, dtypes, missing or unexpected tensors.
+    Inspect {
+        /// A diffusers pipeline folder.
+        dir: PathBuf,
+    },
     /// Run one model component on tensors from a safetensors file (for checking against the reference).
     Eval {
         #[command(subcommand)]
@@ -61,6 +73,19 @@ enum EvalComponent {
         #[arg(long)]
         no_attn_softcap: bool,
     },
+    /// AutoencoderDC decoder. IN: latent F32 (B,C,h,w), used as given (no scaling-factor division). OUT: image F32
+    /// (B,3,H,W), the raw decoder output (no clamp).
+    VaeDecode {
+        /// A diffusers pipeline folder (or its vae/ folder).
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = EngineKind::Cpu)]
+        engine: EngineKind,
+    },
     /// SanaPipeline.encode_prompt. OUT: prompt_embeds, negative_prompt_embeds F32 (B,M,D); prompt_attention_mask,
     /// negative_prompt_attention_mask I64 (B,M). Prompts: every --prompt, then every --prompt-file.
     EncodePrompt {
@@ -91,12 +116,14 @@ enum EvalComponent {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EngineKind {
     /// Pure-Rust f32 reference.
     Cpu,
     /// The CUDA kernels compiled for the host, on values stored in `--dtype` (slow; for checking kernels).
     Emu,
+    /// An NVIDIA GPU through cudarc.
+    Cuda,
 }
 
 /// Storage dtype of the `emu` engine.
@@ -122,20 +149,50 @@ macro_rules! on_engine {
     ($kind:expr, $dtype:expr, |$e:ident| $body:expr) => {
         match $kind {
             EngineKind::Cpu => {
-                let $e = &CpuEngine;
+                let $e = &sana::engine::cpu::CpuEngine;
                 $body
             }
             EngineKind::Emu => {
-                let $e = &EmuEngine::new($dtype.into());
+                let $e = &sana::engine::emu::EmuEngine::new($dtype.into());
                 $body
             }
+            EngineKind::Cuda => Err(sana::Error::EngineUnavailable {
+                engine: "cuda",
+                reason: "the CUDA engine is not part of this build yet; use --engine cpu or --engine emu".into(),
+            }),
         }
     };
 }
 
+// After the macro: textual scoping makes `on_engine!` visible to these modules.
+mod generate;
+mod progress;
+
 fn run(cli: Cli) -> sana::Result<()> {
     match cli.command {
-        Command::Eval { component } => match component {
+        None => generate::run(cli.generate, cli.dtype),
+        Some(Command::Generate(args)) => generate::run(args, cli.dtype),
+        Some(Command::Inspect { dir }) => {
+            let report = sana::inspect::inspect(&dir)?;
+            print!("{report}");
+            if report.is_clean() {
+                Ok(())
+            } else {
+                Err(sana::Error::InvalidInput(format!(
+                    "{}: the folder has the problems listed above",
+                    dir.display()
+                )))
+            }
+        }
+        Some(Command::Eval { component }) => match component {
+            EvalComponent::VaeDecode {
+                model,
+                inputs,
+                output,
+                engine,
+            } => on_engine!(engine, cli.dtype, |e| sana::eval::vae_decode(
+                e, &model, &inputs, &output
+            )),
             EvalComponent::Transformer {
                 model,
                 inputs,

@@ -1,0 +1,173 @@
+//! `sana-run [generate]`: prompt in, PNG out, with a progress bar and a per-stage timing summary on stderr.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use sana::engine::Engine;
+use sana::image::write_png;
+use sana::pipeline::{Pipeline, Request, Sampler};
+use sana::tensor_file::write_f32;
+use sana::text::PromptOptions;
+use sana::weights::SafetensorsFile;
+
+use crate::progress::Progress;
+use crate::{Dtype, EngineKind};
+
+#[derive(Args, Clone)]
+pub struct GenerateArgs {
+    /// A diffusers Sana folder (default: the tiny random-weight demo model in the repository, which draws noise).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value = "a photo of a red fox in the snow")]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    /// Image height in pixels (a multiple of 32).
+    #[arg(long, default_value_t = 1024)]
+    height: usize,
+    /// Image width in pixels (a multiple of 32).
+    #[arg(long, default_value_t = 1024)]
+    width: usize,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance scale (off at 1 or below).
+    #[arg(long, default_value_t = 4.5)]
+    guidance: f32,
+    /// Seed of the initial noise; image b of a batch uses seed + b.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sampler (default: the model folder's scheduler).
+    #[arg(long, value_enum)]
+    sampler: Option<SamplerArg>,
+    #[arg(long, value_enum, default_value_t = EngineKind::Cpu)]
+    engine: EngineKind,
+    /// Disable the complex human instruction prefix.
+    #[arg(long)]
+    no_chi: bool,
+    /// Generate at exactly --height × --width instead of the nearest trained aspect-ratio bin.
+    #[arg(long)]
+    no_resolution_binning: bool,
+    /// Initial latents: tensor `latents` F32 (1,C,h,w) (or (batch,C,h,w)) replacing the seeded noise.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Write the final latents (before the VAE) as tensor `latents` to this safetensors file.
+    #[arg(long)]
+    save_latents: Option<PathBuf>,
+    /// Output PNG; with --batch N > 1, `stem-0.png`, `stem-1.png`, …
+    #[arg(long, default_value = "sana.png")]
+    output: PathBuf,
+    /// Images per prompt.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SamplerArg {
+    FlowDpmSolver,
+    FlowEuler,
+}
+
+/// The demo model shipped with the sources (tests/fixtures/tiny-sana).
+fn demo_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sana")
+}
+
+pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
+    on_engine!(args.engine, dtype, |e| generate(e, &args))
+}
+
+fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
+    let model = match &args.model {
+        Some(m) => m.clone(),
+        None => {
+            eprintln!(
+                "warning: no --model given: using the tiny random-weight demo model, which produces noise; pass \
+                 --model DIR with a diffusers Sana folder for real images"
+            );
+            demo_model()
+        }
+    };
+    let latents = match &args.latents {
+        Some(path) => {
+            let t = SafetensorsFile::open(path)?.get("latents")?.to_host()?;
+            Some(if t.shape()[0] == 1 && args.batch > 1 {
+                let mut shape = t.shape().to_vec();
+                shape[0] = args.batch;
+                sana::HostTensor::new(shape, t.data().repeat(args.batch))?
+            } else {
+                t
+            })
+        }
+        None => None,
+    };
+    let mut prompt_options = PromptOptions::default();
+    if args.no_chi {
+        prompt_options.complex_human_instruction.clear();
+    }
+    let req = Request {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative_prompt.clone(),
+        height: args.height,
+        width: args.width,
+        steps: args.steps,
+        guidance: args.guidance,
+        seed: args.seed,
+        sampler: args.sampler.map(|s| match s {
+            SamplerArg::FlowDpmSolver => Sampler::FlowDpmSolver,
+            SamplerArg::FlowEuler => Sampler::FlowEuler,
+        }),
+        prompt_options,
+        resolution_binning: !args.no_resolution_binning,
+        latents,
+        batch: args.batch,
+    };
+    let outputs = output_paths(&args.output, args.batch);
+
+    let start = Instant::now();
+    let pipe = Pipeline::load(e, &model)?;
+    let load = start.elapsed();
+    let (gh, gw) = pipe.generation_size(&req)?;
+    eprintln!(
+        "generating {}×{} (at {gh}×{gw}), {} steps, guidance {}, engine {}",
+        req.width,
+        req.height,
+        req.steps,
+        req.guidance,
+        e.name()
+    );
+    let mut progress = Progress::new();
+    let out = pipe.generate(e, &req, &mut |i, n| progress.update(i, n))?;
+
+    if let Some(path) = &args.save_latents {
+        write_f32(path, &[("latents", &out.latents)])?;
+    }
+    for (image, path) in out.images.iter().zip(&outputs) {
+        write_png(path, image)?;
+        eprintln!("wrote {}", path.display());
+    }
+    let t = out.times;
+    eprintln!(
+        "time: load {:.2} s, text encode {:.2} s, denoise {:.2} s ({:.3} s/step), decode {:.2} s",
+        load.as_secs_f64(),
+        t.text_encode.as_secs_f64(),
+        t.denoise.as_secs_f64(),
+        t.denoise.as_secs_f64() / req.steps.max(1) as f64,
+        t.decode.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `out.png` for one image; `out-0.png`, `out-1.png`, … for a batch.
+fn output_paths(output: &Path, batch: usize) -> Vec<PathBuf> {
+    if batch <= 1 {
+        return vec![output.to_path_buf()];
+    }
+    let stem = output.file_stem().unwrap_or_default().to_string_lossy();
+    let ext = output
+        .extension()
+        .map_or_else(|| "png".into(), |x| x.to_string_lossy());
+    (0..batch)
+        .map(|i| output.with_file_name(format!("{stem}-{i}.{ext}")))
+        .collect()
+}
