@@ -48,13 +48,16 @@ pub fn attention(
                 *s = (*s - max).exp();
                 total += *s;
             }
-            for i in 0..d {
-                let acc: f64 = scores
-                    .iter()
-                    .enumerate()
-                    .map(|(m, p)| p * f64::from(v.data()[(bi * l + m) * dim + h * d + i]))
-                    .sum();
-                o[h * d + i] = (acc / total) as f32;
+            // Value rows are contiguous: accumulate p·v row by row rather than column by column.
+            let mut acc = vec![0.0f64; d];
+            for (m, &p) in scores.iter().enumerate() {
+                let vh = &v.data()[(bi * l + m) * dim + h * d..][..d];
+                for (a, &x) in acc.iter_mut().zip(vh) {
+                    *a += p * f64::from(x);
+                }
+            }
+            for (y, a) in o[h * d..(h + 1) * d].iter_mut().zip(&acc) {
+                *y = (a / total) as f32;
             }
         }
     });

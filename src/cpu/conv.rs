@@ -25,25 +25,26 @@ pub fn dwconv3x3_glu(
     w.expect_shape("dwconv3x3_glu (weight)", &[Some(c2), Some(9)])?;
     bias.expect_shape("dwconv3x3_glu (bias)", &[Some(c2)])?;
     let f = c2 / 2;
-    let conv = |bi: usize, i: usize, j: usize, c: usize| -> f32 {
-        let mut acc = bias.data()[c];
-        for di in 0..3 {
-            for dj in 0..3 {
-                let (ii, jj) = ((i + di).wrapping_sub(1), (j + dj).wrapping_sub(1));
-                if ii < h && jj < width {
-                    acc += w.data()[c * 9 + di * 3 + dj]
-                        * x.data()[(bi * n + ii * width + jj) * c2 + c];
-                }
-            }
-        }
-        acc
-    };
     let mut out = vec![0.0f32; b * n * f];
     for_each_row(&mut out, f, |row, o| {
         let (bi, p) = (row / n, row % n);
         let (i, j) = (p / width, p % width);
+        // Both halves at once, tap by tap over contiguous channels.
+        let mut acc = bias.data().to_vec();
+        for di in 0..3 {
+            for dj in 0..3 {
+                let (ii, jj) = ((i + di).wrapping_sub(1), (j + dj).wrapping_sub(1));
+                if ii >= h || jj >= width {
+                    continue;
+                }
+                let xs = &x.data()[(bi * n + ii * width + jj) * c2..][..c2];
+                for (c, (a, &xv)) in acc.iter_mut().zip(xs).enumerate() {
+                    *a += w.data()[c * 9 + di * 3 + dj] * xv;
+                }
+            }
+        }
         for (c, y) in o.iter_mut().enumerate() {
-            *y = conv(bi, i, j, c) * activate(conv(bi, i, j, c + f), Activation::Silu);
+            *y = acc[c] * activate(acc[c + f], Activation::Silu);
         }
     });
     HostTensor::new(vec![b, n, f], out)
