@@ -332,6 +332,23 @@ def vae_golden(model, generator, name, height, width):
     save(captured, GOLDEN / f"vae_decode_{name}.safetensors")
 
 
+def vae_encode_golden(model, name, height, width):
+    """`vae.encode(image).latent` (unscaled) with the output of conv_in and every encoder stage. The image comes from
+    its own generator so that adding this golden left every earlier fixture unchanged."""
+    image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(20261201)) * 2 - 1
+    captured = {}
+    encoder = model.encoder
+    stages = {"encoder.conv_in": encoder.conv_in}
+    stages.update({f"encoder.down_blocks.{i}": block for i, block in enumerate(encoder.down_blocks)})
+    hooks = [m.register_forward_hook(lambda _m, _i, out, key=key: captured.__setitem__(key, out)) for key, m in stages.items()]
+    with torch.no_grad():
+        latent = model.encode(image).latent
+    for h in hooks:
+        h.remove()
+    captured.update(image=image, latent=latent)
+    save(captured, GOLDEN / f"vae_encode_{name}.safetensors")
+
+
 def pipeline_goldens(tok, gemma, dit, autoencoder, scheduler, generator):
     """Full SanaPipeline runs from explicit initial latents, binning off."""
     pipe = SanaPipeline(tokenizer=tok, text_encoder=gemma, vae=autoencoder, transformer=dit, scheduler=scheduler)
@@ -417,6 +434,7 @@ def main():
     scm_trace(2, "scheduler_scm_n2", generator)
     scm_trace(1, "scheduler_scm_n1", generator, intermediate_timesteps=None)
     scm_trace(4, "scheduler_scm_n4", generator, intermediate_timesteps=None)
+    vae_encode_golden(autoencoder, "nonsquare", 16, 20)
 
     index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

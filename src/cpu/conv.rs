@@ -50,23 +50,28 @@ pub fn dwconv3x3_glu(
     HostTensor::new(vec![b, n, f], out)
 }
 
-/// Full 3×3 convolution, stride 1, zero padding 1 (PyTorch `Conv2d(Cin, Cout, 3, 1, 1)`), over channels-last
-/// tokens `x` [B, h·w, Cin]; `w` [Cout, Cin, 3, 3] as PyTorch stores it; out [B, h·w, Cout]. The weight is first
-/// transposed to [tap, Cin, Cout] so the inner loop runs over contiguous output channels; f32 accumulation.
+/// Full 3×3 convolution, zero padding 1, stride 1 or 2 (PyTorch `Conv2d(Cin, Cout, 3, stride, 1)`), over
+/// channels-last tokens `x` [B, h·w, Cin]; `w` [Cout, Cin, 3, 3] as PyTorch stores it; out [B, h'·w', Cout] with
+/// `h' = (h − 1) / stride + 1`. The weight is first transposed to [tap, Cin, Cout] so the inner loop runs over
+/// contiguous output channels; f32 accumulation.
 pub fn conv3x3(
     x: &HostTensor,
     w: &HostTensor,
     bias: Option<&HostTensor>,
-    h: usize,
-    width: usize,
+    (h, width): (usize, usize),
+    stride: usize,
 ) -> Result<HostTensor> {
     let (b, n, cin) = dims3(x, "conv3x3")?;
-    if n != h * width {
+    if n != h * width || h == 0 || width == 0 || !(1..=2).contains(&stride) {
         return Err(Error::shape(
             "conv3x3",
-            format!("input {:?} is not [B, {h}·{width}, C]", x.shape()),
+            format!(
+                "input {:?} is not [B, {h}·{width}, C], or stride {stride} is not 1 or 2",
+                x.shape()
+            ),
         ));
     }
+    let (oh, ow) = ((h - 1) / stride + 1, (width - 1) / stride + 1);
     w.expect_shape("conv3x3 (weight)", &[None, Some(cin), Some(3), Some(3)])?;
     let cout = w.shape()[0];
     if let Some(bias) = bias {
@@ -80,10 +85,10 @@ pub fn conv3x3(
             }
         }
     }
-    let mut out = vec![0.0f32; b * n * cout];
+    let mut out = vec![0.0f32; b * oh * ow * cout];
     for_each_row(&mut out, cout, |row, o| {
-        let (bi, p) = (row / n, row % n);
-        let (i, j) = (p / width, p % width);
+        let (bi, p) = (row / (oh * ow), row % (oh * ow));
+        let (i, j) = (p / ow * stride, p % ow * stride);
         match bias {
             Some(bias) => o.copy_from_slice(bias.data()),
             None => o.fill(0.0),
@@ -104,7 +109,7 @@ pub fn conv3x3(
             }
         }
     });
-    HostTensor::new(vec![b, n, cout], out)
+    HostTensor::new(vec![b, oh * ow, cout], out)
 }
 
 /// Depthwise k×k convolution (k odd), stride 1, zero padding k/2, over channels-last tokens `x` [B, h·w, C]; `w`

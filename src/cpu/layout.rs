@@ -151,3 +151,54 @@ pub fn concat_channels(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
     }
     HostTensor::new(vec![bn, n, ca + cb], out)
 }
+
+/// Pixel unshuffle by 2 (PyTorch `pixel_unshuffle(x, 2)`) on tokens: `x` [B, h·w, C] (h, w even) →
+/// [B, (h/2)·(w/2), 4C] with `out[4c + 2a + b, i, j] = x[c, 2i+a, 2j+b]`.
+pub fn pixel_unshuffle(x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+    let (b, n, c) = dims3(x, "pixel_unshuffle")?;
+    if n != h * w || h % 2 != 0 || w % 2 != 0 {
+        return Err(Error::shape(
+            "pixel_unshuffle",
+            format!(
+                "input {:?} is not [B, {h}·{w}, C] with an even grid",
+                x.shape()
+            ),
+        ));
+    }
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0.0f32; x.len()];
+    for bi in 0..b {
+        for i in 0..oh {
+            for j in 0..ow {
+                let dst = (bi * oh * ow + i * ow + j) * 4 * c;
+                for a in 0..2 {
+                    for bb in 0..2 {
+                        let src = (bi * n + (2 * i + a) * w + 2 * j + bb) * c;
+                        for ch in 0..c {
+                            out[dst + 4 * ch + 2 * a + bb] = x.data()[src + ch];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    HostTensor::new(vec![b, oh * ow, 4 * c], out)
+}
+
+/// Mean of each run of `g` consecutive channels: `[B, N, C]` → `[B, N, C/g]` (PyTorch
+/// `x.unflatten(1, (-1, g)).mean(dim=2)` on NCHW), the DC-AE encoder's channel-averaging shortcuts.
+pub fn channel_group_mean(x: &HostTensor, g: usize) -> Result<HostTensor> {
+    let (b, n, c) = dims3(x, "channel_group_mean")?;
+    if g == 0 || c % g != 0 {
+        return Err(Error::shape(
+            "channel_group_mean",
+            format!("{c} channels are not groups of {g}"),
+        ));
+    }
+    let out = x
+        .data()
+        .chunks_exact(g)
+        .map(|run| run.iter().sum::<f32>() / g as f32)
+        .collect();
+    HostTensor::new(vec![b, n, c / g], out)
+}

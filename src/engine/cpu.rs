@@ -195,10 +195,10 @@ impl Engine for CpuEngine {
         x: &HostTensor,
         w: &HostTensor,
         b: Option<&HostTensor>,
-        h: usize,
-        width: usize,
+        grid: (usize, usize),
+        stride: usize,
     ) -> Result<HostTensor> {
-        cpu::conv::conv3x3(x, w, b, h, width)
+        cpu::conv::conv3x3(x, w, b, grid, stride)
     }
 
     fn depthwise_conv(
@@ -234,6 +234,14 @@ impl Engine for CpuEngine {
         head_dim: usize,
     ) -> Result<(HostTensor, HostTensor, HostTensor)> {
         cpu::layout::split_qkv_groups(t, head_dim)
+    }
+
+    fn pixel_unshuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        cpu::layout::pixel_unshuffle(x, h, w)
+    }
+
+    fn channel_group_mean(&self, x: &HostTensor, g: usize) -> Result<HostTensor> {
+        cpu::layout::channel_group_mean(x, g)
     }
 
     fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {

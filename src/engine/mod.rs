@@ -202,15 +202,15 @@ pub trait Engine: Send + Sync {
     /// Tokens `[B, h·w, C]` → `[B, C, h, w]`.
     fn tokens_to_nchw(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
 
-    /// 3×3 convolution, stride 1, zero padding 1, over `x` [B, h·w, Cin] seen as [B, h, w, Cin]; `w` [Cout, Cin, 3, 3]
-    /// (PyTorch's layout), optional bias [Cout]; out [B, h·w, Cout].
+    /// 3×3 convolution, zero padding 1, stride 1 or 2, over `x` [B, h·w, Cin] seen as [B, h, w, Cin]; `w` [Cout, Cin,
+    /// 3, 3] (PyTorch's layout), optional bias [Cout]; out [B, h'·w', Cout] with `h' = (h − 1)/stride + 1`.
     fn conv3x3(
         &self,
         x: &Self::Tensor,
         w: &Self::Tensor,
         b: Option<&Self::Tensor>,
-        h: usize,
-        width: usize,
+        grid: (usize, usize),
+        stride: usize,
     ) -> Result<Self::Tensor>;
 
     /// Depthwise k×k convolution (k odd), zero padding k/2, over `x` [B, h·w, C] seen as [B, h, w, C]; `w` [C, k, k],
@@ -249,6 +249,12 @@ pub trait Engine: Send + Sync {
         t: &Self::Tensor,
         head_dim: usize,
     ) -> Result<(Self::Tensor, Self::Tensor, Self::Tensor)>;
+
+    /// Pixel unshuffle by 2: `[B, h·w, C]` → `[B, (h/2)·(w/2), 4C]`, `out[4c+2a+b, i, j] = x[c, 2i+a, 2j+b]`.
+    fn pixel_unshuffle(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
+
+    /// Mean of each run of `g` consecutive channels: `[B, N, C]` → `[B, N, C/g]`.
+    fn channel_group_mean(&self, x: &Self::Tensor, g: usize) -> Result<Self::Tensor>;
 
     /// `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]`.
     fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;

@@ -106,8 +106,26 @@ struct RawVaeConfig {
     decoder_conv_act_fn: String,
     #[serde(default = "d1f")]
     scaling_factor: f64,
+    #[serde(default = "default_block_type")]
+    encoder_block_types: PerStage<String>,
+    #[serde(default = "default_block_out_channels")]
+    encoder_block_out_channels: Vec<usize>,
+    #[serde(default = "default_encoder_layers")]
+    encoder_layers_per_block: Vec<usize>,
+    #[serde(default = "default_multiscales")]
+    encoder_qkv_multiscales: Vec<Vec<usize>>,
+    #[serde(default = "default_pixel_unshuffle")]
+    downsample_block_type: String,
+    #[serde(default = "default_true")]
+    encoder_out_shortcut: bool,
 }
 
+fn default_encoder_layers() -> Vec<usize> {
+    vec![2, 2, 2, 2, 2, 2]
+}
+fn default_pixel_unshuffle() -> String {
+    "pixel_unshuffle".into()
+}
 fn d3() -> usize {
     3
 }
@@ -172,6 +190,24 @@ pub struct VaeConfig {
     pub in_shortcut: bool,
     pub conv_activation: Activation,
     pub scaling_factor: f32,
+    pub encoder: VaeEncoderConfig,
+}
+
+/// The encoder side of `vae/config.json` (spec dcae.md §5). Its blocks always use channel RMSNorm and SiLU.
+#[derive(Clone, Debug)]
+pub struct VaeEncoderConfig {
+    /// Stages in execution order; stage `i` ends with a down-sampler to stage `i + 1`'s channels.
+    pub stages: Vec<VaeStage>,
+    /// `true`: down-samplers are a stride-2 3×3 conv (Sana's `"Conv"`); `false`: 3×3 conv + pixel unshuffle.
+    pub strided_conv: bool,
+    pub out_shortcut: bool,
+}
+
+impl VaeEncoderConfig {
+    /// Stage `i` ends with a down-sampler iff it is not the deepest and has layers (diffusers' rule).
+    pub fn has_downsampler(&self, i: usize) -> bool {
+        i + 1 < self.stages.len() && self.stages[i].layers > 0
+    }
 }
 
 fn activation_named(path: &Path, field: &str, name: &str) -> Result<Activation> {
@@ -184,6 +220,86 @@ fn activation_named(path: &Path, field: &str, name: &str) -> Result<Activation> 
             format!("activation `{other}` is not supported (silu or relu)"),
         )),
     }
+}
+
+fn encoder_config(path: &Path, raw: &RawVaeConfig) -> Result<VaeEncoderConfig> {
+    let err = |field: &str, reason: String| config_error(path, field, reason);
+    let n = raw.encoder_block_out_channels.len();
+    if n == 0 || raw.encoder_layers_per_block.len() != n || raw.encoder_qkv_multiscales.len() != n {
+        return Err(err(
+            "encoder_block_out_channels",
+            format!(
+                "{n} stages, {} layer counts, {} multiscale lists: all must agree and be non-empty",
+                raw.encoder_layers_per_block.len(),
+                raw.encoder_qkv_multiscales.len()
+            ),
+        ));
+    }
+    if raw.encoder_layers_per_block[0] == 0 {
+        return Err(err(
+            "encoder_layers_per_block",
+            "a first stage without layers (conv_in as a down-sampler) is not supported".into(),
+        ));
+    }
+    let types = raw
+        .encoder_block_types
+        .get(path, "encoder_block_types", n)?;
+    let mut stages = Vec::with_capacity(n);
+    for i in 0..n {
+        let block = match types[i].as_str() {
+            "ResBlock" => VaeBlock::Res,
+            "EfficientViTBlock" => VaeBlock::EfficientVit,
+            other => {
+                return Err(err(
+                    "encoder_block_types",
+                    format!("`{other}` is not a DC-AE block (ResBlock or EfficientViTBlock)"),
+                ))
+            }
+        };
+        let channels = raw.encoder_block_out_channels[i];
+        if block == VaeBlock::EfficientVit
+            && (raw.attention_head_dim == 0 || channels % raw.attention_head_dim != 0)
+        {
+            return Err(err(
+                "attention_head_dim",
+                format!(
+                    "{} does not divide encoder stage {i}'s {channels} channels",
+                    raw.attention_head_dim
+                ),
+            ));
+        }
+        stages.push(VaeStage {
+            channels,
+            layers: raw.encoder_layers_per_block[i],
+            block,
+            activation: Activation::Silu,
+            multiscales: raw.encoder_qkv_multiscales[i].clone(),
+        });
+    }
+    for i in 0..n - 1 {
+        let (cin, cout) = (stages[i].channels, stages[i + 1].channels);
+        if stages[i].layers > 0 && (4 * cin) % cout != 0 {
+            return Err(err(
+                "encoder_block_out_channels",
+                format!("a down-sampler {cin} → {cout} has no space-to-channel shortcut"),
+            ));
+        }
+    }
+    let last = stages[n - 1].channels;
+    if raw.encoder_out_shortcut && (raw.latent_channels == 0 || last % raw.latent_channels != 0) {
+        return Err(err(
+            "latent_channels",
+            format!(
+                "{} does not divide the encoder's last {last} channels",
+                raw.latent_channels
+            ),
+        ));
+    }
+    Ok(VaeEncoderConfig {
+        stages,
+        strided_conv: raw.downsample_block_type != "pixel_unshuffle",
+        out_shortcut: raw.encoder_out_shortcut,
+    })
 }
 
 impl VaeConfig {
@@ -302,7 +418,9 @@ impl VaeConfig {
                 ));
             }
         }
+        let encoder = encoder_config(path, &raw)?;
         Ok(Self {
+            encoder,
             source: path.to_path_buf(),
             in_channels: raw.in_channels,
             latent_channels: raw.latent_channels,

@@ -1,10 +1,11 @@
-//! The DC-AE decoder of `AutoencoderDC` (spec dcae.md §3–§4), generic over the engine. Feature maps are channels-last
+//! The DC-AE of `AutoencoderDC` (spec dcae.md §3–§5): the decoder, and the encoder for image-to-image, generic
+//! over the engine. Feature maps are channels-last
 //! tokens `[B, h·w, C]`, so every per-pixel linear map is a `linear` and every channel RMSNorm a plain `rms_norm`.
 //! Structs mirror the checkpoint's module tree; key names appear verbatim.
 
 use crate::engine::{Activation, Engine};
 use crate::error::{Error, Result};
-use crate::model::config::{VaeBlock, VaeConfig, VaeStage};
+use crate::model::config::{VaeBlock, VaeConfig, VaeEncoderConfig, VaeStage};
 use crate::model::layers::{param, Linear};
 use crate::model::sana_dit::Trace;
 use crate::weights::Weights;
@@ -105,6 +106,176 @@ impl<E: Engine> DcAeDecoder<E> {
     }
 }
 
+/// The DC-AE encoder: image `[B, 3, H, W]` in [−1, 1] → latent `[B, latent_channels, H/f, W/f]` (before the
+/// scaling factor, which training code multiplies in; diffusers' `encode` returns it unscaled).
+pub struct DcAeEncoder<E: Engine> {
+    pub config: VaeConfig,
+    conv_in: Conv3x3<E>,
+    /// `encoder.down_blocks.{i}`, run in order.
+    down_blocks: Vec<DownStage<E>>,
+    conv_out: Conv3x3<E>,
+    /// Channels averaged per latent channel by the output shortcut.
+    out_shortcut_group: Option<usize>,
+}
+
+impl<E: Engine> DcAeEncoder<E> {
+    /// Loads `dir/config.json` and the encoder weights of a diffusers `vae/` folder.
+    pub fn from_dir(e: &E, dir: &std::path::Path) -> Result<Self> {
+        let config = VaeConfig::load(&dir.join("config.json"))?;
+        let weights = Weights::open(dir, "diffusion_pytorch_model")?;
+        Self::new(e, config, &weights)
+    }
+
+    pub fn new(e: &E, config: VaeConfig, w: &Weights) -> Result<Self> {
+        let w = w.prefix("encoder");
+        let enc = &config.encoder;
+        let n = enc.stages.len();
+        let (first, last) = (enc.stages[0].channels, enc.stages[n - 1].channels);
+        let down_blocks = (0..n)
+            .map(|i| DownStage::new(e, &config, enc, i, &w.prefix(format!("down_blocks.{i}"))))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conv_in: Conv3x3::new(e, &w.prefix("conv_in"), config.in_channels, first, true)?,
+            down_blocks,
+            conv_out: Conv3x3::new(e, &w.prefix("conv_out"), last, config.latent_channels, true)?,
+            out_shortcut_group: enc.out_shortcut.then(|| last / config.latent_channels),
+            config,
+        })
+    }
+
+    /// Image pixels per latent pixel: 2 per down-sampler.
+    pub fn spatial_factor(&self) -> usize {
+        1 << self
+            .down_blocks
+            .iter()
+            .filter(|s| s.downsample.is_some())
+            .count()
+    }
+
+    pub fn encode(&self, e: &E, image: &E::Tensor) -> Result<E::Tensor> {
+        self.encode_traced(e, image, &mut |_, _| Ok(()))
+    }
+
+    /// As [`Self::encode`], reporting `encoder.conv_in` and `encoder.down_blocks.{i}` as tokens `[B, h·w, C]`.
+    pub fn encode_traced(
+        &self,
+        e: &E,
+        image: &E::Tensor,
+        trace: Trace<'_, E::Tensor>,
+    ) -> Result<E::Tensor> {
+        let shape = e.shape(image).to_vec();
+        let (c, f) = (self.config.in_channels, self.spatial_factor());
+        if shape.len() != 4
+            || shape[1] != c
+            || shape[2] % f != 0
+            || shape[3] % f != 0
+            || shape[2] == 0
+            || shape[3] == 0
+        {
+            return Err(Error::InvalidInput(format!(
+                "the VAE encoder takes images [B, {c}, H, W] with H and W positive multiples of {f}, got {shape:?}"
+            )));
+        }
+        let (h, w) = (shape[2], shape[3]);
+        let x = self.conv_in.forward(e, &e.nchw_to_tokens(image)?, h, w)?;
+        trace("encoder.conv_in", &x)?;
+        let mut map = Map { x, h, w };
+        for (i, stage) in self.down_blocks.iter().enumerate() {
+            map = stage.forward(e, map)?;
+            trace(&format!("encoder.down_blocks.{i}"), &map.x)?;
+        }
+        let mut z = self.conv_out.forward(e, &map.x, map.h, map.w)?;
+        if let Some(g) = self.out_shortcut_group {
+            z = e.add(&z, &e.channel_group_mean(&map.x, g)?)?;
+        }
+        e.tokens_to_nchw(&z, map.h, map.w)
+    }
+}
+
+/// `encoder.down_blocks.{i}`: the stage's blocks, then an optional down-sampler.
+struct DownStage<E: Engine> {
+    blocks: Vec<Block<E>>,
+    downsample: Option<DownSample<E>>,
+}
+
+impl<E: Engine> DownStage<E> {
+    fn new(
+        e: &E,
+        config: &VaeConfig,
+        enc: &VaeEncoderConfig,
+        i: usize,
+        w: &Weights,
+    ) -> Result<Self> {
+        let stage = &enc.stages[i];
+        let blocks = (0..stage.layers)
+            .map(|j| Block::new(e, config, stage, &w.prefix(j)))
+            .collect::<Result<_>>()?;
+        let downsample = if enc.has_downsampler(i) {
+            let cout = enc.stages[i + 1].channels;
+            Some(DownSample::new(
+                e,
+                &w.prefix(stage.layers),
+                stage.channels,
+                cout,
+                enc.strided_conv,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { blocks, downsample })
+    }
+
+    fn forward(&self, e: &E, mut map: Map<E::Tensor>) -> Result<Map<E::Tensor>> {
+        for block in &self.blocks {
+            map.x = block.forward(e, &map)?;
+        }
+        match &self.downsample {
+            Some(down) => down.forward(e, &map),
+            None => Ok(map),
+        }
+    }
+}
+
+/// `DCDownBlock2d` with its shortcut (spec dcae.md §3.7): the pixel-unshuffled input, averaged over groups of
+/// channels, is added to the down-sampling convolution.
+struct DownSample<E: Engine> {
+    conv: Conv3x3<E>,
+    strided: bool,
+    group: usize,
+}
+
+impl<E: Engine> DownSample<E> {
+    fn new(e: &E, w: &Weights, cin: usize, cout: usize, strided: bool) -> Result<Self> {
+        let conv_out = if strided { cout } else { cout / 4 };
+        Ok(Self {
+            conv: Conv3x3::new(e, &w.prefix("conv"), cin, conv_out, true)?,
+            strided,
+            group: 4 * cin / cout,
+        })
+    }
+
+    fn forward(&self, e: &E, map: &Map<E::Tensor>) -> Result<Map<E::Tensor>> {
+        let (h, w) = (map.h, map.w);
+        let main = if self.strided {
+            e.conv3x3(
+                &map.x,
+                &self.conv.weight,
+                self.conv.bias.as_ref(),
+                (h, w),
+                2,
+            )?
+        } else {
+            e.pixel_unshuffle(&self.conv.forward(e, &map.x, h, w)?, h, w)?
+        };
+        let shortcut = e.channel_group_mean(&e.pixel_unshuffle(&map.x, h, w)?, self.group)?;
+        Ok(Map {
+            x: e.add(&main, &shortcut)?,
+            h: h / 2,
+            w: w / 2,
+        })
+    }
+}
+
 /// `nn.Conv2d(cin, cout, 3, 1, 1)`: keys `{prefix}.weight` [cout, cin, 3, 3] and optionally `{prefix}.bias`.
 struct Conv3x3<E: Engine> {
     weight: E::Tensor,
@@ -124,7 +295,7 @@ impl<E: Engine> Conv3x3<E> {
     }
 
     fn forward(&self, e: &E, x: &E::Tensor, h: usize, w: usize) -> Result<E::Tensor> {
-        e.conv3x3(x, &self.weight, self.bias.as_ref(), h, w)
+        e.conv3x3(x, &self.weight, self.bias.as_ref(), (h, w), 1)
     }
 }
 

@@ -5,9 +5,9 @@
 //!
 //! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
 //! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), the Gemma-2 ops other than its norm
-//! (`causal_attention`, `rotary`, `embedding`, `mul`) and the DC-AE's convolutions and layout ops (`conv3x3`,
+//! (`causal_attention`, `rotary`, `embedding`, `mul`), `linear_attention` at head widths other than 32, and the DC-AE's convolutions and layout ops (`conv3x3`,
 //! `depthwise_conv`, `grouped_linear`, `repeat_channels`, `pixel_shuffle`, `upsample_nearest2x`,
-//! `split_qkv_groups`, `concat_channels`; the layout ops are exact).
+//! `split_qkv_groups`, `concat_channels`, `pixel_unshuffle`, `channel_group_mean`; the layout ops are exact).
 
 use super::{Storage, StorageDtype};
 use crate::cpu;
@@ -146,7 +146,13 @@ impl Engine for EmuEngine {
         heads: usize,
         eps: f32,
     ) -> Result<HostTensor> {
-        super::linear_attention(q, k, v, heads, eps, self.dtype)
+        // The kernels are specialised for head dimension 32 (every published DiT and DC-AE); other widths (the tiny
+        // test VAE's 8) take the reference.
+        if heads > 0 && q.last_dim() == heads * crate::launch::linear_attn::HEAD_DIM {
+            super::linear_attention(q, k, v, heads, eps, self.dtype)
+        } else {
+            self.round(cpu::linear_attn::linear_attention(q, k, v, heads, eps)?)
+        }
     }
 
     fn attention(
@@ -220,10 +226,10 @@ impl Engine for EmuEngine {
         x: &HostTensor,
         w: &HostTensor,
         b: Option<&HostTensor>,
-        h: usize,
-        width: usize,
+        grid: (usize, usize),
+        stride: usize,
     ) -> Result<HostTensor> {
-        self.round(cpu::conv::conv3x3(x, w, b, h, width)?)
+        self.round(cpu::conv::conv3x3(x, w, b, grid, stride)?)
     }
 
     fn depthwise_conv(
@@ -259,6 +265,14 @@ impl Engine for EmuEngine {
         head_dim: usize,
     ) -> Result<(HostTensor, HostTensor, HostTensor)> {
         cpu::layout::split_qkv_groups(t, head_dim)
+    }
+
+    fn pixel_unshuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
+        cpu::layout::pixel_unshuffle(x, h, w)
+    }
+
+    fn channel_group_mean(&self, x: &HostTensor, g: usize) -> Result<HostTensor> {
+        self.round(cpu::layout::channel_group_mean(x, g)?)
     }
 
     fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
