@@ -1,0 +1,74 @@
+//! The whole tiny pipeline (Gemma-2 with the instruction prefix, the DiT in a 2-step Flow-DPM-Solver loop, the DC-AE
+//! decoder) on the emulation engine against the CPU engine, from the same initial latents. (Without CFG: guidance is
+//! host arithmetic checked by the CPU goldens, and batch 2 would double the slowest part of the emulation.)
+//!
+//! Tolerances (max|emu − cpu| / max|cpu|): per-op rounding is u = 2⁻⁹ (bf16) or 2⁻¹¹ (f16), and one DiT forward
+//! stays within 20u (tests/emu_engine.rs). The final latents are the exact initial noise plus two solver updates
+//! built from one velocity each, and the text embeddings carry Gemma's own rounding (two layers, a few u): 2 × 20u
+//! = 40u. The decoder's channel norms renormalise each stage and its ~25 sequential roundings add ~√25·u = 5u, so
+//! the image gets the same 40u: 7.8e-2 (bf16), 2.0e-2 (f16); measured 2026-12-01: 5u and 8u (bf16), 2.8u and 2.3u
+//! (f16). In f32 only summation order differs: 1e-4, as the goldens.
+
+mod common;
+
+use common::{golden, relative_error, tiny_model};
+use sana::engine::cpu::CpuEngine;
+use sana::engine::emu::{EmuEngine, StorageDtype};
+use sana::engine::Engine;
+use sana::pipeline::{Pipeline, Request};
+use sana::weights::SafetensorsFile;
+use sana::HostTensor;
+
+/// Final latents and decoded image of the golden 2-step request.
+fn run<E: Engine>(e: &E) -> (HostTensor, HostTensor) {
+    let g = SafetensorsFile::open(golden("pipeline_square_2steps_nocfg_chi.safetensors")).unwrap();
+    let pipe = Pipeline::load(e, &tiny_model()).unwrap();
+    let req = Request {
+        prompt: "a bowl of cherries".into(),
+        height: 32,
+        width: 32,
+        steps: 2,
+        guidance: 1.0,
+        resolution_binning: false,
+        latents: Some(g.get("latents").unwrap().to_host().unwrap()),
+        ..Request::default()
+    };
+    let (latents, _) = pipe.denoise(e, &req, &mut |_, _| {}).unwrap();
+    let image = pipe.decode(e, &latents).unwrap();
+    (latents, image)
+}
+
+fn check(dtype: StorageDtype, u: f32) {
+    let (want_latents, want_image) = run(&CpuEngine);
+    let (latents, image) = run(&EmuEngine::new(dtype));
+    let (tol_latents, tol_image) = if dtype == StorageDtype::F32 {
+        (1e-4, 1e-4)
+    } else {
+        (40.0 * u, 40.0 * u)
+    };
+    let el = relative_error(latents.data(), want_latents.data());
+    let ei = relative_error(image.data(), want_image.data());
+    eprintln!(
+        "{dtype:?}: final latents {el:e} (tol {tol_latents:e}), image {ei:e} (tol {tol_image:e})"
+    );
+    assert!(
+        el.is_finite() && el <= tol_latents,
+        "{dtype:?} latents {el:e}"
+    );
+    assert!(ei.is_finite() && ei <= tol_image, "{dtype:?} image {ei:e}");
+}
+
+#[test]
+fn emu_pipeline_matches_cpu_bf16() {
+    check(StorageDtype::Bf16, 2f32.powi(-9));
+}
+
+#[test]
+fn emu_pipeline_matches_cpu_f16() {
+    check(StorageDtype::F16, 2f32.powi(-11));
+}
+
+#[test]
+fn emu_pipeline_matches_cpu_f32() {
+    check(StorageDtype::F32, 0.0);
+}
