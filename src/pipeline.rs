@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::image::{resize_and_crop, resolution_bin, to_rgb8, Rgb8Image};
-use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig};
+use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
 use crate::model::dc_ae::DcAeDecoder;
 use crate::model::sana_dit::SanaTransformer;
-use crate::noise;
-use crate::scheduler::Scheduler;
+use crate::noise::GaussianNoise;
+use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use crate::tensor::HostTensor;
 use crate::text::{PromptOptions, TextEncoder};
 
@@ -47,6 +47,9 @@ pub struct Request {
     pub resolution_binning: bool,
     /// Initial latents `[batch, C, h, w]` (f32) replacing the seeded noise; `h, w` at the generation size.
     pub latents: Option<HostTensor>,
+    /// Sana-Sprint only: the standard-normal noise of each step, replacing the seeded stream (golden tests inject
+    /// PyTorch's draws this way).
+    pub step_noise: Option<Vec<HostTensor>>,
     pub batch: usize,
 }
 
@@ -64,6 +67,7 @@ impl Default for Request {
             prompt_options: PromptOptions::default(),
             resolution_binning: true,
             latents: None,
+            step_noise: None,
             batch: 1,
         }
     }
@@ -107,10 +111,15 @@ impl<E: Engine> Pipeline<E> {
         let transformer = SanaTransformer::from_dir(e, &dir.join("transformer"))?;
         let vae = DcAeDecoder::from_dir(e, &dir.join("vae"))?;
         let scheduler = SchedulerConfig::load(&dir.join("scheduler/scheduler_config.json"))?;
-        if let SchedulerConfig::Scm(_) = scheduler {
+        let scm = matches!(scheduler, SchedulerConfig::Scm(_));
+        if scm != transformer.config.guidance_embeds {
             return Err(Error::InvalidInput(format!(
-                "{}: SCMScheduler (Sana-Sprint) folders are not supported by this pipeline yet",
-                dir.display()
+                "{}: the transformer {} a Sana-Sprint model (guidance_embeds = {}) but the scheduler is {}; \
+                 Sprint weights need SCMScheduler and SCMScheduler needs Sprint weights",
+                dir.display(),
+                if scm { "is not" } else { "is" },
+                transformer.config.guidance_embeds,
+                if scm { "SCMScheduler" } else { "a flow scheduler" }
             )));
         }
         let (latent_in, latent_vae) = (transformer.config.in_channels, vae.config.latent_channels);
@@ -127,6 +136,20 @@ impl<E: Engine> Pipeline<E> {
             vae,
             scheduler,
         })
+    }
+
+    /// Sana-Sprint: the SCM sampler, guidance as a model input, no CFG.
+    pub fn is_sprint(&self) -> bool {
+        matches!(self.scheduler, SchedulerConfig::Scm(_))
+    }
+
+    /// Steps when the user gives none: Sana-Sprint's 2, diffusers' 20 otherwise.
+    pub fn default_steps(&self) -> usize {
+        if self.is_sprint() {
+            2
+        } else {
+            20
+        }
     }
 
     /// Image pixels per latent pixel (32 for the published DC-AE).
@@ -185,7 +208,10 @@ impl<E: Engine> Pipeline<E> {
         let scale = self.vae_scale();
         let c = self.transformer.config.in_channels;
         let shape = [req.batch, c, height / scale, width / scale];
-        let mut latents = match &req.latents {
+        let mut streams: Vec<GaussianNoise> = (0..req.batch as u64)
+            .map(|b| GaussianNoise::new(req.seed.wrapping_add(b)))
+            .collect();
+        let latents = match &req.latents {
             Some(l) if l.shape() == shape => l.clone(),
             Some(l) => {
                 return Err(Error::InvalidInput(format!(
@@ -194,22 +220,39 @@ impl<E: Engine> Pipeline<E> {
                     req.batch
                 )))
             }
-            None => noise::latents(req.seed, &shape),
+            None => draw(&mut streams, &shape)?,
         };
+        match &self.scheduler {
+            SchedulerConfig::Scm(config) => {
+                self.denoise_sprint(e, req, config, latents, &mut streams, progress)
+            }
+            _ => self.denoise_flow(e, req, latents, progress),
+        }
+    }
+
+    /// Flow-DPM-Solver / Flow-Euler with classifier-free guidance (spec sampling.md §2).
+    fn denoise_flow(
+        &self,
+        e: &E,
+        req: &Request,
+        mut latents: HostTensor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(HostTensor, StageTimes)> {
         let mut scheduler = Scheduler::new(&self.sampler_config(req.sampler), req.steps)?;
         let mut times = StageTimes::default();
 
         let start = Instant::now();
         let cfg = req.guidance > 1.0;
-        let embeds = self.text_encoder.encode_prompt(
-            e,
-            &[req.prompt.as_str()],
-            &[req.negative_prompt.as_str()],
-            &req.prompt_options,
-        )?;
-        let positive = repeat_batch(&embeds.prompt_embeds, req.batch)?;
-        let positive_mask = repeat_batch(&embeds.prompt_attention_mask, req.batch)?;
+        let prompts = [req.prompt.as_str()];
         let (text, mask) = if cfg {
+            let embeds = self.text_encoder.encode_prompt(
+                e,
+                &prompts,
+                &[req.negative_prompt.as_str()],
+                &req.prompt_options,
+            )?;
+            let positive = repeat_batch(&embeds.prompt_embeds, req.batch)?;
+            let positive_mask = repeat_batch(&embeds.prompt_attention_mask, req.batch)?;
             let negative = repeat_batch(&embeds.negative_prompt_embeds, req.batch)?;
             let negative_mask = repeat_batch(&embeds.negative_prompt_attention_mask, req.batch)?;
             (
@@ -217,7 +260,13 @@ impl<E: Engine> Pipeline<E> {
                 concat_batch(&negative_mask, &positive_mask)?,
             )
         } else {
-            (positive, positive_mask)
+            let (embeds, mask) =
+                self.text_encoder
+                    .encode_positive(e, &prompts, &req.prompt_options)?;
+            (
+                repeat_batch(&embeds, req.batch)?,
+                repeat_batch(&mask, req.batch)?,
+            )
         };
         let text = self.transformer.encode_text(e, &text, &mask)?;
         times.text_encode = start.elapsed();
@@ -240,6 +289,78 @@ impl<E: Engine> Pipeline<E> {
         }
         times.denoise = start.elapsed();
         Ok((latents, times))
+    }
+
+    /// Sana-Sprint's SCM loop (spec sampling.md §10): TrigFlow times, guidance as an input, fresh noise each step;
+    /// returns the last `x0 / σ_d`.
+    fn denoise_sprint(
+        &self,
+        e: &E,
+        req: &Request,
+        config: &ScmConfig,
+        latents: HostTensor,
+        streams: &mut [GaussianNoise],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(HostTensor, StageTimes)> {
+        let mut scheduler = ScmScheduler::new(config, ScmTimesteps::sprint_default(req.steps))?;
+        if let Some(noise) = &req.step_noise {
+            if noise.len() != req.steps || noise.iter().any(|n| n.shape() != latents.shape()) {
+                return Err(Error::InvalidInput(format!(
+                    "step noise: {} tensors given for {} steps of latents {:?}",
+                    noise.len(),
+                    req.steps,
+                    latents.shape()
+                )));
+            }
+        }
+        let mut times = StageTimes::default();
+        let start = Instant::now();
+        let (embeds, mask) =
+            self.text_encoder
+                .encode_positive(e, &[req.prompt.as_str()], &req.prompt_options)?;
+        let text = self.transformer.encode_text(
+            e,
+            &repeat_batch(&embeds, req.batch)?,
+            &repeat_batch(&mask, req.batch)?,
+        )?;
+        times.text_encode = start.elapsed();
+
+        let start = Instant::now();
+        let sd = scheduler.sigma_data();
+        // diffusers multiplies the guidance (in the text dtype) by `guidance_embeds_scale`, both f32 here.
+        let guidance =
+            vec![req.guidance * self.transformer.config.guidance_embeds_scale as f32; req.batch];
+        let mut x = map(&latents, |v| v * sd)?;
+        let mut x0 = x.clone();
+        let taus = scheduler.timesteps().to_vec();
+        for (i, &tau) in taus[..taus.len() - 1].iter().enumerate() {
+            let s = tau.sin() / (tau.cos() + tau.sin());
+            let k = (s * s + (1.0 - s) * (1.0 - s)).sqrt();
+            let x_in = map(&x, |v| v / sd * k)?;
+            let t = vec![s; req.batch];
+            let f =
+                e.download(
+                    &self
+                        .transformer
+                        .forward(e, &x_in, &text, &t, Some(&guidance))?,
+                )?;
+            let (a, c) = (1.0 - 2.0 * s, 1.0 - 2.0 * s + 2.0 * s * s);
+            let f_tr: Vec<f32> = x_in
+                .data()
+                .iter()
+                .zip(f.data())
+                .map(|(&xi, &fi)| (a * xi + c * fi) / k * sd)
+                .collect();
+            let f_tr = HostTensor::new(x.shape().to_vec(), f_tr)?;
+            let noise = match &req.step_noise {
+                Some(noise) => noise[i].clone(),
+                None => draw(streams, x.shape())?,
+            };
+            (x, x0) = scheduler.step(&f_tr, &x, &noise)?;
+            progress(i + 1, taus.len() - 1);
+        }
+        times.denoise = start.elapsed();
+        Ok((map(&x0, |v| v / sd)?, times))
     }
 
     /// `vae.decode(latents / scaling_factor)`: the raw decoder output `[B, 3, H, W]` (f32 on the host).
@@ -285,6 +406,24 @@ fn check_size(flag: &str, value: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The next standard normals of each batch element's stream, `shape` = `[B, …]` with one stream per element (the
+/// first draw of stream `b` equals [`crate::noise::latents`]' element `b`).
+fn draw(streams: &mut [GaussianNoise], shape: &[usize]) -> Result<HostTensor> {
+    let per = shape[1..].iter().product::<usize>();
+    if shape.first() != Some(&streams.len()) {
+        return Err(Error::shape(
+            "noise",
+            format!("{shape:?} for {} streams", streams.len()),
+        ));
+    }
+    let data = streams.iter_mut().flat_map(|g| g.fill(per)).collect();
+    HostTensor::new(shape.to_vec(), data)
+}
+
+fn map(t: &HostTensor, f: impl Fn(f32) -> f32) -> Result<HostTensor> {
+    HostTensor::new(t.shape().to_vec(), t.data().iter().map(|&v| f(v)).collect())
 }
 
 /// `[1, …]` → `[n, …]` by repetition (diffusers' `num_images_per_prompt`).

@@ -346,6 +346,18 @@ impl<E: Engine> TextEncoder<E> {
         })
     }
 
+    /// The prompts' embeddings and masks alone: what the pipeline needs without classifier-free guidance (and what
+    /// Sana-Sprint always uses), sparing Gemma the negative prompts.
+    pub fn encode_positive(
+        &self,
+        e: &E,
+        prompts: &[&str],
+        opts: &PromptOptions,
+    ) -> Result<(HostTensor, HostTensor)> {
+        let tokens = tokenize_prompts(&self.tokenizer, prompts, &[], opts)?;
+        self.encode_rows(e, &tokens.prompt, &tokens.select)
+    }
+
     /// Gemma's `last_hidden_state` rows `select` of every sequence, with the matching mask entries.
     fn encode_rows(
         &self,

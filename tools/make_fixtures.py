@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 import inspect
 
-from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SCMScheduler, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SCMScheduler, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaSprintPipeline, SanaTransformer2DModel
 from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
@@ -349,6 +349,31 @@ def vae_encode_golden(model, name, height, width):
     save(captured, GOLDEN / f"vae_encode_{name}.safetensors")
 
 
+def sprint_pipeline_goldens(tok, gemma, autoencoder):
+    """SanaSprintPipeline runs (1 and 2 steps, binning off, explicit latents) with the variants/sprint transformer, the
+    tiny text encoder and VAE and an SCMScheduler. Each step draws one noise tensor from the generator; the draws are
+    replayed from a second generator with the same seed and stored as `noise.{i}` so that a port can inject them."""
+    dit = SanaTransformer2DModel.from_pretrained(ROOT / "variants" / "sprint" / "transformer")
+    scheduler = SCMScheduler(num_train_timesteps=1000, prediction_type="trigflow", sigma_data=0.5)
+    pipe = SanaSprintPipeline(tokenizer=tok, text_encoder=gemma, vae=autoencoder, transformer=dit, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    for steps in (1, 2):
+        seed = 20261202 + steps
+        latents = torch.randn(1, 32, 8, 8, generator=torch.Generator().manual_seed(seed + 100))
+        replay = torch.Generator().manual_seed(seed)
+        noise = {f"noise.{i}": torch.randn(1, 32, 8, 8, generator=replay) for i in range(steps)}
+        kwargs = dict(prompt="a neon sign in the rain", height=32, width=32, num_inference_steps=steps, guidance_scale=4.5, latents=latents.clone(), use_resolution_binning=False)
+        if steps != 2:
+            kwargs["intermediate_timesteps"] = None
+        with torch.no_grad():
+            final = pipe(**kwargs, generator=torch.Generator().manual_seed(seed), output_type="latent").images
+            kwargs["latents"] = latents.clone()
+            image = pipe(**kwargs, generator=torch.Generator().manual_seed(seed), output_type="np").images
+        image = torch.from_numpy(image)
+        image_u8 = torch.from_numpy((image.numpy() * 255).round().astype("uint8"))
+        save({"latents": latents, "final_latents": final, "image": image, "image_u8": image_u8, **noise}, GOLDEN / f"sprint_pipeline_{steps}step.safetensors")
+
+
 def pipeline_goldens(tok, gemma, dit, autoencoder, scheduler, generator):
     """Full SanaPipeline runs from explicit initial latents, binning off."""
     pipe = SanaPipeline(tokenizer=tok, text_encoder=gemma, vae=autoencoder, transformer=dit, scheduler=scheduler)
@@ -435,6 +460,7 @@ def main():
     scm_trace(1, "scheduler_scm_n1", generator, intermediate_timesteps=None)
     scm_trace(4, "scheduler_scm_n4", generator, intermediate_timesteps=None)
     vae_encode_golden(autoencoder, "nonsquare", 16, 20)
+    sprint_pipeline_goldens(tok, gemma, autoencoder)
 
     index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -29,8 +29,9 @@ pub struct GenerateArgs {
     /// Image width in pixels (a multiple of 32).
     #[arg(long, default_value_t = 1024)]
     width: usize,
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
+    /// Sampler steps (default: 20; 2 for Sana-Sprint).
+    #[arg(long)]
+    steps: Option<usize>,
     /// Classifier-free guidance scale (off at 1 or below).
     #[arg(long, default_value_t = 4.5)]
     guidance: f32,
@@ -110,7 +111,7 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
         negative_prompt: args.negative_prompt.clone(),
         height: args.height,
         width: args.width,
-        steps: args.steps,
+        steps: 0,
         guidance: args.guidance,
         seed: args.seed,
         sampler: args.sampler.map(|s| match s {
@@ -120,6 +121,7 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
         prompt_options,
         resolution_binning: !args.no_resolution_binning,
         latents,
+        step_noise: None,
         batch: args.batch,
     };
     let outputs = output_paths(&args.output, args.batch);
@@ -127,6 +129,10 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
     let start = Instant::now();
     let pipe = Pipeline::load(e, &model)?;
     let load = start.elapsed();
+    let req = Request {
+        steps: args.steps.unwrap_or_else(|| pipe.default_steps()),
+        ..req
+    };
     let (gh, gw) = pipe.generation_size(&req)?;
     eprintln!(
         "generating {}×{} (at {gh}×{gw}), {} steps, guidance {}, engine {}",

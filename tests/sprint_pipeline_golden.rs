@@ -1,0 +1,114 @@
+//! Sana-Sprint end to end on the CPU engine against diffusers' `SanaSprintPipeline` (tools/make_fixtures.py): the
+//! variants/sprint transformer (guidance embedding, q/k norm) with tiny-sana's text encoder and VAE and an
+//! `SCMScheduler`, one and two steps, explicit initial latents and PyTorch's per-step noise injected.
+//! Tolerances as the SanaPipeline goldens (tests/pipeline_golden.rs): 1e-4 on the final latents, 8-bit pixels
+//! equal up to ±1 on at most 0.5% of values.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{assert_close, copy_dir, fixtures, golden, relative_error, scratch, tiny_model};
+use sana::engine::cpu::CpuEngine;
+use sana::image::to_rgb8;
+use sana::pipeline::{Pipeline, Request};
+use sana::weights::SafetensorsFile;
+
+const SCM_CONFIG: &str = r#"{"_class_name": "SCMScheduler", "num_train_timesteps": 1000,
+    "prediction_type": "trigflow", "sigma_data": 0.5}"#;
+
+/// tiny-sana with the Sprint transformer and an SCMScheduler.
+fn sprint_model(test: &str) -> PathBuf {
+    let dir = scratch(test);
+    copy_dir(&tiny_model(), &dir);
+    std::fs::remove_dir_all(dir.join("transformer")).unwrap();
+    copy_dir(
+        &fixtures().join("variants/sprint/transformer"),
+        &dir.join("transformer"),
+    );
+    std::fs::write(dir.join("scheduler/scheduler_config.json"), SCM_CONFIG).unwrap();
+    dir
+}
+
+fn check(steps: usize) {
+    let name = format!("sprint_pipeline_{steps}step.safetensors");
+    let g = SafetensorsFile::open(golden(&name)).unwrap();
+    let get = |n: &str| g.get(n).unwrap().to_host().unwrap();
+    let e = CpuEngine;
+    let pipe = Pipeline::load(&e, &sprint_model(&format!("sprint-{steps}"))).unwrap();
+    assert!(pipe.is_sprint());
+    let req = Request {
+        prompt: "a neon sign in the rain".into(),
+        height: 32,
+        width: 32,
+        steps,
+        guidance: 4.5,
+        resolution_binning: false,
+        latents: Some(get("latents")),
+        step_noise: Some((0..steps).map(|i| get(&format!("noise.{i}"))).collect()),
+        ..Request::default()
+    };
+    let (latents, _) = pipe.denoise(&e, &req, &mut |_, _| {}).unwrap();
+    let want = get("final_latents");
+    eprintln!(
+        "{name}: final latents relative error {:e}",
+        relative_error(latents.data(), want.data())
+    );
+    assert_close(&format!("{name}: final latents"), &latents, &want, 1e-4);
+    let pixels: Vec<u8> = to_rgb8(&pipe.decode(&e, &latents).unwrap())
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.pixels().to_vec())
+        .collect();
+    let want = g.get("image_u8").unwrap().bytes().to_vec();
+    assert_eq!(pixels.len(), want.len());
+    let off = pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
+    let worst = pixels
+        .iter()
+        .zip(&want)
+        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+        .max()
+        .unwrap();
+    eprintln!(
+        "{name}: {off} of {} 8-bit values differ (max {worst})",
+        want.len()
+    );
+    assert!(
+        worst <= 1 && off * 200 <= want.len(),
+        "{off} differ, worst {worst}"
+    );
+}
+
+#[test]
+fn sprint_one_step_matches_diffusers() {
+    check(1);
+}
+
+#[test]
+fn sprint_two_steps_match_diffusers() {
+    check(2);
+}
+
+#[test]
+fn sprint_weights_with_a_flow_scheduler_are_refused() {
+    let dir = sprint_model("sprint-mismatch");
+    std::fs::copy(
+        tiny_model().join("scheduler/scheduler_config.json"),
+        dir.join("scheduler/scheduler_config.json"),
+    )
+    .unwrap();
+    let err = Pipeline::load(&CpuEngine, &dir).err().unwrap().to_string();
+    assert!(
+        err.contains("guidance_embeds") && err.contains("SCMScheduler"),
+        "{err}"
+    );
+}
+
+#[test]
+fn scm_scheduler_with_non_sprint_weights_is_refused() {
+    let dir = scratch("sprint-mismatch-2");
+    copy_dir(&tiny_model(), &dir);
+    std::fs::write(dir.join("scheduler/scheduler_config.json"), SCM_CONFIG).unwrap();
+    let err = Pipeline::load(&CpuEngine, &dir).err().unwrap().to_string();
+    assert!(err.contains("is not a Sana-Sprint model"), "{err}");
+}
