@@ -245,8 +245,8 @@ fn encoder_config(path: &Path, raw: &RawVaeConfig) -> Result<VaeEncoderConfig> {
         .encoder_block_types
         .get(path, "encoder_block_types", n)?;
     let mut stages = Vec::with_capacity(n);
-    for i in 0..n {
-        let block = match types[i].as_str() {
+    for (i, kind) in types.iter().enumerate() {
+        let block = match kind.as_str() {
             "ResBlock" => VaeBlock::Res,
             "EfficientViTBlock" => VaeBlock::EfficientVit,
             other => {
