@@ -11,6 +11,7 @@ use crate::image::{resize_and_crop, resolution_bin, to_rgb8, Rgb8Image};
 use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
 use crate::model::dc_ae::DcAeDecoder;
 use crate::model::sana_dit::SanaTransformer;
+use crate::model::vae_tiling::{self, VaeTile};
 use crate::noise::GaussianNoise;
 use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use crate::tensor::HostTensor;
@@ -51,6 +52,8 @@ pub struct Request {
     /// PyTorch's draws this way).
     pub step_noise: Option<Vec<HostTensor>>,
     pub batch: usize,
+    /// Tiled VAE decoding: automatic from a memory budget by default.
+    pub vae_tile: VaeTile,
 }
 
 impl Default for Request {
@@ -69,6 +72,7 @@ impl Default for Request {
             latents: None,
             step_noise: None,
             batch: 1,
+            vae_tile: VaeTile::default(),
         }
     }
 }
@@ -178,7 +182,7 @@ impl<E: Engine> Pipeline<E> {
     ) -> Result<Generation> {
         let (latents, mut times) = self.denoise(e, req, progress)?;
         let start = Instant::now();
-        let image = self.decode(e, &latents)?;
+        let image = self.decode(e, &latents, req.vae_tile)?;
         let (gh, gw) = (image.shape()[2], image.shape()[3]);
         let image = if (gh, gw) != (req.height, req.width) {
             resize_and_crop(&image, req.height, req.width)?
@@ -363,12 +367,17 @@ impl<E: Engine> Pipeline<E> {
         Ok((map(&x0, |v| v / sd)?, times))
     }
 
-    /// `vae.decode(latents / scaling_factor)`: the raw decoder output `[B, 3, H, W]` (f32 on the host).
-    pub fn decode(&self, e: &E, latents: &HostTensor) -> Result<HostTensor> {
+    /// `vae.decode(latents / scaling_factor)`, tiled as `tile` decides: the raw decoder output `[B, 3, H, W]` (f32
+    /// on the host).
+    pub fn decode(&self, e: &E, latents: &HostTensor, tile: VaeTile) -> Result<HostTensor> {
         let sf = self.vae.config.scaling_factor;
-        let z: Vec<f32> = latents.data().iter().map(|&v| v / sf).collect();
-        let z = e.upload(&HostTensor::new(latents.shape().to_vec(), z)?)?;
-        e.download(&self.vae.decode(e, &z)?)
+        let z = map(latents, |v| v / sf)?;
+        latents.expect_shape("decode (latents)", &[None, None, None, None])?;
+        let [h, w] = [latents.shape()[2], latents.shape()[3]];
+        match vae_tiling::resolve(&self.vae, tile, h, w) {
+            Some(tiling) => vae_tiling::decode_tiled(e, &self.vae, &z, tiling),
+            None => e.download(&self.vae.decode(e, &e.upload(&z)?)?),
+        }
     }
 
     /// The folder's scheduler, or the requested sampler with the folder's flow shift.

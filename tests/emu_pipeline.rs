@@ -15,6 +15,7 @@ use common::{golden, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
 use sana::engine::emu::{EmuEngine, StorageDtype};
 use sana::engine::Engine;
+use sana::model::vae_tiling::VaeTile;
 use sana::pipeline::{Pipeline, Request};
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;
@@ -34,7 +35,7 @@ fn run<E: Engine>(e: &E) -> (HostTensor, HostTensor) {
         ..Request::default()
     };
     let (latents, _) = pipe.denoise(e, &req, &mut |_, _| {}).unwrap();
-    let image = pipe.decode(e, &latents).unwrap();
+    let image = pipe.decode(e, &latents, VaeTile::Off).unwrap();
     (latents, image)
 }
 

@@ -11,6 +11,7 @@ mod common;
 use common::{assert_close, golden, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
+use sana::model::vae_tiling::VaeTile;
 use sana::pipeline::{Pipeline, Request};
 use sana::text::PromptOptions;
 use sana::weights::SafetensorsFile;
@@ -58,7 +59,7 @@ fn check_case(name: &str) {
         TOL,
     );
 
-    let decoded = pipe.decode(&e, &latents).unwrap();
+    let decoded = pipe.decode(&e, &latents, VaeTile::Off).unwrap();
     let [b, c, h, w] = [0, 1, 2, 3].map(|i| decoded.shape()[i]);
     let mut nhwc = vec![0.0f32; decoded.len()];
     for (i, v) in decoded.data().iter().enumerate() {

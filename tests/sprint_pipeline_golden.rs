@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use common::{assert_close, copy_dir, fixtures, golden, relative_error, scratch, tiny_model};
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
+use sana::model::vae_tiling::VaeTile;
 use sana::pipeline::{Pipeline, Request};
 use sana::weights::SafetensorsFile;
 
@@ -55,7 +56,7 @@ fn check(steps: usize) {
         relative_error(latents.data(), want.data())
     );
     assert_close(&format!("{name}: final latents"), &latents, &want, 1e-4);
-    let pixels: Vec<u8> = to_rgb8(&pipe.decode(&e, &latents).unwrap())
+    let pixels: Vec<u8> = to_rgb8(&pipe.decode(&e, &latents, VaeTile::Off).unwrap())
         .unwrap()
         .iter()
         .flat_map(|p| p.pixels().to_vec())

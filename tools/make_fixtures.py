@@ -349,6 +349,18 @@ def vae_encode_golden(model, name, height, width):
     save(captured, GOLDEN / f"vae_encode_{name}.safetensors")
 
 
+def vae_tiled_golden(model):
+    """`vae.decode` with tiling on (32-px tiles at a 24-px stride: 8-latent tiles, 8-px blends, edge tiles of 4 and 1
+    latent pixels) and off, on a 10×13 latent from its own generator."""
+    latent = torch.randn(1, 32, 10, 13, generator=torch.Generator().manual_seed(20261203))
+    with torch.no_grad():
+        untiled = model.decode(latent).sample
+        model.enable_tiling(tile_sample_min_height=32, tile_sample_min_width=32, tile_sample_stride_height=24, tile_sample_stride_width=24)
+        tiled = model.decode(latent).sample
+        model.disable_tiling()
+    save({"latent": latent, "tiled": tiled, "untiled": untiled}, GOLDEN / "vae_decode_tiled.safetensors")
+
+
 def sprint_pipeline_goldens(tok, gemma, autoencoder):
     """SanaSprintPipeline runs (1 and 2 steps, binning off, explicit latents) with the variants/sprint transformer, the
     tiny text encoder and VAE and an SCMScheduler. Each step draws one noise tensor from the generator; the draws are
@@ -461,6 +473,7 @@ def main():
     scm_trace(4, "scheduler_scm_n4", generator, intermediate_timesteps=None)
     vae_encode_golden(autoencoder, "nonsquare", 16, 20)
     sprint_pipeline_goldens(tok, gemma, autoencoder)
+    vae_tiled_golden(autoencoder)
 
     index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

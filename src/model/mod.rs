@@ -7,3 +7,4 @@ pub mod embeddings;
 pub mod gemma2;
 pub mod layers;
 pub mod sana_dit;
+pub mod vae_tiling;

@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use sana::engine::Engine;
 use sana::image::write_png;
+use sana::model::vae_tiling::{VaeTile, VaeTiling};
 use sana::pipeline::{Pipeline, Request, Sampler};
 use sana::tensor_file::write_f32;
 use sana::text::PromptOptions;
@@ -61,6 +62,23 @@ pub struct GenerateArgs {
     /// Images per prompt.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Tiled VAE decoding: `auto` (tile with diffusers' 512/448-px tiles when an untiled decode would need more than
+    /// 4 GiB of activations), `off`, or a tile size in pixels (overlap: an eighth of it).
+    #[arg(long, default_value = "auto", value_parser = parse_vae_tile)]
+    vae_tile: VaeTile,
+}
+
+fn parse_vae_tile(s: &str) -> Result<VaeTile, String> {
+    match s {
+        "auto" => Ok(VaeTile::default()),
+        "off" => Ok(VaeTile::Off),
+        size => match size.parse::<usize>() {
+            Ok(px) if px >= 8 => Ok(VaeTile::On(VaeTiling::with_tile(px))),
+            _ => Err(format!(
+                "`{size}` is not auto, off or a tile size in pixels (≥ 8)"
+            )),
+        },
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,6 +141,7 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
         latents,
         step_noise: None,
         batch: args.batch,
+        vae_tile: args.vae_tile,
     };
     let outputs = output_paths(&args.output, args.batch);
 
