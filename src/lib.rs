@@ -15,6 +15,7 @@
 //! - [`noise`]: the documented seeded Gaussian generator for initial latents.
 //! - [`image`]: resolution binning, resize-and-crop back to the requested size, 8-bit RGB and PNG output.
 //! - [`inspect`]: `sana-run inspect`: variant, parameter counts, dtypes, missing or unexpected tensors (headers only).
+//! - [`memory`]: peak host memory per stage.
 //! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants).
 //! - [`eval`]: the `sana-run eval …` subcommands: one component on tensors from a file.
 //! - [`tensor`], [`tensor_file`], [`error`]: host tensors, their files, and the error type.
@@ -40,6 +41,7 @@ pub mod gpu;
 pub mod image;
 pub mod inspect;
 pub mod launch;
+pub mod memory;
 pub mod model;
 pub mod noise;
 pub mod pipeline;

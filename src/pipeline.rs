@@ -3,19 +3,22 @@
 //! the engine.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::image::{resize_and_crop, resolution_bin, to_rgb8, Rgb8Image};
-use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
+use crate::memory::{stage, StageStats};
+use crate::model::config::{
+    DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig, TransformerConfig,
+};
 use crate::model::dc_ae::DcAeDecoder;
-use crate::model::sana_dit::SanaTransformer;
+use crate::model::sana_dit::{SanaTransformer, TextConditioning};
 use crate::model::vae_tiling::{self, VaeTile};
 use crate::noise::GaussianNoise;
 use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use crate::tensor::HostTensor;
-use crate::text::{PromptOptions, TextEncoder};
+use crate::text::{GemmaTokenizer, PromptOptions, TextEncoder};
 
 /// diffusers checks `height % 32` and `width % 32` whatever the VAE (`SanaPipeline.check_inputs`).
 const SIZE_MULTIPLE: usize = 32;
@@ -77,12 +80,12 @@ impl Default for Request {
     }
 }
 
-/// Wall-clock time of each stage of one generation.
+/// Wall-clock time and peak host memory of each stage of one generation.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageTimes {
-    pub text_encode: Duration,
-    pub denoise: Duration,
-    pub decode: Duration,
+    pub text_encode: StageStats,
+    pub denoise: StageStats,
+    pub decode: StageStats,
 }
 
 /// What [`Pipeline::generate`] returns.
@@ -93,17 +96,23 @@ pub struct Generation {
     pub times: StageTimes,
 }
 
-/// The models of one diffusers folder, loaded once.
+/// The models of one diffusers folder. Configs and the VAE load up front; Gemma and the transformer load when first
+/// needed, and Gemma is freed after each encoding unless `keep_text_encoder` is set, so the two large models are
+/// never resident together by default.
 pub struct Pipeline<E: Engine> {
     pub dir: PathBuf,
-    pub text_encoder: TextEncoder<E>,
-    pub transformer: SanaTransformer<E>,
+    pub transformer_config: TransformerConfig,
     pub vae: DcAeDecoder<E>,
     pub scheduler: SchedulerConfig,
+    /// Keep Gemma loaded between generations (faster repeated calls, more memory).
+    pub keep_text_encoder: bool,
+    text_encoder: Mutex<Option<TextEncoder<E>>>,
+    transformer: Mutex<Option<SanaTransformer<E>>>,
 }
 
 impl<E: Engine> Pipeline<E> {
-    /// Loads `tokenizer/`, `text_encoder/`, `transformer/`, `vae/` and `scheduler/` of a diffusers Sana folder.
+    /// Opens a diffusers Sana folder: reads every config and the tokenizer, checks they fit together, loads the
+    /// VAE; `tokenizer/`, `text_encoder/` and `transformer/` weights load on first use.
     pub fn load(e: &E, dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::io(
@@ -111,22 +120,22 @@ impl<E: Engine> Pipeline<E> {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
             ));
         }
-        let text_encoder = TextEncoder::from_dir(e, dir)?;
-        let transformer = SanaTransformer::from_dir(e, &dir.join("transformer"))?;
+        GemmaTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let transformer = TransformerConfig::load(&dir.join("transformer/config.json"))?;
         let vae = DcAeDecoder::from_dir(e, &dir.join("vae"))?;
         let scheduler = SchedulerConfig::load(&dir.join("scheduler/scheduler_config.json"))?;
         let scm = matches!(scheduler, SchedulerConfig::Scm(_));
-        if scm != transformer.config.guidance_embeds {
+        if scm != transformer.guidance_embeds {
             return Err(Error::InvalidInput(format!(
                 "{}: the transformer {} a Sana-Sprint model (guidance_embeds = {}) but the scheduler is {}; \
                  Sprint weights need SCMScheduler and SCMScheduler needs Sprint weights",
                 dir.display(),
                 if scm { "is not" } else { "is" },
-                transformer.config.guidance_embeds,
+                transformer.guidance_embeds,
                 if scm { "SCMScheduler" } else { "a flow scheduler" }
             )));
         }
-        let (latent_in, latent_vae) = (transformer.config.in_channels, vae.config.latent_channels);
+        let (latent_in, latent_vae) = (transformer.in_channels, vae.config.latent_channels);
         if latent_in != latent_vae {
             return Err(Error::InvalidInput(format!(
                 "{}: the transformer takes {latent_in} latent channels but the VAE decodes {latent_vae}",
@@ -135,11 +144,47 @@ impl<E: Engine> Pipeline<E> {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
-            text_encoder,
-            transformer,
+            transformer_config: transformer,
             vae,
             scheduler,
+            keep_text_encoder: false,
+            text_encoder: Mutex::new(None),
+            transformer: Mutex::new(None),
         })
+    }
+
+    /// Runs `f` on Gemma (loading it if needed), then frees it unless `keep_text_encoder`.
+    fn with_text_encoder<R>(
+        &self,
+        e: &E,
+        f: impl FnOnce(&TextEncoder<E>) -> Result<R>,
+    ) -> Result<R> {
+        let mut slot = self.text_encoder.lock().map_err(|_| poisoned())?;
+        let encoder = match slot.take() {
+            Some(encoder) => encoder,
+            None => TextEncoder::from_dir(e, &self.dir)?,
+        };
+        let out = f(&encoder);
+        if self.keep_text_encoder {
+            *slot = Some(encoder);
+        }
+        out
+    }
+
+    /// Runs `f` on the transformer, loading it on first use.
+    fn with_transformer<R>(
+        &self,
+        e: &E,
+        f: impl FnOnce(&SanaTransformer<E>) -> Result<R>,
+    ) -> Result<R> {
+        let mut slot = self.transformer.lock().map_err(|_| poisoned())?;
+        if slot.is_none() {
+            *slot = Some(SanaTransformer::from_dir(e, &self.dir.join("transformer"))?);
+        }
+        match slot.as_ref() {
+            Some(dit) => f(dit),
+            None => Err(poisoned()),
+        }
     }
 
     /// Sana-Sprint: the SCM sampler, guidance as a model input, no CFG.
@@ -166,7 +211,7 @@ impl<E: Engine> Pipeline<E> {
         check_size("height", req.height)?;
         check_size("width", req.width)?;
         if req.resolution_binning {
-            resolution_bin(self.transformer.config.sample_size, req.height, req.width)
+            resolution_bin(self.transformer_config.sample_size, req.height, req.width)
         } else {
             Ok((req.height, req.width))
         }
@@ -181,16 +226,18 @@ impl<E: Engine> Pipeline<E> {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Generation> {
         let (latents, mut times) = self.denoise(e, req, progress)?;
-        let start = Instant::now();
-        let image = self.decode(e, &latents, req.vae_tile)?;
-        let (gh, gw) = (image.shape()[2], image.shape()[3]);
-        let image = if (gh, gw) != (req.height, req.width) {
-            resize_and_crop(&image, req.height, req.width)?
-        } else {
-            image
-        };
-        let images = to_rgb8(&image)?;
-        times.decode = start.elapsed();
+        let (images, decode) = stage(|| -> Result<_> {
+            let image = self.decode(e, &latents, req.vae_tile)?;
+            let (gh, gw) = (image.shape()[2], image.shape()[3]);
+            let image = if (gh, gw) != (req.height, req.width) {
+                resize_and_crop(&image, req.height, req.width)?
+            } else {
+                image
+            };
+            to_rgb8(&image)
+        });
+        let images = images?;
+        times.decode = decode;
         Ok(Generation {
             latents,
             images,
@@ -210,7 +257,7 @@ impl<E: Engine> Pipeline<E> {
         }
         let (height, width) = self.generation_size(req)?;
         let scale = self.vae_scale();
-        let c = self.transformer.config.in_channels;
+        let c = self.transformer_config.in_channels;
         let shape = [req.batch, c, height / scale, width / scale];
         let mut streams: Vec<GaussianNoise> = (0..req.batch as u64)
             .map(|b| GaussianNoise::new(req.seed.wrapping_add(b)))
@@ -239,45 +286,70 @@ impl<E: Engine> Pipeline<E> {
         &self,
         e: &E,
         req: &Request,
-        mut latents: HostTensor,
+        latents: HostTensor,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(HostTensor, StageTimes)> {
         let mut scheduler = Scheduler::new(&self.sampler_config(req.sampler), req.steps)?;
         let mut times = StageTimes::default();
-
-        let start = Instant::now();
         let cfg = req.guidance > 1.0;
         let prompts = [req.prompt.as_str()];
-        let (text, mask) = if cfg {
-            let embeds = self.text_encoder.encode_prompt(
-                e,
-                &prompts,
-                &[req.negative_prompt.as_str()],
-                &req.prompt_options,
-            )?;
-            let positive = repeat_batch(&embeds.prompt_embeds, req.batch)?;
-            let positive_mask = repeat_batch(&embeds.prompt_attention_mask, req.batch)?;
-            let negative = repeat_batch(&embeds.negative_prompt_embeds, req.batch)?;
-            let negative_mask = repeat_batch(&embeds.negative_prompt_attention_mask, req.batch)?;
-            (
-                concat_batch(&negative, &positive)?,
-                concat_batch(&negative_mask, &positive_mask)?,
-            )
-        } else {
-            let (embeds, mask) =
-                self.text_encoder
-                    .encode_positive(e, &prompts, &req.prompt_options)?;
-            (
-                repeat_batch(&embeds, req.batch)?,
-                repeat_batch(&mask, req.batch)?,
-            )
-        };
-        let text = self.transformer.encode_text(e, &text, &mask)?;
-        times.text_encode = start.elapsed();
+        let (embeds, stats) = stage(|| {
+            self.with_text_encoder(e, |enc| {
+                if cfg {
+                    let out = enc.encode_prompt(
+                        e,
+                        &prompts,
+                        &[req.negative_prompt.as_str()],
+                        &req.prompt_options,
+                    )?;
+                    Ok((
+                        concat_batch(
+                            &repeat_batch(&out.negative_prompt_embeds, req.batch)?,
+                            &repeat_batch(&out.prompt_embeds, req.batch)?,
+                        )?,
+                        concat_batch(
+                            &repeat_batch(&out.negative_prompt_attention_mask, req.batch)?,
+                            &repeat_batch(&out.prompt_attention_mask, req.batch)?,
+                        )?,
+                    ))
+                } else {
+                    let (embeds, mask) = enc.encode_positive(e, &prompts, &req.prompt_options)?;
+                    Ok((
+                        repeat_batch(&embeds, req.batch)?,
+                        repeat_batch(&mask, req.batch)?,
+                    ))
+                }
+            })
+        });
+        let (text, mask) = embeds?;
+        times.text_encode = stats;
 
-        let start = Instant::now();
+        let (latents, stats) = stage(|| {
+            self.with_transformer(e, |dit| {
+                self.flow_loop(e, dit, req, &mut scheduler, latents, &text, &mask, progress)
+            })
+        });
+        times.denoise = stats;
+        Ok((latents?, times))
+    }
+
+    /// The denoising loop of [`Self::denoise_flow`].
+    #[allow(clippy::too_many_arguments)]
+    fn flow_loop(
+        &self,
+        e: &E,
+        dit: &SanaTransformer<E>,
+        req: &Request,
+        scheduler: &mut Scheduler,
+        mut latents: HostTensor,
+        text: &HostTensor,
+        mask: &HostTensor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<HostTensor> {
+        let cfg = req.guidance > 1.0;
+        let text = dit.encode_text(e, text, mask)?;
         let timesteps = scheduler.timesteps().to_vec();
-        let timestep_scale = self.transformer.config.timestep_scale as f32;
+        let timestep_scale = self.transformer_config.timestep_scale as f32;
         let model_batch = if cfg { 2 * req.batch } else { req.batch };
         for (i, &t) in timesteps.iter().enumerate() {
             let input = if cfg {
@@ -286,13 +358,12 @@ impl<E: Engine> Pipeline<E> {
                 latents.clone()
             };
             let t = vec![t * timestep_scale; model_batch];
-            let v = e.download(&self.transformer.forward(e, &input, &text, &t, None)?)?;
+            let v = e.download(&dit.forward(e, &input, &text, &t, None)?)?;
             let v = if cfg { guide(&v, req.guidance)? } else { v };
             latents = scheduler.step(&v, &latents)?;
             progress(i + 1, timesteps.len());
         }
-        times.denoise = start.elapsed();
-        Ok((latents, times))
+        Ok(latents)
     }
 
     /// Sana-Sprint's SCM loop (spec sampling.md §10): TrigFlow times, guidance as an input, fresh noise each step;
@@ -318,22 +389,53 @@ impl<E: Engine> Pipeline<E> {
             }
         }
         let mut times = StageTimes::default();
-        let start = Instant::now();
-        let (embeds, mask) =
-            self.text_encoder
-                .encode_positive(e, &[req.prompt.as_str()], &req.prompt_options)?;
-        let text = self.transformer.encode_text(
-            e,
-            &repeat_batch(&embeds, req.batch)?,
-            &repeat_batch(&mask, req.batch)?,
-        )?;
-        times.text_encode = start.elapsed();
+        let (embeds, stats) = stage(|| {
+            self.with_text_encoder(e, |enc| {
+                enc.encode_positive(e, &[req.prompt.as_str()], &req.prompt_options)
+            })
+        });
+        let (embeds, mask) = embeds?;
+        times.text_encode = stats;
+        let (embeds, mask) = (
+            repeat_batch(&embeds, req.batch)?,
+            repeat_batch(&mask, req.batch)?,
+        );
+        let (latents, stats) = stage(|| {
+            self.with_transformer(e, |dit| {
+                let text = dit.encode_text(e, &embeds, &mask)?;
+                self.sprint_loop(
+                    e,
+                    dit,
+                    req,
+                    &mut scheduler,
+                    latents,
+                    &text,
+                    streams,
+                    progress,
+                )
+            })
+        });
+        times.denoise = stats;
+        Ok((latents?, times))
+    }
 
-        let start = Instant::now();
+    /// The SCM loop of [`Self::denoise_sprint`]; returns the last `x0 / σ_d`.
+    #[allow(clippy::too_many_arguments)]
+    fn sprint_loop(
+        &self,
+        e: &E,
+        dit: &SanaTransformer<E>,
+        req: &Request,
+        scheduler: &mut ScmScheduler,
+        latents: HostTensor,
+        text: &TextConditioning<E>,
+        streams: &mut [GaussianNoise],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<HostTensor> {
         let sd = scheduler.sigma_data();
         // diffusers multiplies the guidance (in the text dtype) by `guidance_embeds_scale`, both f32 here.
         let guidance =
-            vec![req.guidance * self.transformer.config.guidance_embeds_scale as f32; req.batch];
+            vec![req.guidance * self.transformer_config.guidance_embeds_scale as f32; req.batch];
         let mut x = map(&latents, |v| v * sd)?;
         let mut x0 = x.clone();
         let taus = scheduler.timesteps().to_vec();
@@ -342,12 +444,7 @@ impl<E: Engine> Pipeline<E> {
             let k = (s * s + (1.0 - s) * (1.0 - s)).sqrt();
             let x_in = map(&x, |v| v / sd * k)?;
             let t = vec![s; req.batch];
-            let f =
-                e.download(
-                    &self
-                        .transformer
-                        .forward(e, &x_in, &text, &t, Some(&guidance))?,
-                )?;
+            let f = e.download(&dit.forward(e, &x_in, text, &t, Some(&guidance))?)?;
             let (a, c) = (1.0 - 2.0 * s, 1.0 - 2.0 * s + 2.0 * s * s);
             let f_tr: Vec<f32> = x_in
                 .data()
@@ -363,8 +460,7 @@ impl<E: Engine> Pipeline<E> {
             (x, x0) = scheduler.step(&f_tr, &x, &noise)?;
             progress(i + 1, taus.len() - 1);
         }
-        times.denoise = start.elapsed();
-        Ok((map(&x0, |v| v / sd)?, times))
+        map(&x0, |v| v / sd)
     }
 
     /// `vae.decode(latents / scaling_factor)`, tiled as `tile` decides: the raw decoder output `[B, 3, H, W]` (f32
@@ -415,6 +511,10 @@ fn check_size(flag: &str, value: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn poisoned() -> Error {
+    Error::InvalidInput("the pipeline is unusable after a panic in an earlier call".into())
 }
 
 /// The next standard normals of each batch element's stream, `shape` = `[B, …]` with one stream per element (the

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{golden, relative_error, tiny_model};
+use common::{fixtures, golden, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
 use sana::engine::emu::{EmuEngine, StorageDtype};
 use sana::engine::Engine;
@@ -17,8 +17,18 @@ use sana::model::sana_dit::SanaTransformer;
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;
 
+/// The model each golden belongs to: tiny-sana's transformer, or a variant's (tests/fixtures/variants).
+fn model_of(file: &str) -> std::path::PathBuf {
+    match file {
+        "transformer_qk_norm.safetensors" => fixtures().join("variants/qk-norm/transformer"),
+        "transformer_pos_embed.safetensors" => fixtures().join("variants/pos-embed/transformer"),
+        "transformer_sprint.safetensors" => fixtures().join("variants/sprint/transformer"),
+        _ => tiny_model().join("transformer"),
+    }
+}
+
 fn run<E: Engine>(e: &E, file: &str) -> HostTensor {
-    let dit = SanaTransformer::from_dir(e, &tiny_model().join("transformer")).unwrap();
+    let dit = SanaTransformer::from_dir(e, &model_of(file)).unwrap();
     let g = SafetensorsFile::open(golden(file)).unwrap();
     let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
     let mask = g
@@ -29,22 +39,29 @@ fn run<E: Engine>(e: &E, file: &str) -> HostTensor {
     let text = dit
         .encode_text(e, &get("encoder_hidden_states"), &mask)
         .unwrap();
+    let guidance = g.view("guidance").map(|v| v.to_f32().unwrap());
     let out = dit
         .forward(
             e,
             &get("hidden_states"),
             &text,
             get("timestep").data(),
-            None,
+            guidance.as_deref(),
         )
         .unwrap();
     e.download(&out).unwrap()
 }
 
 fn check(dtype: StorageDtype, tol: f32) {
+    // The base model on square and non-square latents, then each variant family's switches (q/k norm of Sana
+    // 1.5, the 2K/4K position embedding, Sprint's guidance embedding); the variants have one block, well inside
+    // the two-block budget.
     for file in [
         "transformer_square.safetensors",
         "transformer_nonsquare.safetensors",
+        "transformer_qk_norm.safetensors",
+        "transformer_pos_embed.safetensors",
+        "transformer_sprint.safetensors",
     ] {
         let want = run(&CpuEngine, file);
         let got = run(&EmuEngine::new(dtype), file);

@@ -175,12 +175,25 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
     eprintln!(
         "time: load {:.2} s, text encode {:.2} s, denoise {:.2} s ({:.3} s/step), decode {:.2} s",
         load.as_secs_f64(),
-        t.text_encode.as_secs_f64(),
-        t.denoise.as_secs_f64(),
-        t.denoise.as_secs_f64() / req.steps.max(1) as f64,
-        t.decode.as_secs_f64()
+        t.text_encode.time.as_secs_f64(),
+        t.denoise.time.as_secs_f64(),
+        t.denoise.time.as_secs_f64() / req.steps.max(1) as f64,
+        t.decode.time.as_secs_f64()
+    );
+    eprintln!(
+        "peak host memory: text encode {}, denoise {}, decode {}",
+        mib(t.text_encode.peak_host_bytes),
+        mib(t.denoise.peak_host_bytes),
+        mib(t.decode.peak_host_bytes)
     );
     Ok(())
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "n/a".into(),
+        |b| format!("{:.0} MiB", b as f64 / f64::from(1 << 20)),
+    )
 }
 
 /// `out.png` for one image; `out-0.png`, `out-1.png`, … for a batch.
