@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::dc_ae::DcAeDecoder;
 use crate::model::gemma2::{Gemma2Model, TokenBatch};
 use crate::model::sana_dit::SanaTransformer;
+use crate::model::vae_tiling::{decode_tiled, VaeTiling};
 use crate::tensor::HostTensor;
 use crate::tensor_file::{write_f32, write_f32_i64};
 use crate::text::{PromptOptions, TextEncoder};
@@ -108,10 +109,19 @@ pub fn encode_prompt<E: Engine>(
 }
 
 /// `eval vae-decode`: IN holds `latent` F32 `[B,C,h,w]`; OUT gets `image` F32 `[B,3,H,W]`, the raw decoder output (no
-/// scaling-factor division, no clamp: the latent goes in as given).
-pub fn vae_decode<E: Engine>(e: &E, model: &Path, inputs: &Path, output: &Path) -> Result<()> {
+/// scaling-factor division, no clamp: the latent goes in as given), tiled when `tiling` is given.
+pub fn vae_decode<E: Engine>(
+    e: &E,
+    model: &Path,
+    inputs: &Path,
+    output: &Path,
+    tiling: Option<VaeTiling>,
+) -> Result<()> {
     let vae = DcAeDecoder::from_dir(e, &component_dir(model, "vae")?)?;
     let latent = SafetensorsFile::open(inputs)?.get("latent")?.to_host()?;
-    let image = vae.decode(e, &e.upload(&latent)?)?;
-    write_f32(output, &[("image", &e.download(&image)?)])
+    let image = match tiling {
+        Some(t) => decode_tiled(e, &vae, &latent, t)?,
+        None => e.download(&vae.decode(e, &e.upload(&latent)?)?)?,
+    };
+    write_f32(output, &[("image", &image)])
 }

@@ -85,6 +85,9 @@ enum EvalComponent {
         output: PathBuf,
         #[arg(long, value_enum, default_value_t = EngineKind::Cpu)]
         engine: EngineKind,
+        /// Decode in tiles of this many pixels (overlap: an eighth), as diffusers' `enable_tiling`; default untiled.
+        #[arg(long)]
+        vae_tile: Option<usize>,
     },
     /// SanaPipeline.encode_prompt. OUT: prompt_embeds, negative_prompt_embeds F32 (B,M,D); prompt_attention_mask,
     /// negative_prompt_attention_mask I64 (B,M). Prompts: every --prompt, then every --prompt-file.
@@ -190,8 +193,13 @@ fn run(cli: Cli) -> sana::Result<()> {
                 inputs,
                 output,
                 engine,
+                vae_tile,
             } => on_engine!(engine, cli.dtype, |e| sana::eval::vae_decode(
-                e, &model, &inputs, &output
+                e,
+                &model,
+                &inputs,
+                &output,
+                vae_tile.map(sana::model::vae_tiling::VaeTiling::with_tile)
             )),
             EvalComponent::Transformer {
                 model,
