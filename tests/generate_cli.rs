@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{assert_close, golden, scratch, tiny_model};
+use common::{assert_close, assert_pixels_match, golden, scratch, tiny_model};
 use sana::weights::SafetensorsFile;
 
 /// Runs `sana-run args…` and returns (success, stderr + stdout).
@@ -116,17 +116,7 @@ fn generate_from_golden_latents_reproduces_diffusers() {
     let (w, h, pixels) = read_png(&out);
     assert_eq!((w, h), (32, 32));
     let want = g.get("image_u8").unwrap().bytes().to_vec();
-    let off = pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
-    let worst = pixels
-        .iter()
-        .zip(&want)
-        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
-        .max()
-        .unwrap();
-    assert!(
-        worst <= 1 && off * 200 <= want.len(),
-        "{off} values differ, worst {worst}"
-    );
+    assert_pixels_match("sana-run from golden latents", &pixels, &want);
 }
 
 #[test]

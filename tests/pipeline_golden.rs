@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{assert_close, golden, relative_error, tiny_model};
+use common::{assert_close, assert_pixels_match, golden, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
 use sana::model::vae_tiling::VaeTile;
@@ -72,24 +72,7 @@ fn check_case(name: &str) {
     let pixels = to_rgb8(&decoded).unwrap();
     let want = g.get("image_u8").unwrap().bytes().to_vec();
     let got: Vec<u8> = pixels.iter().flat_map(|p| p.pixels().to_vec()).collect();
-    assert_eq!(got.len(), want.len(), "{name}: pixel count");
-    let off: Vec<i32> = got
-        .iter()
-        .zip(&want)
-        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
-        .collect();
-    let max = off.iter().copied().max().unwrap();
-    let differing = off.iter().filter(|&&d| d > 0).count();
-    eprintln!(
-        "{name}: {differing} of {} 8-bit values differ (max {max})",
-        got.len()
-    );
-    assert!(max <= 1, "{name}: a pixel is off by {max}");
-    assert!(
-        differing * 200 <= got.len(),
-        "{name}: {differing} of {} pixel values differ by 1",
-        got.len()
-    );
+    assert_pixels_match(name, &got, &want);
 }
 
 #[test]

@@ -8,7 +8,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{assert_close, copy_dir, fixtures, golden, relative_error, scratch, tiny_model};
+use common::{
+    assert_close, assert_pixels_match, copy_dir, fixtures, golden, relative_error, scratch,
+    tiny_model,
+};
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
 use sana::model::vae_tiling::VaeTile;
@@ -62,22 +65,7 @@ fn check(steps: usize) {
         .flat_map(|p| p.pixels().to_vec())
         .collect();
     let want = g.get("image_u8").unwrap().bytes().to_vec();
-    assert_eq!(pixels.len(), want.len());
-    let off = pixels.iter().zip(&want).filter(|(a, b)| a != b).count();
-    let worst = pixels
-        .iter()
-        .zip(&want)
-        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
-        .max()
-        .unwrap();
-    eprintln!(
-        "{name}: {off} of {} 8-bit values differ (max {worst})",
-        want.len()
-    );
-    assert!(
-        worst <= 1 && off * 200 <= want.len(),
-        "{off} differ, worst {worst}"
-    );
+    assert_pixels_match(&name, &pixels, &want);
 }
 
 #[test]
