@@ -1,5 +1,5 @@
-// Layout changes between NCHW images and channels-last tokens (spec transformer.md §5.1, §13): both are a batched
-// matrix transpose.
+// Layout changes between NCHW images and channels-last tokens (spec transformer.md §5.1, §13), both a batched
+// matrix transpose; and the DC-AE's channel/space rearrangements (spec dcae.md §3.6, §3.7, §4.1), one gather.
 //
 // Formula: out[b, s, r] = x[b, r, s] for x [B, R, S] (last dimension contiguous), exact (a copy, no arithmetic).
 //   nchw_to_tokens: x [B, C, h, w] → [B, h·w, C]     (R = C, S = h·w; token n = i·w + j)
@@ -51,3 +51,60 @@ extern "C" __global__ void transpose_f16(const TransposeParams p) { transpose<__
 SANA_EMU_ENTRY(transpose_f32, TransposeParams)
 SANA_EMU_ENTRY(transpose_bf16, TransposeParams)
 SANA_EMU_ENTRY(transpose_f16, TransposeParams)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Channel/space rearrangements of channels-last tokens (CPU reference: src/cpu/layout.rs), exact copies:
+//   mode 0, repeat:    x [B, h·w, C]  → [B, h·w, C·r],      out[n, c'] = x[n, c' / r]
+//   mode 1, shuffle:   x [B, h·w, Cx] → [B, 2h·2w, C],      out[(2i+a)·2w + 2j+b, c] = x[i·w + j, (4c + 2a + b) / r]
+//                      (r = 1: pixel_shuffle, Cx = 4C; r = 4: nearest ×2 upsampling, Cx = C; r = 2: the DC-AE
+//                      up-block shortcut pixel_shuffle(repeat_interleave(x, 2)), Cx = 2C — one pass, no temporary)
+//   mode 2, unshuffle: x [B, h·w, C]  → [B, (h/2)·(w/2), 4C], out[i·(w/2) + j, 4c + 2a + b] = x[(2i+a)·w + 2j+b, c]
+// Geometry (src/launch/layout.rs): a 1-D grid-stride loop over output elements, 256 threads per block, at most
+// 65535·… blocks; consecutive threads write consecutive channels (coalesced stores; reads are coalesced for
+// repeat/unshuffle along channels and strided for shuffle).
+
+// Mirrors ChannelSpaceParams in src/launch/layout.rs.
+struct ChannelSpaceParams {
+    void* out;
+    const void* x;
+    unsigned long long total;  // output elements
+    unsigned mode;
+    unsigned repeat;           // r (modes 0 and 1)
+    unsigned h, w;             // input grid
+    unsigned cx;               // input channels
+    unsigned cout;             // output channels
+};
+static_assert(sizeof(ChannelSpaceParams) == 48, "ChannelSpaceParams must match src/launch/layout.rs");
+
+template <typename T>
+__device__ __forceinline__ void channel_space(const ChannelSpaceParams& p) {
+    const T* x = static_cast<const T*>(p.x);
+    T* out = static_cast<T*>(p.out);
+    const size_t stride = size_t(gridDim.x) * blockDim.x;
+    for (size_t o = size_t(blockIdx.x) * blockDim.x + threadIdx.x; o < p.total; o += stride) {
+        const size_t c = o % p.cout, pix = o / p.cout;
+        size_t src;
+        if (p.mode == 0) {
+            src = pix * p.cx + c / p.repeat;
+        } else if (p.mode == 1) {
+            const size_t ow = size_t(2) * p.w, oh = size_t(2) * p.h;
+            const size_t b = pix / (oh * ow), q = pix % (oh * ow), y = q / ow, xcol = q % ow;
+            const size_t i = y / 2, a = y % 2, j = xcol / 2, bb = xcol % 2;
+            src = ((b * p.h + i) * p.w + j) * p.cx + (4 * c + 2 * a + bb) / p.repeat;
+        } else {
+            const size_t ow = p.w / 2, oh = p.h / 2;
+            const size_t b = pix / (oh * ow), q = pix % (oh * ow), i = q / ow, j = q % ow;
+            const size_t ch = c / 4, a = (c % 4) / 2, bb = c % 2;
+            src = ((b * p.h + 2 * i + a) * p.w + 2 * j + bb) * p.cx + ch;
+        }
+        out[o] = x[src];
+    }
+}
+
+extern "C" __global__ void channel_space_f32(const ChannelSpaceParams p) { channel_space<float>(p); }
+extern "C" __global__ void channel_space_bf16(const ChannelSpaceParams p) { channel_space<__nv_bfloat16>(p); }
+extern "C" __global__ void channel_space_f16(const ChannelSpaceParams p) { channel_space<__half>(p); }
+
+SANA_EMU_ENTRY(channel_space_f32, ChannelSpaceParams)
+SANA_EMU_ENTRY(channel_space_bf16, ChannelSpaceParams)
+SANA_EMU_ENTRY(channel_space_f16, ChannelSpaceParams)

@@ -49,7 +49,7 @@ pub use elementwise::{
     activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation,
 };
 pub use engine::EmuEngine;
-pub use layout::{nchw_to_tokens, tokens_to_nchw};
+pub use layout::{channel_space, nchw_to_tokens, tokens_to_nchw};
 pub use linear_attn::linear_attention;
 pub use norm::{layer_norm_modulate, rms_norm};
 

@@ -1,4 +1,5 @@
-//! Launch plans for kernels/layout.cu: NCHW images ↔ channels-last tokens, both as a batched transpose.
+//! Launch plans for kernels/layout.cu: NCHW images ↔ channels-last tokens (a batched transpose), and the DC-AE's
+//! channel/space rearrangements (one gather kernel).
 
 use super::{to_u32, DevicePtr, Geometry, Plan};
 use crate::error::{Error, Result};
@@ -105,4 +106,99 @@ pub fn tokens_to_nchw(
         return Err(Error::shape(OP, "empty image grid"));
     }
     transpose(OP, (b, n, c), buffers)
+}
+
+/// Arguments of `channel_space_*`; mirrors `ChannelSpaceParams` in kernels/layout.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ChannelSpaceParams {
+    pub out: DevicePtr,
+    pub x: DevicePtr,
+    /// Output elements.
+    pub total: u64,
+    /// 0 repeat, 1 shuffle, 2 unshuffle.
+    pub mode: u32,
+    pub repeat: u32,
+    pub h: u32,
+    pub w: u32,
+    /// Input channels.
+    pub cx: u32,
+    /// Output channels.
+    pub cout: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<ChannelSpaceParams>() == 48);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for ChannelSpaceParams {}
+
+/// A channel/space rearrangement of tokens `[B, h·w, C]` (the modes of kernels/layout.cu `channel_space`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelSpace {
+    /// `[B, N, C]` → `[B, N, C·r]`, each channel `r` times.
+    Repeat(usize),
+    /// `[B, h·w, 4C/r]` → `[B, 2h·2w, C]`: pixel shuffle of the channels repeated `r` times (1: pixel shuffle,
+    /// 4: nearest upsampling, 2: the DC-AE up-block shortcut).
+    Shuffle(usize),
+    /// `[B, h·w, C]` → `[B, (h/2)·(w/2), 4C]`.
+    Unshuffle,
+}
+
+const CHANNEL_SPACE_THREADS: u32 = 256;
+/// Blocks at most; the kernel strides over the rest.
+const CHANNEL_SPACE_MAX_BLOCKS: u64 = 65_535;
+
+/// Plans `op` on `x_shape` = [B, h·w, C]; returns the plan and the output shape.
+pub fn channel_space(
+    x_shape: &[usize],
+    (h, w): (usize, usize),
+    op: ChannelSpace,
+    (out, x): (DevicePtr, DevicePtr),
+) -> Result<(Plan<ChannelSpaceParams>, Vec<usize>)> {
+    const OP: &str = "channel_space";
+    let &[b, n, c] = x_shape else {
+        return Err(Error::shape(
+            OP,
+            format!("x must be [B, h·w, C], got {x_shape:?}"),
+        ));
+    };
+    let bad = |why: &str| Error::shape(OP, format!("{op:?} on {x_shape:?} over {h}×{w}: {why}"));
+    if h.checked_mul(w) != Some(n) || c == 0 {
+        return Err(bad("the grid does not match the tokens, or no channels"));
+    }
+    let (mode, repeat, shape) = match op {
+        ChannelSpace::Repeat(r) if r > 0 => (0, r, vec![b, n, c * r]),
+        ChannelSpace::Shuffle(r) if r > 0 && (c * r) % 4 == 0 => (1, r, vec![b, 4 * n, c * r / 4]),
+        ChannelSpace::Unshuffle if h % 2 == 0 && w % 2 == 0 => (2, 1, vec![b, n / 4, 4 * c]),
+        _ => {
+            return Err(bad(
+                "repeat 0, channels·r not a multiple of 4, or an odd grid",
+            ))
+        }
+    };
+    let total: usize = shape.iter().product();
+    let blocks = (total as u64)
+        .div_ceil(u64::from(CHANNEL_SPACE_THREADS))
+        .min(CHANNEL_SPACE_MAX_BLOCKS);
+    Ok((
+        Plan {
+            geometry: Geometry {
+                grid: [blocks as u32, 1, 1],
+                block: [CHANNEL_SPACE_THREADS, 1, 1],
+                shared_mem_bytes: 0,
+            },
+            params: ChannelSpaceParams {
+                out,
+                x,
+                total: total as u64,
+                mode,
+                repeat: to_u32(OP, "repeat", repeat)?,
+                h: to_u32(OP, "h", h)?,
+                w: to_u32(OP, "w", w)?,
+                cx: to_u32(OP, "C", c)?,
+                cout: to_u32(OP, "output channels", shape[2])?,
+            },
+        },
+        shape,
+    ))
 }

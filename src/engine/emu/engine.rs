@@ -5,14 +5,16 @@
 //!
 //! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
 //! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), the Gemma-2 ops other than its norm
-//! (`causal_attention`, `rotary`, `embedding`, `mul`), `linear_attention` at head widths other than 32, and the DC-AE's convolutions and layout ops (`conv3x3`,
-//! `depthwise_conv`, `grouped_linear`, `repeat_channels`, `pixel_shuffle`, `upsample_nearest2x`,
-//! `split_qkv_groups`, `concat_channels`, `pixel_unshuffle`, `channel_group_mean`; the layout ops are exact).
+//! (`causal_attention`, `rotary`, `embedding`, `mul`), `linear_attention` at head widths other than 32, and the
+//! DC-AE's convolutions and channel-grouping ops (`conv3x3`, `depthwise_conv`, `grouped_linear`,
+//! `split_qkv_groups`, `concat_channels`, `channel_group_mean`; the layout ops are exact). The DC-AE's
+//! channel/space shuffles run kernels/layout.cu's `channel_space`.
 
 use super::{Storage, StorageDtype};
 use crate::cpu;
 use crate::engine::{Activation, CausalAttention, Engine};
 use crate::error::{Error, Result};
+use crate::launch::layout::ChannelSpace;
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
 
@@ -248,15 +250,17 @@ impl Engine for EmuEngine {
     }
 
     fn repeat_channels(&self, x: &HostTensor, r: usize) -> Result<HostTensor> {
-        cpu::layout::repeat_channels(x, r)
+        let n = x.shape().get(1).copied().unwrap_or(0);
+        super::channel_space(x, (1, n), ChannelSpace::Repeat(r), self.dtype)
     }
 
     fn pixel_shuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
-        cpu::layout::pixel_shuffle(x, h, w)
+        super::channel_space(x, (h, w), ChannelSpace::Shuffle(1), self.dtype)
     }
 
     fn upsample_nearest2x(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
-        cpu::layout::upsample_nearest2x(x, h, w)
+        // Nearest ×2 is the pixel shuffle of every channel repeated four times.
+        super::channel_space(x, (h, w), ChannelSpace::Shuffle(4), self.dtype)
     }
 
     fn split_qkv_groups(
@@ -268,7 +272,7 @@ impl Engine for EmuEngine {
     }
 
     fn pixel_unshuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
-        cpu::layout::pixel_unshuffle(x, h, w)
+        super::channel_space(x, (h, w), ChannelSpace::Unshuffle, self.dtype)
     }
 
     fn channel_group_mean(&self, x: &HostTensor, g: usize) -> Result<HostTensor> {

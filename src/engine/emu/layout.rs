@@ -2,13 +2,39 @@
 
 use super::{launch, Storage, StorageDtype};
 use crate::error::Result;
-use crate::launch::layout::{self as plan, TransposeBuffers, TransposeParams};
+use crate::launch::layout::{
+    self as plan, ChannelSpace, ChannelSpaceParams, TransposeBuffers, TransposeParams,
+};
 use crate::launch::Plan;
 use crate::tensor::HostTensor;
 
 emu_kernel!(fn entry(TransposeParams) = [
     sana_emu_transpose_f32, sana_emu_transpose_bf16, sana_emu_transpose_f16
 ]);
+
+emu_kernel!(fn channel_space_entry(ChannelSpaceParams) = [
+    sana_emu_channel_space_f32, sana_emu_channel_space_bf16, sana_emu_channel_space_f16
+]);
+
+/// A channel/space rearrangement of tokens `x` [B, h·w, C] through kernels/layout.cu, as the matching function of
+/// [`crate::cpu::layout`] (`repeat_channels`, `pixel_shuffle`, `upsample_nearest2x`, `pixel_unshuffle`).
+pub fn channel_space(
+    x: &HostTensor,
+    grid: (usize, usize),
+    op: ChannelSpace,
+    dtype: StorageDtype,
+) -> Result<HostTensor> {
+    let xs = Storage::from_f32(dtype, x.data());
+    let (_, shape) = plan::channel_space(x.shape(), grid, op, (0, 0))?;
+    let mut out = Storage::poisoned(dtype, shape.iter().product());
+    let (p, shape) = plan::channel_space(x.shape(), grid, op, (out.ptr_mut(), xs.ptr()))?;
+    if !p.geometry.is_empty() {
+        // SAFETY: the plan checked x's shape against the grid and sized the output, which `out` holds; every
+        // source index the kernel forms lies inside x; both buffers outlive the call.
+        unsafe { launch("channel_space", channel_space_entry(dtype), &p) }?;
+    }
+    HostTensor::new(shape, out.to_f32())
+}
 
 /// Runs the transpose that `make_plan` plans for `x` and returns the result with `shape`.
 fn run(
