@@ -224,6 +224,16 @@ impl Engine for CpuEngine {
         cpu::layout::pixel_shuffle(x, h, w)
     }
 
+    fn repeat_pixel_shuffle(
+        &self,
+        x: &HostTensor,
+        h: usize,
+        w: usize,
+        r: usize,
+    ) -> Result<HostTensor> {
+        cpu::layout::pixel_shuffle(&cpu::layout::repeat_channels(x, r)?, h, w)
+    }
+
     fn upsample_nearest2x(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
         cpu::layout::upsample_nearest2x(x, h, w)
     }

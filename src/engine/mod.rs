@@ -239,6 +239,16 @@ pub trait Engine: Send + Sync {
     /// Pixel shuffle by 2: `[B, h·w, 4C]` → `[B, 2h·2w, C]`, `out[c, 2i+a, 2j+b] = x[4c+2a+b, i, j]`.
     fn pixel_shuffle(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
 
+    /// The DC-AE up-block shortcut: pixel shuffle by 2 of the channels each repeated `r` times, in one pass —
+    /// `[B, h·w, 4C/r]` → `[B, 2h·2w, C]`, `out[c, 2i+a, 2j+b] = x[(4c+2a+b)/r, i, j]`.
+    fn repeat_pixel_shuffle(
+        &self,
+        x: &Self::Tensor,
+        h: usize,
+        w: usize,
+        r: usize,
+    ) -> Result<Self::Tensor>;
+
     /// Nearest-neighbour upsampling by 2: `[B, h·w, C]` → `[B, 2h·2w, C]`.
     fn upsample_nearest2x(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
 

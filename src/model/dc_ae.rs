@@ -383,7 +383,7 @@ impl<E: Engine> UpSample<E> {
         } else {
             e.pixel_shuffle(&self.conv.forward(e, &map.x, h, w)?, h, w)?
         };
-        let shortcut = e.pixel_shuffle(&e.repeat_channels(&map.x, self.repeats)?, h, w)?;
+        let shortcut = e.repeat_pixel_shuffle(&map.x, h, w, self.repeats)?;
         Ok(Map {
             x: e.add(&main, &shortcut)?,
             h: 2 * h,

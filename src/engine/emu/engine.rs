@@ -258,6 +258,16 @@ impl Engine for EmuEngine {
         super::channel_space(x, (h, w), ChannelSpace::Shuffle(1), self.dtype)
     }
 
+    fn repeat_pixel_shuffle(
+        &self,
+        x: &HostTensor,
+        h: usize,
+        w: usize,
+        r: usize,
+    ) -> Result<HostTensor> {
+        super::channel_space(x, (h, w), ChannelSpace::Shuffle(r), self.dtype)
+    }
+
     fn upsample_nearest2x(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
         // Nearest ×2 is the pixel shuffle of every channel repeated four times.
         super::channel_space(x, (h, w), ChannelSpace::Shuffle(4), self.dtype)
