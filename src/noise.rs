@@ -111,18 +111,43 @@ impl GaussianNoise {
     }
 }
 
-/// Initial latents of `shape` (`[B, …]`): batch element `b` is drawn from `GaussianNoise::new(seed + b)` (wrapping),
-/// so each image of a batch equals the single image generated with its own seed. A rank-0 shape is one value of
-/// `seed`'s stream.
+/// One stream per batch element, element `b` seeded with `seed + b` (wrapping): the initial latents are their first
+/// draw, and Sana-Sprint's per-step noise continues them, so each image of a batch equals the single image
+/// generated with its own seed.
+#[derive(Clone, Debug)]
+pub struct BatchNoise {
+    streams: Vec<GaussianNoise>,
+}
+
+impl BatchNoise {
+    pub fn new(seed: u64, batch: usize) -> Self {
+        Self {
+            streams: (0..batch as u64)
+                .map(|b| GaussianNoise::new(seed.wrapping_add(b)))
+                .collect(),
+        }
+    }
+
+    /// The next values of `shape` = `[batch, …]`: element `b`'s block from stream `b`. A rank-0 shape is one value
+    /// of the first stream.
+    pub fn draw(&mut self, shape: &[usize]) -> HostTensor {
+        let mut t = HostTensor::zeros(shape.to_vec());
+        let per_element = shape.iter().skip(1).product::<usize>();
+        if per_element == 0 {
+            return t;
+        }
+        for (chunk, noise) in t
+            .data_mut()
+            .chunks_exact_mut(per_element)
+            .zip(&mut self.streams)
+        {
+            chunk.iter_mut().for_each(|v| *v = noise.sample());
+        }
+        t
+    }
+}
+
+/// Initial latents of `shape` (`[B, …]`): the first draw of [`BatchNoise`] for `seed`.
 pub fn latents(seed: u64, shape: &[usize]) -> HostTensor {
-    let mut t = HostTensor::zeros(shape.to_vec());
-    let per_element = shape.iter().skip(1).product::<usize>();
-    if per_element == 0 {
-        return t;
-    }
-    for (b, chunk) in t.data_mut().chunks_exact_mut(per_element).enumerate() {
-        let mut noise = GaussianNoise::new(seed.wrapping_add(b as u64));
-        chunk.iter_mut().for_each(|v| *v = noise.sample());
-    }
-    t
+    BatchNoise::new(seed, shape.first().copied().unwrap_or(1)).draw(shape)
 }

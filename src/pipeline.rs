@@ -15,7 +15,7 @@ use crate::model::config::{
 use crate::model::dc_ae::DcAeDecoder;
 use crate::model::sana_dit::{SanaTransformer, TextConditioning};
 use crate::model::vae_tiling::{self, VaeTile};
-use crate::noise::GaussianNoise;
+use crate::noise::BatchNoise;
 use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use crate::tensor::HostTensor;
 use crate::text::{GemmaTokenizer, PromptOptions, TextEncoder};
@@ -159,16 +159,12 @@ impl<E: Engine> Pipeline<E> {
         e: &E,
         f: impl FnOnce(&TextEncoder<E>) -> Result<R>,
     ) -> Result<R> {
-        let mut slot = self.text_encoder.lock().map_err(|_| poisoned())?;
-        let encoder = match slot.take() {
-            Some(encoder) => encoder,
-            None => TextEncoder::from_dir(e, &self.dir)?,
-        };
-        let out = f(&encoder);
-        if self.keep_text_encoder {
-            *slot = Some(encoder);
-        }
-        out
+        with_loaded(
+            &self.text_encoder,
+            self.keep_text_encoder,
+            || TextEncoder::from_dir(e, &self.dir),
+            f,
+        )
     }
 
     /// Runs `f` on the transformer, loading it on first use.
@@ -177,14 +173,12 @@ impl<E: Engine> Pipeline<E> {
         e: &E,
         f: impl FnOnce(&SanaTransformer<E>) -> Result<R>,
     ) -> Result<R> {
-        let mut slot = self.transformer.lock().map_err(|_| poisoned())?;
-        if slot.is_none() {
-            *slot = Some(SanaTransformer::from_dir(e, &self.dir.join("transformer"))?);
-        }
-        match slot.as_ref() {
-            Some(dit) => f(dit),
-            None => Err(poisoned()),
-        }
+        with_loaded(
+            &self.transformer,
+            true,
+            || SanaTransformer::from_dir(e, &self.dir.join("transformer")),
+            f,
+        )
     }
 
     /// Sana-Sprint: the SCM sampler, guidance as a model input, no CFG.
@@ -259,9 +253,7 @@ impl<E: Engine> Pipeline<E> {
         let scale = self.vae_scale();
         let c = self.transformer_config.in_channels;
         let shape = [req.batch, c, height / scale, width / scale];
-        let mut streams: Vec<GaussianNoise> = (0..req.batch as u64)
-            .map(|b| GaussianNoise::new(req.seed.wrapping_add(b)))
-            .collect();
+        let mut noise = BatchNoise::new(req.seed, req.batch);
         let latents = match &req.latents {
             Some(l) if l.shape() == shape => l.clone(),
             Some(l) => {
@@ -271,11 +263,11 @@ impl<E: Engine> Pipeline<E> {
                     req.batch
                 )))
             }
-            None => draw(&mut streams, &shape)?,
+            None => noise.draw(&shape),
         };
         match &self.scheduler {
             SchedulerConfig::Scm(config) => {
-                self.denoise_sprint(e, req, config, latents, &mut streams, progress)
+                self.denoise_sprint(e, req, config, latents, &mut noise, progress)
             }
             _ => self.denoise_flow(e, req, latents, progress),
         }
@@ -374,7 +366,7 @@ impl<E: Engine> Pipeline<E> {
         req: &Request,
         config: &ScmConfig,
         latents: HostTensor,
-        streams: &mut [GaussianNoise],
+        noise: &mut BatchNoise,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(HostTensor, StageTimes)> {
         let mut scheduler = ScmScheduler::new(config, ScmTimesteps::sprint_default(req.steps))?;
@@ -403,16 +395,7 @@ impl<E: Engine> Pipeline<E> {
         let (latents, stats) = stage(|| {
             self.with_transformer(e, |dit| {
                 let text = dit.encode_text(e, &embeds, &mask)?;
-                self.sprint_loop(
-                    e,
-                    dit,
-                    req,
-                    &mut scheduler,
-                    latents,
-                    &text,
-                    streams,
-                    progress,
-                )
+                self.sprint_loop(e, dit, req, &mut scheduler, latents, &text, noise, progress)
             })
         });
         times.denoise = stats;
@@ -429,7 +412,7 @@ impl<E: Engine> Pipeline<E> {
         scheduler: &mut ScmScheduler,
         latents: HostTensor,
         text: &TextConditioning<E>,
-        streams: &mut [GaussianNoise],
+        noise: &mut BatchNoise,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<HostTensor> {
         let sd = scheduler.sigma_data();
@@ -453,11 +436,11 @@ impl<E: Engine> Pipeline<E> {
                 .map(|(&xi, &fi)| (a * xi + c * fi) / k * sd)
                 .collect();
             let f_tr = HostTensor::new(x.shape().to_vec(), f_tr)?;
-            let noise = match &req.step_noise {
-                Some(noise) => noise[i].clone(),
-                None => draw(streams, x.shape())?,
+            let step_noise = match &req.step_noise {
+                Some(given) => given[i].clone(),
+                None => noise.draw(x.shape()),
             };
-            (x, x0) = scheduler.step(&f_tr, &x, &noise)?;
+            (x, x0) = scheduler.step(&f_tr, &x, &step_noise)?;
             progress(i + 1, taus.len() - 1);
         }
         map(&x0, |v| v / sd)
@@ -513,22 +496,25 @@ fn check_size(flag: &str, value: usize) -> Result<()> {
     Ok(())
 }
 
-fn poisoned() -> Error {
-    Error::InvalidInput("the pipeline is unusable after a panic in an earlier call".into())
-}
-
-/// The next standard normals of each batch element's stream, `shape` = `[B, …]` with one stream per element (the
-/// first draw of stream `b` equals [`crate::noise::latents`]' element `b`).
-fn draw(streams: &mut [GaussianNoise], shape: &[usize]) -> Result<HostTensor> {
-    let per = shape[1..].iter().product::<usize>();
-    if shape.first() != Some(&streams.len()) {
-        return Err(Error::shape(
-            "noise",
-            format!("{shape:?} for {} streams", streams.len()),
-        ));
+/// Runs `f` on the model in `slot`, loading it first if the slot is empty; keeps it there afterwards iff `keep`.
+fn with_loaded<M, R>(
+    slot: &Mutex<Option<M>>,
+    keep: bool,
+    load: impl FnOnce() -> Result<M>,
+    f: impl FnOnce(&M) -> Result<R>,
+) -> Result<R> {
+    let mut slot = slot.lock().map_err(|_| {
+        Error::InvalidInput("the pipeline is unusable after a panic in an earlier call".into())
+    })?;
+    let model = match slot.take() {
+        Some(model) => model,
+        None => load()?,
+    };
+    let out = f(&model);
+    if keep {
+        *slot = Some(model);
     }
-    let data = streams.iter_mut().flat_map(|g| g.fill(per)).collect();
-    HostTensor::new(shape.to_vec(), data)
+    out
 }
 
 fn map(t: &HostTensor, f: impl Fn(f32) -> f32) -> Result<HostTensor> {
