@@ -21,6 +21,31 @@ use sana::HostTensor;
 
 const TOL: f32 = 1e-4;
 
+/// Every golden intermediate under `prefix` against the traced one (tokens), and no traced stage without a golden.
+fn check_stages(file: &str, g: &SafetensorsFile, seen: &HashMap<String, HostTensor>, prefix: &str) {
+    let mut compared = 0;
+    for name in g.names().filter(|n| n.starts_with(prefix)) {
+        let actual = seen
+            .get(name)
+            .unwrap_or_else(|| panic!("{file}: {name} was not traced"));
+        let expected = g.get(name).unwrap().to_host().unwrap();
+        // Hooks see NCHW module outputs, except norm_out, which diffusers applies channels-last.
+        let expected = if name == "decoder.norm_out" {
+            let s = expected.shape().to_vec();
+            expected.reshape(vec![s[0], s[1] * s[2], s[3]]).unwrap()
+        } else {
+            cpu::layout::nchw_to_tokens(&expected).unwrap()
+        };
+        assert_close(&format!("{file}: {name}"), actual, &expected, TOL);
+        compared += 1;
+    }
+    assert_eq!(
+        compared,
+        seen.len(),
+        "{file}: every traced stage has a golden"
+    );
+}
+
 fn check_case(file: &str) {
     let e = CpuEngine;
     let vae = DcAeDecoder::from_dir(&e, &tiny_model().join("vae")).unwrap();
@@ -39,27 +64,7 @@ fn check_case(file: &str) {
         relative_error(sample.data(), want.data())
     );
     assert_close(&format!("{file}: sample"), &sample, &want, TOL);
-    let mut compared = 0;
-    for name in g.names().filter(|n| n.starts_with("decoder.")) {
-        let actual = seen
-            .get(name)
-            .unwrap_or_else(|| panic!("{file}: {name} was not traced"));
-        let expected = get(name);
-        // Hooks see NCHW module outputs, except norm_out, which diffusers applies channels-last.
-        let expected = if name == "decoder.norm_out" {
-            let s = expected.shape().to_vec();
-            expected.reshape(vec![s[0], s[1] * s[2], s[3]]).unwrap()
-        } else {
-            cpu::layout::nchw_to_tokens(&expected).unwrap()
-        };
-        assert_close(&format!("{file}: {name}"), actual, &expected, TOL);
-        compared += 1;
-    }
-    assert_eq!(
-        compared,
-        seen.len(),
-        "{file}: every traced stage has a golden"
-    );
+    check_stages(file, &g, &seen, "decoder.");
 }
 
 #[test]
@@ -97,20 +102,7 @@ fn vae_encode_nonsquare_matches_diffusers() {
         relative_error(latent.data(), want.data())
     );
     assert_close(&format!("{file}: latent"), &latent, &want, TOL);
-    let mut compared = 0;
-    for name in g.names().filter(|n| n.starts_with("encoder.")) {
-        let actual = seen
-            .get(name)
-            .unwrap_or_else(|| panic!("{file}: {name} was not traced"));
-        let expected = cpu::layout::nchw_to_tokens(&get(name)).unwrap();
-        assert_close(&format!("{file}: {name}"), actual, &expected, TOL);
-        compared += 1;
-    }
-    assert_eq!(
-        compared,
-        seen.len(),
-        "{file}: every traced stage has a golden"
-    );
+    check_stages(file, &g, &seen, "encoder.");
 }
 
 #[test]
