@@ -257,13 +257,7 @@ impl<E: Engine> DownSample<E> {
     fn forward(&self, e: &E, map: &Map<E::Tensor>) -> Result<Map<E::Tensor>> {
         let (h, w) = (map.h, map.w);
         let main = if self.strided {
-            e.conv3x3(
-                &map.x,
-                &self.conv.weight,
-                self.conv.bias.as_ref(),
-                (h, w),
-                2,
-            )?
+            self.conv.forward_stride(e, &map.x, h, w, 2)?
         } else {
             e.pixel_unshuffle(&self.conv.forward(e, &map.x, h, w)?, h, w)?
         };
@@ -295,7 +289,18 @@ impl<E: Engine> Conv3x3<E> {
     }
 
     fn forward(&self, e: &E, x: &E::Tensor, h: usize, w: usize) -> Result<E::Tensor> {
-        e.conv3x3(x, &self.weight, self.bias.as_ref(), (h, w), 1)
+        self.forward_stride(e, x, h, w, 1)
+    }
+
+    fn forward_stride(
+        &self,
+        e: &E,
+        x: &E::Tensor,
+        h: usize,
+        w: usize,
+        stride: usize,
+    ) -> Result<E::Tensor> {
+        e.conv3x3(x, &self.weight, self.bias.as_ref(), (h, w), stride)
     }
 }
 
