@@ -57,6 +57,16 @@ pub enum Error {
     },
     #[error("the CUDA kernels were not built (no nvcc at build time); rebuild with nvcc on PATH or NVCC set")]
     KernelsNotBuilt,
+    #[error("CUDA error while {during}: {detail}")]
+    Cuda { during: String, detail: String },
+    #[error("out of GPU memory in {stage}: it needs {needed_mib} MiB more, {free_mib} MiB of {total_mib} MiB are free; {hint}")]
+    OutOfDeviceMemory {
+        stage: String,
+        needed_mib: usize,
+        free_mib: usize,
+        total_mib: usize,
+        hint: &'static str,
+    },
     #[error("image output {path}: {reason}")]
     Image { path: PathBuf, reason: String },
     #[error("tokenizer {path}: {reason}")]

@@ -15,11 +15,13 @@ pub fn peak_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Time and peak host memory of one stage.
+/// Time and peak memory of one stage.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageStats {
     pub time: std::time::Duration,
     pub peak_host_bytes: Option<u64>,
+    /// Peak device memory, on engines with a device.
+    pub peak_device_bytes: Option<u64>,
 }
 
 /// Measures `f` as one stage.
@@ -30,6 +32,7 @@ pub fn stage<R>(f: impl FnOnce() -> R) -> (R, StageStats) {
     let stats = StageStats {
         time: start.elapsed(),
         peak_host_bytes: peak_bytes(),
+        peak_device_bytes: None,
     };
     (out, stats)
 }

@@ -7,12 +7,14 @@ use std::sync::Mutex;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::gpu::arena;
 use crate::image::{resize_and_crop, resolution_bin, to_rgb8, Rgb8Image};
 use crate::memory::{stage, StageStats};
 use crate::model::config::{
     DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig, TransformerConfig,
 };
 use crate::model::dc_ae::DcAeDecoder;
+use crate::model::gemma2::GemmaConfig;
 use crate::model::sana_dit::{SanaTransformer, TextConditioning};
 use crate::model::vae_tiling::{self, VaeTile};
 use crate::noise::BatchNoise;
@@ -220,16 +222,21 @@ impl<E: Engine> Pipeline<E> {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Generation> {
         let (latents, mut times) = self.denoise(e, req, progress)?;
-        let (images, decode) = stage(|| -> Result<_> {
-            let image = self.decode(e, &latents, req.vae_tile)?;
-            let (gh, gw) = (image.shape()[2], image.shape()[3]);
-            let image = if (gh, gw) != (req.height, req.width) {
-                resize_and_crop(&image, req.height, req.width)?
-            } else {
-                image
-            };
-            to_rgb8(&image)
-        });
+        let (images, decode) = run_stage(
+            e,
+            "decode",
+            self.decode_elements(&latents, req.vae_tile),
+            || {
+                let image = self.decode(e, &latents, req.vae_tile)?;
+                let (gh, gw) = (image.shape()[2], image.shape()[3]);
+                let image = if (gh, gw) != (req.height, req.width) {
+                    resize_and_crop(&image, req.height, req.width)?
+                } else {
+                    image
+                };
+                to_rgb8(&image)
+            },
+        );
         let images = images?;
         times.decode = decode;
         Ok(Generation {
@@ -285,7 +292,8 @@ impl<E: Engine> Pipeline<E> {
         let mut times = StageTimes::default();
         let cfg = req.guidance > 1.0;
         let prompts = [req.prompt.as_str()];
-        let (embeds, stats) = stage(|| {
+        let text_elements = self.text_encode_elements(req, if cfg { 2 } else { 1 })?;
+        let (embeds, stats) = run_stage(e, "text encode", text_elements, || {
             self.with_text_encoder(e, |enc| {
                 if cfg {
                     let out = enc.encode_prompt(
@@ -316,7 +324,9 @@ impl<E: Engine> Pipeline<E> {
         let (text, mask) = embeds?;
         times.text_encode = stats;
 
-        let (latents, stats) = stage(|| {
+        let model_batch = if cfg { 2 * req.batch } else { req.batch };
+        let step_elements = self.denoise_elements(req, model_batch, &latents);
+        let (latents, stats) = run_stage(e, "denoise", step_elements, || {
             self.with_transformer(e, |dit| {
                 self.flow_loop(e, dit, req, &mut scheduler, latents, &text, &mask, progress)
             })
@@ -381,7 +391,8 @@ impl<E: Engine> Pipeline<E> {
             }
         }
         let mut times = StageTimes::default();
-        let (embeds, stats) = stage(|| {
+        let text_elements = self.text_encode_elements(req, 1)?;
+        let (embeds, stats) = run_stage(e, "text encode", text_elements, || {
             self.with_text_encoder(e, |enc| {
                 enc.encode_positive(e, &[req.prompt.as_str()], &req.prompt_options)
             })
@@ -392,7 +403,8 @@ impl<E: Engine> Pipeline<E> {
             repeat_batch(&embeds, req.batch)?,
             repeat_batch(&mask, req.batch)?,
         );
-        let (latents, stats) = stage(|| {
+        let step_elements = self.denoise_elements(req, req.batch, &latents);
+        let (latents, stats) = run_stage(e, "denoise", step_elements, || {
             self.with_transformer(e, |dit| {
                 let text = dit.encode_text(e, &embeds, &mask)?;
                 self.sprint_loop(e, dit, req, &mut scheduler, latents, &text, noise, progress)
@@ -459,6 +471,41 @@ impl<E: Engine> Pipeline<E> {
         }
     }
 
+    /// Gemma's working set for `prompts` encodings (src/gpu/arena.rs). The instruction prefix is shorter than
+    /// `max_sequence_length` tokens, so twice that bounds a prefixed prompt.
+    fn text_encode_elements(&self, req: &Request, prompts: usize) -> Result<usize> {
+        let config = GemmaConfig::load(&self.dir.join("text_encoder/config.json"))?;
+        let opts = &req.prompt_options;
+        let prefix = if opts.complex_human_instruction.is_empty() {
+            1
+        } else {
+            2
+        };
+        Ok(arena::text_encode_elements(
+            &config,
+            prompts,
+            prefix * opts.max_sequence_length,
+        ))
+    }
+
+    /// One denoising step's working set for `model_batch` images (both CFG halves) of `latents`' size.
+    fn denoise_elements(&self, req: &Request, model_batch: usize, latents: &HostTensor) -> usize {
+        let (h, w) = (latents.shape()[2], latents.shape()[3]);
+        let text = req.prompt_options.max_sequence_length;
+        arena::denoise_step_elements(&self.transformer_config, model_batch, h, w, text)
+    }
+
+    /// The decoder's working set for `latents`, per tile when `tile` tiles.
+    fn decode_elements(&self, latents: &HostTensor, tile: VaeTile) -> usize {
+        let (h, w) = (latents.shape()[2], latents.shape()[3]);
+        let scale = self.vae_scale();
+        let (h, w) = match vae_tiling::resolve(&self.vae, tile, h, w) {
+            Some(t) => ((t.tile / scale).min(h), (t.tile / scale).min(w)),
+            None => (h, w),
+        };
+        arena::decode_elements(&self.vae.config, h, w)
+    }
+
     /// The folder's scheduler, or the requested sampler with the folder's flow shift.
     fn sampler_config(&self, sampler: Option<Sampler>) -> SchedulerConfig {
         let (train, shift) = match &self.scheduler {
@@ -494,6 +541,22 @@ fn check_size(flag: &str, value: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Runs `f` as pipeline stage `name`: the engine is told the stage's working set first (a device engine fails
+/// here, before any work, when it cannot fit), then time and peak host and device memory are measured.
+fn run_stage<E: Engine, R>(
+    e: &E,
+    name: &'static str,
+    activation_elements: usize,
+    f: impl FnOnce() -> Result<R>,
+) -> (Result<R>, StageStats) {
+    if let Err(err) = e.begin_stage(name, activation_elements) {
+        return (Err(err), StageStats::default());
+    }
+    let (out, mut stats) = stage(f);
+    stats.peak_device_bytes = e.peak_device_bytes();
+    (out, stats)
 }
 
 /// Runs `f` on the model in `slot`, loading it first if the slot is empty; keeps it there afterwards iff `keep`.

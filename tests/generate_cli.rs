@@ -38,9 +38,12 @@ fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
     (info.width, info.height, buf)
 }
 
-/// Flags of a quick generation on the demo model at 32×32 (8×8 latents).
+/// Flags of a quick generation on the demo model at 32×32 (8×8 latents), on the cpu engine (the goldens are f32;
+/// without `--engine` a GPU host would run the cuda engine).
 fn quick(out: &Path) -> Vec<String> {
     [
+        "--engine",
+        "cpu",
         "--model",
         s(&tiny_model()),
         "--prompt",
@@ -238,7 +241,30 @@ fn error_unknown_sampler() {
 
 #[test]
 fn error_cuda_engine_unavailable() {
+    if let Ok((_, gpu)) = sana::gpu::probe::open(0) {
+        eprintln!(
+            "skipped: {} is usable here, so --engine cuda does not fail",
+            gpu.name
+        );
+        return;
+    }
     expect_failure("err-cuda", &["--engine", "cuda"], &["cuda"]);
+}
+
+#[test]
+fn auto_engine_falls_back_to_cpu_with_a_notice() {
+    if sana::gpu::probe::open(0).is_ok() {
+        eprintln!("skipped: a GPU is usable here, so the default engine is cuda");
+        return;
+    }
+    let dir = scratch("auto-engine");
+    let out = dir.join("auto.png");
+    let args: Vec<String> = quick(&out).into_iter().skip(2).collect();
+    assert_eq!(args[0], "--model", "quick() starts with --engine cpu");
+    let (ok, text) = run_owned(&args);
+    assert!(ok, "{text}");
+    assert!(text.contains("note: running on the cpu engine"), "{text}");
+    assert!(out.exists());
 }
 
 #[test]

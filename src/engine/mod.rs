@@ -8,6 +8,7 @@
 //! - linear weights are PyTorch's `[out, in]` (a 1×1 conv weight `[out, in, 1, 1]` is loaded as `[out, in]`).
 
 pub mod cpu;
+pub mod cuda;
 pub mod emu;
 
 use crate::error::Result;
@@ -44,6 +45,18 @@ pub trait Engine: Send + Sync {
 
     /// Short name used in messages and on the command line (`cpu`, `emu`, `cuda`).
     fn name(&self) -> &'static str;
+
+    /// Called by the pipeline before each stage with the activation working set it expects, in elements
+    /// (src/gpu/arena.rs). A device engine checks that it fits, failing with [`crate::Error::OutOfDeviceMemory`]
+    /// before any work is queued, and keeps that much memory reserved; host engines need nothing.
+    fn begin_stage(&self, _stage: &'static str, _activation_elements: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Peak device memory in use since the last [`Self::begin_stage`], for engines with a device.
+    fn peak_device_bytes(&self) -> Option<u64> {
+        None
+    }
 
     /// Copies a host tensor in, converting to the engine's storage dtype.
     fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;

@@ -42,7 +42,8 @@ pub struct GenerateArgs {
     /// Sampler (default: the model folder's scheduler).
     #[arg(long, value_enum)]
     sampler: Option<SamplerArg>,
-    #[arg(long, value_enum, default_value_t = EngineKind::Cpu)]
+    /// Engine (default: the GPU when usable, else cpu).
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     engine: EngineKind,
     /// Disable the complex human instruction prefix.
     #[arg(long)]
@@ -186,6 +187,14 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
         mib(t.denoise.peak_host_bytes),
         mib(t.decode.peak_host_bytes)
     );
+    if t.denoise.peak_device_bytes.is_some() {
+        eprintln!(
+            "peak device memory: text encode {}, denoise {}, decode {}",
+            mib(t.text_encode.peak_device_bytes),
+            mib(t.denoise.peak_device_bytes),
+            mib(t.decode.peak_device_bytes)
+        );
+    }
     Ok(())
 }
 

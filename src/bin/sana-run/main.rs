@@ -22,7 +22,7 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     generate: GenerateArgs,
-    /// Storage dtype of `--engine emu` (the cpu engine always computes in f32).
+    /// Storage dtype of `--engine cuda` (bf16 or f16) and `--engine emu` (the cpu engine always computes in f32).
     #[arg(long, global = true, value_enum, default_value_t = Dtype::Bf16)]
     dtype: Dtype,
 }
@@ -121,6 +121,8 @@ enum EvalComponent {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EngineKind {
+    /// The GPU when one is usable, else the cpu engine (with a one-line notice saying why).
+    Auto,
     /// Pure-Rust f32 reference.
     Cpu,
     /// The CUDA kernels compiled for the host, on values stored in `--dtype` (slow; for checking kernels).
@@ -129,7 +131,7 @@ enum EngineKind {
     Cuda,
 }
 
-/// Storage dtype of the `emu` engine.
+/// Storage dtype of the `cuda` and `emu` engines.
 #[derive(Clone, Copy, ValueEnum)]
 enum Dtype {
     Bf16,
@@ -159,12 +161,38 @@ macro_rules! on_engine {
                 let $e = &sana::engine::emu::EmuEngine::new($dtype.into());
                 $body
             }
-            EngineKind::Cuda => Err(sana::Error::EngineUnavailable {
-                engine: "cuda",
-                reason: "the CUDA engine is not part of this build yet; use --engine cpu or --engine emu".into(),
-            }),
+            EngineKind::Cuda => {
+                let $e = &$crate::open_gpu($dtype)?;
+                $body
+            }
+            EngineKind::Auto => match $crate::open_gpu($dtype) {
+                Ok(gpu) => {
+                    let $e = &gpu;
+                    $body
+                }
+                Err(err) => {
+                    eprintln!("note: running on the cpu engine: {err}");
+                    let $e = &sana::engine::cpu::CpuEngine;
+                    $body
+                }
+            },
         }
     };
+}
+
+/// Opens GPU 0 and says which device runs.
+fn open_gpu(dtype: Dtype) -> sana::Result<sana::engine::cuda::CudaEngine> {
+    let gpu = sana::engine::cuda::CudaEngine::new(0, dtype.into())?;
+    let info = gpu.info();
+    eprintln!(
+        "GPU: {} (sm_{}{}, {} MiB), {:?} storage",
+        info.name,
+        info.compute_capability.0,
+        info.compute_capability.1,
+        info.total_bytes >> 20,
+        gpu.dtype()
+    );
+    Ok(gpu)
 }
 
 // After the macro: textual scoping makes `on_engine!` visible to these modules.

@@ -1,0 +1,796 @@
+//! The CUDA engine: kernels/*.cu launched through cudarc with the same launch plans the emulation engine runs
+//! (`crate::launch`), GEMMs through cuBLASLt, bf16 or f16 storage with f32 accumulation.
+//!
+//! One context, one non-blocking stream, event tracking off (a single stream needs none, and graph capture forbids
+//! it): launches queue without host synchronisation; `download` is the only sync point. Memory comes from the
+//! device's stream-ordered pool (src/gpu/pool.rs), which the pipeline sizes per stage through
+//! [`Engine::begin_stage`] (src/gpu/arena.rs); a failed allocation is an [`Error::OutOfDeviceMemory`] naming the
+//! stage.
+//!
+//! Ops whose kernels are not written yet (the Gemma-2 attention, rotary, embedding and product; the DC-AE's
+//! convolutions and channel-grouping ops) run the CPU reference on downloaded inputs and upload the rounded result
+//! ([`host_fallback`]): correct, slow, and listed so that each disappears when its kernel lands.
+
+mod gemm;
+mod host_fallback;
+mod kernels;
+mod tensor;
+mod transfer;
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublaslt::CudaBlasLT;
+use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DriverError};
+
+pub use gemm::LinearShape;
+pub use tensor::CudaTensor;
+
+use self::kernels::{suffix, Kernels};
+use self::transfer::Staging;
+use crate::cpu;
+use crate::engine::emu::StorageDtype;
+use crate::engine::{Activation, CausalAttention, Engine};
+use crate::error::{Error, Result};
+use crate::gpu::arena;
+use crate::gpu::kernels::Family;
+use crate::gpu::pool::MemoryPool;
+use crate::gpu::probe::{self, DeviceInfo};
+use crate::launch::{self, DevicePtr};
+use crate::tensor::HostTensor;
+use crate::weights::TensorView;
+
+pub struct CudaEngine {
+    dtype: StorageDtype,
+    info: DeviceInfo,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    blas: CudaBlasLT,
+    pool: MemoryPool,
+    staging: Staging,
+    /// The pipeline stage running now, for out-of-memory messages.
+    stage: Mutex<&'static str>,
+}
+
+impl CudaEngine {
+    /// Opens GPU `ordinal` with `dtype` storage (bf16 or f16). Fails with [`Error::EngineUnavailable`] when there is
+    /// no driver, device or cuBLASLt, and [`Error::KernelsNotBuilt`] when the build had no nvcc.
+    pub fn new(ordinal: usize, dtype: StorageDtype) -> Result<Self> {
+        if dtype == StorageDtype::F32 {
+            return Err(Error::EngineUnavailable {
+                engine: "cuda",
+                reason:
+                    "the cuda engine stores bf16 or f16 (--dtype bf16|f16); f32 is the cpu engine's"
+                        .into(),
+            });
+        }
+        let (ctx, info) = probe::open(ordinal)?;
+        // SAFETY: no buffer exists yet; every later one lives on the single stream below.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(probe::driver("creating the stream"))?;
+        let kernels = Kernels::load(&ctx, info.compute_capability)?;
+        let blas = CudaBlasLT::new(stream.clone()).map_err(|e| Error::Cuda {
+            during: "creating the cuBLASLt handle".into(),
+            detail: format!("{e:?}"),
+        })?;
+        let pool = MemoryPool::default_of(&ctx)?;
+        let staging = Staging::new(&ctx)?;
+        Ok(Self {
+            dtype,
+            info,
+            ctx,
+            stream,
+            kernels,
+            blas,
+            pool,
+            staging,
+            stage: Mutex::new("loading"),
+        })
+    }
+
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    pub fn dtype(&self) -> StorageDtype {
+        self.dtype
+    }
+
+    /// Waits for every queued launch and copy.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(probe::driver("synchronising the stream"))
+    }
+
+    fn current_stage(&self) -> &'static str {
+        *self.stage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh, uninitialised tensor; every kernel writes all of its output.
+    fn alloc(&self, shape: Vec<usize>) -> Result<CudaTensor> {
+        let bytes = shape.iter().product::<usize>() * self.dtype.size();
+        // SAFETY: the contents are written by the op that receives the buffer before anything reads them.
+        let buf = unsafe { self.stream.alloc::<u8>(bytes.max(1)) }
+            .map_err(|e| self.alloc_error(e, bytes))?;
+        Ok(CudaTensor { buf, shape })
+    }
+
+    /// An f32 scratch buffer of `len` elements (the linear-attention workspaces).
+    fn scratch_f32(&self, len: usize) -> Result<CudaSlice<u8>> {
+        let bytes = len.max(1) * 4;
+        // SAFETY: the kernels that receive it write each element before reading it.
+        unsafe { self.stream.alloc::<u8>(bytes) }.map_err(|e| self.alloc_error(e, bytes))
+    }
+
+    fn alloc_error(&self, e: DriverError, bytes: usize) -> Error {
+        if e.0 != sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            return probe::driver(format!("allocating {bytes} bytes"))(e);
+        }
+        let (free, total) = self
+            .ctx
+            .mem_get_info()
+            .unwrap_or((0, self.info.total_bytes));
+        match arena::check_fits(self.current_stage(), bytes, free, total) {
+            Err(oom) => oom,
+            // The driver refused although the figures say it fits: fragmentation; report the request itself.
+            Ok(()) => arena::check_fits(self.current_stage(), bytes, 0, total)
+                .err()
+                .unwrap_or_else(|| probe::driver("allocating")(e)),
+        }
+    }
+
+    fn ptr(&self, t: &CudaTensor) -> DevicePtr {
+        t.ptr(&self.stream)
+    }
+
+    fn symbol(&self, op: &str) -> String {
+        format!("{op}_{}", suffix(self.dtype))
+    }
+
+    /// Launches `op_<dtype>` of `family`.
+    ///
+    /// # Safety
+    /// As [`Kernels::launch`]: the plan's pointers address live buffers of the planned sizes.
+    unsafe fn launch<P: cudarc::driver::DeviceRepr>(
+        &self,
+        family: Family,
+        op: &str,
+        plan: &launch::Plan<P>,
+    ) -> Result<()> {
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            self.kernels
+                .launch(&self.stream, family, &self.symbol(op), plan)
+        }
+    }
+
+    fn channel_space(
+        &self,
+        x: &CudaTensor,
+        grid: (usize, usize),
+        op: launch::layout::ChannelSpace,
+    ) -> Result<CudaTensor> {
+        let (_, shape) = launch::layout::channel_space(x.shape(), grid, op, (0, 0))?;
+        let out = self.alloc(shape)?;
+        let (p, _) =
+            launch::layout::channel_space(x.shape(), grid, op, (self.ptr(&out), self.ptr(x)))?;
+        // SAFETY: the plan checked x against the grid and sized the output, which `out` holds.
+        unsafe { self.launch(Family::Layout, "channel_space", &p) }?;
+        Ok(out)
+    }
+
+    fn transpose(
+        &self,
+        x: &CudaTensor,
+        shape: Vec<usize>,
+        plan: impl FnOnce(
+            launch::layout::TransposeBuffers,
+        ) -> Result<launch::Plan<launch::layout::TransposeParams>>,
+    ) -> Result<CudaTensor> {
+        let out = self.alloc(shape)?;
+        let p = plan(launch::layout::TransposeBuffers {
+            out: self.ptr(&out),
+            x: self.ptr(x),
+        })?;
+        // SAFETY: the plan checked x's shape; out has the same element count.
+        unsafe { self.launch(Family::Layout, "transpose", &p) }?;
+        Ok(out)
+    }
+}
+
+impl Engine for CudaEngine {
+    type Tensor = CudaTensor;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn begin_stage(&self, stage: &'static str, activation_elements: usize) -> Result<()> {
+        *self.stage.lock().unwrap_or_else(|p| p.into_inner()) = stage;
+        let bytes = activation_elements * self.dtype.size();
+        let (free, total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(probe::driver("reading free memory"))?;
+        // Memory this stage's pool already holds in reserve counts as available.
+        let reserved = self.pool.used_bytes().unwrap_or(0) as usize;
+        arena::check_fits(stage, bytes.saturating_sub(reserved), free, total)?;
+        self.pool.keep_reserved(bytes as u64)?;
+        self.pool.reset_peak()
+    }
+
+    fn peak_device_bytes(&self) -> Option<u64> {
+        self.pool.peak_used_bytes().ok()
+    }
+
+    fn upload(&self, t: &HostTensor) -> Result<CudaTensor> {
+        let bytes = transfer::to_bytes(t.data(), self.dtype);
+        let mut out = self.alloc(t.shape().to_vec())?;
+        if !bytes.is_empty() {
+            self.stream
+                .memcpy_htod(&bytes, &mut out.buf)
+                .map_err(probe::driver("copying a tensor to the device"))?;
+        }
+        Ok(out)
+    }
+
+    fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<CudaTensor> {
+        let want: usize = shape.iter().product();
+        if want != view.shape().iter().product::<usize>() {
+            return Err(Error::ShapeMismatch {
+                name: view.name().to_string(),
+                location: view.location().display().to_string(),
+                expected: shape.to_vec(),
+                actual: view.shape().to_vec(),
+            });
+        }
+        let mut out = self.alloc(shape.to_vec())?;
+        self.staging
+            .load(&self.stream, view, self.dtype, &mut out.buf)?;
+        Ok(out)
+    }
+
+    fn download(&self, t: &CudaTensor) -> Result<HostTensor> {
+        let mut bytes = vec![0u8; t.len() * self.dtype.size()];
+        if !bytes.is_empty() {
+            let src = t.buf.slice(0..bytes.len());
+            self.stream
+                .memcpy_dtoh(&src, &mut bytes)
+                .map_err(probe::driver("copying a tensor to the host"))?;
+        }
+        self.synchronize()?;
+        HostTensor::new(t.shape.clone(), transfer::from_bytes(&bytes, self.dtype))
+    }
+
+    fn shape<'a>(&self, t: &'a CudaTensor) -> &'a [usize] {
+        &t.shape
+    }
+
+    fn reshape(&self, t: CudaTensor, shape: &[usize]) -> Result<CudaTensor> {
+        if shape.iter().product::<usize>() != t.len() {
+            return Err(Error::shape(
+                "reshape",
+                format!("cannot view {:?} as {shape:?}", t.shape),
+            ));
+        }
+        Ok(CudaTensor {
+            buf: t.buf,
+            shape: shape.to_vec(),
+        })
+    }
+
+    fn linear(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: Option<&CudaTensor>,
+        act: Activation,
+    ) -> Result<CudaTensor> {
+        const OP: &str = "linear";
+        let &[n, k] = w.shape() else {
+            return Err(Error::shape(
+                OP,
+                format!("w must be [out, in], got {:?}", w.shape()),
+            ));
+        };
+        let Some((&xk, lead)) = x.shape().split_last() else {
+            return Err(Error::shape(OP, "x must have at least one dimension"));
+        };
+        if xk != k {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "x {:?} has {xk} inputs, w {:?} expects {k}",
+                    x.shape(),
+                    w.shape()
+                ),
+            ));
+        }
+        if let Some(b) = b {
+            if b.shape() != [n] {
+                return Err(Error::shape(
+                    OP,
+                    format!("bias must be [{n}], got {:?}", b.shape()),
+                ));
+            }
+        }
+        let m: usize = lead.iter().product();
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        let mut y = self.alloc(shape)?;
+        if m == 0 || n == 0 {
+            return Ok(y);
+        }
+        let (fused, rest) = gemm::epilogue(act);
+        gemm::linear(
+            &self.blas,
+            self.dtype,
+            LinearShape { m, k, n },
+            gemm::Operands {
+                x: &x.buf,
+                w: &w.buf,
+                b: b.map(|b| &b.buf),
+            },
+            fused,
+            &mut y.buf,
+        )?;
+        match rest {
+            Activation::Identity => Ok(y),
+            other => self.activation(&y, other),
+        }
+    }
+
+    fn activation(&self, x: &CudaTensor, act: Activation) -> Result<CudaTensor> {
+        let y = self.alloc(x.shape().to_vec())?;
+        let p = launch::elementwise::activation(
+            x.shape(),
+            act,
+            self.dtype.size(),
+            launch::elementwise::PointwiseBuffers {
+                y: self.ptr(&y),
+                a: self.ptr(x),
+                b: 0,
+            },
+        )?;
+        // SAFETY: y has x's element count.
+        unsafe { self.launch(Family::Elementwise, "activation", &p) }?;
+        Ok(y)
+    }
+
+    fn add(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        let y = self.alloc(a.shape().to_vec())?;
+        let p = launch::elementwise::add(
+            a.shape(),
+            b.shape(),
+            self.dtype.size(),
+            launch::elementwise::PointwiseBuffers {
+                y: self.ptr(&y),
+                a: self.ptr(a),
+                b: self.ptr(b),
+            },
+        )?;
+        // SAFETY: the plan checked a and b have the same shape, which y has.
+        unsafe { self.launch(Family::Elementwise, "add", &p) }?;
+        Ok(y)
+    }
+
+    fn modulation(&self, table: &CudaTensor, emb: &CudaTensor) -> Result<CudaTensor> {
+        let &[k, d] = table.shape() else {
+            return Err(Error::shape(
+                "modulation",
+                format!("table must be [K, D], got {:?}", table.shape()),
+            ));
+        };
+        let b = emb.shape().first().copied().unwrap_or(0);
+        let out = self.alloc(vec![b, k, d])?;
+        let p = launch::elementwise::modulation(
+            table.shape(),
+            emb.shape(),
+            launch::elementwise::ModulationBuffers {
+                out: self.ptr(&out),
+                table: self.ptr(table),
+                emb: self.ptr(emb),
+            },
+        )?;
+        // SAFETY: the plan checked table = [K, D], emb = [B, K·D] or [B, D]; out holds B·K·D elements.
+        unsafe { self.launch(Family::Elementwise, "modulation", &p) }?;
+        Ok(out)
+    }
+
+    fn layer_norm_modulate(
+        &self,
+        x: &CudaTensor,
+        m: &CudaTensor,
+        shift_row: usize,
+        scale_row: usize,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        let y = self.alloc(x.shape().to_vec())?;
+        let p = launch::norm::layer_norm_modulate(
+            x.shape(),
+            m.shape(),
+            shift_row,
+            scale_row,
+            eps,
+            launch::norm::LayerNormModulateBuffers {
+                y: self.ptr(&y),
+                x: self.ptr(x),
+                modulation: self.ptr(m),
+            },
+        )?;
+        // SAFETY: the plan checked x = [B, N, D], m = [B, K, D] and the rows; y has x's size.
+        unsafe { self.launch(Family::Norm, "layer_norm_modulate", &p) }?;
+        Ok(y)
+    }
+
+    fn gated_residual(
+        &self,
+        x: &CudaTensor,
+        y: &CudaTensor,
+        m: &CudaTensor,
+        gate_row: usize,
+    ) -> Result<CudaTensor> {
+        let out = self.alloc(x.shape().to_vec())?;
+        let p = launch::elementwise::gated_residual(
+            x.shape(),
+            y.shape(),
+            m.shape(),
+            gate_row,
+            self.dtype.size(),
+            launch::elementwise::GatedResidualBuffers {
+                y: self.ptr(&out),
+                x: self.ptr(x),
+                r: self.ptr(y),
+                modulation: self.ptr(m),
+            },
+        )?;
+        // SAFETY: the plan checked x = y = [B, N, D], m = [B, K, D], gate_row < K; out has x's size.
+        unsafe { self.launch(Family::Elementwise, "gated_residual", &p) }?;
+        Ok(out)
+    }
+
+    fn residual_layer_norm_modulate(
+        &self,
+        x: &CudaTensor,
+        r: &CudaTensor,
+        gate: Option<(&CudaTensor, usize)>,
+        m: &CudaTensor,
+        (shift_row, scale_row): (usize, usize),
+        eps: f32,
+    ) -> Result<(CudaTensor, CudaTensor)> {
+        let x_out = self.alloc(x.shape().to_vec())?;
+        let z = self.alloc(x.shape().to_vec())?;
+        let p = launch::elementwise::gated_residual_layer_norm_modulate(
+            x.shape(),
+            r.shape(),
+            gate.map(|(g, row)| launch::elementwise::Gate {
+                modulation_shape: g.shape(),
+                row,
+            }),
+            m.shape(),
+            shift_row,
+            scale_row,
+            eps,
+            launch::elementwise::ResidualNormBuffers {
+                x_out: self.ptr(&x_out),
+                z: self.ptr(&z),
+                x: self.ptr(x),
+                r: self.ptr(r),
+                gate_modulation: gate.map_or(0, |(g, _)| self.ptr(g)),
+                modulation: self.ptr(m),
+            },
+        )?;
+        // SAFETY: the plan checked every shape and row; x_out and z have x's size.
+        unsafe {
+            self.launch(
+                Family::Elementwise,
+                "gated_residual_layer_norm_modulate",
+                &p,
+            )
+        }?;
+        Ok((x_out, z))
+    }
+
+    fn rms_norm(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: Option<&CudaTensor>,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        self.rms_norm_any(x, w, b, false, eps)
+    }
+
+    fn linear_attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        if heads == 0 || q.shape().last() != Some(&(heads * launch::linear_attn::HEAD_DIM)) {
+            // The kernels are specialised for head dimension 32 (every published model); others take the reference.
+            return self.host(&[q, k, v], |t| {
+                cpu::linear_attn::linear_attention(&t[0], &t[1], &t[2], heads, eps)
+            });
+        }
+        let sizes = launch::linear_attn::workspace(q.shape(), heads)?;
+        let out = self.alloc(q.shape().to_vec())?;
+        let partials = self.scratch_f32(sizes.partials)?;
+        let state = self.scratch_f32(sizes.state)?;
+        let raw = |s: &CudaSlice<u8>| {
+            use cudarc::driver::DevicePtr as _;
+            s.device_ptr(&self.stream).0
+        };
+        let plans = launch::linear_attn::linear_attention(
+            q.shape(),
+            k.shape(),
+            v.shape(),
+            heads,
+            eps,
+            launch::linear_attn::LinearAttentionBuffers {
+                out: self.ptr(&out),
+                q: self.ptr(q),
+                k: self.ptr(k),
+                v: self.ptr(v),
+                partials: raw(&partials),
+                state: raw(&state),
+            },
+        )?;
+        // SAFETY: the plans checked q = k = v = [B, N, heads·32]; out has q's size; the workspaces hold the sizes
+        // `workspace` gives (pool allocations are 256-byte aligned); the three launches run in stream order.
+        unsafe {
+            self.launch(Family::LinearAttn, "linear_attn_state", &plans.state)?;
+            self.kernels.launch(
+                &self.stream,
+                Family::LinearAttn,
+                "linear_attn_reduce_f32",
+                &plans.reduce,
+            )?;
+            self.launch(Family::LinearAttn, "linear_attn_apply", &plans.apply)?;
+        }
+        Ok(out)
+    }
+
+    fn attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        key_bias: &CudaTensor,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        let out = self.alloc(q.shape().to_vec())?;
+        let p = launch::attention::attention(
+            q.shape(),
+            k.shape(),
+            v.shape(),
+            key_bias.shape(),
+            heads,
+            launch::attention::AttentionBuffers {
+                out: self.ptr(&out),
+                q: self.ptr(q),
+                k: self.ptr(k),
+                v: self.ptr(v),
+                key_bias: self.ptr(key_bias),
+            },
+        )?;
+        // SAFETY: the plan checked q = [B, N, heads·d], k = v = [B, L, heads·d], key_bias = [B, L]; out has q's size.
+        unsafe { self.launch(Family::Attention, p.class.kernel(), &p.plan) }?;
+        Ok(out)
+    }
+
+    fn causal_attention(
+        &self,
+        q: &CudaTensor,
+        k: &CudaTensor,
+        v: &CudaTensor,
+        key_mask: &CudaTensor,
+        params: &CausalAttention,
+    ) -> Result<CudaTensor> {
+        self.host(&[q, k, v, key_mask], |t| {
+            cpu::causal_attention::causal_attention(&t[0], &t[1], &t[2], &t[3], params)
+        })
+    }
+
+    fn rotary(
+        &self,
+        x: &CudaTensor,
+        cos: &CudaTensor,
+        sin: &CudaTensor,
+        heads: usize,
+    ) -> Result<CudaTensor> {
+        self.host(&[x, cos, sin], |t| {
+            cpu::rotary::rotary(&t[0], &t[1], &t[2], heads)
+        })
+    }
+
+    fn embedding(&self, table: &CudaTensor, ids: &[u32], scale: f32) -> Result<CudaTensor> {
+        let scale = transfer::from_bytes(&transfer::to_bytes(&[scale], self.dtype), self.dtype)[0];
+        self.host(&[table], |t| cpu::embed::embedding(&t[0], ids, scale))
+    }
+
+    fn mul(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        self.host(&[a, b], |t| cpu::elementwise::mul(&t[0], &t[1]))
+    }
+
+    fn rms_norm_plus_one(&self, x: &CudaTensor, w: &CudaTensor, eps: f32) -> Result<CudaTensor> {
+        self.rms_norm_any(x, w, None, true, eps)
+    }
+
+    fn dwconv3x3_glu(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: &CudaTensor,
+        h: usize,
+        width: usize,
+    ) -> Result<CudaTensor> {
+        let &[batch, n, c2] = x.shape() else {
+            return Err(Error::shape(
+                "dwconv3x3_glu",
+                format!("x must be [B, h·w, 2F], got {:?}", x.shape()),
+            ));
+        };
+        let out = self.alloc(vec![batch, n, c2 / 2])?;
+        let p = launch::conv::dwconv3x3_glu(
+            x.shape(),
+            w.shape(),
+            b.shape(),
+            h,
+            width,
+            launch::conv::DwConvGluBuffers {
+                out: self.ptr(&out),
+                x: self.ptr(x),
+                w: self.ptr(w),
+                bias: self.ptr(b),
+            },
+        )?;
+        // SAFETY: the plan checked x = [B, h·w, 2F], w = [2F, 9], b = [2F]; out holds B·h·w·F elements.
+        unsafe { self.launch(Family::Conv, "dwconv3x3_glu", &p) }?;
+        Ok(out)
+    }
+
+    fn nchw_to_tokens(&self, x: &CudaTensor) -> Result<CudaTensor> {
+        let s = x.shape().to_vec();
+        let shape = match s[..] {
+            [b, c, h, w] => vec![b, h * w, c],
+            _ => s.clone(),
+        };
+        self.transpose(x, shape, |buffers| {
+            launch::layout::nchw_to_tokens(&s, buffers)
+        })
+    }
+
+    fn tokens_to_nchw(&self, x: &CudaTensor, h: usize, w: usize) -> Result<CudaTensor> {
+        let s = x.shape().to_vec();
+        let shape = match s[..] {
+            [b, _, c] => vec![b, c, h, w],
+            _ => s.clone(),
+        };
+        self.transpose(x, shape, |buffers| {
+            launch::layout::tokens_to_nchw(&s, h, w, buffers)
+        })
+    }
+
+    fn conv3x3(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: Option<&CudaTensor>,
+        grid: (usize, usize),
+        stride: usize,
+    ) -> Result<CudaTensor> {
+        match b {
+            Some(b) => self.host(&[x, w, b], |t| {
+                cpu::conv::conv3x3(&t[0], &t[1], Some(&t[2]), grid, stride)
+            }),
+            None => self.host(&[x, w], |t| {
+                cpu::conv::conv3x3(&t[0], &t[1], None, grid, stride)
+            }),
+        }
+    }
+
+    fn depthwise_conv(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: Option<&CudaTensor>,
+        h: usize,
+        width: usize,
+    ) -> Result<CudaTensor> {
+        match b {
+            Some(b) => self.host(&[x, w, b], |t| {
+                cpu::conv::depthwise_conv(&t[0], &t[1], Some(&t[2]), h, width)
+            }),
+            None => self.host(&[x, w], |t| {
+                cpu::conv::depthwise_conv(&t[0], &t[1], None, h, width)
+            }),
+        }
+    }
+
+    fn grouped_linear(&self, x: &CudaTensor, w: &CudaTensor, groups: usize) -> Result<CudaTensor> {
+        self.host(&[x, w], |t| {
+            cpu::linear::grouped_linear(&t[0], &t[1], groups)
+        })
+    }
+
+    fn repeat_channels(&self, x: &CudaTensor, r: usize) -> Result<CudaTensor> {
+        let n = x.shape().get(1).copied().unwrap_or(0);
+        self.channel_space(x, (1, n), launch::layout::ChannelSpace::Repeat(r))
+    }
+
+    fn pixel_shuffle(&self, x: &CudaTensor, h: usize, w: usize) -> Result<CudaTensor> {
+        self.channel_space(x, (h, w), launch::layout::ChannelSpace::Shuffle(1))
+    }
+
+    fn repeat_pixel_shuffle(
+        &self,
+        x: &CudaTensor,
+        h: usize,
+        w: usize,
+        r: usize,
+    ) -> Result<CudaTensor> {
+        self.channel_space(x, (h, w), launch::layout::ChannelSpace::Shuffle(r))
+    }
+
+    fn upsample_nearest2x(&self, x: &CudaTensor, h: usize, w: usize) -> Result<CudaTensor> {
+        // Nearest ×2 is the pixel shuffle of every channel repeated four times.
+        self.channel_space(x, (h, w), launch::layout::ChannelSpace::Shuffle(4))
+    }
+
+    fn split_qkv_groups(
+        &self,
+        t: &CudaTensor,
+        head_dim: usize,
+    ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
+        let host = self.download(t)?;
+        let (q, k, v) = cpu::layout::split_qkv_groups(&host, head_dim)?;
+        Ok((self.upload(&q)?, self.upload(&k)?, self.upload(&v)?))
+    }
+
+    fn pixel_unshuffle(&self, x: &CudaTensor, h: usize, w: usize) -> Result<CudaTensor> {
+        self.channel_space(x, (h, w), launch::layout::ChannelSpace::Unshuffle)
+    }
+
+    fn channel_group_mean(&self, x: &CudaTensor, g: usize) -> Result<CudaTensor> {
+        self.host(&[x], |t| cpu::layout::channel_group_mean(&t[0], g))
+    }
+
+    fn concat_channels(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
+        self.host(&[a, b], |t| cpu::layout::concat_channels(&t[0], &t[1]))
+    }
+}
+
+impl CudaEngine {
+    fn rms_norm_any(
+        &self,
+        x: &CudaTensor,
+        w: &CudaTensor,
+        b: Option<&CudaTensor>,
+        plus_one: bool,
+        eps: f32,
+    ) -> Result<CudaTensor> {
+        let y = self.alloc(x.shape().to_vec())?;
+        let p = launch::norm::rms_norm(
+            x.shape(),
+            w.shape(),
+            b.map(CudaTensor::shape),
+            plus_one,
+            eps,
+            (
+                self.ptr(&y),
+                self.ptr(x),
+                self.ptr(w),
+                b.map_or(0, |b| self.ptr(b)),
+            ),
+        )?;
+        // SAFETY: the plan checked w (and b) = [D] with D the last dimension of x; y has x's size.
+        unsafe { self.launch(Family::Norm, "rms_norm", &p) }?;
+        Ok(y)
+    }
+}

@@ -1,0 +1,80 @@
+//! The device's stream-ordered memory pool, which every cudarc allocation comes from (`cuMemAllocAsync` on
+//! devices with memory pools, all of sm_80+). It is the activation arena: with its release threshold raised to the
+//! planned working set, memory freed by one op stays reserved for the next, so steady-state steps never call into
+//! the OS allocator; and its used-memory high-water mark is the peak device memory a stage needed.
+
+use std::ffi::c_void;
+
+use cudarc::driver::{sys, CudaContext};
+
+use crate::error::{Error, Result};
+
+/// The default memory pool of the context's device.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryPool(sys::CUmemoryPool);
+
+// SAFETY: a pool handle is a process-wide driver object; the driver API is thread-safe.
+unsafe impl Send for MemoryPool {}
+// SAFETY: as above.
+unsafe impl Sync for MemoryPool {}
+
+fn check(during: &str, r: sys::CUresult) -> Result<()> {
+    match r {
+        sys::CUresult::CUDA_SUCCESS => Ok(()),
+        e => Err(Error::Cuda {
+            during: during.to_string(),
+            detail: format!("{e:?}"),
+        }),
+    }
+}
+
+impl MemoryPool {
+    pub fn default_of(ctx: &CudaContext) -> Result<Self> {
+        let mut pool = std::ptr::null_mut();
+        ctx.bind_to_thread()
+            .map_err(super::probe::driver("binding the context"))?;
+        // SAFETY: `pool` is a valid out-pointer and the device handle comes from a live context.
+        let r = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
+        check("getting the device memory pool", r)?;
+        Ok(Self(pool))
+    }
+
+    fn get(&self, attr: sys::CUmemPool_attribute) -> Result<u64> {
+        let mut v: u64 = 0;
+        // SAFETY: every attribute read here is a cuuint64_t; `v` outlives the call.
+        let r =
+            unsafe { sys::cuMemPoolGetAttribute(self.0, attr, &mut v as *mut u64 as *mut c_void) };
+        check("reading a memory pool attribute", r)?;
+        Ok(v)
+    }
+
+    fn set(&self, attr: sys::CUmemPool_attribute, mut v: u64) -> Result<()> {
+        // SAFETY: as in `get`.
+        let r =
+            unsafe { sys::cuMemPoolSetAttribute(self.0, attr, &mut v as *mut u64 as *mut c_void) };
+        check("setting a memory pool attribute", r)
+    }
+
+    /// Keeps up to `bytes` of freed memory reserved in the pool instead of returning it to the driver.
+    pub fn keep_reserved(&self, bytes: u64) -> Result<()> {
+        self.set(
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            bytes,
+        )
+    }
+
+    /// Bytes allocated from the pool and not yet freed.
+    pub fn used_bytes(&self) -> Result<u64> {
+        self.get(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT)
+    }
+
+    /// High-water mark of [`Self::used_bytes`] since the last [`Self::reset_peak`].
+    pub fn peak_used_bytes(&self) -> Result<u64> {
+        self.get(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)
+    }
+
+    /// Restarts the high-water mark (the driver only accepts 0 here).
+    pub fn reset_peak(&self) -> Result<()> {
+        self.set(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0)
+    }
+}

@@ -1,0 +1,602 @@
+//! The CUDA engine against the CPU reference. Without a usable GPU (no driver, no device, no cuBLASLt, or a build
+//! without nvcc) every GPU test prints that it was skipped and why; the probe and argument checks run everywhere.
+//!
+//! Tolerances (max|cuda − cpu| / max|cpu|, the CPU run on the same rounded inputs), with u = 2⁻⁹ (bf16) or 2⁻¹¹
+//! (f16) the unit roundoff of the storage dtype:
+//! - one op: its output is rounded once (≤ u of the largest value); kernels that round an intermediate as diffusers
+//!   does (the RMSNorm before its weight) add one more u; f32 accumulation order and the GPU's `expf`/`tanhf`
+//!   (≤ 2 f32 ulp) are far below that. 4u.
+//! - the tiny DiT (two blocks): 20u, the budget tests/emu_engine.rs justifies for the same kernels in emulation;
+//!   Gemma's two layers: 20u likewise; the DC-AE decoder and the whole 2-step pipeline: 40u as in
+//!   tests/emu_pipeline.rs.
+
+mod common;
+mod emu_check;
+
+use common::{golden, relative_error, tiny_model};
+use emu_check::{rounded, Rng};
+use sana::engine::cpu::CpuEngine;
+use sana::engine::cuda::CudaEngine;
+use sana::engine::emu::StorageDtype;
+use sana::engine::{Activation, CausalAttention, Engine};
+use sana::model::sana_dit::SanaTransformer;
+use sana::model::vae_tiling::VaeTile;
+use sana::pipeline::{Pipeline, Request};
+use sana::text::{PromptOptions, TextEncoder};
+use sana::weights::SafetensorsFile;
+use sana::{Error, HostTensor};
+
+const DTYPES: [StorageDtype; 2] = [StorageDtype::Bf16, StorageDtype::F16];
+
+fn unit_roundoff(dtype: StorageDtype) -> f32 {
+    match dtype {
+        StorageDtype::Bf16 => 2f32.powi(-9),
+        _ => 2f32.powi(-11),
+    }
+}
+
+/// The engine on GPU 0, or `None` after printing why the test is skipped.
+fn gpu(test: &str, dtype: StorageDtype) -> Option<CudaEngine> {
+    match CudaEngine::new(0, dtype) {
+        Ok(e) => Some(e),
+        Err(err) => {
+            eprintln!("{test}: skipped: {err}");
+            None
+        }
+    }
+}
+
+fn check(what: &str, got: &HostTensor, want: &HostTensor, tol: f32) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let err = relative_error(got.data(), want.data());
+    eprintln!("{what}: {err:e} (tol {tol:e})");
+    assert!(err.is_finite() && err <= tol, "{what}: {err:e} > {tol:e}");
+}
+
+#[test]
+fn without_a_gpu_the_probe_says_what_is_missing() {
+    match sana::gpu::probe::open(0) {
+        Ok((_, info)) => {
+            eprintln!("GPU present: {info:?}");
+            assert!(!info.name.is_empty());
+            assert!(info.compute_capability >= (8, 0));
+            assert!(info.total_bytes > 0);
+        }
+        Err(Error::EngineUnavailable { engine, reason }) => {
+            assert_eq!(engine, "cuda");
+            assert!(
+                ["libcuda", "device", "cuBLASLt", "compute capability"]
+                    .iter()
+                    .any(|w| reason.contains(w)),
+                "the reason names what is missing: {reason}"
+            );
+        }
+        Err(other) => panic!("the probe must report EngineUnavailable, got {other}"),
+    }
+}
+
+#[test]
+fn f32_storage_is_refused_with_the_dtypes_it_takes() {
+    let Err(err) = CudaEngine::new(0, StorageDtype::F32) else {
+        panic!("f32 storage must be refused");
+    };
+    let msg = err.to_string();
+    assert!(msg.contains("bf16") && msg.contains("f16"), "{msg}");
+}
+
+/// Runs `op` on the CPU engine and on the GPU with the same rounded random inputs and compares at 4u.
+fn op_vs_cpu(
+    gpu: &CudaEngine,
+    name: &str,
+    shapes: &[&[usize]],
+    seed: u64,
+    op: &dyn Fn(&dyn DynOps, &[HostTensor]) -> HostTensor,
+) {
+    let dtype = gpu.dtype();
+    let mut rng = Rng(seed);
+    let inputs: Vec<HostTensor> = shapes
+        .iter()
+        .map(|s| rounded(&rng.tensor(s, -1.0, 1.0), dtype))
+        .collect();
+    let want = op(&CpuEngine, &inputs);
+    let got = op(gpu, &inputs);
+    check(
+        &format!("{name} {dtype:?}"),
+        &got,
+        &want,
+        4.0 * unit_roundoff(dtype),
+    );
+}
+
+/// Object-safe slice of [`Engine`] for the op table, on host tensors in and out (upload, run, download), so one
+/// closure drives both engines.
+trait DynOps {
+    fn linear(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        act: Activation,
+    ) -> HostTensor;
+    fn unary(&self, x: &HostTensor, op: Unary) -> HostTensor;
+    fn binary(&self, a: &HostTensor, b: &HostTensor, op: Binary) -> HostTensor;
+    fn many(&self, t: &[HostTensor], op: Many) -> Vec<HostTensor>;
+}
+
+#[derive(Clone, Copy)]
+enum Unary {
+    Act(Activation),
+    NchwToTokens,
+    TokensToNchw(usize, usize),
+    Repeat(usize),
+    Shuffle(usize, usize),
+    RepeatShuffle(usize, usize, usize),
+    Upsample(usize, usize),
+    Unshuffle(usize, usize),
+    GroupMean(usize),
+    SplitQkv(usize),
+    Embedding(usize),
+}
+
+#[derive(Clone, Copy)]
+enum Binary {
+    Add,
+    Mul,
+    Modulation,
+    Concat,
+    Grouped(usize),
+}
+
+#[derive(Clone, Copy)]
+enum Many {
+    LayerNormModulate,
+    GatedResidual,
+    ResidualNorm { gated: bool },
+    RmsNorm { bias: bool, plus_one: bool },
+    LinearAttention(usize),
+    Attention(usize),
+    Causal(CausalAttention),
+    Rotary(usize),
+    DwConvGlu(usize, usize),
+    Conv3x3 { grid: (usize, usize), stride: usize },
+    Depthwise(usize, usize),
+}
+
+impl<E: Engine> DynOps for E {
+    fn linear(
+        &self,
+        x: &HostTensor,
+        w: &HostTensor,
+        b: Option<&HostTensor>,
+        act: Activation,
+    ) -> HostTensor {
+        let (x, w) = (self.upload(x).unwrap(), self.upload(w).unwrap());
+        let b = b.map(|b| self.upload(b).unwrap());
+        self.download(&Engine::linear(self, &x, &w, b.as_ref(), act).unwrap())
+            .unwrap()
+    }
+
+    fn unary(&self, x: &HostTensor, op: Unary) -> HostTensor {
+        let t = self.upload(x).unwrap();
+        let y = match op {
+            Unary::Act(a) => self.activation(&t, a),
+            Unary::NchwToTokens => self.nchw_to_tokens(&t),
+            Unary::TokensToNchw(h, w) => self.tokens_to_nchw(&t, h, w),
+            Unary::Repeat(r) => self.repeat_channels(&t, r),
+            Unary::Shuffle(h, w) => self.pixel_shuffle(&t, h, w),
+            Unary::RepeatShuffle(h, w, r) => self.repeat_pixel_shuffle(&t, h, w, r),
+            Unary::Upsample(h, w) => self.upsample_nearest2x(&t, h, w),
+            Unary::Unshuffle(h, w) => self.pixel_unshuffle(&t, h, w),
+            Unary::GroupMean(g) => self.channel_group_mean(&t, g),
+            Unary::SplitQkv(d) => self.split_qkv_groups(&t, d).map(|(q, _, _)| q),
+            Unary::Embedding(vocab) => {
+                let ids: Vec<u32> = (0..7).map(|i| (i * 5 % vocab) as u32).collect();
+                self.embedding(&t, &ids, 3.7)
+            }
+        };
+        self.download(&y.unwrap()).unwrap()
+    }
+
+    fn binary(&self, a: &HostTensor, b: &HostTensor, op: Binary) -> HostTensor {
+        let (a, b) = (self.upload(a).unwrap(), self.upload(b).unwrap());
+        let y = match op {
+            Binary::Add => self.add(&a, &b),
+            Binary::Mul => self.mul(&a, &b),
+            Binary::Modulation => self.modulation(&a, &b),
+            Binary::Concat => self.concat_channels(&a, &b),
+            Binary::Grouped(g) => self.grouped_linear(&a, &b, g),
+        };
+        self.download(&y.unwrap()).unwrap()
+    }
+
+    fn many(&self, t: &[HostTensor], op: Many) -> Vec<HostTensor> {
+        let d: Vec<E::Tensor> = t.iter().map(|t| self.upload(t).unwrap()).collect();
+        let one = |r: sana::Result<E::Tensor>| vec![self.download(&r.unwrap()).unwrap()];
+        match op {
+            Many::LayerNormModulate => one(self.layer_norm_modulate(&d[0], &d[1], 0, 1, 1e-6)),
+            Many::GatedResidual => one(self.gated_residual(&d[0], &d[1], &d[2], 2)),
+            Many::ResidualNorm { gated } => {
+                let gate = gated.then(|| (&d[3], 2));
+                let (x, z) = self
+                    .residual_layer_norm_modulate(&d[0], &d[1], gate, &d[2], (0, 1), 1e-6)
+                    .unwrap();
+                vec![self.download(&x).unwrap(), self.download(&z).unwrap()]
+            }
+            Many::RmsNorm { bias, plus_one } => one(if plus_one {
+                self.rms_norm_plus_one(&d[0], &d[1], 1e-6)
+            } else {
+                self.rms_norm(&d[0], &d[1], bias.then(|| &d[2]), 1e-6)
+            }),
+            Many::LinearAttention(heads) => {
+                one(self.linear_attention(&d[0], &d[1], &d[2], heads, 1e-15))
+            }
+            Many::Attention(heads) => one(self.attention(&d[0], &d[1], &d[2], &d[3], heads)),
+            Many::Causal(p) => one(self.causal_attention(&d[0], &d[1], &d[2], &d[3], &p)),
+            Many::Rotary(heads) => one(self.rotary(&d[0], &d[1], &d[2], heads)),
+            Many::DwConvGlu(h, w) => one(self.dwconv3x3_glu(&d[0], &d[1], &d[2], h, w)),
+            Many::Conv3x3 { grid, stride } => {
+                one(self.conv3x3(&d[0], &d[1], Some(&d[2]), grid, stride))
+            }
+            Many::Depthwise(h, w) => one(self.depthwise_conv(&d[0], &d[1], Some(&d[2]), h, w)),
+        }
+    }
+}
+
+/// Masks in {0, 1} with the first key of every row real (a [B, L] key mask from uniform inputs).
+fn mask_from(t: &HostTensor) -> HostTensor {
+    let l = t.shape()[1];
+    let data = t
+        .data()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i % l == 0 || v > -0.5 { 1.0 } else { 0.0 })
+        .collect();
+    HostTensor::new(t.shape().to_vec(), data).unwrap()
+}
+
+fn every_op(dtype: StorageDtype) {
+    let Some(g) = gpu("every_op", dtype) else {
+        return;
+    };
+    let acts = [
+        Activation::Identity,
+        Activation::GeluTanh,
+        Activation::Relu,
+        Activation::Silu,
+    ];
+    for (i, act) in acts.into_iter().enumerate() {
+        // Odd sizes on every axis: the transposed-GEMM mapping and the epilogues (GELU must be the tanh form).
+        op_vs_cpu(
+            &g,
+            &format!("linear+bias {act:?}"),
+            &[&[3, 37, 70], &[50, 70], &[50]],
+            1 + i as u64,
+            &|e, t| e.linear(&t[0], &t[1], Some(&t[2]), act),
+        );
+        op_vs_cpu(
+            &g,
+            &format!("linear {act:?}"),
+            &[&[1, 70], &[33, 70]],
+            11 + i as u64,
+            &|e, t| e.linear(&t[0], &t[1], None, act),
+        );
+        op_vs_cpu(
+            &g,
+            &format!("activation {act:?}"),
+            &[&[5, 131]],
+            21 + i as u64,
+            &|e, t| e.unary(&t[0], Unary::Act(act)),
+        );
+    }
+    let unary: [(&str, &[usize], Unary); 11] = [
+        ("nchw_to_tokens", &[2, 6, 5, 7], Unary::NchwToTokens),
+        ("tokens_to_nchw", &[2, 35, 6], Unary::TokensToNchw(5, 7)),
+        ("repeat_channels", &[2, 35, 6], Unary::Repeat(3)),
+        ("pixel_shuffle", &[2, 35, 8], Unary::Shuffle(5, 7)),
+        (
+            "repeat_pixel_shuffle",
+            &[2, 35, 4],
+            Unary::RepeatShuffle(5, 7, 2),
+        ),
+        ("upsample_nearest2x", &[2, 35, 6], Unary::Upsample(5, 7)),
+        ("pixel_unshuffle", &[2, 48, 5], Unary::Unshuffle(6, 8)),
+        ("channel_group_mean", &[2, 35, 12], Unary::GroupMean(3)),
+        ("split_qkv_groups", &[2, 35, 48], Unary::SplitQkv(8)),
+        ("embedding", &[11, 70], Unary::Embedding(11)),
+        (
+            "activation relu 1 element",
+            &[1, 1],
+            Unary::Act(Activation::Relu),
+        ),
+    ];
+    for (i, (name, shape, op)) in unary.into_iter().enumerate() {
+        op_vs_cpu(&g, name, &[shape], 100 + i as u64, &|e, t| {
+            e.unary(&t[0], op)
+        });
+    }
+    let binary: [(&str, &[usize], &[usize], Binary); 6] = [
+        ("add", &[3, 37, 70], &[3, 37, 70], Binary::Add),
+        ("mul", &[3, 37, 70], &[3, 37, 70], Binary::Mul),
+        ("modulation", &[6, 70], &[2, 420], Binary::Modulation),
+        (
+            "modulation (broadcast row)",
+            &[2, 70],
+            &[2, 70],
+            Binary::Modulation,
+        ),
+        ("concat_channels", &[2, 35, 6], &[2, 35, 10], Binary::Concat),
+        ("grouped_linear", &[2, 35, 12], &[12, 4], Binary::Grouped(3)),
+    ];
+    for (i, (name, a, b, op)) in binary.into_iter().enumerate() {
+        op_vs_cpu(&g, name, &[a, b], 200 + i as u64, &|e, t| {
+            e.binary(&t[0], &t[1], op)
+        });
+    }
+    let causal = CausalAttention {
+        heads: 4,
+        kv_heads: 2,
+        scale: 0.3,
+        softcap: Some(50.0),
+        window: Some(17),
+    };
+    let many: [(&str, Vec<&[usize]>, Many); 14] = [
+        (
+            "layer_norm_modulate",
+            vec![&[2, 37, 70], &[2, 6, 70]],
+            Many::LayerNormModulate,
+        ),
+        (
+            "gated_residual",
+            vec![&[2, 37, 70], &[2, 37, 70], &[2, 6, 70]],
+            Many::GatedResidual,
+        ),
+        (
+            "residual_layer_norm_modulate",
+            vec![&[2, 37, 70], &[2, 37, 70], &[2, 6, 70]],
+            Many::ResidualNorm { gated: false },
+        ),
+        (
+            "gated residual_layer_norm_modulate",
+            vec![&[2, 37, 70], &[2, 37, 70], &[2, 6, 70], &[2, 6, 70]],
+            Many::ResidualNorm { gated: true },
+        ),
+        (
+            "rms_norm",
+            vec![&[2, 37, 70], &[70]],
+            Many::RmsNorm {
+                bias: false,
+                plus_one: false,
+            },
+        ),
+        (
+            "rms_norm+bias",
+            vec![&[2, 37, 70], &[70], &[70]],
+            Many::RmsNorm {
+                bias: true,
+                plus_one: false,
+            },
+        ),
+        (
+            "rms_norm_plus_one",
+            vec![&[2, 37, 70], &[70]],
+            Many::RmsNorm {
+                bias: false,
+                plus_one: true,
+            },
+        ),
+        (
+            "linear_attention 299 tokens",
+            vec![&[2, 299, 64], &[2, 299, 64], &[2, 299, 64]],
+            Many::LinearAttention(2),
+        ),
+        (
+            "attention",
+            vec![&[2, 37, 64], &[2, 19, 64], &[2, 19, 64], &[2, 19]],
+            Many::Attention(2),
+        ),
+        (
+            "causal_attention",
+            vec![&[2, 29, 64], &[2, 29, 32], &[2, 29, 32], &[2, 29]],
+            Many::Causal(causal),
+        ),
+        (
+            "rotary",
+            vec![&[2, 29, 64], &[29, 16], &[29, 16]],
+            Many::Rotary(4),
+        ),
+        (
+            "dwconv3x3_glu",
+            vec![&[2, 35, 48], &[48, 9], &[48]],
+            Many::DwConvGlu(5, 7),
+        ),
+        (
+            "conv3x3 stride 2",
+            vec![&[2, 35, 6], &[10, 6, 3, 3], &[10]],
+            Many::Conv3x3 {
+                grid: (5, 7),
+                stride: 2,
+            },
+        ),
+        (
+            "depthwise_conv 5x5",
+            vec![&[2, 35, 6], &[6, 5, 5], &[6]],
+            Many::Depthwise(5, 7),
+        ),
+    ];
+    for (i, (name, shapes, op)) in many.into_iter().enumerate() {
+        op_vs_cpu(&g, name, &shapes, 300 + i as u64, &|e, t| {
+            let mut t = t.to_vec();
+            match op {
+                Many::Attention(_) => {
+                    t[3] = HostTensor::new(
+                        t[3].shape().to_vec(),
+                        mask_from(&t[3])
+                            .data()
+                            .iter()
+                            .map(|m| (1.0 - m) * -10000.0)
+                            .collect(),
+                    )
+                    .unwrap()
+                }
+                Many::Causal(_) => t[3] = mask_from(&t[3]),
+                _ => {}
+            }
+            let outs = e.many(&t, op);
+            let data = outs.iter().flat_map(|t| t.data().iter().copied()).collect();
+            HostTensor::new(vec![outs.iter().map(HostTensor::len).sum()], data).unwrap()
+        });
+    }
+}
+
+#[test]
+fn every_op_matches_cpu_bf16() {
+    every_op(StorageDtype::Bf16);
+}
+
+#[test]
+fn every_op_matches_cpu_f16() {
+    every_op(StorageDtype::F16);
+}
+
+/// The tiny DiT's forward on the square golden's inputs.
+fn dit<E: Engine>(e: &E) -> HostTensor {
+    let dit = SanaTransformer::from_dir(e, &tiny_model().join("transformer")).unwrap();
+    let g = SafetensorsFile::open(golden("transformer_square.safetensors")).unwrap();
+    let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
+    let mask = g
+        .get("encoder_attention_mask")
+        .unwrap()
+        .to_mask_host()
+        .unwrap();
+    let text = dit
+        .encode_text(e, &get("encoder_hidden_states"), &mask)
+        .unwrap();
+    let out = dit
+        .forward(
+            e,
+            &get("hidden_states"),
+            &text,
+            get("timestep").data(),
+            None,
+        )
+        .unwrap();
+    e.download(&out).unwrap()
+}
+
+#[test]
+fn tiny_dit_matches_cpu() {
+    let want = dit(&CpuEngine);
+    for dtype in DTYPES {
+        let Some(g) = gpu("tiny_dit_matches_cpu", dtype) else {
+            return;
+        };
+        check(
+            &format!("DiT {dtype:?}"),
+            &dit(&g),
+            &want,
+            20.0 * unit_roundoff(dtype),
+        );
+    }
+}
+
+fn text<E: Engine>(e: &E) -> HostTensor {
+    let enc = TextEncoder::from_dir(e, &tiny_model()).unwrap();
+    enc.encode_positive(e, &["a bowl of cherries"], &PromptOptions::default())
+        .unwrap()
+        .0
+}
+
+#[test]
+fn tiny_text_encoder_matches_cpu() {
+    let want = text(&CpuEngine);
+    for dtype in DTYPES {
+        let Some(g) = gpu("tiny_text_encoder_matches_cpu", dtype) else {
+            return;
+        };
+        check(
+            &format!("Gemma {dtype:?}"),
+            &text(&g),
+            &want,
+            20.0 * unit_roundoff(dtype),
+        );
+    }
+}
+
+/// Final latents and decoded image of the golden 2-step request (as tests/emu_pipeline.rs).
+fn pipeline<E: Engine>(e: &E) -> (HostTensor, HostTensor) {
+    let g = SafetensorsFile::open(golden("pipeline_square_2steps_nocfg_chi.safetensors")).unwrap();
+    let pipe = Pipeline::load(e, &tiny_model()).unwrap();
+    let req = Request {
+        prompt: "a bowl of cherries".into(),
+        height: 32,
+        width: 32,
+        steps: 2,
+        guidance: 1.0,
+        resolution_binning: false,
+        latents: Some(g.get("latents").unwrap().to_host().unwrap()),
+        ..Request::default()
+    };
+    let (latents, times) = pipe.denoise(e, &req, &mut |_, _| {}).unwrap();
+    eprintln!(
+        "{}: peak device memory text {:?}, denoise {:?}",
+        e.name(),
+        times.text_encode.peak_device_bytes,
+        times.denoise.peak_device_bytes
+    );
+    let image = pipe.decode(e, &latents, VaeTile::Off).unwrap();
+    (latents, image)
+}
+
+#[test]
+fn tiny_pipeline_matches_cpu() {
+    let (want_latents, want_image) = pipeline(&CpuEngine);
+    for dtype in DTYPES {
+        let Some(g) = gpu("tiny_pipeline_matches_cpu", dtype) else {
+            return;
+        };
+        let (latents, image) = pipeline(&g);
+        let tol = 40.0 * unit_roundoff(dtype);
+        check(
+            &format!("pipeline latents {dtype:?}"),
+            &latents,
+            &want_latents,
+            tol,
+        );
+        check(
+            &format!("pipeline image {dtype:?}"),
+            &image,
+            &want_image,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn out_of_memory_names_the_stage_and_the_bytes() {
+    let Some(g) = gpu(
+        "out_of_memory_names_the_stage_and_the_bytes",
+        StorageDtype::Bf16,
+    ) else {
+        return;
+    };
+    let total = g.info().total_bytes;
+    // A working set of twice the device: refused before anything is queued.
+    let err = g.begin_stage("denoise", total).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::OutOfDeviceMemory { .. }), "{msg}");
+    assert!(
+        msg.contains("denoise") && msg.contains("MiB") && msg.contains("--batch"),
+        "{msg}"
+    );
+    // An allocation larger than the device fails as an error value too, naming the stage set above: a linear
+    // whose [2^17, 2^20] bf16 output is 256 GiB, from inputs of a few MiB.
+    g.begin_stage("decode", 0).unwrap();
+    let x = g.upload(&HostTensor::zeros(vec![1 << 17, 1])).unwrap();
+    let w = g.upload(&HostTensor::zeros(vec![1 << 20, 1])).unwrap();
+    assert!(256 << 30 > total, "the device is smaller than 256 GiB");
+    match Engine::linear(&g, &x, &w, None, Activation::Identity) {
+        Err(Error::OutOfDeviceMemory { stage, .. }) => assert_eq!(stage, "decode"),
+        Err(other) => panic!("expected OutOfDeviceMemory, got {other}"),
+        Ok(_) => panic!("an allocation of the whole device cannot succeed"),
+    }
+}
