@@ -1,7 +1,7 @@
 //! The device's stream-ordered memory pool, which every cudarc allocation comes from (`cuMemAllocAsync` on
-//! devices with memory pools, all of sm_80+). It is the activation arena: with its release threshold raised to the
-//! planned working set, memory freed by one op stays reserved for the next, so steady-state steps never call into
-//! the OS allocator; and its used-memory high-water mark is the peak device memory a stage needed.
+//! devices with memory pools, all of sm_80+). It is the activation arena: with no release threshold, memory freed
+//! by one op stays reserved for the next (as PyTorch's caching allocator keeps it), so steady-state steps never call
+//! into the driver's allocator; and its used-memory high-water mark is the peak device memory a stage needed.
 
 use std::ffi::c_void;
 
@@ -55,12 +55,17 @@ impl MemoryPool {
         check("setting a memory pool attribute", r)
     }
 
-    /// Keeps up to `bytes` of freed memory reserved in the pool instead of returning it to the driver.
-    pub fn keep_reserved(&self, bytes: u64) -> Result<()> {
+    /// Keeps freed memory reserved in the pool instead of returning it to the driver at each synchronisation.
+    pub fn keep_freed_memory(&self) -> Result<()> {
         self.set(
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-            bytes,
+            u64::MAX,
         )
+    }
+
+    /// Bytes the pool holds from the driver, in use or free for reuse.
+    pub fn reserved_bytes(&self) -> Result<u64> {
+        self.get(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)
     }
 
     /// Bytes allocated from the pool and not yet freed.

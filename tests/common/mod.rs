@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 
 use sana::HostTensor;
 
+/// tests/fixtures, or `$SANA_FIXTURES` where the test executables run away from the source tree (the GPU bundle).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("SANA_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
 }
 
 pub fn tiny_model() -> PathBuf {

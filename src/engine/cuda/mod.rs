@@ -11,6 +11,7 @@
 //! convolutions and channel-grouping ops) run the CPU reference on downloaded inputs and upload the rounded result
 //! ([`host_fallback`]): correct, slow, and listed so that each disappears when its kernel lands.
 
+mod ceilings;
 mod gemm;
 mod host_fallback;
 mod kernels;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use cudarc::cublaslt::CudaBlasLT;
 use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DriverError};
 
+pub use ceilings::Ceilings;
 pub use gemm::LinearShape;
 pub use tensor::CudaTensor;
 
@@ -76,6 +78,7 @@ impl CudaEngine {
             detail: format!("{e:?}"),
         })?;
         let pool = MemoryPool::default_of(&ctx)?;
+        pool.keep_freed_memory()?;
         let staging = Staging::new(&ctx)?;
         Ok(Self {
             dtype,
@@ -215,10 +218,12 @@ impl Engine for CudaEngine {
             .ctx
             .mem_get_info()
             .map_err(probe::driver("reading free memory"))?;
-        // Memory this stage's pool already holds in reserve counts as available.
-        let reserved = self.pool.used_bytes().unwrap_or(0) as usize;
-        arena::check_fits(stage, bytes.saturating_sub(reserved), free, total)?;
-        self.pool.keep_reserved(bytes as u64)?;
+        // Memory the pool holds but nothing uses (freed by an earlier stage) is available too.
+        let idle = self
+            .pool
+            .reserved_bytes()?
+            .saturating_sub(self.pool.used_bytes()?);
+        arena::check_fits(stage, bytes, free + idle as usize, total)?;
         self.pool.reset_peak()
     }
 
