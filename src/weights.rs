@@ -128,6 +128,21 @@ impl<'a> TensorView<'a> {
         self.location
     }
 
+    /// Fails with an error naming the tensor, the file and both shapes unless the tensor has as many elements as
+    /// `shape` (what loading it as a reshape of its stored shape needs).
+    pub fn expect_elements_of(&self, shape: &[usize]) -> Result<()> {
+        if shape.iter().product::<usize>() == self.shape.iter().product::<usize>() {
+            Ok(())
+        } else {
+            Err(Error::ShapeMismatch {
+                name: self.name.to_string(),
+                location: self.location.display().to_string(),
+                expected: shape.to_vec(),
+                actual: self.shape.to_vec(),
+            })
+        }
+    }
+
     /// Fails with an error naming the tensor, the file and both shapes unless the shape is `expected`.
     pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
         if self.shape == expected {

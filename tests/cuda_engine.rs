@@ -12,18 +12,15 @@
 
 mod common;
 mod emu_check;
+mod tiny_runs;
 
-use common::{golden, relative_error, tiny_model};
+use common::{relative_error, tiny_model};
 use emu_check::{rounded, Rng};
 use sana::engine::cpu::CpuEngine;
 use sana::engine::cuda::CudaEngine;
 use sana::engine::emu::StorageDtype;
 use sana::engine::{Activation, CausalAttention, Engine};
-use sana::model::sana_dit::SanaTransformer;
-use sana::model::vae_tiling::VaeTile;
-use sana::pipeline::{Pipeline, Request};
 use sana::text::{PromptOptions, TextEncoder};
-use sana::weights::SafetensorsFile;
 use sana::{Error, HostTensor};
 
 const DTYPES: [StorageDtype; 2] = [StorageDtype::Bf16, StorageDtype::F16];
@@ -458,45 +455,27 @@ fn every_op_matches_cpu_f16() {
     every_op(StorageDtype::F16);
 }
 
-/// The tiny DiT's forward on the square golden's inputs.
-fn dit<E: Engine>(e: &E) -> HostTensor {
-    let dit = SanaTransformer::from_dir(e, &tiny_model().join("transformer")).unwrap();
-    let g = SafetensorsFile::open(golden("transformer_square.safetensors")).unwrap();
-    let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
-    let mask = g
-        .get("encoder_attention_mask")
-        .unwrap()
-        .to_mask_host()
-        .unwrap();
-    let text = dit
-        .encode_text(e, &get("encoder_hidden_states"), &mask)
-        .unwrap();
-    let out = dit
-        .forward(
-            e,
-            &get("hidden_states"),
-            &text,
-            get("timestep").data(),
-            None,
-        )
-        .unwrap();
-    e.download(&out).unwrap()
+/// Runs `f` on the GPU in each storage dtype, or prints why `test` is skipped.
+fn on_each_gpu(test: &str, mut f: impl FnMut(&CudaEngine, f32)) {
+    for dtype in DTYPES {
+        match gpu(test, dtype) {
+            Some(g) => f(&g, unit_roundoff(dtype)),
+            None => return,
+        }
+    }
 }
 
 #[test]
 fn tiny_dit_matches_cpu() {
-    let want = dit(&CpuEngine);
-    for dtype in DTYPES {
-        let Some(g) = gpu("tiny_dit_matches_cpu", dtype) else {
-            return;
-        };
-        check(
-            &format!("DiT {dtype:?}"),
-            &dit(&g),
-            &want,
-            20.0 * unit_roundoff(dtype),
-        );
-    }
+    let (model, file) = (
+        tiny_model().join("transformer"),
+        "transformer_square.safetensors",
+    );
+    let want = tiny_runs::dit(&CpuEngine, &model, file);
+    on_each_gpu("tiny_dit_matches_cpu", |g, u| {
+        let got = tiny_runs::dit(g, &model, file);
+        check(&format!("DiT {:?}", g.dtype()), &got, &want, 20.0 * u);
+    });
 }
 
 fn text<E: Engine>(e: &E) -> HostTensor {
@@ -509,66 +488,34 @@ fn text<E: Engine>(e: &E) -> HostTensor {
 #[test]
 fn tiny_text_encoder_matches_cpu() {
     let want = text(&CpuEngine);
-    for dtype in DTYPES {
-        let Some(g) = gpu("tiny_text_encoder_matches_cpu", dtype) else {
-            return;
-        };
-        check(
-            &format!("Gemma {dtype:?}"),
-            &text(&g),
-            &want,
-            20.0 * unit_roundoff(dtype),
-        );
-    }
-}
-
-/// Final latents and decoded image of the golden 2-step request (as tests/emu_pipeline.rs).
-fn pipeline<E: Engine>(e: &E) -> (HostTensor, HostTensor) {
-    let g = SafetensorsFile::open(golden("pipeline_square_2steps_nocfg_chi.safetensors")).unwrap();
-    let pipe = Pipeline::load(e, &tiny_model()).unwrap();
-    let req = Request {
-        prompt: "a bowl of cherries".into(),
-        height: 32,
-        width: 32,
-        steps: 2,
-        guidance: 1.0,
-        resolution_binning: false,
-        latents: Some(g.get("latents").unwrap().to_host().unwrap()),
-        ..Request::default()
-    };
-    let (latents, times) = pipe.denoise(e, &req, &mut |_, _| {}).unwrap();
-    eprintln!(
-        "{}: peak device memory text {:?}, denoise {:?}",
-        e.name(),
-        times.text_encode.peak_device_bytes,
-        times.denoise.peak_device_bytes
-    );
-    let image = pipe.decode(e, &latents, VaeTile::Off).unwrap();
-    (latents, image)
+    on_each_gpu("tiny_text_encoder_matches_cpu", |g, u| {
+        check(&format!("Gemma {:?}", g.dtype()), &text(g), &want, 20.0 * u);
+    });
 }
 
 #[test]
 fn tiny_pipeline_matches_cpu() {
-    let (want_latents, want_image) = pipeline(&CpuEngine);
-    for dtype in DTYPES {
-        let Some(g) = gpu("tiny_pipeline_matches_cpu", dtype) else {
-            return;
-        };
-        let (latents, image) = pipeline(&g);
-        let tol = 40.0 * unit_roundoff(dtype);
+    let (want_latents, want_image, _) = tiny_runs::pipeline_2step(&CpuEngine);
+    on_each_gpu("tiny_pipeline_matches_cpu", |g, u| {
+        let (latents, image, times) = tiny_runs::pipeline_2step(g);
+        let dtype = g.dtype();
+        eprintln!(
+            "{dtype:?}: peak device memory: text encode {:?}, denoise {:?} bytes",
+            times.text_encode.peak_device_bytes, times.denoise.peak_device_bytes
+        );
         check(
             &format!("pipeline latents {dtype:?}"),
             &latents,
             &want_latents,
-            tol,
+            40.0 * u,
         );
         check(
             &format!("pipeline image {dtype:?}"),
             &image,
             &want_image,
-            tol,
+            40.0 * u,
         );
-    }
+    });
 }
 
 #[test]

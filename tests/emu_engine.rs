@@ -8,13 +8,12 @@
 //! output: 4e-2 (bf16), 1e-2 (f16). In f32 only summation order differs from the reference: 1e-4, as the goldens.
 
 mod common;
+mod tiny_runs;
 
-use common::{fixtures, golden, relative_error, tiny_model};
+use common::{fixtures, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
 use sana::engine::emu::{EmuEngine, StorageDtype};
 use sana::engine::Engine;
-use sana::model::sana_dit::SanaTransformer;
-use sana::weights::SafetensorsFile;
 use sana::HostTensor;
 
 /// The model each golden belongs to: tiny-sana's transformer, or a variant's (tests/fixtures/variants).
@@ -28,28 +27,7 @@ fn model_of(file: &str) -> std::path::PathBuf {
 }
 
 fn run<E: Engine>(e: &E, file: &str) -> HostTensor {
-    let dit = SanaTransformer::from_dir(e, &model_of(file)).unwrap();
-    let g = SafetensorsFile::open(golden(file)).unwrap();
-    let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
-    let mask = g
-        .get("encoder_attention_mask")
-        .unwrap()
-        .to_mask_host()
-        .unwrap();
-    let text = dit
-        .encode_text(e, &get("encoder_hidden_states"), &mask)
-        .unwrap();
-    let guidance = g.view("guidance").map(|v| v.to_f32().unwrap());
-    let out = dit
-        .forward(
-            e,
-            &get("hidden_states"),
-            &text,
-            get("timestep").data(),
-            guidance.as_deref(),
-        )
-        .unwrap();
-    e.download(&out).unwrap()
+    tiny_runs::dit(e, &model_of(file), file)
 }
 
 fn check(dtype: StorageDtype, tol: f32) {

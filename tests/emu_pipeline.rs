@@ -10,32 +10,17 @@
 //! (f16). In f32 only summation order differs: 1e-4, as the goldens.
 
 mod common;
+mod tiny_runs;
 
-use common::{golden, relative_error, tiny_model};
+use common::relative_error;
 use sana::engine::cpu::CpuEngine;
 use sana::engine::emu::{EmuEngine, StorageDtype};
 use sana::engine::Engine;
-use sana::model::vae_tiling::VaeTile;
-use sana::pipeline::{Pipeline, Request};
-use sana::weights::SafetensorsFile;
 use sana::HostTensor;
 
 /// Final latents and decoded image of the golden 2-step request.
 fn run<E: Engine>(e: &E) -> (HostTensor, HostTensor) {
-    let g = SafetensorsFile::open(golden("pipeline_square_2steps_nocfg_chi.safetensors")).unwrap();
-    let pipe = Pipeline::load(e, &tiny_model()).unwrap();
-    let req = Request {
-        prompt: "a bowl of cherries".into(),
-        height: 32,
-        width: 32,
-        steps: 2,
-        guidance: 1.0,
-        resolution_binning: false,
-        latents: Some(g.get("latents").unwrap().to_host().unwrap()),
-        ..Request::default()
-    };
-    let (latents, _) = pipe.denoise(e, &req, &mut |_, _| {}).unwrap();
-    let image = pipe.decode(e, &latents, VaeTile::Off).unwrap();
+    let (latents, image, _) = tiny_runs::pipeline_2step(e);
     (latents, image)
 }
 

@@ -2,7 +2,7 @@
 
 use crate::cpu;
 use crate::engine::{Activation, CausalAttention, Engine};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
 
@@ -21,16 +21,7 @@ impl Engine for CpuEngine {
     }
 
     fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<HostTensor> {
-        let want: usize = shape.iter().product();
-        let have: usize = view.shape().iter().product();
-        if want != have {
-            return Err(Error::ShapeMismatch {
-                name: view.name().to_string(),
-                location: view.location().display().to_string(),
-                expected: shape.to_vec(),
-                actual: view.shape().to_vec(),
-            });
-        }
+        view.expect_elements_of(shape)?;
         HostTensor::new(shape.to_vec(), view.to_f32()?)
     }
 

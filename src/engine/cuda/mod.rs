@@ -243,15 +243,7 @@ impl Engine for CudaEngine {
     }
 
     fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<CudaTensor> {
-        let want: usize = shape.iter().product();
-        if want != view.shape().iter().product::<usize>() {
-            return Err(Error::ShapeMismatch {
-                name: view.name().to_string(),
-                location: view.location().display().to_string(),
-                expected: shape.to_vec(),
-                actual: view.shape().to_vec(),
-            });
-        }
+        view.expect_elements_of(shape)?;
         let mut out = self.alloc(shape.to_vec())?;
         self.staging
             .load(&self.stream, view, self.dtype, &mut out.buf)?;

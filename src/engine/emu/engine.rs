@@ -13,7 +13,7 @@
 use super::{Storage, StorageDtype};
 use crate::cpu;
 use crate::engine::{Activation, CausalAttention, Engine};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::launch::layout::ChannelSpace;
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
@@ -51,15 +51,7 @@ impl Engine for EmuEngine {
     }
 
     fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<HostTensor> {
-        let want: usize = shape.iter().product();
-        if want != view.shape().iter().product::<usize>() {
-            return Err(Error::ShapeMismatch {
-                name: view.name().to_string(),
-                location: view.location().display().to_string(),
-                expected: shape.to_vec(),
-                actual: view.shape().to_vec(),
-            });
-        }
+        view.expect_elements_of(shape)?;
         self.round(HostTensor::new(shape.to_vec(), view.to_f32()?)?)
     }
 
