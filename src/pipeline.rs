@@ -14,7 +14,7 @@ use crate::model::config::{
     DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig, TransformerConfig,
 };
 use crate::model::dc_ae::DcAeDecoder;
-use crate::model::gemma2::GemmaConfig;
+use crate::model::gemma2::{Gemma2Model, GemmaConfig};
 use crate::model::sana_dit::{SanaTransformer, TextConditioning};
 use crate::model::vae_tiling::{self, VaeTile};
 use crate::noise::BatchNoise;
@@ -108,6 +108,8 @@ pub struct Pipeline<E: Engine> {
     pub scheduler: SchedulerConfig,
     /// Keep Gemma loaded between generations (faster repeated calls, more memory).
     pub keep_text_encoder: bool,
+    /// Parsed once at load (the real tokenizer.json is 17 MB of JSON); each Gemma load takes a copy.
+    tokenizer: GemmaTokenizer,
     text_encoder: Mutex<Option<TextEncoder<E>>>,
     transformer: Mutex<Option<SanaTransformer<E>>>,
 }
@@ -122,7 +124,7 @@ impl<E: Engine> Pipeline<E> {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
             ));
         }
-        GemmaTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let tokenizer = GemmaTokenizer::from_dir(&dir.join("tokenizer"))?;
         let transformer = TransformerConfig::load(&dir.join("transformer/config.json"))?;
         let vae = DcAeDecoder::from_dir(e, &dir.join("vae"))?;
         let scheduler = SchedulerConfig::load(&dir.join("scheduler/scheduler_config.json"))?;
@@ -150,6 +152,7 @@ impl<E: Engine> Pipeline<E> {
             vae,
             scheduler,
             keep_text_encoder: false,
+            tokenizer,
             text_encoder: Mutex::new(None),
             transformer: Mutex::new(None),
         })
@@ -164,7 +167,12 @@ impl<E: Engine> Pipeline<E> {
         with_loaded(
             &self.text_encoder,
             self.keep_text_encoder,
-            || TextEncoder::from_dir(e, &self.dir),
+            || {
+                Ok(TextEncoder {
+                    tokenizer: self.tokenizer.clone(),
+                    model: Gemma2Model::from_dir(e, &self.dir.join("text_encoder"))?,
+                })
+            },
             f,
         )
     }

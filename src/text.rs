@@ -88,6 +88,7 @@ impl PromptOptions {
 /// The Gemma tokenizer as transformers 5.24's `GemmaTokenizer` behaves inside the pipeline: `tokenizer.json`
 /// (normalizer, BPE with byte fallback, added tokens, BOS post-processor), the configured pad token and truncation
 /// side, padding always on the right (the pipeline forces `padding_side = "right"`).
+#[derive(Clone)]
 pub struct GemmaTokenizer {
     tokenizer: Tokenizer,
     pad_id: u32,
