@@ -161,3 +161,45 @@ fn transformer_padding_changes_the_output() {
         "unmasked output equals the masked golden ({err:e})"
     );
 }
+
+#[test]
+fn position_embedding_cached_per_size_gives_the_golden_again() {
+    // The 2K/4K position embedding is computed once per (batch, h, w) and kept: a forward at another size in
+    // between must not leave a stale table behind, and the golden size must come back bit for bit.
+    let e = CpuEngine;
+    let dit = SanaTransformer::from_dir(&e, &variant("pos-embed")).unwrap();
+    let g = SafetensorsFile::open(golden("transformer_pos_embed.safetensors")).unwrap();
+    let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
+    let mask = g
+        .get("encoder_attention_mask")
+        .unwrap()
+        .to_mask_host()
+        .unwrap();
+    let text = dit
+        .encode_text(&e, &get("encoder_hidden_states"), &mask)
+        .unwrap();
+    let (x, t) = (get("hidden_states"), get("timestep"));
+    let run = |x: &HostTensor| {
+        e.download(&dit.forward(&e, x, &text, t.data(), None).unwrap())
+            .unwrap()
+    };
+    let first = run(&x);
+    assert_close("pos-embed, first forward", &first, &get("output"), TOL);
+    let &[b, c, h, w] = x.shape() else {
+        panic!("hidden_states is 4-D")
+    };
+    let taller = HostTensor::new(vec![b, c, h + 2, w], {
+        let mut d = x.data().to_vec();
+        d.extend(x.data()[..b * c * 2 * w].iter().map(|v| -v));
+        d
+    })
+    .unwrap();
+    let other = run(&taller);
+    assert_eq!(other.shape(), &[b, c, h + 2, w]);
+    let again = run(&x);
+    assert_eq!(
+        again.data(),
+        first.data(),
+        "same size, same table, same output"
+    );
+}

@@ -1,6 +1,8 @@
 //! `SanaTransformer2DModel` (spec transformer.md), generic over the engine. Structs mirror the checkpoint's module
 //! tree; key names appear verbatim.
 
+use std::sync::Mutex;
+
 use crate::engine::{Activation, Engine};
 use crate::error::{Error, Result};
 use crate::model::config::TransformerConfig;
@@ -28,7 +30,14 @@ pub struct SanaTransformer<E: Engine> {
     blocks: Vec<SanaBlock<E>>,
     scale_shift_table: E::Tensor,
     proj_out: Linear<E>,
+    /// The 2K/4K models' position embedding for the last (batch, h, w) seen, repeated over the batch: it depends
+    /// on the size alone, and at 4K it is 36.7M sines and cosines in f64, far more than a GPU step's time if
+    /// recomputed and uploaded every step.
+    position_embedding: Mutex<Option<(BatchSize, E::Tensor)>>,
 }
+
+/// `(batch, h, w)` of a latent batch.
+type BatchSize = (usize, usize, usize);
 
 /// The text side, computed once per prompt batch: projected, normalised captions, their key bias, and every block's
 /// cross-attention keys/values (they do not depend on the denoising step).
@@ -69,6 +78,7 @@ impl<E: Engine> SanaTransformer<E> {
             blocks,
             scale_shift_table: param(e, w, "scale_shift_table", &[2, d])?,
             proj_out: Linear::new(e, &w.prefix("proj_out"), d, config.out_channels(), true)?,
+            position_embedding: Mutex::new(None),
             config,
         })
     }
@@ -142,10 +152,20 @@ impl<E: Engine> SanaTransformer<E> {
             .patch_embed
             .forward(e, &e.nchw_to_tokens(&e.upload(latents)?)?)?;
         if let Some(scale) = self.config.interpolation_scale {
-            let base = self.config.sample_size / self.config.patch_size;
-            let pe = sincos_position_embedding(self.config.dim(), h, w, base, scale)?;
-            let pe = HostTensor::new(vec![b, h * w, self.config.dim()], pe.data().repeat(b))?;
-            x = e.add(&x, &e.upload(&pe)?)?;
+            let mut cache = self
+                .position_embedding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let key = (b, h, w);
+            if cache.as_ref().is_none_or(|(k, _)| *k != key) {
+                let base = self.config.sample_size / self.config.patch_size;
+                let pe = sincos_position_embedding(self.config.dim(), h, w, base, scale)?;
+                let pe = HostTensor::new(vec![b, h * w, self.config.dim()], pe.data().repeat(b))?;
+                *cache = Some((key, e.upload(&pe)?));
+            }
+            if let Some((_, pe)) = cache.as_ref() {
+                x = e.add(&x, pe)?;
+            }
         }
         trace("patch_embed", &x)?;
         let (emb, modulation) = self.time_embed.forward(e, timestep, guidance)?;
