@@ -242,11 +242,11 @@ impl Engine for EmuEngine {
         h: usize,
         width: usize,
     ) -> Result<HostTensor> {
-        self.round(cpu::conv::depthwise_conv(x, w, b, h, width)?)
+        super::depthwise_conv(x, w, b, h, width, self.dtype)
     }
 
     fn grouped_linear(&self, x: &HostTensor, w: &HostTensor, groups: usize) -> Result<HostTensor> {
-        self.round(cpu::linear::grouped_linear(x, w, groups)?)
+        super::grouped_linear(x, w, groups, self.dtype)
     }
 
     fn repeat_channels(&self, x: &HostTensor, r: usize) -> Result<HostTensor> {
@@ -278,7 +278,7 @@ impl Engine for EmuEngine {
         t: &HostTensor,
         head_dim: usize,
     ) -> Result<(HostTensor, HostTensor, HostTensor)> {
-        cpu::layout::split_qkv_groups(t, head_dim)
+        super::split_qkv_groups(t, head_dim, self.dtype)
     }
 
     fn pixel_unshuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
@@ -286,10 +286,10 @@ impl Engine for EmuEngine {
     }
 
     fn channel_group_mean(&self, x: &HostTensor, g: usize) -> Result<HostTensor> {
-        self.round(cpu::layout::channel_group_mean(x, g)?)
+        super::channel_group_mean(x, g, self.dtype)
     }
 
     fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
-        cpu::layout::concat_channels(a, b)
+        super::concat_channels(a, b, self.dtype)
     }
 }
