@@ -37,6 +37,7 @@ macro_rules! emu_kernel {
 
 mod attention;
 mod conv;
+mod conv3x3;
 mod elementwise;
 mod engine;
 mod layout;
@@ -45,6 +46,7 @@ mod norm;
 
 pub use attention::attention;
 pub use conv::{depthwise_conv, dwconv3x3_glu, grouped_linear};
+pub use conv3x3::conv3x3;
 pub use elementwise::{
     activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation,
 };

@@ -231,7 +231,7 @@ impl Engine for EmuEngine {
         grid: (usize, usize),
         stride: usize,
     ) -> Result<HostTensor> {
-        self.round(cpu::conv::conv3x3(x, w, b, grid, stride)?)
+        super::conv3x3(x, w, b, grid, stride, self.dtype)
     }
 
     fn depthwise_conv(
