@@ -5,10 +5,10 @@
 //!
 //! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
 //! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), the Gemma-2 ops other than its norm
-//! (`causal_attention`, `rotary`, `embedding`, `mul`), `linear_attention` at head widths other than 32, and the
-//! DC-AE's convolutions and channel-grouping ops (`conv3x3`, `depthwise_conv`, `grouped_linear`,
-//! `split_qkv_groups`, `concat_channels`, `channel_group_mean`; the layout ops are exact). The DC-AE's
-//! channel/space shuffles run kernels/layout.cu's `channel_space`.
+//! (`causal_attention`, `rotary`, `embedding`, `mul`) and `linear_attention` at head widths other than 32. The
+//! DC-AE's ops all run kernels: `conv3x3` (kernels/conv3x3.cu, tensor cores for bf16/f16), `depthwise_conv` and
+//! `grouped_linear` (kernels/conv.cu), the channel/space shuffles (`channel_space`) and channel groupings
+//! (`split_qkv_groups`, `concat_channels`, `channel_group_mean`) of kernels/layout.cu.
 
 use super::{Storage, StorageDtype};
 use crate::cpu;
