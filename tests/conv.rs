@@ -312,7 +312,7 @@ fn depthwise_case(
 fn depthwise_conv_emu_matches_cpu() {
     let mut rng = Rng(44);
     for dtype in DTYPES {
-        let mut worst = 0.0f32;
+        let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
         for shape in DEPTHWISE_SHAPES {
             let (x, w, bias) = depthwise_case(&mut rng, shape, dtype);
             let (h, width) = (shape.1, shape.2);
@@ -320,6 +320,11 @@ fn depthwise_conv_emu_matches_cpu() {
             let want = cpu::depthwise_conv(&x, &w, bias.as_ref(), h, width).expect("cpu");
             assert_eq!(got.shape(), want.shape());
             let bound = depthwise_bound(&x, &w, bias.as_ref(), (h, width));
+            max_abs = got
+                .data()
+                .iter()
+                .zip(want.data())
+                .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
             worst = worst.max(assert_within(
                 &format!("{dtype:?} {shape:?}"),
                 got.data(),
@@ -327,7 +332,7 @@ fn depthwise_conv_emu_matches_cpu() {
                 |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
             ));
         }
-        eprintln!("depthwise_conv {dtype:?}: worst error {worst:.3} of the tolerance");
+        eprintln!("depthwise_conv {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}");
     }
 }
 
@@ -425,7 +430,7 @@ const GROUPED_SHAPES: [(usize, usize, usize, usize); 5] = [
 fn grouped_linear_emu_matches_cpu() {
     let mut rng = Rng(46);
     for dtype in DTYPES {
-        let mut worst = 0.0f32;
+        let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
         for (rows, g, gi, go) in GROUPED_SHAPES {
             let x = rounded(&rng.tensor(&[1, rows, g * gi], -2.0, 2.0), dtype);
             let w = rounded(&rng.tensor(&[g * go, gi], -0.5, 0.5), dtype);
@@ -433,6 +438,11 @@ fn grouped_linear_emu_matches_cpu() {
             let want = sana::cpu::linear::grouped_linear(&x, &w, g).expect("cpu");
             assert_eq!(got.shape(), want.shape());
             let bound = grouped_bound(&x, &w, g);
+            max_abs = got
+                .data()
+                .iter()
+                .zip(want.data())
+                .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
             worst = worst.max(assert_within(
                 &format!("{dtype:?} {:?}", (rows, g, gi, go)),
                 got.data(),
@@ -440,7 +450,7 @@ fn grouped_linear_emu_matches_cpu() {
                 |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
             ));
         }
-        eprintln!("grouped_linear {dtype:?}: worst error {worst:.3} of the tolerance");
+        eprintln!("grouped_linear {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}");
     }
 }
 
