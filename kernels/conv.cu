@@ -1,3 +1,7 @@
+// Depthwise and grouped convolutions over channels-last tokens: the middle of Sana's Mix-FFN (below), and the DC-AE's
+// depthwise k×k and grouped 1×1 convolutions (sections further down, each with its own formula and geometry). The
+// full 3×3 convolution is an implicit GEMM of its own, kernels/conv3x3.cu.
+//
 // The middle of Sana's Mix-FFN (GLUMBConv, spec transformer.md §12): a depthwise 3×3 convolution with zero padding
 // 1 and bias, then the GLU with a SiLU gate, fused over channels-last tokens.
 //

@@ -121,14 +121,16 @@ impl Case {
 /// A 1×1 image (every tap but the centre is padding), the encoder's Cin = 3 on a non-square grid; stride 2 on odd
 /// 7×9 with Cout = 70 (two column tiles, a partial one) and no bias; 9×8 (72 pixels: a partial second pixel tile)
 /// with Cin = 40 (K = 360, a partial last k slice); the decoder's Cout = 3 at stride 2 on an even grid; two full
-/// 64 × 64 tiles per image of a batch of 2 with Cin = 64.
-const SHAPES: [Shape; 6] = [
+/// 64 × 64 tiles per image of a batch of 2 with Cin = 64; stride 2 over a batch of 2 (both images in one pixel
+/// tile).
+const SHAPES: [Shape; 7] = [
     (1, 1, 1, 3, 5, 1, true),
     (2, 3, 5, 3, 8, 1, true),
     (1, 7, 9, 16, 70, 2, false),
     (1, 9, 8, 40, 24, 1, true),
     (1, 6, 4, 32, 3, 2, true),
     (2, 8, 8, 64, 64, 1, true),
+    (2, 5, 6, 8, 9, 2, true),
 ];
 
 #[test]
