@@ -9,9 +9,9 @@
 //! `|Δ| ≤ 2T·U·A + ½ ulp` of the storage dtype at the reference (0 for f32).
 //!
 //! `conv3x3_tolerance_catches_wrong_kernels` shows that typical mistakes fail this bound in bf16: mma A fragments
-//! loaded with registers 1 and 2 exchanged (rows g+8 and columns 2t+8 confused), the stride-2 window origin at
-//! (1, 1) instead of (−1, −1) + 2·(i, j) … i.e. off by one pixel, the weight read as [Cout, 3, 3, Cin], the kernel
-//! flipped, the bias missing.
+//! loaded with registers 1 and 2 exchanged (rows g+8 and columns 2t+8 confused), stride-2 windows starting at
+//! 2·(i, j) instead of 2·(i, j) − 1 (off by one pixel), the weight read as [Cout, 3, 3, Cin], the kernel flipped,
+//! the bias missing.
 
 mod emu_check;
 
