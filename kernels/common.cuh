@@ -115,6 +115,60 @@ __device__ __forceinline__ T* dynamic_smem() {
 }
 #endif
 
+// ------------------------------------------------------------------------------------------- tensor cores
+// Two consecutive 16-bit elements (p 4-byte aligned) as one 32-bit register: the lower address in the low half, as
+// mma fragments hold them.
+template <typename T>
+__device__ __forceinline__ unsigned ld_pair(const T* p) {
+    static_assert(sizeof(T) == 2, "pairs of 16-bit elements");
+#ifdef SANA_EMU
+    unsigned v;
+    std::memcpy(&v, p, 4);  // no type punning through pointers on the host compiler
+    return v;
+#else
+    return *reinterpret_cast<const unsigned*>(p);
+#endif
+}
+
+// D (16×8, f32) = A (16×16, row-major) · B (16×8, column-major) + C for T = bf16 or f16: one warp-wide
+// `mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}` (sm_80+); all 32 lanes must call it together. Per lane, with
+// g = lane / 4 and t = lane % 4 (each u32 a pair of consecutive-k elements, `ld_pair`):
+//   a[0] = A[g][2t, 2t+1]   a[1] = A[g+8][2t, 2t+1]   a[2] = A[g][2t+8, 2t+9]   a[3] = A[g+8][2t+8, 2t+9]
+//   b[0] = B[2t, 2t+1][g]   b[1] = B[2t+8, 2t+9][g]
+//   c[0], c[1] = C[g][2t, 2t+1]   c[2], c[3] = C[g+8][2t, 2t+1]   (d likewise)
+// emu/emu.cuh computes it from every lane's fragments by this layout (products exact, f32 sums in k order), so a
+// kernel that fills fragments wrongly fails on the emulator too.
+template <typename T>
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
+                                             const float (&c)[4]);
+
+#ifdef SANA_EMU
+template <typename T>
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
+                                             const float (&c)[4]) {
+    sana_emu::mma_m16n8k16<T>(d, a, b, c);
+}
+#else
+template <>
+__device__ __forceinline__ void mma_m16n8k16<__nv_bfloat16>(float (&d)[4], const unsigned (&a)[4],
+                                                            const unsigned (&b)[2], const float (&c)[4]) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %11, %12, %13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+}
+template <>
+__device__ __forceinline__ void mma_m16n8k16<__half>(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2],
+                                                     const float (&c)[4]) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%10, %11, %12, %13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+          "f"(c[3]));
+}
+#endif
+
 }  // namespace sana
 
 // ------------------------------------------------------------------------------------------- emu entry points

@@ -1,3 +1,7 @@
+// Depthwise and grouped convolutions over channels-last tokens: the middle of Sana's Mix-FFN (below), and the DC-AE's
+// depthwise k×k and grouped 1×1 convolutions (sections further down, each with its own formula and geometry). The
+// full 3×3 convolution is an implicit GEMM of its own, kernels/conv3x3.cu.
+//
 // The middle of Sana's Mix-FFN (GLUMBConv, spec transformer.md §12): a depthwise 3×3 convolution with zero padding
 // 1 and bias, then the GLU with a SiLU gate, fused over channels-last tokens.
 //
@@ -102,3 +106,112 @@ extern "C" __global__ void dwconv3x3_glu_f16(const DwConvGluParams p) { dwconv3x
 SANA_EMU_ENTRY(dwconv3x3_glu_f32, DwConvGluParams)
 SANA_EMU_ENTRY(dwconv3x3_glu_bf16, DwConvGluParams)
 SANA_EMU_ENTRY(dwconv3x3_glu_f16, DwConvGluParams)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Depthwise k×k convolution (k odd), zero padding k/2, optional bias: the DC-AE's multi-scale branch (5×5, no bias;
+// spec dcae.md §3.4). CPU reference: src/cpu/conv.rs `depthwise_conv`.
+//     out[b, i·w + j, c] = bias[c] + Σ_{di, dj ∈ 0..k} wt[c, di, dj] · x[b, (i+di−k/2)·w + (j+dj−k/2), c]
+// Layout: x, out [B, h·w, C]; wt [C, k, k] (PyTorch's [C, 1, k, k]); bias [C] or none.
+// Geometry (src/launch/conv.rs): grid (⌈C/128⌉, ⌈h/ROWS⌉, B), 128 threads; thread t owns channel c = 128·x + t and
+// walks ROWS output rows; warps read 32 consecutive channels of one pixel (coalesced); the k² weights of a channel
+// stay in L1 across the strip.
+// Accumulation: f32, bias (or 0) first, then the in-grid taps row-major (the reference's order); one rounding.
+
+// Mirrors DepthwiseConvParams in src/launch/conv.rs.
+struct DepthwiseConvParams {
+    void* out;
+    const void* x;
+    const void* w;
+    const void* bias;  // null without bias
+    unsigned h;
+    unsigned width;
+    unsigned c;
+    unsigned k;
+    unsigned rows;  // output rows per block
+    unsigned reserved;
+};
+static_assert(sizeof(DepthwiseConvParams) == 56, "DepthwiseConvParams must match src/launch/conv.rs");
+
+template <typename T>
+__device__ __forceinline__ void depthwise_conv(const DepthwiseConvParams& p) {
+    const unsigned c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= p.c) return;
+    const unsigned h = p.h, width = p.width, k = p.k, r = p.k / 2;
+    const size_t pixels = size_t(h) * width;
+    const T* x = static_cast<const T*>(p.x) + size_t(blockIdx.z) * pixels * p.c + c;
+    T* out = static_cast<T*>(p.out) + size_t(blockIdx.z) * pixels * p.c + c;
+    const T* w = static_cast<const T*>(p.w) + size_t(c) * k * k;
+    const float b = p.bias ? sana::to_float(static_cast<const T*>(p.bias)[c]) : 0.0f;
+    const unsigned i0 = blockIdx.y * p.rows, i1 = i0 + p.rows < h ? i0 + p.rows : h;
+    for (unsigned i = i0; i < i1; ++i) {
+        for (unsigned j = 0; j < width; ++j) {
+            float acc = b;
+            for (unsigned di = 0; di < k; ++di) {
+                const unsigned ii = i + di - r;  // wraps to a huge value above the grid
+                if (ii >= h) continue;
+                for (unsigned dj = 0; dj < k; ++dj) {
+                    const unsigned jj = j + dj - r;
+                    if (jj < width) acc += sana::to_float(w[di * k + dj]) * sana::to_float(x[(size_t(ii) * width + jj) * p.c]);
+                }
+            }
+            out[(size_t(i) * width + j) * p.c] = sana::from_float<T>(acc);
+        }
+    }
+}
+
+extern "C" __global__ void depthwise_conv_f32(const DepthwiseConvParams p) { depthwise_conv<float>(p); }
+extern "C" __global__ void depthwise_conv_bf16(const DepthwiseConvParams p) { depthwise_conv<__nv_bfloat16>(p); }
+extern "C" __global__ void depthwise_conv_f16(const DepthwiseConvParams p) { depthwise_conv<__half>(p); }
+
+SANA_EMU_ENTRY(depthwise_conv_f32, DepthwiseConvParams)
+SANA_EMU_ENTRY(depthwise_conv_bf16, DepthwiseConvParams)
+SANA_EMU_ENTRY(depthwise_conv_f16, DepthwiseConvParams)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Grouped 1×1 convolution without bias (PyTorch Conv2d(Cin, Cout, 1, groups = G)): the DC-AE's multi-scale point-
+// wise projection, 3·n_h groups of 32 → 32 channels (spec dcae.md §3.4). CPU reference: src/cpu/linear.rs
+// `grouped_linear`.
+//     out[r, o] = Σ_{e < Ci} x[r, g·Ci + e] · wt[o, e],   g = o / Co,  Ci = Cin/G, Co = Cout/G
+// Layout: x [R, Cin] (rows = B·N tokens), wt [Cout, Ci], out [R, Cout].
+// Geometry (src/launch/conv.rs): grid (⌈Cout/128⌉, ⌈R/ROWS⌉), 128 threads; thread t owns output channel
+// o = 128·x + t, keeps nothing but its accumulator and walks ROWS rows; the threads of one group read the same x
+// values (broadcast), and wt rows stay in L1 across the strip.
+// Accumulation: f32, sequential over e; one rounding.
+
+// Mirrors GroupedLinearParams in src/launch/conv.rs.
+struct GroupedLinearParams {
+    void* out;
+    const void* x;
+    const void* w;
+    unsigned long long rows_total;  // R
+    unsigned cin;
+    unsigned cout;
+    unsigned group_in;   // Ci
+    unsigned group_out;  // Co
+    unsigned rows;       // rows per block
+    unsigned reserved;
+};
+static_assert(sizeof(GroupedLinearParams) == 56, "GroupedLinearParams must match src/launch/conv.rs");
+
+template <typename T>
+__device__ __forceinline__ void grouped_linear(const GroupedLinearParams& p) {
+    const unsigned o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= p.cout) return;
+    const T* w = static_cast<const T*>(p.w) + size_t(o) * p.group_in;
+    const size_t first = size_t(o / p.group_out) * p.group_in;
+    const size_t r0 = size_t(blockIdx.y) * p.rows, r1 = r0 + p.rows < p.rows_total ? r0 + p.rows : p.rows_total;
+    for (size_t r = r0; r < r1; ++r) {
+        const T* x = static_cast<const T*>(p.x) + r * p.cin + first;
+        float acc = 0.0f;
+        for (unsigned e = 0; e < p.group_in; ++e) acc += sana::to_float(x[e]) * sana::to_float(w[e]);
+        static_cast<T*>(p.out)[r * p.cout + o] = sana::from_float<T>(acc);
+    }
+}
+
+extern "C" __global__ void grouped_linear_f32(const GroupedLinearParams p) { grouped_linear<float>(p); }
+extern "C" __global__ void grouped_linear_bf16(const GroupedLinearParams p) { grouped_linear<__nv_bfloat16>(p); }
+extern "C" __global__ void grouped_linear_f16(const GroupedLinearParams p) { grouped_linear<__half>(p); }
+
+SANA_EMU_ENTRY(grouped_linear_f32, GroupedLinearParams)
+SANA_EMU_ENTRY(grouped_linear_bf16, GroupedLinearParams)
+SANA_EMU_ENTRY(grouped_linear_f16, GroupedLinearParams)

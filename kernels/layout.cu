@@ -1,5 +1,6 @@
 // Layout changes between NCHW images and channels-last tokens (spec transformer.md §5.1, §13), both a batched
-// matrix transpose; and the DC-AE's channel/space rearrangements (spec dcae.md §3.6, §3.7, §4.1), one gather.
+// matrix transpose; the DC-AE's channel/space rearrangements (spec dcae.md §3.6, §3.7, §4.1), one gather; and its
+// channel groupings (split into q/k/v groups, concatenation, group mean; sections at the end).
 //
 // Formula: out[b, s, r] = x[b, r, s] for x [B, R, S] (last dimension contiguous), exact (a copy, no arithmetic).
 //   nchw_to_tokens: x [B, C, h, w] → [B, h·w, C]     (R = C, S = h·w; token n = i·w + j)
@@ -108,3 +109,102 @@ extern "C" __global__ void channel_space_f16(const ChannelSpaceParams p) { chann
 SANA_EMU_ENTRY(channel_space_f32, ChannelSpaceParams)
 SANA_EMU_ENTRY(channel_space_bf16, ChannelSpaceParams)
 SANA_EMU_ENTRY(channel_space_f16, ChannelSpaceParams)
+
+// ---------------------------------------------------------------------------------------------------------------
+// The DC-AE's channel groupings of tokens (CPU reference: src/cpu/layout.rs), one output element per thread of a
+// 1-D grid-stride loop (256 threads per block, at most 65535 blocks; consecutive threads write consecutive channels):
+//   split_qkv_groups:   x [B, N, G·3d] → q, k, v [B, N, G·d],  q[n, g·d + e] = x[n, 3g·d + e], k at + d, v at + 2d
+//                       (exact copies)
+//   concat_channels:    a [B, N, Ca], b [B, N, Cb] → [B, N, Ca + Cb]  (exact copies)
+//   channel_group_mean: x [B, N, C] → [B, N, C/g],  out[n, c] = (Σ_{e < g} x[n, c·g + e]) / g, summed in f32 in
+//                       channel order from 0 (the reference's order), one division, one rounding.
+
+// Mirrors SplitQkvParams in src/launch/layout.rs.
+struct SplitQkvParams {
+    void* q;
+    void* k;
+    void* v;
+    const void* x;
+    unsigned long long total;  // elements of each output
+    unsigned c;                // output channels G·d
+    unsigned d;                // group width d
+};
+static_assert(sizeof(SplitQkvParams) == 48, "SplitQkvParams must match src/launch/layout.rs");
+
+template <typename T>
+__device__ __forceinline__ void split_qkv_groups(const SplitQkvParams& p) {
+    const T* x = static_cast<const T*>(p.x);
+    const size_t stride = size_t(gridDim.x) * blockDim.x;
+    for (size_t o = size_t(blockIdx.x) * blockDim.x + threadIdx.x; o < p.total; o += stride) {
+        const size_t ch = o % p.c, row = o / p.c;
+        const size_t src = row * 3 * p.c + (ch / p.d) * 3 * p.d + ch % p.d;
+        static_cast<T*>(p.q)[o] = x[src];
+        static_cast<T*>(p.k)[o] = x[src + p.d];
+        static_cast<T*>(p.v)[o] = x[src + 2 * size_t(p.d)];
+    }
+}
+
+extern "C" __global__ void split_qkv_groups_f32(const SplitQkvParams p) { split_qkv_groups<float>(p); }
+extern "C" __global__ void split_qkv_groups_bf16(const SplitQkvParams p) { split_qkv_groups<__nv_bfloat16>(p); }
+extern "C" __global__ void split_qkv_groups_f16(const SplitQkvParams p) { split_qkv_groups<__half>(p); }
+
+SANA_EMU_ENTRY(split_qkv_groups_f32, SplitQkvParams)
+SANA_EMU_ENTRY(split_qkv_groups_bf16, SplitQkvParams)
+SANA_EMU_ENTRY(split_qkv_groups_f16, SplitQkvParams)
+
+// Mirrors ConcatParams in src/launch/layout.rs.
+struct ConcatParams {
+    void* out;
+    const void* a;
+    const void* b;
+    unsigned long long total;  // output elements
+    unsigned ca, cb;
+};
+static_assert(sizeof(ConcatParams) == 40, "ConcatParams must match src/launch/layout.rs");
+
+template <typename T>
+__device__ __forceinline__ void concat_channels(const ConcatParams& p) {
+    const size_t c = size_t(p.ca) + p.cb, stride = size_t(gridDim.x) * blockDim.x;
+    for (size_t o = size_t(blockIdx.x) * blockDim.x + threadIdx.x; o < p.total; o += stride) {
+        const size_t ch = o % c, row = o / c;
+        static_cast<T*>(p.out)[o] = ch < p.ca ? static_cast<const T*>(p.a)[row * p.ca + ch]
+                                              : static_cast<const T*>(p.b)[row * p.cb + ch - p.ca];
+    }
+}
+
+extern "C" __global__ void concat_channels_f32(const ConcatParams p) { concat_channels<float>(p); }
+extern "C" __global__ void concat_channels_bf16(const ConcatParams p) { concat_channels<__nv_bfloat16>(p); }
+extern "C" __global__ void concat_channels_f16(const ConcatParams p) { concat_channels<__half>(p); }
+
+SANA_EMU_ENTRY(concat_channels_f32, ConcatParams)
+SANA_EMU_ENTRY(concat_channels_bf16, ConcatParams)
+SANA_EMU_ENTRY(concat_channels_f16, ConcatParams)
+
+// Mirrors GroupMeanParams in src/launch/layout.rs.
+struct GroupMeanParams {
+    void* out;
+    const void* x;
+    unsigned long long total;  // output elements
+    unsigned g;                // channels per group
+    unsigned reserved;         // keeps the struct's size a multiple of 8 on both sides
+};
+static_assert(sizeof(GroupMeanParams) == 32, "GroupMeanParams must match src/launch/layout.rs");
+
+template <typename T>
+__device__ __forceinline__ void channel_group_mean(const GroupMeanParams& p) {
+    const T* x = static_cast<const T*>(p.x);
+    const size_t stride = size_t(gridDim.x) * blockDim.x;
+    for (size_t o = size_t(blockIdx.x) * blockDim.x + threadIdx.x; o < p.total; o += stride) {
+        float sum = 0.0f;
+        for (unsigned e = 0; e < p.g; ++e) sum += sana::to_float(x[o * p.g + e]);
+        static_cast<T*>(p.out)[o] = sana::from_float<T>(sum / float(p.g));
+    }
+}
+
+extern "C" __global__ void channel_group_mean_f32(const GroupMeanParams p) { channel_group_mean<float>(p); }
+extern "C" __global__ void channel_group_mean_bf16(const GroupMeanParams p) { channel_group_mean<__nv_bfloat16>(p); }
+extern "C" __global__ void channel_group_mean_f16(const GroupMeanParams p) { channel_group_mean<__half>(p); }
+
+SANA_EMU_ENTRY(channel_group_mean_f32, GroupMeanParams)
+SANA_EMU_ENTRY(channel_group_mean_bf16, GroupMeanParams)
+SANA_EMU_ENTRY(channel_group_mean_f16, GroupMeanParams)

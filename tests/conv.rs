@@ -241,3 +241,326 @@ fn conv_ptx_has_entries() {
         ],
     );
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// depthwise_conv and grouped_linear (the DC-AE's multi-scale branch).
+//
+// Tolerance, per output: both the kernel and the reference (`cpu::conv::depthwise_conv`,
+// `cpu::linear::grouped_linear`) sum `T` products in f32 (T = k² + 1 with the bias for the depthwise conv, in the
+// same order; T = Cin/G for the grouped conv, sequential in the kernel, 8 lanes in the reference), each within
+// `T·U·A` of the exact value, `A = |bias| + Σ|w·x|`; the GPU may fuse products into FMAs, which only tightens this.
+// So `|Δ| ≤ 2T·U·A`, plus half an ulp of the storage dtype at the reference (0 for f32).
+
+/// `(A, T)` terms of the tolerance for each output of a depthwise conv.
+fn depthwise_bound(
+    x: &HostTensor,
+    w: &HostTensor,
+    bias: Option<&HostTensor>,
+    (h, width): (usize, usize),
+) -> Vec<f64> {
+    let (b, n, c) = emu_check::dims3(x);
+    let k = w.shape()[1];
+    let r = k / 2;
+    let mut a = vec![0.0f64; b * n * c];
+    for bi in 0..b {
+        for p in 0..n {
+            let (i, j) = (p / width, p % width);
+            for ch in 0..c {
+                let mut s = bias.map_or(0.0, |t| f64::from(t.data()[ch]).abs());
+                for di in 0..k {
+                    for dj in 0..k {
+                        let (ii, jj) = ((i + di).wrapping_sub(r), (j + dj).wrapping_sub(r));
+                        if ii < h && jj < width {
+                            s += (f64::from(w.data()[(ch * k + di) * k + dj])
+                                * f64::from(x.data()[(bi * n + ii * width + jj) * c + ch]))
+                            .abs();
+                        }
+                    }
+                }
+                a[(bi * n + p) * c + ch] = 2.0 * (k * k + 1) as f64 * f64::from(U) * s;
+            }
+        }
+    }
+    a
+}
+
+/// (B, h, w, C, k, bias): a 1×1 grid (all taps but the centre are padding); 5×5 over a non-square 3×7 grid, wider
+/// than the window; C = 130 across two channel tiles with 6 rows (a partial strip of 4); 3×3 and 7×7 with bias;
+/// the DC-AE's 5×5 on 3·32·4 = 384 channels.
+const DEPTHWISE_SHAPES: [(usize, usize, usize, usize, usize, bool); 6] = [
+    (1, 1, 1, 3, 5, false),
+    (2, 3, 7, 9, 5, false),
+    (1, 6, 5, 130, 5, false),
+    (1, 4, 3, 5, 3, true),
+    (2, 5, 8, 4, 7, true),
+    (1, 4, 4, 384, 5, false),
+];
+
+fn depthwise_case(
+    rng: &mut Rng,
+    (b, h, width, c, k, with_bias): (usize, usize, usize, usize, usize, bool),
+    dtype: StorageDtype,
+) -> (HostTensor, HostTensor, Option<HostTensor>) {
+    (
+        rounded(&rng.tensor(&[b, h * width, c], -2.0, 2.0), dtype),
+        rounded(&rng.tensor(&[c, k, k], -0.5, 0.5), dtype),
+        with_bias.then(|| rounded(&rng.tensor(&[c], -0.5, 0.5), dtype)),
+    )
+}
+
+#[test]
+fn depthwise_conv_emu_matches_cpu() {
+    let mut rng = Rng(44);
+    for dtype in DTYPES {
+        let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
+        for shape in DEPTHWISE_SHAPES {
+            let (x, w, bias) = depthwise_case(&mut rng, shape, dtype);
+            let (h, width) = (shape.1, shape.2);
+            let got = emu::depthwise_conv(&x, &w, bias.as_ref(), h, width, dtype).expect("emu");
+            let want = cpu::depthwise_conv(&x, &w, bias.as_ref(), h, width).expect("cpu");
+            assert_eq!(got.shape(), want.shape());
+            let bound = depthwise_bound(&x, &w, bias.as_ref(), (h, width));
+            max_abs = got
+                .data()
+                .iter()
+                .zip(want.data())
+                .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
+            worst = worst.max(assert_within(
+                &format!("{dtype:?} {shape:?}"),
+                got.data(),
+                want.data(),
+                |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
+            ));
+        }
+        eprintln!("depthwise_conv {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}");
+    }
+}
+
+/// Mistakes expressed through the reference on modified inputs; the real kernel's bf16 output must fail each.
+#[test]
+fn depthwise_conv_tolerance_catches_wrong_kernels() {
+    let dtype = StorageDtype::Bf16;
+    let shape = (2, 5, 6, 7, 5, true);
+    let (h, width) = (shape.1, shape.2);
+    let (x, w, bias) = depthwise_case(&mut Rng(45), shape, dtype);
+    let bias = bias.expect("with bias");
+    let got = emu::depthwise_conv(&x, &w, Some(&bias), h, width, dtype).expect("emu");
+    let want = cpu::depthwise_conv(&x, &w, Some(&bias), h, width).expect("cpu");
+    let bound = depthwise_bound(&x, &w, Some(&bias), (h, width));
+    let tol = |i: usize| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32;
+    let (c, k) = (7, 5);
+    let mut flipped = w.clone();
+    for (row, orig) in flipped
+        .data_mut()
+        .chunks_mut(k * k)
+        .zip(w.data().chunks(k * k))
+    {
+        for (t, v) in row.iter_mut().enumerate() {
+            *v = orig[k * k - 1 - t];
+        }
+    }
+    // Padding k/2 − 1: the window starts one pixel late, i.e. the 5×5 taps in the top-left of a 7×7 kernel
+    // centred as the reference centres it.
+    let mut late = HostTensor::zeros(vec![c, k + 2, k + 2]);
+    for ch in 0..c {
+        for di in 0..k {
+            for dj in 0..k {
+                late.data_mut()[(ch * (k + 2) + di + 2) * (k + 2) + dj + 2] =
+                    w.data()[(ch * k + di) * k + dj];
+            }
+        }
+    }
+    let mut next = w.clone();
+    next.data_mut().rotate_left(k * k);
+    let wrong = [
+        (
+            "kernel flipped",
+            cpu::depthwise_conv(&x, &flipped, Some(&bias), h, width),
+        ),
+        (
+            "padding off by one",
+            cpu::depthwise_conv(&x, &late, Some(&bias), h, width),
+        ),
+        ("bias missing", cpu::depthwise_conv(&x, &w, None, h, width)),
+        (
+            "weights of the next channel",
+            cpu::depthwise_conv(&x, &next, Some(&bias), h, width),
+        ),
+        (
+            "h and w exchanged",
+            cpu::depthwise_conv(&x, &w, Some(&bias), width, h),
+        ),
+    ];
+    for (what, wrong) in wrong {
+        assert_caught(what, got.data(), wrong.expect("cpu").data(), tol);
+    }
+}
+
+/// `2·(Cin/G)·U·Σ|x·w|` per output of a grouped 1×1 conv.
+fn grouped_bound(x: &HostTensor, w: &HostTensor, groups: usize) -> Vec<f64> {
+    let (cout, gi) = (w.shape()[0], w.shape()[1]);
+    let go = cout / groups;
+    let cin = x.last_dim();
+    let mut a = Vec::with_capacity(x.rows() * cout);
+    for row in x.data().chunks(cin) {
+        for o in 0..cout {
+            let xs = &row[o / go * gi..][..gi];
+            let s: f64 = xs
+                .iter()
+                .zip(&w.data()[o * gi..][..gi])
+                .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                .sum();
+            a.push(2.0 * gi as f64 * f64::from(U) * s);
+        }
+    }
+    a
+}
+
+/// (rows, groups, Ci, Co): one row, one group of one channel; Ci ≠ Co both ways; the tiny VAE's 3·n_h groups of
+/// 8; the DC-AE's 3·4 groups of 32 over 37 rows (a partial strip of 16) with two channel tiles.
+const GROUPED_SHAPES: [(usize, usize, usize, usize); 5] = [
+    (1, 1, 1, 1),
+    (5, 3, 4, 2),
+    (7, 2, 3, 5),
+    (20, 6, 8, 8),
+    (37, 12, 32, 32),
+];
+
+#[test]
+fn grouped_linear_emu_matches_cpu() {
+    let mut rng = Rng(46);
+    for dtype in DTYPES {
+        let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
+        for (rows, g, gi, go) in GROUPED_SHAPES {
+            let x = rounded(&rng.tensor(&[1, rows, g * gi], -2.0, 2.0), dtype);
+            let w = rounded(&rng.tensor(&[g * go, gi], -0.5, 0.5), dtype);
+            let got = emu::grouped_linear(&x, &w, g, dtype).expect("emu");
+            let want = sana::cpu::linear::grouped_linear(&x, &w, g).expect("cpu");
+            assert_eq!(got.shape(), want.shape());
+            let bound = grouped_bound(&x, &w, g);
+            max_abs = got
+                .data()
+                .iter()
+                .zip(want.data())
+                .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
+            worst = worst.max(assert_within(
+                &format!("{dtype:?} {:?}", (rows, g, gi, go)),
+                got.data(),
+                want.data(),
+                |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
+            ));
+        }
+        eprintln!("grouped_linear {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}");
+    }
+}
+
+#[test]
+fn grouped_linear_tolerance_catches_wrong_kernels() {
+    let dtype = StorageDtype::Bf16;
+    let (rows, g, gi, go) = (9, 3, 4, 6);
+    let mut rng = Rng(47);
+    let x = rounded(&rng.tensor(&[rows, g * gi], -2.0, 2.0), dtype);
+    let w = rounded(&rng.tensor(&[g * go, gi], -0.5, 0.5), dtype);
+    let got = emu::grouped_linear(&x, &w, g, dtype).expect("emu");
+    let want = sana::cpu::linear::grouped_linear(&x, &w, g).expect("cpu");
+    let bound = grouped_bound(&x, &w, g);
+    let tol = |i: usize| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32;
+    // Every group reading the first group's inputs (the group offset missing).
+    let mut first = x.clone();
+    for row in first.data_mut().chunks_mut(g * gi) {
+        let head = row[..gi].to_vec();
+        for chunk in row.chunks_mut(gi) {
+            chunk.copy_from_slice(&head);
+        }
+    }
+    // Group of output o taken as o / Ci instead of o / Co: computed directly.
+    let mut by_ci = vec![0.0f32; rows * g * go];
+    for (r, row) in x.data().chunks(g * gi).enumerate() {
+        for o in 0..g * go {
+            let grp = (o / gi).min(g - 1);
+            by_ci[r * g * go + o] = (0..gi)
+                .map(|e| row[grp * gi + e] * w.data()[o * gi + e])
+                .sum();
+        }
+    }
+    let mut next = w.clone();
+    next.data_mut().rotate_left(gi);
+    assert_caught(
+        "group offset missing",
+        got.data(),
+        sana::cpu::linear::grouped_linear(&first, &w, g)
+            .expect("cpu")
+            .data(),
+        tol,
+    );
+    assert_caught("group of o taken as o / Ci", got.data(), &by_ci, tol);
+    assert_caught(
+        "weights of the next output channel",
+        got.data(),
+        sana::cpu::linear::grouped_linear(&x, &next, g)
+            .expect("cpu")
+            .data(),
+        tol,
+    );
+}
+
+#[test]
+fn dcae_conv_shape_errors() {
+    let dtype = StorageDtype::F32;
+    let x = HostTensor::zeros(vec![1, 6, 4]);
+    let cases = [
+        (
+            "even kernel",
+            emu::depthwise_conv(&x, &HostTensor::zeros(vec![4, 4, 4]), None, 2, 3, dtype).err(),
+        ),
+        (
+            "grid of another size",
+            emu::depthwise_conv(&x, &HostTensor::zeros(vec![4, 5, 5]), None, 2, 2, dtype).err(),
+        ),
+        (
+            "bias of another length",
+            emu::depthwise_conv(
+                &x,
+                &HostTensor::zeros(vec![4, 3, 3]),
+                Some(&HostTensor::zeros(vec![3])),
+                2,
+                3,
+                dtype,
+            )
+            .err(),
+        ),
+        (
+            "groups do not divide Cin",
+            emu::grouped_linear(&x, &HostTensor::zeros(vec![6, 2]), 3, dtype).err(),
+        ),
+        (
+            "groups do not divide Cout",
+            emu::grouped_linear(&x, &HostTensor::zeros(vec![3, 2]), 2, dtype).err(),
+        ),
+        (
+            "no groups",
+            emu::grouped_linear(&x, &HostTensor::zeros(vec![4, 4]), 0, dtype).err(),
+        ),
+    ];
+    for (what, err) in cases {
+        assert!(
+            matches!(err, Some(Error::Shape { .. })),
+            "{what}: expected a shape error, got {err:?}"
+        );
+    }
+}
+
+#[test]
+fn dcae_conv_ptx_has_entries() {
+    check_ptx(
+        Family::Conv,
+        &[
+            "depthwise_conv_f32",
+            "depthwise_conv_bf16",
+            "depthwise_conv_f16",
+            "grouped_linear_f32",
+            "grouped_linear_bf16",
+            "grouped_linear_f16",
+        ],
+    );
+}

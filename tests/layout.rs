@@ -243,3 +243,140 @@ fn channel_space_shape_errors() {
         );
     }
 }
+
+/// (B, N, G, d) for the DC-AE's channel groupings: one token of one group of width 1; odd widths and a batch; the
+/// tiny VAE's head width 8; the DC-AE's 32 over many blocks with a partial last one.
+const GROUP_SHAPES: [(usize, usize, usize, usize); 4] =
+    [(1, 1, 1, 1), (2, 5, 3, 7), (1, 9, 4, 8), (1, 600, 3, 32)];
+
+/// `split_qkv_groups` and `concat_channels` are copies: bit-exact in every dtype. `channel_group_mean` sums in f32
+/// in the reference's order and divides once: bit-exact as well (the GPU has no FMA to contract here).
+#[test]
+fn channel_groups_emu_match_cpu_exactly() {
+    let mut rng = Rng(80);
+    for dtype in DTYPES {
+        for (b, n, g, d) in GROUP_SHAPES {
+            let t = rounded(&rng.tensor(&[b, n, g * 3 * d], -3.0, 3.0), dtype);
+            let got = emu::split_qkv_groups(&t, d, dtype).expect("emu");
+            assert_eq!(
+                got,
+                cpu::split_qkv_groups(&t, d).expect("cpu"),
+                "{dtype:?} split_qkv_groups {:?}",
+                (b, n, g, d)
+            );
+            let a = rounded(&rng.tensor(&[b, n, g * d], -3.0, 3.0), dtype);
+            let c = rounded(&rng.tensor(&[b, n, d + 2], -3.0, 3.0), dtype);
+            assert_eq!(
+                emu::concat_channels(&a, &c, dtype).expect("emu"),
+                cpu::concat_channels(&a, &c).expect("cpu"),
+                "{dtype:?} concat_channels {:?}",
+                (b, n, g, d)
+            );
+            // The mean is rounded once to the storage dtype, as the engine's other outputs are.
+            let want = rounded(&cpu::channel_group_mean(&t, d).expect("cpu"), dtype);
+            assert_eq!(
+                emu::channel_group_mean(&t, d, dtype).expect("emu"),
+                want,
+                "{dtype:?} channel_group_mean {:?}",
+                (b, n, g, d)
+            );
+        }
+    }
+}
+
+/// Typical mistakes in the grouping kernels give results that differ from the reference.
+#[test]
+fn channel_groups_exactness_catch_wrong_kernels() {
+    let dtype = sana::engine::emu::StorageDtype::Bf16;
+    let (b, n, g, d) = (2, 3, 4, 5);
+    let t = rounded(&Rng(81).tensor(&[b, n, g * 3 * d], -3.0, 3.0), dtype);
+    let (q, k, v) = emu::split_qkv_groups(&t, d, dtype).expect("emu");
+    // Read as [q (G·d) | k (G·d) | v (G·d)] rather than per-group triples.
+    let mut planar = t.clone();
+    for (row, src) in planar
+        .data_mut()
+        .chunks_mut(3 * g * d)
+        .zip(t.data().chunks(3 * g * d))
+    {
+        for gi in 0..g {
+            for part in 0..3 {
+                for e in 0..d {
+                    row[gi * 3 * d + part * d + e] = src[part * g * d + gi * d + e];
+                }
+            }
+        }
+    }
+    let wrong = cpu::split_qkv_groups(&planar, d).expect("cpu");
+    assert_ne!((q, k, v), wrong, "a split reading planar q|k|v would pass");
+    // The mean over strided channels (c + e·C/g) instead of consecutive ones.
+    let c = g * 3 * d;
+    let mut strided = t.clone();
+    for (row, src) in strided.data_mut().chunks_mut(c).zip(t.data().chunks(c)) {
+        for (o, y) in row.iter_mut().enumerate() {
+            *y = src[(o % d) * (c / d) + o / d];
+        }
+    }
+    let got = emu::channel_group_mean(&t, d, dtype).expect("emu");
+    let wrong = rounded(&cpu::channel_group_mean(&strided, d).expect("cpu"), dtype);
+    assert_ne!(got, wrong, "a mean over strided channels would pass");
+    // Concatenation in the other order.
+    let a = rounded(&Rng(82).tensor(&[b, n, 3], -3.0, 3.0), dtype);
+    let got = emu::concat_channels(&a, &t, dtype).expect("emu");
+    let swapped = cpu::concat_channels(&t, &a).expect("cpu");
+    assert_ne!(
+        got.data(),
+        swapped.data(),
+        "a concat in the other order would pass"
+    );
+}
+
+#[test]
+fn channel_groups_shape_errors() {
+    let dtype = sana::engine::emu::StorageDtype::F32;
+    let x = HostTensor::zeros(vec![1, 6, 12]);
+    let y = HostTensor::zeros(vec![1, 5, 12]);
+    let cases = [
+        (
+            "12 channels are not triples of 8",
+            emu::split_qkv_groups(&x, 8, dtype).err(),
+        ),
+        ("head_dim 0", emu::split_qkv_groups(&x, 0, dtype).err()),
+        (
+            "token counts differ",
+            emu::concat_channels(&x, &y, dtype).err(),
+        ),
+        (
+            "rank 2",
+            emu::concat_channels(&HostTensor::zeros(vec![6, 12]), &x, dtype).err(),
+        ),
+        (
+            "5 does not divide 12",
+            emu::channel_group_mean(&x, 5, dtype).err(),
+        ),
+        ("group of 0", emu::channel_group_mean(&x, 0, dtype).err()),
+    ];
+    for (what, err) in cases {
+        assert!(
+            matches!(err, Some(Error::Shape { .. })),
+            "{what}: expected a shape error, got {err:?}"
+        );
+    }
+}
+
+#[test]
+fn channel_groups_ptx_has_entries() {
+    check_ptx(
+        Family::Layout,
+        &[
+            "split_qkv_groups_f32",
+            "split_qkv_groups_bf16",
+            "split_qkv_groups_f16",
+            "concat_channels_f32",
+            "concat_channels_bf16",
+            "concat_channels_f16",
+            "channel_group_mean_f32",
+            "channel_group_mean_bf16",
+            "channel_group_mean_f16",
+        ],
+    );
+}

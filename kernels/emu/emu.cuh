@@ -15,8 +15,9 @@
 // - Every thread of a block must reach every `__syncthreads()`, and every live lane of a warp every shuffle, with a
 //   mask naming exactly the warp's live lanes; a mask that does not is reported and aborts the process.
 // - Shuffling from a lane that does not exist (past the end of a partial warp) aborts the process.
-// - No atomics, no cooperative groups, no tensor-core / inline-PTX primitives, no __nv_bfloat16 operators (kernels
-//   convert to float through common.cuh). Approximate intrinsics (rsqrtf, __expf) are computed exactly here, while
+// - No atomics, no cooperative groups, no inline PTX, no __nv_bfloat16 operators (kernels convert to float through
+//   common.cuh). The one tensor-core primitive, `mma.sync.m16n8k16` (common.cuh `mma_m16n8k16`), is emulated below
+//   from all 32 lanes' fragments in the hardware's per-lane layout, through the warp's barrier as shuffles are. Approximate intrinsics (rsqrtf, __expf) are computed exactly here, while
 //   the GPU's are within their documented ulp bounds; g++ does not contract a·b+c into an FMA where nvcc does.
 #pragma once
 
@@ -81,6 +82,10 @@ struct Warp {
     std::barrier<> barrier;
     unsigned lanes;            // live lanes: 32 except in the last warp of a block that is not a multiple of 32
     std::uint64_t slot[32] = {};
+    // mma fragments (A, B) of every lane, double-buffered by each lane's call count: one barrier per mma suffices,
+    // since no lane can rewrite a buffer before every lane has passed the next call's barrier.
+    std::uint32_t mma[2][32][6] = {};
+    unsigned mma_calls[32] = {};
 };
 
 struct Block {
@@ -293,3 +298,42 @@ inline __half __float2half_rn(float f) {
     if (rem > halfway || (rem == halfway && (r & 1u))) ++r;
     return h(r);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tensor cores: mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 (fragment layout: common.cuh)
+// ---------------------------------------------------------------------------------------------------------------
+namespace sana_emu {
+
+inline float element(__nv_bfloat16 v) { return __bfloat162float(v); }
+inline float element(__half v) { return __half2float(v); }
+
+// Every lane publishes its A and B fragments; each then computes its own four D elements from the lanes that hold
+// the A row and B column: products exact in f32 (16-bit operands), summed onto C in k order. The hardware's
+// accumulation order inside one instruction is unspecified; the tests' tolerances allow any order.
+template <typename T>
+void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2], const float (&c)[4]) {
+    Warp& w = *current_block->warps[linear_tid() / 32];
+    if (w.lanes != 32) die("mma.sync needs all 32 lanes of a warp (live lanes, needed)", w.lanes, 32);
+    const unsigned lane = linear_tid() % 32;
+    auto& buf = w.mma[w.mma_calls[lane]++ & 1u];
+    for (int i = 0; i < 4; ++i) buf[lane][i] = a[i];
+    buf[lane][4] = b[0];
+    buf[lane][5] = b[1];
+    w.barrier.arrive_and_wait();
+    auto half_of = [](std::uint32_t pair, unsigned k) {
+        return element(T{static_cast<unsigned short>(k % 2 ? pair >> 16 : pair & 0xffffu)});
+    };
+    // A[r][k] sits in lane 4·(r % 8) + (k % 8) / 2, register (r ≥ 8) + 2·(k ≥ 8); B[k][n] in lane 4n + (k % 8) / 2,
+    // register 4 + (k ≥ 8).
+    auto A = [&](unsigned r, unsigned k) { return half_of(buf[4 * (r % 8) + k % 8 / 2][(r >= 8) + 2 * (k >= 8)], k); };
+    auto B = [&](unsigned k, unsigned n) { return half_of(buf[4 * n + k % 8 / 2][4 + (k >= 8)], k); };
+    const unsigned g = lane / 4, t = lane % 4;
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned r = g + 8 * (i / 2), n = 2 * t + i % 2;
+        float acc = c[i];
+        for (unsigned k = 0; k < 16; ++k) acc += A(r, k) * B(k, n);
+        d[i] = acc;
+    }
+}
+
+}  // namespace sana_emu

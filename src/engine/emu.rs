@@ -37,6 +37,7 @@ macro_rules! emu_kernel {
 
 mod attention;
 mod conv;
+mod conv3x3;
 mod elementwise;
 mod engine;
 mod layout;
@@ -44,12 +45,16 @@ mod linear_attn;
 mod norm;
 
 pub use attention::attention;
-pub use conv::dwconv3x3_glu;
+pub use conv::{depthwise_conv, dwconv3x3_glu, grouped_linear};
+pub use conv3x3::conv3x3;
 pub use elementwise::{
     activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation,
 };
 pub use engine::EmuEngine;
-pub use layout::{channel_space, nchw_to_tokens, tokens_to_nchw};
+pub use layout::{
+    channel_group_mean, channel_space, concat_channels, nchw_to_tokens, split_qkv_groups,
+    tokens_to_nchw,
+};
 pub use linear_attn::linear_attention;
 pub use norm::{layer_norm_modulate, rms_norm};
 

@@ -19,19 +19,23 @@ pub enum Family {
     LinearAttn,
     /// kernels/attention.cu: `attention_d{32,72,112,128}` (by head-dimension class).
     Attention,
-    /// kernels/conv.cu: `dwconv3x3_glu`.
+    /// kernels/conv.cu: `dwconv3x3_glu`, `depthwise_conv`, `grouped_linear`.
     Conv,
-    /// kernels/layout.cu: `transpose` (NCHW ↔ tokens).
+    /// kernels/conv3x3.cu: `conv3x3` (implicit GEMM, tensor cores for bf16/f16).
+    Conv3x3,
+    /// kernels/layout.cu: `transpose` (NCHW ↔ tokens), `channel_space`, `split_qkv_groups`, `concat_channels`,
+    /// `channel_group_mean`.
     Layout,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Norm,
         Family::Elementwise,
         Family::LinearAttn,
         Family::Attention,
         Family::Conv,
+        Family::Conv3x3,
         Family::Layout,
     ];
 
@@ -43,6 +47,7 @@ impl Family {
             Family::LinearAttn => "linear_attn",
             Family::Attention => "attention",
             Family::Conv => "conv",
+            Family::Conv3x3 => "conv3x3",
             Family::Layout => "layout",
         }
     }
@@ -56,6 +61,7 @@ pub fn ptx(family: Family) -> Result<&'static str> {
         Family::LinearAttn => LINEAR_ATTN_PTX,
         Family::Attention => ATTENTION_PTX,
         Family::Conv => CONV_PTX,
+        Family::Conv3x3 => CONV3X3_PTX,
         Family::Layout => LAYOUT_PTX,
     }
     .ok_or(Error::KernelsNotBuilt)
@@ -69,6 +75,7 @@ pub fn sm90_cubin(family: Family) -> Option<&'static [u8]> {
         Family::LinearAttn => LINEAR_ATTN_SM90_CUBIN,
         Family::Attention => ATTENTION_SM90_CUBIN,
         Family::Conv => CONV_SM90_CUBIN,
+        Family::Conv3x3 => CONV3X3_SM90_CUBIN,
         Family::Layout => LAYOUT_SM90_CUBIN,
     }
 }

@@ -1,4 +1,5 @@
-//! Launch plans for kernels/conv.cu: the depthwise 3×3 convolution + bias + GLU(SiLU) of Sana's Mix-FFN.
+//! Launch plans for kernels/conv.cu: the depthwise 3×3 convolution + bias + GLU(SiLU) of Sana's Mix-FFN, and the
+//! DC-AE's depthwise k×k and grouped 1×1 convolutions.
 
 use super::{to_u32, DevicePtr, Geometry, Plan};
 use crate::error::{Error, Result};
@@ -113,4 +114,196 @@ pub fn dwconv3x3_glu(
             rows: ROWS as u32,
         },
     })
+}
+
+/// Output rows per block of `depthwise_conv` (as `dwconv3x3_glu`).
+const DEPTHWISE_ROWS: usize = 4;
+
+/// Arguments of `depthwise_conv_*`; mirrors `DepthwiseConvParams` in kernels/conv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DepthwiseConvParams {
+    /// `[B, h·w, C]`.
+    pub out: DevicePtr,
+    /// `[B, h·w, C]`.
+    pub x: DevicePtr,
+    /// `[C, k, k]`.
+    pub w: DevicePtr,
+    /// `[C]`, or 0 without bias.
+    pub bias: DevicePtr,
+    pub h: u32,
+    pub width: u32,
+    pub c: u32,
+    pub k: u32,
+    pub rows: u32,
+    /// Always 0 (padding to a multiple of 8 bytes).
+    pub reserved: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<DepthwiseConvParams>() == 56);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for DepthwiseConvParams {}
+
+/// Buffers of one `depthwise_conv` launch (`bias` 0 when there is none).
+#[derive(Clone, Copy, Debug)]
+pub struct DepthwiseConvBuffers {
+    pub out: DevicePtr,
+    pub x: DevicePtr,
+    pub w: DevicePtr,
+    pub bias: DevicePtr,
+}
+
+/// Plans the depthwise k×k convolution (k odd, zero padding k/2) of `x` `[B, h·w, C]` with `w` `[C, k, k]` and an
+/// optional bias `[C]` (`bias_shape` `None`); the output is `[B, h·w, C]`.
+pub fn depthwise_conv(
+    x_shape: &[usize],
+    w_shape: &[usize],
+    bias_shape: Option<&[usize]>,
+    (h, width): (usize, usize),
+    buffers: DepthwiseConvBuffers,
+) -> Result<Plan<DepthwiseConvParams>> {
+    const OP: &str = "depthwise_conv";
+    let &[b, n, c] = x_shape else {
+        return Err(Error::shape(
+            OP,
+            format!("x must be [B, h·w, C], got {x_shape:?}"),
+        ));
+    };
+    let k = w_shape.get(1).copied().unwrap_or(0);
+    if h.checked_mul(width) != Some(n) || w_shape != [c, k, k] || k % 2 == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("x {x_shape:?} with weight {w_shape:?}: need [B, {h}·{width}, C] and [C, k, k], k odd"),
+        ));
+    }
+    if bias_shape.is_some_and(|s| s != [c]) {
+        return Err(Error::shape(
+            OP,
+            format!("bias {bias_shape:?} is not [{c}]"),
+        ));
+    }
+    let strips = h.div_ceil(DEPTHWISE_ROWS);
+    if b > 65535 || strips > 65535 {
+        return Err(Error::shape(
+            OP,
+            format!("B = {b} or h = {h} ({strips} row strips) exceeds the grid limit 65535"),
+        ));
+    }
+    let empty = n == 0 || c == 0;
+    Ok(Plan {
+        geometry: Geometry {
+            grid: [
+                to_u32(OP, "channel tiles", c.div_ceil(THREADS))?,
+                strips as u32,
+                if empty { 0 } else { b as u32 },
+            ],
+            block: [THREADS as u32, 1, 1],
+            shared_mem_bytes: 0,
+        },
+        params: DepthwiseConvParams {
+            out: buffers.out,
+            x: buffers.x,
+            w: buffers.w,
+            bias: buffers.bias,
+            h: to_u32(OP, "h", h)?,
+            width: to_u32(OP, "w", width)?,
+            c: to_u32(OP, "C", c)?,
+            k: to_u32(OP, "k", k)?,
+            rows: DEPTHWISE_ROWS as u32,
+            reserved: 0,
+        },
+    })
+}
+
+/// Rows (tokens) per block of `grouped_linear`: enough to reuse each thread's weight row from L1, few enough that
+/// the DC-AE's stage 3 (16 384 tokens at 1024²) still makes 1024 row strips.
+const GROUPED_ROWS: usize = 16;
+
+/// Arguments of `grouped_linear_*`; mirrors `GroupedLinearParams` in kernels/conv.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupedLinearParams {
+    /// `[R, Cout]`.
+    pub out: DevicePtr,
+    /// `[R, Cin]`.
+    pub x: DevicePtr,
+    /// `[Cout, Cin/G]`.
+    pub w: DevicePtr,
+    /// Rows R (all leading dimensions of x).
+    pub rows_total: u64,
+    pub cin: u32,
+    pub cout: u32,
+    pub group_in: u32,
+    pub group_out: u32,
+    pub rows: u32,
+    /// Always 0 (padding to a multiple of 8 bytes).
+    pub reserved: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<GroupedLinearParams>() == 56);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for GroupedLinearParams {}
+
+/// Plans the grouped 1×1 convolution of `x` `[.., Cin]` with `w` `[Cout, Cin/groups]`, no bias; `(out, x, w)`
+/// buffers. Returns the plan and the output shape `[.., Cout]`.
+pub fn grouped_linear(
+    x_shape: &[usize],
+    w_shape: &[usize],
+    groups: usize,
+    (out, x, w): (DevicePtr, DevicePtr, DevicePtr),
+) -> Result<(Plan<GroupedLinearParams>, Vec<usize>)> {
+    const OP: &str = "grouped_linear";
+    let (&[cout, group_in], Some((&cin, lead))) = (w_shape, x_shape.split_last()) else {
+        return Err(Error::shape(
+            OP,
+            format!("x {x_shape:?} must be [.., Cin] and weight {w_shape:?} [Cout, Cin/G]"),
+        ));
+    };
+    if groups == 0 || cin != groups * group_in || cout % groups != 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "input {x_shape:?}, weight {w_shape:?} and {groups} groups do not fit together"
+            ),
+        ));
+    }
+    let rows: usize = lead.iter().product();
+    let strips = rows.div_ceil(GROUPED_ROWS);
+    if strips > 65535 {
+        return Err(Error::shape(
+            OP,
+            format!("{rows} rows ({strips} strips of {GROUPED_ROWS}) exceed the grid limit 65535"),
+        ));
+    }
+    let mut shape = x_shape.to_vec();
+    shape[lead.len()] = cout;
+    let empty = rows == 0 || cout == 0;
+    Ok((
+        Plan {
+            geometry: Geometry {
+                grid: [
+                    to_u32(OP, "channel tiles", cout.div_ceil(THREADS))?,
+                    if empty { 0 } else { strips as u32 },
+                    1,
+                ],
+                block: [THREADS as u32, 1, 1],
+                shared_mem_bytes: 0,
+            },
+            params: GroupedLinearParams {
+                out,
+                x,
+                w,
+                rows_total: rows as u64,
+                cin: to_u32(OP, "Cin", cin)?,
+                cout: to_u32(OP, "Cout", cout)?,
+                group_in: to_u32(OP, "Cin/G", group_in)?,
+                group_out: to_u32(OP, "Cout/G", cout / groups)?,
+                rows: GROUPED_ROWS as u32,
+                reserved: 0,
+            },
+        },
+        shape,
+    ))
 }

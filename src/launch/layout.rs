@@ -144,9 +144,23 @@ pub enum ChannelSpace {
     Unshuffle,
 }
 
-const CHANNEL_SPACE_THREADS: u32 = 256;
-/// Blocks at most; the kernel strides over the rest.
-const CHANNEL_SPACE_MAX_BLOCKS: u64 = 65_535;
+/// Threads per block of the grid-stride gathers (`channel_space`, `split_qkv_groups`, `concat_channels`,
+/// `channel_group_mean`).
+const STRIDE_THREADS: u32 = 256;
+/// Blocks at most; the kernels stride over the rest.
+const STRIDE_MAX_BLOCKS: u64 = 65_535;
+
+/// A 1-D grid-stride launch over `total` outputs.
+fn stride_geometry(total: usize) -> Geometry {
+    let blocks = (total as u64)
+        .div_ceil(u64::from(STRIDE_THREADS))
+        .min(STRIDE_MAX_BLOCKS);
+    Geometry {
+        grid: [blocks as u32, 1, 1],
+        block: [STRIDE_THREADS, 1, 1],
+        shared_mem_bytes: 0,
+    }
+}
 
 /// Plans `op` on `x_shape` = [B, h·w, C]; returns the plan and the output shape.
 pub fn channel_space(
@@ -177,16 +191,9 @@ pub fn channel_space(
         }
     };
     let total: usize = shape.iter().product();
-    let blocks = (total as u64)
-        .div_ceil(u64::from(CHANNEL_SPACE_THREADS))
-        .min(CHANNEL_SPACE_MAX_BLOCKS);
     Ok((
         Plan {
-            geometry: Geometry {
-                grid: [blocks as u32, 1, 1],
-                block: [CHANNEL_SPACE_THREADS, 1, 1],
-                shared_mem_bytes: 0,
-            },
+            geometry: stride_geometry(total),
             params: ChannelSpaceParams {
                 out,
                 x,
@@ -197,6 +204,192 @@ pub fn channel_space(
                 w: to_u32(OP, "w", w)?,
                 cx: to_u32(OP, "C", c)?,
                 cout: to_u32(OP, "output channels", shape[2])?,
+            },
+        },
+        shape,
+    ))
+}
+
+/// Arguments of `split_qkv_groups_*`; mirrors `SplitQkvParams` in kernels/layout.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SplitQkvParams {
+    pub q: DevicePtr,
+    pub k: DevicePtr,
+    pub v: DevicePtr,
+    /// `[B, N, G·3d]`.
+    pub x: DevicePtr,
+    /// Elements of each output.
+    pub total: u64,
+    /// Output channels `G·d`.
+    pub c: u32,
+    /// Group width `d`.
+    pub d: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<SplitQkvParams>() == 48);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for SplitQkvParams {}
+
+/// Output buffers of `split_qkv_groups`, each `[B, N, G·d]`.
+#[derive(Clone, Copy, Debug)]
+pub struct QkvBuffers {
+    pub q: DevicePtr,
+    pub k: DevicePtr,
+    pub v: DevicePtr,
+}
+
+/// Plans the split of `x` `[B, N, G·3d]` (groups of `[query d | key d | value d]`) into q, k, v `[B, N, G·d]`;
+/// returns the plan and the shape of each output.
+pub fn split_qkv_groups(
+    x_shape: &[usize],
+    head_dim: usize,
+    x: DevicePtr,
+    out: QkvBuffers,
+) -> Result<(Plan<SplitQkvParams>, Vec<usize>)> {
+    const OP: &str = "split_qkv_groups";
+    let &[b, n, c3] = x_shape else {
+        return Err(Error::shape(
+            OP,
+            format!("x must be [B, N, G·3d], got {x_shape:?}"),
+        ));
+    };
+    if head_dim == 0 || c3 % (3 * head_dim) != 0 {
+        return Err(Error::shape(
+            OP,
+            format!("{c3} channels are not groups of 3·{head_dim}"),
+        ));
+    }
+    let shape = vec![b, n, c3 / 3];
+    let total = b * n * (c3 / 3);
+    Ok((
+        Plan {
+            geometry: stride_geometry(total),
+            params: SplitQkvParams {
+                q: out.q,
+                k: out.k,
+                v: out.v,
+                x,
+                total: total as u64,
+                c: to_u32(OP, "output channels", c3 / 3)?,
+                d: to_u32(OP, "head_dim", head_dim)?,
+            },
+        },
+        shape,
+    ))
+}
+
+/// Arguments of `concat_channels_*`; mirrors `ConcatParams` in kernels/layout.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConcatParams {
+    /// `[B, N, Ca + Cb]`.
+    pub out: DevicePtr,
+    /// `[B, N, Ca]`.
+    pub a: DevicePtr,
+    /// `[B, N, Cb]`.
+    pub b: DevicePtr,
+    /// Output elements.
+    pub total: u64,
+    pub ca: u32,
+    pub cb: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<ConcatParams>() == 40);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for ConcatParams {}
+
+/// Plans `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]`; returns the plan and the output shape.
+pub fn concat_channels(
+    a_shape: &[usize],
+    b_shape: &[usize],
+    (out, a, b): (DevicePtr, DevicePtr, DevicePtr),
+) -> Result<(Plan<ConcatParams>, Vec<usize>)> {
+    const OP: &str = "concat_channels";
+    let (&[bn, n, ca], &[bn2, n2, cb]) = (a_shape, b_shape) else {
+        return Err(Error::shape(
+            OP,
+            format!("inputs must be [B, N, C], got {a_shape:?} and {b_shape:?}"),
+        ));
+    };
+    if (bn, n) != (bn2, n2) || ca == 0 || cb == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("{a_shape:?} and {b_shape:?} differ in [B, N] or an input has no channels"),
+        ));
+    }
+    let shape = vec![bn, n, ca + cb];
+    let total = bn * n * (ca + cb);
+    Ok((
+        Plan {
+            geometry: stride_geometry(total),
+            params: ConcatParams {
+                out,
+                a,
+                b,
+                total: total as u64,
+                ca: to_u32(OP, "Ca", ca)?,
+                cb: to_u32(OP, "Cb", cb)?,
+            },
+        },
+        shape,
+    ))
+}
+
+/// Arguments of `channel_group_mean_*`; mirrors `GroupMeanParams` in kernels/layout.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupMeanParams {
+    /// `[B, N, C/g]`.
+    pub out: DevicePtr,
+    /// `[B, N, C]`.
+    pub x: DevicePtr,
+    /// Output elements.
+    pub total: u64,
+    /// Channels per group.
+    pub g: u32,
+    /// Always 0 (padding to a multiple of 8 bytes).
+    pub reserved: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<GroupMeanParams>() == 32);
+
+// SAFETY: plain old data, passed by value as the kernel's only argument.
+unsafe impl cudarc::driver::DeviceRepr for GroupMeanParams {}
+
+/// Plans the mean of each run of `g` consecutive channels, `[B, N, C]` → `[B, N, C/g]`; returns the plan and the
+/// output shape.
+pub fn channel_group_mean(
+    x_shape: &[usize],
+    g: usize,
+    (out, x): (DevicePtr, DevicePtr),
+) -> Result<(Plan<GroupMeanParams>, Vec<usize>)> {
+    const OP: &str = "channel_group_mean";
+    let &[b, n, c] = x_shape else {
+        return Err(Error::shape(
+            OP,
+            format!("x must be [B, N, C], got {x_shape:?}"),
+        ));
+    };
+    if g == 0 || c % g != 0 {
+        return Err(Error::shape(
+            OP,
+            format!("{c} channels are not groups of {g}"),
+        ));
+    }
+    let shape = vec![b, n, c / g];
+    let total = b * n * (c / g);
+    Ok((
+        Plan {
+            geometry: stride_geometry(total),
+            params: GroupMeanParams {
+                out,
+                x,
+                total: total as u64,
+                g: to_u32(OP, "g", g)?,
+                reserved: 0,
             },
         },
         shape,

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod conv3x3;
 pub mod elementwise;
 pub mod layout;
 pub mod linear_attn;

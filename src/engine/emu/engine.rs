@@ -5,10 +5,10 @@
 //!
 //! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
 //! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), the Gemma-2 ops other than its norm
-//! (`causal_attention`, `rotary`, `embedding`, `mul`), `linear_attention` at head widths other than 32, and the
-//! DC-AE's convolutions and channel-grouping ops (`conv3x3`, `depthwise_conv`, `grouped_linear`,
-//! `split_qkv_groups`, `concat_channels`, `channel_group_mean`; the layout ops are exact). The DC-AE's
-//! channel/space shuffles run kernels/layout.cu's `channel_space`.
+//! (`causal_attention`, `rotary`, `embedding`, `mul`) and `linear_attention` at head widths other than 32. The
+//! DC-AE's ops all run kernels: `conv3x3` (kernels/conv3x3.cu, tensor cores for bf16/f16), `depthwise_conv` and
+//! `grouped_linear` (kernels/conv.cu), the channel/space shuffles (`channel_space`) and channel groupings
+//! (`split_qkv_groups`, `concat_channels`, `channel_group_mean`) of kernels/layout.cu.
 
 use super::{Storage, StorageDtype};
 use crate::cpu;
@@ -223,7 +223,7 @@ impl Engine for EmuEngine {
         grid: (usize, usize),
         stride: usize,
     ) -> Result<HostTensor> {
-        self.round(cpu::conv::conv3x3(x, w, b, grid, stride)?)
+        super::conv3x3(x, w, b, grid, stride, self.dtype)
     }
 
     fn depthwise_conv(
@@ -234,11 +234,11 @@ impl Engine for EmuEngine {
         h: usize,
         width: usize,
     ) -> Result<HostTensor> {
-        self.round(cpu::conv::depthwise_conv(x, w, b, h, width)?)
+        super::depthwise_conv(x, w, b, h, width, self.dtype)
     }
 
     fn grouped_linear(&self, x: &HostTensor, w: &HostTensor, groups: usize) -> Result<HostTensor> {
-        self.round(cpu::linear::grouped_linear(x, w, groups)?)
+        super::grouped_linear(x, w, groups, self.dtype)
     }
 
     fn repeat_channels(&self, x: &HostTensor, r: usize) -> Result<HostTensor> {
@@ -270,7 +270,7 @@ impl Engine for EmuEngine {
         t: &HostTensor,
         head_dim: usize,
     ) -> Result<(HostTensor, HostTensor, HostTensor)> {
-        cpu::layout::split_qkv_groups(t, head_dim)
+        super::split_qkv_groups(t, head_dim, self.dtype)
     }
 
     fn pixel_unshuffle(&self, x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
@@ -278,10 +278,10 @@ impl Engine for EmuEngine {
     }
 
     fn channel_group_mean(&self, x: &HostTensor, g: usize) -> Result<HostTensor> {
-        self.round(cpu::layout::channel_group_mean(x, g)?)
+        super::channel_group_mean(x, g, self.dtype)
     }
 
     fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
-        cpu::layout::concat_channels(a, b)
+        super::concat_channels(a, b, self.dtype)
     }
 }

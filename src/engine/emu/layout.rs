@@ -3,7 +3,8 @@
 use super::{launch, Storage, StorageDtype};
 use crate::error::Result;
 use crate::launch::layout::{
-    self as plan, ChannelSpace, ChannelSpaceParams, TransposeBuffers, TransposeParams,
+    self as plan, ChannelSpace, ChannelSpaceParams, ConcatParams, GroupMeanParams, QkvBuffers,
+    SplitQkvParams, TransposeBuffers, TransposeParams,
 };
 use crate::launch::Plan;
 use crate::tensor::HostTensor;
@@ -14,6 +15,18 @@ emu_kernel!(fn entry(TransposeParams) = [
 
 emu_kernel!(fn channel_space_entry(ChannelSpaceParams) = [
     sana_emu_channel_space_f32, sana_emu_channel_space_bf16, sana_emu_channel_space_f16
+]);
+
+emu_kernel!(fn split_qkv_entry(SplitQkvParams) = [
+    sana_emu_split_qkv_groups_f32, sana_emu_split_qkv_groups_bf16, sana_emu_split_qkv_groups_f16
+]);
+
+emu_kernel!(fn concat_entry(ConcatParams) = [
+    sana_emu_concat_channels_f32, sana_emu_concat_channels_bf16, sana_emu_concat_channels_f16
+]);
+
+emu_kernel!(fn group_mean_entry(GroupMeanParams) = [
+    sana_emu_channel_group_mean_f32, sana_emu_channel_group_mean_bf16, sana_emu_channel_group_mean_f16
 ]);
 
 /// A channel/space rearrangement of tokens `x` [B, h·w, C] through kernels/layout.cu, as the matching function of
@@ -82,4 +95,70 @@ pub fn tokens_to_nchw(
         |buffers| plan::tokens_to_nchw(s, h, w, buffers),
         || vec![s[0], s[2], h, w],
     )
+}
+
+/// Splits `t` `[B, N, G·3d]` into q, k, v `[B, N, G·d]` through kernels/layout.cu, as
+/// [`crate::cpu::layout::split_qkv_groups`].
+pub fn split_qkv_groups(
+    t: &HostTensor,
+    head_dim: usize,
+    dtype: StorageDtype,
+) -> Result<(HostTensor, HostTensor, HostTensor)> {
+    let xs = Storage::from_f32(dtype, t.data());
+    let no_out = QkvBuffers { q: 0, k: 0, v: 0 };
+    let (_, shape) = plan::split_qkv_groups(t.shape(), head_dim, 0, no_out)?;
+    let len = shape.iter().product();
+    let mut outs = [0, 1, 2].map(|_| Storage::poisoned(dtype, len));
+    let [q, k, v] = &mut outs;
+    let buffers = QkvBuffers {
+        q: q.ptr_mut(),
+        k: k.ptr_mut(),
+        v: v.ptr_mut(),
+    };
+    let (p, _) = plan::split_qkv_groups(t.shape(), head_dim, xs.ptr(), buffers)?;
+    if !p.geometry.is_empty() {
+        // SAFETY: the plan checked t's shape and sized the three outputs, which q, k, v hold; every source index
+        // lies inside t; all buffers outlive the call.
+        unsafe { launch("split_qkv_groups", split_qkv_entry(dtype), &p) }?;
+    }
+    let [q, k, v] = outs.map(|s| s.to_f32());
+    Ok((
+        HostTensor::new(shape.clone(), q)?,
+        HostTensor::new(shape.clone(), k)?,
+        HostTensor::new(shape, v)?,
+    ))
+}
+
+/// `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]` through kernels/layout.cu, as
+/// [`crate::cpu::layout::concat_channels`].
+pub fn concat_channels(a: &HostTensor, b: &HostTensor, dtype: StorageDtype) -> Result<HostTensor> {
+    let (sa, sb) = (
+        Storage::from_f32(dtype, a.data()),
+        Storage::from_f32(dtype, b.data()),
+    );
+    let (_, shape) = plan::concat_channels(a.shape(), b.shape(), (0, 0, 0))?;
+    let mut out = Storage::poisoned(dtype, shape.iter().product());
+    let (p, shape) =
+        plan::concat_channels(a.shape(), b.shape(), (out.ptr_mut(), sa.ptr(), sb.ptr()))?;
+    if !p.geometry.is_empty() {
+        // SAFETY: the plan checked that a and b share [B, N] and sized the output, which `out` holds; all buffers
+        // outlive the call.
+        unsafe { launch("concat_channels", concat_entry(dtype), &p) }?;
+    }
+    HostTensor::new(shape, out.to_f32())
+}
+
+/// Mean of each run of `g` consecutive channels, `[B, N, C]` → `[B, N, C/g]`, through kernels/layout.cu, as
+/// [`crate::cpu::layout::channel_group_mean`].
+pub fn channel_group_mean(x: &HostTensor, g: usize, dtype: StorageDtype) -> Result<HostTensor> {
+    let xs = Storage::from_f32(dtype, x.data());
+    let (_, shape) = plan::channel_group_mean(x.shape(), g, (0, 0))?;
+    let mut out = Storage::poisoned(dtype, shape.iter().product());
+    let (p, shape) = plan::channel_group_mean(x.shape(), g, (out.ptr_mut(), xs.ptr()))?;
+    if !p.geometry.is_empty() {
+        // SAFETY: the plan checked that g divides x's channels and sized the output, which `out` holds; both
+        // buffers outlive the call.
+        unsafe { launch("channel_group_mean", group_mean_entry(dtype), &p) }?;
+    }
+    HostTensor::new(shape, out.to_f32())
 }
