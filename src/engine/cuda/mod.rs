@@ -7,8 +7,8 @@
 //! [`Engine::begin_stage`] (src/gpu/arena.rs); a failed allocation is an [`Error::OutOfDeviceMemory`] naming the
 //! stage.
 //!
-//! Ops whose kernels are not written yet (the Gemma-2 attention, rotary, embedding and product; the DC-AE's
-//! convolutions and channel-grouping ops) run the CPU reference on downloaded inputs and upload the rounded result
+//! Ops whose kernels are not written yet (the Gemma-2 attention, rotary, embedding and product; linear attention at
+//! head widths other than 32) run the CPU reference on downloaded inputs and upload the rounded result
 //! ([`host_fallback`]): correct, slow, and listed so that each disappears when its kernel lands.
 
 mod ceilings;
@@ -682,14 +682,27 @@ impl Engine for CudaEngine {
         grid: (usize, usize),
         stride: usize,
     ) -> Result<CudaTensor> {
-        match b {
-            Some(b) => self.host(&[x, w, b], |t| {
-                cpu::conv::conv3x3(&t[0], &t[1], Some(&t[2]), grid, stride)
-            }),
-            None => self.host(&[x, w], |t| {
-                cpu::conv::conv3x3(&t[0], &t[1], None, grid, stride)
-            }),
-        }
+        use launch::conv3x3::{conv3x3, Conv3x3Buffers};
+        let bias_shape = b.map(CudaTensor::shape);
+        let none = Conv3x3Buffers {
+            out: 0,
+            x: 0,
+            w: 0,
+            bias: 0,
+        };
+        let (_, shape) = conv3x3(x.shape(), w.shape(), bias_shape, grid, stride, none)?;
+        let out = self.alloc(shape)?;
+        let buffers = Conv3x3Buffers {
+            out: self.ptr(&out),
+            x: self.ptr(x),
+            w: self.ptr(w),
+            bias: b.map_or(0, |b| self.ptr(b)),
+        };
+        let (p, _) = conv3x3(x.shape(), w.shape(), bias_shape, grid, stride, buffers)?;
+        // SAFETY: the plan checked x = [B, h·w, Cin], w = [Cout, Cin, 3, 3], the bias [Cout], and sized the output,
+        // which `out` holds.
+        unsafe { self.launch(Family::Conv3x3, "conv3x3", &p) }?;
+        Ok(out)
     }
 
     fn depthwise_conv(
@@ -700,20 +713,37 @@ impl Engine for CudaEngine {
         h: usize,
         width: usize,
     ) -> Result<CudaTensor> {
-        match b {
-            Some(b) => self.host(&[x, w, b], |t| {
-                cpu::conv::depthwise_conv(&t[0], &t[1], Some(&t[2]), h, width)
-            }),
-            None => self.host(&[x, w], |t| {
-                cpu::conv::depthwise_conv(&t[0], &t[1], None, h, width)
-            }),
-        }
+        let out = self.alloc(x.shape().to_vec())?;
+        let p = launch::conv::depthwise_conv(
+            x.shape(),
+            w.shape(),
+            b.map(CudaTensor::shape),
+            (h, width),
+            launch::conv::DepthwiseConvBuffers {
+                out: self.ptr(&out),
+                x: self.ptr(x),
+                w: self.ptr(w),
+                bias: b.map_or(0, |b| self.ptr(b)),
+            },
+        )?;
+        // SAFETY: the plan checked x = [B, h·w, C], w = [C, k, k] and the bias [C]; out has x's size.
+        unsafe { self.launch(Family::Conv, "depthwise_conv", &p) }?;
+        Ok(out)
     }
 
     fn grouped_linear(&self, x: &CudaTensor, w: &CudaTensor, groups: usize) -> Result<CudaTensor> {
-        self.host(&[x, w], |t| {
-            cpu::linear::grouped_linear(&t[0], &t[1], groups)
-        })
+        use launch::conv::grouped_linear;
+        let (_, shape) = grouped_linear(x.shape(), w.shape(), groups, (0, 0, 0))?;
+        let out = self.alloc(shape)?;
+        let (p, _) = grouped_linear(
+            x.shape(),
+            w.shape(),
+            groups,
+            (self.ptr(&out), self.ptr(x), self.ptr(w)),
+        )?;
+        // SAFETY: the plan checked x = [.., G·Ci] against w = [Cout, Ci] and sized the output, which `out` holds.
+        unsafe { self.launch(Family::Conv, "grouped_linear", &p) }?;
+        Ok(out)
     }
 
     fn repeat_channels(&self, x: &CudaTensor, r: usize) -> Result<CudaTensor> {
@@ -745,9 +775,23 @@ impl Engine for CudaEngine {
         t: &CudaTensor,
         head_dim: usize,
     ) -> Result<(CudaTensor, CudaTensor, CudaTensor)> {
-        let host = self.download(t)?;
-        let (q, k, v) = cpu::layout::split_qkv_groups(&host, head_dim)?;
-        Ok((self.upload(&q)?, self.upload(&k)?, self.upload(&v)?))
+        use launch::layout::{split_qkv_groups, QkvBuffers};
+        let none = QkvBuffers { q: 0, k: 0, v: 0 };
+        let (_, shape) = split_qkv_groups(t.shape(), head_dim, 0, none)?;
+        let (q, k, v) = (
+            self.alloc(shape.clone())?,
+            self.alloc(shape.clone())?,
+            self.alloc(shape)?,
+        );
+        let buffers = QkvBuffers {
+            q: self.ptr(&q),
+            k: self.ptr(&k),
+            v: self.ptr(&v),
+        };
+        let (p, _) = split_qkv_groups(t.shape(), head_dim, self.ptr(t), buffers)?;
+        // SAFETY: the plan checked t's shape and sized the three outputs, which q, k, v hold.
+        unsafe { self.launch(Family::Layout, "split_qkv_groups", &p) }?;
+        Ok((q, k, v))
     }
 
     fn pixel_unshuffle(&self, x: &CudaTensor, h: usize, w: usize) -> Result<CudaTensor> {
@@ -755,11 +799,27 @@ impl Engine for CudaEngine {
     }
 
     fn channel_group_mean(&self, x: &CudaTensor, g: usize) -> Result<CudaTensor> {
-        self.host(&[x], |t| cpu::layout::channel_group_mean(&t[0], g))
+        use launch::layout::channel_group_mean;
+        let (_, shape) = channel_group_mean(x.shape(), g, (0, 0))?;
+        let out = self.alloc(shape)?;
+        let (p, _) = channel_group_mean(x.shape(), g, (self.ptr(&out), self.ptr(x)))?;
+        // SAFETY: the plan checked that g divides x's channels and sized the output, which `out` holds.
+        unsafe { self.launch(Family::Layout, "channel_group_mean", &p) }?;
+        Ok(out)
     }
 
     fn concat_channels(&self, a: &CudaTensor, b: &CudaTensor) -> Result<CudaTensor> {
-        self.host(&[a, b], |t| cpu::layout::concat_channels(&t[0], &t[1]))
+        use launch::layout::concat_channels;
+        let (_, shape) = concat_channels(a.shape(), b.shape(), (0, 0, 0))?;
+        let out = self.alloc(shape)?;
+        let (p, _) = concat_channels(
+            a.shape(),
+            b.shape(),
+            (self.ptr(&out), self.ptr(a), self.ptr(b)),
+        )?;
+        // SAFETY: the plan checked that a and b share [B, N] and sized the output, which `out` holds.
+        unsafe { self.launch(Family::Layout, "concat_channels", &p) }?;
+        Ok(out)
     }
 }
 
