@@ -36,18 +36,22 @@ macro_rules! emu_kernel {
 }
 
 mod attention;
+mod causal_attention;
 mod conv;
 mod elementwise;
+mod embed;
 mod engine;
 mod layout;
 mod linear_attn;
 mod norm;
 
 pub use attention::attention;
+pub use causal_attention::causal_attention;
 pub use conv::dwconv3x3_glu;
 pub use elementwise::{
-    activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation,
+    activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation, mul,
 };
+pub use embed::{embedding, rotary};
 pub use engine::EmuEngine;
 pub use layout::{channel_space, nchw_to_tokens, tokens_to_nchw};
 pub use linear_attn::linear_attention;

@@ -12,7 +12,7 @@ include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 pub enum Family {
     /// kernels/norm.cu: `layer_norm_modulate`.
     Norm,
-    /// kernels/elementwise.cu: `modulation`, `add`, `activation`, `gated_residual`,
+    /// kernels/elementwise.cu: `modulation`, `add`, `mul`, `activation`, `gated_residual`,
     /// `gated_residual_layer_norm_modulate`.
     Elementwise,
     /// kernels/linear_attn.cu: `linear_attn_state`, `linear_attn_reduce_f32`, `linear_attn_apply`.
@@ -21,18 +21,24 @@ pub enum Family {
     Attention,
     /// kernels/conv.cu: `dwconv3x3_glu`.
     Conv,
+    /// kernels/embed.cu: `embedding`, `rotary` (Gemma-2's token and position embeddings).
+    Embed,
+    /// kernels/causal_attention.cu: `causal_attention_d{64,128,256}` (by head-dimension class).
+    CausalAttention,
     /// kernels/layout.cu: `transpose` (NCHW ↔ tokens).
     Layout,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 8] = [
         Family::Norm,
         Family::Elementwise,
         Family::LinearAttn,
         Family::Attention,
         Family::Conv,
         Family::Layout,
+        Family::Embed,
+        Family::CausalAttention,
     ];
 
     /// The file stem under kernels/.
@@ -44,6 +50,8 @@ impl Family {
             Family::Attention => "attention",
             Family::Conv => "conv",
             Family::Layout => "layout",
+            Family::Embed => "embed",
+            Family::CausalAttention => "causal_attention",
         }
     }
 }
@@ -57,6 +65,8 @@ pub fn ptx(family: Family) -> Result<&'static str> {
         Family::Attention => ATTENTION_PTX,
         Family::Conv => CONV_PTX,
         Family::Layout => LAYOUT_PTX,
+        Family::Embed => EMBED_PTX,
+        Family::CausalAttention => CAUSAL_ATTENTION_PTX,
     }
     .ok_or(Error::KernelsNotBuilt)
 }
@@ -70,5 +80,7 @@ pub fn sm90_cubin(family: Family) -> Option<&'static [u8]> {
         Family::Attention => ATTENTION_SM90_CUBIN,
         Family::Conv => CONV_SM90_CUBIN,
         Family::Layout => LAYOUT_SM90_CUBIN,
+        Family::Embed => EMBED_SM90_CUBIN,
+        Family::CausalAttention => CAUSAL_ATTENTION_SM90_CUBIN,
     }
 }
