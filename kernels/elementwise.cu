@@ -5,6 +5,7 @@
 //   modulation_*        out[b, r, j] = table[r, j] + emb[b, r·D + j]     (per_row: emb [B, K·D])
 //                                    = table[r, j] + emb[b, j]           (broadcast: emb [B, D], the final layer)
 //   add_*               y = a + b
+//   mul_*               y = a · b   (Gemma-2's gated MLP: gelu_tanh(gate) · up)
 //   activation_*        y = act(a), act ∈ {identity, SiLU, GELU-tanh, ReLU} (PointwiseParams::act, see ACT_*)
 //   gated_residual_*    y[b, n, j] = x[b, n, j] + m[b, gate_row, j] · r[b, n, j]
 //   gated_residual_layer_norm_modulate_*
@@ -18,7 +19,7 @@
 // All tensors of one launch share the storage dtype (f32, bf16 or f16).
 //
 // Geometry (src/launch/elementwise.rs):
-// - add, activation, gated_residual: 1-D grid, 256 threads, each thread one Pack (16 bytes: 8 bf16/f16 or 4 f32) of
+// - add, mul, activation, gated_residual: 1-D grid, 256 threads, each thread one Pack (16 bytes: 8 bf16/f16 or 4 f32) of
 //   consecutive elements. `aligned` (every buffer 16-byte aligned, and for gated_residual D a multiple of the pack)
 //   selects 128-bit loads; otherwise, and for the tail pack, elements are loaded one by one.
 // - modulation: 1-D grid, 256 threads, one output element per thread (B·K·D is small: 6·D per batch item).
@@ -47,7 +48,8 @@ struct ModulationParams {
 };
 static_assert(sizeof(ModulationParams) == 40, "ModulationParams must match src/launch/elementwise.rs");
 
-// Mirrors PointwiseParams in src/launch/elementwise.rs (add: y = a + b; activation: y = act(a), b unused).
+// Mirrors PointwiseParams in src/launch/elementwise.rs (add: y = a + b; mul: y = a · b; activation: y = act(a), b
+// unused).
 struct PointwiseParams {
     void* y;
     const void* a;
@@ -104,7 +106,7 @@ __device__ __forceinline__ void modulation(const ModulationParams& p) {
     static_cast<T*>(p.out)[i] = sana::from_float<T>(sana::to_float(static_cast<const T*>(p.table)[rj]) + e);
 }
 
-// ------------------------------------------------------------------------------------------- add, activation
+// ------------------------------------------------------------------------------------------- add, mul, activation
 __device__ __forceinline__ float activate(float v, unsigned act) {
     switch (act) {
         case ACT_SILU: return sana::silu(v);
@@ -144,6 +146,11 @@ __device__ __forceinline__ void pointwise(const PointwiseParams& p, F f) {
 template <typename T>
 __device__ __forceinline__ void add(const PointwiseParams& p) {
     pointwise<T, true>(p, [](float a, float b) { return a + b; });
+}
+
+template <typename T>
+__device__ __forceinline__ void mul(const PointwiseParams& p) {
+    pointwise<T, true>(p, [](float a, float b) { return a * b; });
 }
 
 template <typename T>
@@ -230,6 +237,7 @@ __device__ __forceinline__ void gated_residual_layer_norm_modulate(const Residua
 
 SANA_ELEMENTWISE(modulation, ModulationParams)
 SANA_ELEMENTWISE(add, PointwiseParams)
+SANA_ELEMENTWISE(mul, PointwiseParams)
 SANA_ELEMENTWISE(activation, PointwiseParams)
 SANA_ELEMENTWISE(gated_residual, GatedResidualParams)
 SANA_ELEMENTWISE(gated_residual_layer_norm_modulate, ResidualNormParams)

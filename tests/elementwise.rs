@@ -3,7 +3,7 @@
 //!
 //! Tolerances, per element, with `U` = 2^-24 (f32 unit roundoff) and `ulp` the spacing of the storage dtype at the
 //! reference value (0 for f32 storage):
-//! - `modulation`, `add`, ReLU, identity: the kernel forms the same single f32 operation as the reference and rounds
+//! - `modulation`, `add`, `mul`, ReLU, identity: the kernel forms the same single f32 operation as the reference and rounds
 //!   it once to storage, so `0.5·ulp` (round to nearest), i.e. bit-exact in f32.
 //! - `gated_residual`: `x + g·r` is two f32 roundings in the reference, one (an FMA) or two on the GPU: `0.5·ulp +
 //!   2U·(|x| + |g·r|)`.
@@ -80,6 +80,50 @@ fn elementwise_add_matches_cpu() {
                 half_ulp(dtype, want.data()),
             );
         }
+    }
+}
+
+#[test]
+fn elementwise_mul_matches_cpu() {
+    let mut rng = Rng(17);
+    for dtype in DTYPES {
+        for shape in POINTWISE_SHAPES {
+            let a = rng.tensor(shape, -4.0, 4.0);
+            let b = rng.tensor(shape, -4.0, 4.0);
+            let got = emu::mul(&a, &b, dtype).expect("emu");
+            let want = cpu::mul(&rounded(&a, dtype), &rounded(&b, dtype)).expect("cpu");
+            assert_within(
+                &format!("{dtype:?} mul {shape:?}"),
+                got.data(),
+                want.data(),
+                half_ulp(dtype, want.data()),
+            );
+        }
+    }
+}
+
+/// `mul` with the operands of a neighbouring element (a pack or tail indexed off by one) or added instead of
+/// multiplied fails the half-ulp bound, in bf16 and across the partial pack of [5, 77].
+#[test]
+fn elementwise_mul_tolerance_catches_wrong_kernels() {
+    let dtype = StorageDtype::Bf16;
+    let mut rng = Rng(18);
+    let a = rounded(&rng.tensor(&[5, 77], -4.0, 4.0), dtype);
+    let b = rounded(&rng.tensor(&[5, 77], -4.0, 4.0), dtype);
+    let got = emu::mul(&a, &b, dtype).expect("emu");
+    let want = cpu::mul(&a, &b).expect("cpu");
+    let mut shifted = b.clone();
+    shifted.data_mut().rotate_left(1);
+    for (what, wrong) in [
+        ("a + b", cpu::add(&a, &b)),
+        ("b of the next element", cpu::mul(&a, &shifted)),
+    ] {
+        assert_caught(
+            what,
+            got.data(),
+            wrong.expect("cpu").data(),
+            half_ulp(dtype, want.data()),
+        );
     }
 }
 
@@ -371,6 +415,7 @@ fn elementwise_shape_errors() {
     let table = rng.tensor(&[4, 8], -1.0, 1.0);
     let cases = [
         ("add of different shapes", emu::add(&x, &other, dtype).err()),
+        ("mul of different shapes", emu::mul(&x, &other, dtype).err()),
         (
             "gated residual row out of range",
             emu::gated_residual(&x, &x, &m, 4, dtype).err(),
@@ -434,6 +479,7 @@ fn elementwise_ptx_has_entries() {
     for op in [
         "modulation",
         "add",
+        "mul",
         "activation",
         "gated_residual",
         "gated_residual_layer_norm_modulate",

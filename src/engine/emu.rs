@@ -36,20 +36,24 @@ macro_rules! emu_kernel {
 }
 
 mod attention;
+mod causal_attention;
 mod conv;
 mod conv3x3;
 mod elementwise;
+mod embed;
 mod engine;
 mod layout;
 mod linear_attn;
 mod norm;
 
 pub use attention::attention;
+pub use causal_attention::causal_attention;
 pub use conv::{depthwise_conv, dwconv3x3_glu, grouped_linear};
 pub use conv3x3::conv3x3;
 pub use elementwise::{
-    activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation,
+    activation, add, gated_residual, gated_residual_layer_norm_modulate, modulation, mul,
 };
+pub use embed::{embedding, rotary};
 pub use engine::EmuEngine;
 pub use layout::{
     channel_group_mean, channel_space, concat_channels, nchw_to_tokens, split_qkv_groups,

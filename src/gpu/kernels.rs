@@ -12,7 +12,7 @@ include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 pub enum Family {
     /// kernels/norm.cu: `layer_norm_modulate`.
     Norm,
-    /// kernels/elementwise.cu: `modulation`, `add`, `activation`, `gated_residual`,
+    /// kernels/elementwise.cu: `modulation`, `add`, `mul`, `activation`, `gated_residual`,
     /// `gated_residual_layer_norm_modulate`.
     Elementwise,
     /// kernels/linear_attn.cu: `linear_attn_state`, `linear_attn_reduce_f32`, `linear_attn_apply`.
@@ -23,13 +23,17 @@ pub enum Family {
     Conv,
     /// kernels/conv3x3.cu: `conv3x3` (implicit GEMM, tensor cores for bf16/f16).
     Conv3x3,
+    /// kernels/embed.cu: `embedding`, `rotary` (Gemma-2's token and position embeddings).
+    Embed,
+    /// kernels/causal_attention.cu: `causal_attention_d{64,128,256}` (by head-dimension class).
+    CausalAttention,
     /// kernels/layout.cu: `transpose` (NCHW ↔ tokens), `channel_space`, `split_qkv_groups`, `concat_channels`,
     /// `channel_group_mean`.
     Layout,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 9] = [
         Family::Norm,
         Family::Elementwise,
         Family::LinearAttn,
@@ -37,6 +41,8 @@ impl Family {
         Family::Conv,
         Family::Conv3x3,
         Family::Layout,
+        Family::Embed,
+        Family::CausalAttention,
     ];
 
     /// The file stem under kernels/.
@@ -49,6 +55,8 @@ impl Family {
             Family::Conv => "conv",
             Family::Conv3x3 => "conv3x3",
             Family::Layout => "layout",
+            Family::Embed => "embed",
+            Family::CausalAttention => "causal_attention",
         }
     }
 }
@@ -63,6 +71,8 @@ pub fn ptx(family: Family) -> Result<&'static str> {
         Family::Conv => CONV_PTX,
         Family::Conv3x3 => CONV3X3_PTX,
         Family::Layout => LAYOUT_PTX,
+        Family::Embed => EMBED_PTX,
+        Family::CausalAttention => CAUSAL_ATTENTION_PTX,
     }
     .ok_or(Error::KernelsNotBuilt)
 }
@@ -77,5 +87,7 @@ pub fn sm90_cubin(family: Family) -> Option<&'static [u8]> {
         Family::Conv => CONV_SM90_CUBIN,
         Family::Conv3x3 => CONV3X3_SM90_CUBIN,
         Family::Layout => LAYOUT_SM90_CUBIN,
+        Family::Embed => EMBED_SM90_CUBIN,
+        Family::CausalAttention => CAUSAL_ATTENTION_SM90_CUBIN,
     }
 }

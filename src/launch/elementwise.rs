@@ -1,4 +1,4 @@
-//! Launch plans for kernels/elementwise.cu: AdaLN modulation rows, add, activations, the gated residual and the
+//! Launch plans for kernels/elementwise.cu: AdaLN modulation rows, add, mul, activations, the gated residual and the
 //! gated residual fused with the next LayerNorm-modulate.
 
 use super::{to_u32, DevicePtr, Geometry, Plan};
@@ -166,16 +166,16 @@ pub fn modulation(
     })
 }
 
-/// Arguments of `add_*` and `activation_*`; mirrors `PointwiseParams` in kernels/elementwise.cu.
+/// Arguments of `add_*`, `mul_*` and `activation_*`; mirrors `PointwiseParams` in kernels/elementwise.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PointwiseParams {
     pub y: DevicePtr,
     pub a: DevicePtr,
-    /// Second operand of `add`; 0 for `activation`.
+    /// Second operand of `add` and `mul`; 0 for `activation`.
     pub b: DevicePtr,
     pub len: u64,
-    /// [`act_code`] of the activation; 0 for `add`.
+    /// [`act_code`] of the activation; 0 for `add` and `mul`.
     pub act: u32,
     /// 1 when every buffer is 16-byte aligned (128-bit loads).
     pub aligned: u32,
@@ -183,7 +183,7 @@ pub struct PointwiseParams {
 
 const _: () = assert!(std::mem::size_of::<PointwiseParams>() == 40);
 
-/// Buffers of one `add` (or, with `b` = 0, `activation`) launch.
+/// Buffers of one `add` or `mul` (or, with `b` = 0, `activation`) launch.
 #[derive(Clone, Copy, Debug)]
 pub struct PointwiseBuffers {
     pub y: DevicePtr,
@@ -220,16 +220,35 @@ pub fn add(
     elem_bytes: usize,
     buffers: PointwiseBuffers,
 ) -> Result<Plan<PointwiseParams>> {
-    const OP: &str = "add";
+    binary("add", a_shape, b_shape, elem_bytes, buffers)
+}
+
+/// Plans `y = a · b` over same-shaped tensors of `elem_bytes`-byte elements: one 16-byte pack per thread.
+pub fn mul(
+    a_shape: &[usize],
+    b_shape: &[usize],
+    elem_bytes: usize,
+    buffers: PointwiseBuffers,
+) -> Result<Plan<PointwiseParams>> {
+    binary("mul", a_shape, b_shape, elem_bytes, buffers)
+}
+
+fn binary(
+    op: &'static str,
+    a_shape: &[usize],
+    b_shape: &[usize],
+    elem_bytes: usize,
+    buffers: PointwiseBuffers,
+) -> Result<Plan<PointwiseParams>> {
     if a_shape != b_shape {
         return Err(Error::shape(
-            OP,
+            op,
             format!("shapes {a_shape:?} and {b_shape:?} differ"),
         ));
     }
     let aligned = all_aligned(&[buffers.y, buffers.a, buffers.b]);
     let len = a_shape.iter().product();
-    pointwise(OP, len, elem_bytes, 0, aligned, buffers)
+    pointwise(op, len, elem_bytes, 0, aligned, buffers)
 }
 
 /// Plans `y = act(a)` over `elem_bytes`-byte elements (`buffers.b` is ignored): one 16-byte pack per thread.

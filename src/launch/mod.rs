@@ -3,9 +3,11 @@
 //! its `.cu` file, so the emulated path runs the exact packing the GPU sees.
 
 pub mod attention;
+pub mod causal_attention;
 pub mod conv;
 pub mod conv3x3;
 pub mod elementwise;
+pub mod embed;
 pub mod layout;
 pub mod linear_attn;
 pub mod norm;

@@ -1,12 +1,13 @@
 //! kernels/elementwise.cu through the emulator.
 
-use super::{launch, Storage, StorageDtype};
+use super::{launch, Entry, Storage, StorageDtype};
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::launch::elementwise::{
     self as plan, Gate, GatedResidualBuffers, GatedResidualParams, ModulationBuffers,
     ModulationParams, PointwiseBuffers, PointwiseParams, ResidualNormBuffers, ResidualNormParams,
 };
+use crate::launch::Plan;
 use crate::tensor::HostTensor;
 
 emu_kernel!(fn modulation_entry(ModulationParams) = [
@@ -14,6 +15,9 @@ emu_kernel!(fn modulation_entry(ModulationParams) = [
 ]);
 emu_kernel!(fn add_entry(PointwiseParams) = [
     sana_emu_add_f32, sana_emu_add_bf16, sana_emu_add_f16
+]);
+emu_kernel!(fn mul_entry(PointwiseParams) = [
+    sana_emu_mul_f32, sana_emu_mul_bf16, sana_emu_mul_f16
 ]);
 emu_kernel!(fn activation_entry(PointwiseParams) = [
     sana_emu_activation_f32, sana_emu_activation_bf16, sana_emu_activation_f16
@@ -54,6 +58,24 @@ pub fn modulation(table: &HostTensor, emb: &HostTensor, dtype: StorageDtype) -> 
 
 /// `a + b`, same shapes, as [`crate::cpu::elementwise::add`].
 pub fn add(a: &HostTensor, b: &HostTensor, dtype: StorageDtype) -> Result<HostTensor> {
+    binary("add", plan::add, add_entry(dtype), a, b, dtype)
+}
+
+/// `a · b`, same shapes, as [`crate::cpu::elementwise::mul`].
+pub fn mul(a: &HostTensor, b: &HostTensor, dtype: StorageDtype) -> Result<HostTensor> {
+    binary("mul", plan::mul, mul_entry(dtype), a, b, dtype)
+}
+
+type BinaryPlan = fn(&[usize], &[usize], usize, PointwiseBuffers) -> Result<Plan<PointwiseParams>>;
+
+fn binary(
+    kernel: &'static str,
+    make_plan: BinaryPlan,
+    entry: Entry<PointwiseParams>,
+    a: &HostTensor,
+    b: &HostTensor,
+    dtype: StorageDtype,
+) -> Result<HostTensor> {
     let (as_, bs) = (
         Storage::from_f32(dtype, a.data()),
         Storage::from_f32(dtype, b.data()),
@@ -64,10 +86,10 @@ pub fn add(a: &HostTensor, b: &HostTensor, dtype: StorageDtype) -> Result<HostTe
         a: as_.ptr(),
         b: bs.ptr(),
     };
-    let plan = plan::add(a.shape(), b.shape(), dtype.size(), buffers)?;
+    let plan = make_plan(a.shape(), b.shape(), dtype.size(), buffers)?;
     // SAFETY: the plan checked that a and b have the same shape; every buffer holds that many elements and
     // outlives the call.
-    unsafe { launch("add", add_entry(dtype), &plan) }?;
+    unsafe { launch(kernel, entry, &plan) }?;
     HostTensor::new(a.shape().to_vec(), ys.to_f32())
 }
 

@@ -4,8 +4,9 @@
 //! with the CPU engine.
 //!
 //! Ops without a kernel yet run the CPU reference on the (already rounded) inputs and round the result: `linear`
-//! (cuBLASLt's job on the GPU: f32 accumulation, one rounding), the Gemma-2 ops other than its norm
-//! (`causal_attention`, `rotary`, `embedding`, `mul`) and `linear_attention` at head widths other than 32. The
+//! (cuBLASLt's job on the GPU: f32 accumulation, one rounding) and `linear_attention` at head widths other than 32.
+//! Gemma-2's ops all run kernels: `embedding` and `rotary` (kernels/embed.cu), `causal_attention`
+//! (kernels/causal_attention.cu), `mul` (kernels/elementwise.cu) and `rms_norm_plus_one` (kernels/norm.cu). The
 //! DC-AE's ops all run kernels: `conv3x3` (kernels/conv3x3.cu, tensor cores for bf16/f16), `depthwise_conv` and
 //! `grouped_linear` (kernels/conv.cu), the channel/space shuffles (`channel_space`) and channel groupings
 //! (`split_qkv_groups`, `concat_channels`, `channel_group_mean`) of kernels/layout.cu.
@@ -168,9 +169,7 @@ impl Engine for EmuEngine {
         key_mask: &HostTensor,
         params: &CausalAttention,
     ) -> Result<HostTensor> {
-        self.round(cpu::causal_attention::causal_attention(
-            q, k, v, key_mask, params,
-        )?)
+        super::causal_attention(q, k, v, key_mask, params, self.dtype)
     }
 
     fn rotary(
@@ -180,16 +179,15 @@ impl Engine for EmuEngine {
         sin: &HostTensor,
         heads: usize,
     ) -> Result<HostTensor> {
-        self.round(cpu::rotary::rotary(x, cos, sin, heads)?)
+        super::rotary(x, cos, sin, heads, self.dtype)
     }
 
     fn embedding(&self, table: &HostTensor, ids: &[u32], scale: f32) -> Result<HostTensor> {
-        let scale = Storage::from_f32(self.dtype, &[scale]).to_f32()[0];
-        self.round(cpu::embed::embedding(table, ids, scale)?)
+        super::embedding(table, ids, scale, self.dtype)
     }
 
     fn mul(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
-        self.round(cpu::elementwise::mul(a, b)?)
+        super::mul(a, b, self.dtype)
     }
 
     fn rms_norm_plus_one(&self, x: &HostTensor, w: &HostTensor, eps: f32) -> Result<HostTensor> {
