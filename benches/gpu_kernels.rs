@@ -1,6 +1,7 @@
 //! The CUDA engine's kernels and cuBLASLt GEMMs at the real shapes of Sana 1.6B (D = 2240, 70 linear-attention heads
 //! of 32, cross-attention 20 heads of 112, Mix-FFN F = 5600) with both CFG halves as batch 2, at 1024 px (32×32
-//! latent, 1024 tokens) and 4096 px (128×128, 16384 tokens). Each case reports its time and achieved GB/s (memory-
+//! latent, 1024 tokens) and 4096 px (128×128, 16384 tokens); the DC-AE decoder's 3×3 convolutions and Gemma-2-2B's
+//! attention at a 1024 px image's sizes. Each case reports its time and achieved GB/s (memory-
 //! bound kernels: bytes that must move at least once) or TFLOP/s (GEMMs, attention), and the fraction of the
 //! device's ceilings measured by this same run (device-to-device copy bandwidth, an 8192³ cuBLASLt bf16 GEMM).
 //! Without a usable GPU it prints why and that it was skipped (the CPU engine's ops are in cpu_reference).
@@ -125,6 +126,37 @@ fn cases<'a>(e: &'a CudaEngine, t: &'a Tensors) -> Vec<Case<'a>> {
             });
         }
     }
+    // The DC-AE decoder's ResBlock 3×3 convolutions at a 1024 px image: 128 channels at 1024², 256 at 512², 512 at
+    // 256² (implicit GEMM on tensor cores).
+    for (side, c, x, w) in [
+        (1024usize, 128u64, &t.vae_128, &t.conv_128),
+        (512, 256, &t.vae_256, &t.conv_256),
+        (256, 512, &t.vae_512, &t.conv_512),
+    ] {
+        let px = (side * side) as u64;
+        v.push(Case {
+            name: format!("conv3x3 {side}x{side}x{c}->{c}"),
+            work: Work::Flops(2 * px * c * c * 9),
+            run: Box::new(move || e.conv3x3(x, w, None, (side, side), 1).map(drop)),
+        });
+    }
+    // Gemma-2-2B self-attention over the 300-token caption batch (prompt and negative): 8 heads of 256 over 4
+    // key/value heads, soft-cap 50, causal.
+    let causal = sana::engine::CausalAttention {
+        heads: 8,
+        kv_heads: 4,
+        scale: 256f32.powf(-0.5),
+        softcap: Some(50.0),
+        window: Some(4096),
+    };
+    v.push(Case {
+        name: "Gemma causal attention 2x300, 8 heads of 256 (GQA 2)".into(),
+        work: Work::Flops(2 * 2 * 300 * 300 * 8 * 256),
+        run: Box::new(move || {
+            e.causal_attention(&t.gemma_q, &t.gemma_kv, &t.gemma_kv, &t.gemma_mask, &causal)
+                .map(drop)
+        }),
+    });
     // The caption projection (Gemma 2304 → 2240, tanh-GELU): the epilogue fused in cuBLASLt against bias-only
     // plus a separate activation kernel.
     let m = 2 * 300u64;
@@ -169,6 +201,15 @@ struct Tensors {
     caption: CudaTensor,
     w_caption: CudaTensor,
     b_d: CudaTensor,
+    vae_128: CudaTensor,
+    conv_128: CudaTensor,
+    vae_256: CudaTensor,
+    conv_256: CudaTensor,
+    vae_512: CudaTensor,
+    conv_512: CudaTensor,
+    gemma_q: CudaTensor,
+    gemma_kv: CudaTensor,
+    gemma_mask: CudaTensor,
 }
 
 fn tensors(e: &CudaEngine) -> Tensors {
@@ -193,6 +234,17 @@ fn tensors(e: &CudaEngine) -> Tensors {
         caption: filled(e, &[2, 300, 2304], 15),
         w_caption: filled(e, &[d, 2304], 16),
         b_d: filled(e, &[d], 17),
+        vae_128: filled(e, &[1, 1024 * 1024, 128], 18),
+        conv_128: filled(e, &[128, 128, 3, 3], 19),
+        vae_256: filled(e, &[1, 512 * 512, 256], 20),
+        conv_256: filled(e, &[256, 256, 3, 3], 21),
+        vae_512: filled(e, &[1, 256 * 256, 512], 22),
+        conv_512: filled(e, &[512, 512, 3, 3], 23),
+        gemma_q: filled(e, &[2, 300, 8 * 256], 24),
+        gemma_kv: filled(e, &[2, 300, 4 * 256], 25),
+        gemma_mask: e
+            .upload(&HostTensor::new(vec![2, 300], vec![1.0; 600]).expect("mask"))
+            .expect("upload"),
     }
 }
 
