@@ -15,6 +15,7 @@
 //! - [`noise`]: the documented seeded Gaussian generator for initial latents.
 //! - [`image`]: resolution binning, resize-and-crop back to the requested size, 8-bit RGB and PNG output.
 //! - [`inspect`]: `sana-run inspect`: variant, parameter counts, dtypes, missing or unexpected tensors (headers only).
+//! - [`cost`]: FLOPs and bytes per op and per pipeline stage, from configs; roofline floors on named devices.
 //! - [`memory`]: peak host memory per stage.
 //! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants).
 //! - [`eval`]: the `sana-run eval …` subcommands: one component on tensors from a file.
@@ -33,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cost;
 pub mod cpu;
 pub mod engine;
 pub mod error;
