@@ -1,6 +1,7 @@
 //! The physical floor of a stage on a named device: it cannot run faster than its FLOPs at the peak dense
 //! tensor rate, nor than its bytes at the peak memory bandwidth (the roofline), whichever is slower.
 
+use crate::cost::stages::StageCosts;
 use crate::cost::Cost;
 
 /// Peak rates of one device.
@@ -54,4 +55,30 @@ impl Roofline {
         cost.bytes(bytes_per_element) as f64 / self.bytes_per_s
             > cost.flops() as f64 / self.flops_per_s
     }
+
+    /// Floors of every stage of a generation; the stages run one after another, so the denoise floor is the
+    /// conditioning's plus `steps` step floors and the total is the sum of the stages'.
+    pub fn stage_floors(&self, c: &StageCosts, bytes_per_element: u64) -> StageFloors {
+        let floor = |cost: &Cost| self.floor_s(cost, bytes_per_element);
+        let step = floor(&c.step);
+        let denoise = floor(&c.conditioning) + c.steps as f64 * step;
+        let (text_encode, decode) = (floor(&c.text_encode), floor(&c.decode));
+        StageFloors {
+            text_encode,
+            step,
+            denoise,
+            decode,
+            total: text_encode + denoise + decode,
+        }
+    }
+}
+
+/// Seconds per stage at best on one device.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StageFloors {
+    pub text_encode: f64,
+    pub step: f64,
+    pub denoise: f64,
+    pub decode: f64,
+    pub total: f64,
 }

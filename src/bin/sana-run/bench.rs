@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use sana::cost::roofline::{Roofline, BF16_BYTES, DEVICES};
+use sana::cost::roofline::{StageFloors, BF16_BYTES, DEVICES};
 use sana::cost::stages::{StageCosts, Workload};
 use sana::cost::Cost;
 use sana::engine::Engine;
@@ -45,9 +45,13 @@ pub struct BenchArgs {
     /// Image width in pixels (default: the model's native size).
     #[arg(long)]
     width: Option<usize>,
-    /// Timed runs after the warm-up run; each stage reports its median.
+    /// Timed runs after the warm-up; each stage reports its median.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Untimed runs first (they load Gemma and the transformer and touch every page); 0 for a slow engine at
+    /// real sizes, where the first run's text encode and first step then include loading.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Classifier-free guidance scale (> 1 doubles the DiT batch and encodes the negative prompt).
     #[arg(long, default_value_t = 4.5)]
     guidance: f32,
@@ -127,7 +131,8 @@ struct Plan {
 
 fn make_plan<E: Engine>(e: &E, args: &BenchArgs, dir: &Path) -> sana::Result<(Pipeline<E>, Plan)> {
     let mut pipe = Pipeline::load(e, dir)?;
-    pipe.keep_text_encoder = true;
+    // Reused Gemma stays resident (its load is not text encoding); a single run frees it before the DiT loads.
+    pipe.keep_text_encoder = args.warmup + args.runs.max(1) > 1;
     let native = pipe.transformer_config.sample_size * pipe.vae_scale();
     let req = Request {
         prompt: PROMPT.into(),
@@ -191,17 +196,16 @@ fn measure<E: Engine>(
     e: &E,
     pipe: &Pipeline<E>,
     req: &Request,
-    runs: usize,
+    (warmup, runs): (usize, usize),
 ) -> sana::Result<Measured> {
     let mut samples: Vec<[Duration; 5]> = Vec::new();
     let mut peaks = [None; 3];
-    // Run 0 is the warm-up: it loads Gemma and the transformer and touches every page once.
-    for run in 0..=runs.max(1) {
+    for run in 0..warmup + runs.max(1) {
         let mut marks = Vec::with_capacity(req.steps);
         let start = Instant::now();
         let out = pipe.generate(e, req, &mut |_, _| marks.push(Instant::now()))?;
         let total = start.elapsed();
-        if run == 0 {
+        if run < warmup {
             continue;
         }
         let t = out.times;
@@ -244,7 +248,7 @@ pub fn run(args: BenchArgs, dtype: Dtype) -> sana::Result<()> {
     } else {
         let outcome = on_engine!(args.engine, dtype, |e| {
             let (pipe, timed) = make_plan(e, &args, &src.dir)?;
-            measure(e, &pipe, &timed.req, args.runs).map(Some)
+            measure(e, &pipe, &timed.req, (args.warmup, args.runs)).map(Some)
         });
         match outcome {
             Ok(m) => Ok(m),
@@ -278,6 +282,8 @@ struct Row {
     key: &'static str,
     name: &'static str,
     cost: Cost,
+    /// Seconds at best on each of [`DEVICES`].
+    floors: Vec<f64>,
     time: Option<Duration>,
     peak_host: Option<u64>,
 }
@@ -295,9 +301,15 @@ impl Report<'_> {
         let c = &self.plan.costs;
         let m = self.measured.as_ref().ok().and_then(Option::as_ref);
         let peak = |i: usize| m.and_then(|m| m.peak_host[i]);
+        let f: Vec<StageFloors> = DEVICES
+            .iter()
+            .map(|d| d.stage_floors(c, BF16_BYTES))
+            .collect();
+        let floors = |pick: fn(&StageFloors) -> f64| f.iter().map(pick).collect::<Vec<f64>>();
         vec![
             Row {
                 key: "text_encode",
+                floors: floors(|f| f.text_encode),
                 name: "text encode",
                 cost: c.text_encode,
                 time: m.map(|m| m.text_encode),
@@ -305,6 +317,7 @@ impl Report<'_> {
             },
             Row {
                 key: "step",
+                floors: floors(|f| f.step),
                 name: "one step",
                 cost: c.step,
                 time: m.map(|m| m.step),
@@ -312,6 +325,7 @@ impl Report<'_> {
             },
             Row {
                 key: "denoise",
+                floors: floors(|f| f.denoise),
                 name: "all steps",
                 cost: c.denoise(),
                 time: m.map(|m| m.denoise),
@@ -319,6 +333,7 @@ impl Report<'_> {
             },
             Row {
                 key: "decode",
+                floors: floors(|f| f.decode),
                 name: "decode",
                 cost: c.decode,
                 time: m.map(|m| m.decode),
@@ -326,6 +341,7 @@ impl Report<'_> {
             },
             Row {
                 key: "total",
+                floors: floors(|f| f.total),
                 name: "total",
                 cost: c.total(),
                 time: m.map(|m| m.total),
@@ -354,7 +370,8 @@ impl Report<'_> {
         for r in &rows {
             let floors: serde_json::Map<String, Value> = DEVICES
                 .iter()
-                .map(|d| (d.name.to_string(), json!(d.floor_s(&r.cost, BF16_BYTES))))
+                .zip(&r.floors)
+                .map(|(d, f)| (d.name.to_string(), json!(f)))
                 .collect();
             stages.insert(
                 r.key.into(),
@@ -382,6 +399,7 @@ impl Report<'_> {
             "steps": req.steps,
             "guidance": req.guidance,
             "runs": self.args.runs.max(1),
+            "warmup": self.args.warmup,
             "tiled_decode": self.plan.tiled_decode,
             "stages": stages,
             "images_per_s": self.images_per_s(total),
@@ -395,7 +413,7 @@ impl Report<'_> {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "sana-run bench: {}, {}×{}, batch {}, {} steps, guidance {}, engine {}, median of {} runs (1 warm-up excluded)",
+            "sana-run bench: {}, {}×{}, batch {}, {} steps, guidance {}, engine {}, median of {} runs ({} warm-up excluded)",
             self.label,
             req.width,
             req.height,
@@ -403,7 +421,8 @@ impl Report<'_> {
             req.steps,
             req.guidance,
             self.engine(),
-            self.args.runs.max(1)
+            self.args.runs.max(1),
+            self.args.warmup
         );
         match self.status() {
             (_, Some(reason)) => {
@@ -424,13 +443,13 @@ impl Report<'_> {
             "stage", "time", "GFLOP", "GB (bf16)", "GFLOP/s", floors[0], floors[1], "peak host"
         );
         for r in self.rows() {
-            let floor = |d: &Roofline| {
-                let bound = if d.memory_bound(&r.cost, BF16_BYTES) {
+            let floor = |i: usize| {
+                let bound = if DEVICES[i].memory_bound(&r.cost, BF16_BYTES) {
                     "mem"
                 } else {
                     "cmp"
                 };
-                format!("{} {bound}", seconds(d.floor_s(&r.cost, BF16_BYTES)))
+                format!("{} {bound}", seconds(r.floors[i]))
             };
             let _ = writeln!(
                 s,
@@ -443,21 +462,17 @@ impl Report<'_> {
                     "{:.3}",
                     r.cost.flops() as f64 / 1e9 / t.as_secs_f64().max(1e-9)
                 )),
-                floor(&DEVICES[0]),
-                floor(&DEVICES[1]),
+                floor(0),
+                floor(1),
                 r.peak_host
                     .map_or("-".into(), |b| format!("{} MiB", b >> 20)),
             );
         }
-        let total = self.plan.costs.total();
         let best: Vec<String> = DEVICES
             .iter()
             .map(|d| {
-                format!(
-                    "{:.2} on {}",
-                    req.batch as f64 / d.floor_s(&total, BF16_BYTES),
-                    d.name
-                )
+                let floor = d.stage_floors(&self.plan.costs, BF16_BYTES).total;
+                format!("{:.2} on {}", req.batch as f64 / floor, d.name)
             })
             .collect();
         let _ = writeln!(
