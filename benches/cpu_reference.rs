@@ -4,38 +4,29 @@
 //! The reference is the oracle, not the fast path; these numbers say how long a golden check on real weights takes
 //! and catch accidental slow-downs. Throughput is reported in FLOP/s ("elements" = floating-point operations).
 
+mod common;
+
+use common::filled;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sana::cpu;
 use sana::engine::Activation;
-use sana::HostTensor;
-
-fn filled(shape: &[usize], seed: u32) -> HostTensor {
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| {
-            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
-            (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect();
-    HostTensor::new(shape.to_vec(), data).expect("shape and data agree")
-}
 
 fn bench(c: &mut Criterion) {
     let (n, d, f, heads) = (256usize, 1152usize, 2880usize, 36usize);
     let mut g = c.benchmark_group("cpu_reference");
     g.sample_size(10);
 
-    let x = filled(&[1, n, d], 1);
-    let w = filled(&[d, d], 2);
+    let x = filled(&[1, n, d], 1, 1.0);
+    let w = filled(&[d, d], 2, 1.0);
     g.throughput(Throughput::Elements((2 * n * d * d) as u64));
     g.bench_function(BenchmarkId::new("linear", format!("{n}x{d}x{d}")), |b| {
         b.iter(|| cpu::linear::linear(&x, &w, None, Activation::Identity).expect("valid shapes"))
     });
 
     let (q, k, v) = (
-        filled(&[2, n, d], 3),
-        filled(&[2, n, d], 4),
-        filled(&[2, n, d], 5),
+        filled(&[2, n, d], 3, 1.0),
+        filled(&[2, n, d], 4, 1.0),
+        filled(&[2, n, d], 5, 1.0),
     );
     let hd = d / heads;
     g.throughput(Throughput::Elements(
@@ -50,9 +41,9 @@ fn bench(c: &mut Criterion) {
         },
     );
 
-    let u = filled(&[2, n, 2 * f], 6);
-    let dw = filled(&[2 * f, 9], 7);
-    let db = filled(&[2 * f], 8);
+    let u = filled(&[2, n, 2 * f], 6, 1.0);
+    let dw = filled(&[2 * f, 9], 7, 1.0);
+    let db = filled(&[2 * f], 8, 1.0);
     g.throughput(Throughput::Elements((2 * n * 2 * f * 9 * 2) as u64));
     g.bench_function(
         BenchmarkId::new("dwconv3x3_glu", format!("2x16x16x{}", 2 * f)),
@@ -60,8 +51,8 @@ fn bench(c: &mut Criterion) {
     );
 
     let (c, side) = (512usize, 16usize);
-    let xc = filled(&[1, side * side, c], 9);
-    let wc = filled(&[c, c, 3, 3], 10);
+    let xc = filled(&[1, side * side, c], 9, 1.0);
+    let wc = filled(&[c, c, 3, 3], 10, 1.0);
     g.throughput(Throughput::Elements((2 * side * side * c * c * 9) as u64));
     g.bench_function(
         BenchmarkId::new("conv3x3", format!("{side}x{side}x{c}->{c}")),
@@ -69,14 +60,14 @@ fn bench(c: &mut Criterion) {
     );
 
     let (c3, side, heads) = (3 * 1024usize, 32usize, 1024 / 32);
-    let t = filled(&[1, side * side, c3], 11);
-    let w5 = filled(&[c3, 5, 5], 12);
+    let t = filled(&[1, side * side, c3], 11, 1.0);
+    let w5 = filled(&[c3, 5, 5], 12, 1.0);
     g.throughput(Throughput::Elements((2 * side * side * c3 * 25) as u64));
     g.bench_function(
         BenchmarkId::new("depthwise_conv5x5", format!("{side}x{side}x{c3}")),
         |b| b.iter(|| cpu::conv::depthwise_conv(&t, &w5, None, side, side).expect("valid shapes")),
     );
-    let wg = filled(&[c3, 32], 13);
+    let wg = filled(&[c3, 32], 13, 1.0);
     g.throughput(Throughput::Elements((2 * side * side * c3 * 32) as u64));
     g.bench_function(
         BenchmarkId::new(

@@ -6,6 +6,8 @@
 //! device's ceilings measured by this same run (device-to-device copy bandwidth, an 8192³ cuBLASLt bf16 GEMM).
 //! Without a usable GPU it prints why and that it was skipped (the CPU engine's ops are in cpu_reference).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -28,15 +30,7 @@ struct Case<'a> {
 }
 
 fn filled(e: &CudaEngine, shape: &[usize], seed: u32) -> CudaTensor {
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| {
-            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
-            (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect();
-    let host = HostTensor::new(shape.to_vec(), data).expect("shape and data agree");
-    e.upload(&host).expect("upload")
+    e.upload(&common::filled(shape, seed, 1.0)).expect("upload")
 }
 
 fn cases<'a>(e: &'a CudaEngine, t: &'a Tensors) -> Vec<Case<'a>> {

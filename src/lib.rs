@@ -15,8 +15,10 @@
 //! - [`noise`]: the documented seeded Gaussian generator for initial latents.
 //! - [`image`]: resolution binning, resize-and-crop back to the requested size, 8-bit RGB and PNG output.
 //! - [`inspect`]: `sana-run inspect`: variant, parameter counts, dtypes, missing or unexpected tensors (headers only).
+//! - [`cost`]: FLOPs and bytes per op and per pipeline stage, from configs; roofline floors on named devices.
 //! - [`memory`]: peak host memory per stage.
-//! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants).
+//! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants), or synthetic ones.
+//! - [`synthetic_pipeline`]: a published variant's folder with synthetic weights (benchmarks at real sizes).
 //! - [`eval`]: the `sana-run eval …` subcommands: one component on tensors from a file.
 //! - [`tensor`], [`tensor_file`], [`error`]: host tensors, their files, and the error type.
 //!
@@ -33,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cost;
 pub mod cpu;
 pub mod engine;
 pub mod error;
@@ -46,6 +49,7 @@ pub mod model;
 pub mod noise;
 pub mod pipeline;
 pub mod scheduler;
+pub mod synthetic_pipeline;
 pub mod tensor;
 pub mod tensor_file;
 pub mod text;

@@ -1,6 +1,9 @@
 //! Checkpoint access: safetensors files memory-mapped with memmap2, single or sharded (`*.safetensors.index.json`),
 //! in f32/f16/bf16 on disk. Key names are the checkpoint's, verbatim; `Weights::prefix` scopes them the way the
-//! model's module tree does (`weights.prefix("transformer_blocks.3.attn1")`).
+//! model's module tree does (`weights.prefix("transformer_blocks.3.attn1")`). A folder may instead hold a
+//! synthetic checkpoint ([`synthetic`]): the same names and shapes with seeded random values made in memory.
+
+pub mod synthetic;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +16,7 @@ use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
+use synthetic::Synthetic;
 
 /// One memory-mapped safetensors file with its parsed header.
 pub struct SafetensorsFile {
@@ -233,11 +237,14 @@ struct Checkpoint {
     files: Vec<SafetensorsFile>,
     /// key → index into `files`
     owner: HashMap<String, usize>,
+    /// In-memory random tensors; `files` is then empty.
+    synthetic: Option<Synthetic>,
 }
 
 impl Weights {
     /// Opens `dir/{stem}.safetensors`, or the shards listed by `dir/{stem}.safetensors.index.json`; failing both, the
-    /// 16-bit variants (`{stem}.bf16.safetensors`, `{stem}.fp16.safetensors` and their indexes).
+    /// 16-bit variants (`{stem}.bf16.safetensors`, `{stem}.fp16.safetensors` and their indexes), then a synthetic
+    /// checkpoint (`{stem}.synthetic.json`).
     pub fn open(dir: impl AsRef<Path>, stem: &str) -> Result<Self> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
@@ -267,6 +274,10 @@ impl Weights {
             if dir.join(index).is_file() {
                 return Self::from_index(&dir.join(index));
             }
+        }
+        let synthetic = dir.join(synthetic::file_name(stem));
+        if synthetic.is_file() {
+            return Ok(Self::from_synthetic(Synthetic::open(&synthetic)?));
         }
         Err(Error::io(
             dir.join(&candidates[0].0),
@@ -360,9 +371,23 @@ impl Weights {
                 description,
                 files,
                 owner,
+                synthetic: None,
             }),
             prefix: String::new(),
         })
+    }
+
+    /// A checkpoint of synthetic tensors.
+    pub fn from_synthetic(synthetic: Synthetic) -> Self {
+        Self {
+            checkpoint: Arc::new(Checkpoint {
+                description: format!("{} (synthetic)", synthetic.path().display()),
+                files: Vec::new(),
+                owner: HashMap::new(),
+                synthetic: Some(synthetic),
+            }),
+            prefix: String::new(),
+        }
     }
 
     /// The same checkpoint with `name` appended to the key prefix (joined by a dot).
@@ -387,21 +412,31 @@ impl Weights {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.checkpoint.owner.contains_key(&self.key(name))
+        let key = self.key(name);
+        self.checkpoint.owner.contains_key(&key)
+            || self
+                .checkpoint
+                .synthetic
+                .as_ref()
+                .is_some_and(|s| s.contains(&key))
     }
 
     /// The tensor `prefix.name`, or an error naming the full key and the checkpoint.
     pub fn get(&self, name: &str) -> Result<TensorView<'_>> {
         let key = self.key(name);
+        let missing = || Error::MissingTensor {
+            name: key.clone(),
+            location: self.checkpoint.description.clone(),
+        };
+        if let Some(synthetic) = &self.checkpoint.synthetic {
+            return synthetic.view(&key).ok_or_else(missing);
+        }
         let file = self
             .checkpoint
             .owner
             .get(&key)
             .map(|&i| &self.checkpoint.files[i])
-            .ok_or_else(|| Error::MissingTensor {
-                name: key.clone(),
-                location: self.checkpoint.description.clone(),
-            })?;
+            .ok_or_else(missing)?;
         file.get(&key)
     }
 
@@ -414,7 +449,12 @@ impl Weights {
 
     /// Every key of the checkpoint (unprefixed).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.checkpoint.owner.keys().map(String::as_str)
+        let synthetic = self.checkpoint.synthetic.iter().flat_map(Synthetic::names);
+        self.checkpoint
+            .owner
+            .keys()
+            .map(String::as_str)
+            .chain(synthetic)
     }
 
     /// The files of the checkpoint (one, or the shards in name order).

@@ -7,6 +7,7 @@
 //!   1×1 convolutions are `linear` and the depthwise 3×3 conv reads a `[B, h, w, C]` view;
 //! - linear weights are PyTorch's `[out, in]` (a 1×1 conv weight `[out, in, 1, 1]` is loaded as `[out, in]`).
 
+pub mod counting;
 pub mod cpu;
 pub mod cuda;
 pub mod emu;

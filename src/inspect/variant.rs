@@ -98,6 +98,40 @@ impl Variant {
             .map(|p| format!("Efficient-Large-Model/{}", p.repo))
     }
 
+    /// The published variant named `name` (as [`Self::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Variant> {
+        PUBLISHED.iter().find(|p| p.name == name).map(|p| p.variant)
+    }
+
+    /// The `transformer/config.json` of the published variant (the values [`Self::detect`] recognises, the common
+    /// ones of every official checkpoint elsewhere); `None` for `Custom`.
+    pub fn transformer_config(self) -> Option<serde_json::Value> {
+        let p = self.row()?;
+        Some(serde_json::json!({
+            "_class_name": "SanaTransformer2DModel",
+            "attention_bias": false,
+            "attention_head_dim": 32,
+            "caption_channels": 2304,
+            "cross_attention_dim": p.width,
+            "cross_attention_head_dim": p.cross_head_dim,
+            "guidance_embeds": p.guidance_embeds,
+            "guidance_embeds_scale": 0.1,
+            "in_channels": 32,
+            "interpolation_scale": p.interpolation_scale,
+            "mlp_ratio": 2.5,
+            "norm_elementwise_affine": false,
+            "norm_eps": 1e-6,
+            "num_attention_heads": p.width / 32,
+            "num_cross_attention_heads": p.cross_heads,
+            "num_layers": p.layers,
+            "out_channels": 32,
+            "patch_size": 1,
+            "qk_norm": if p.qk_norm { Some("rms_norm_across_heads") } else { None },
+            "sample_size": p.sample_size,
+            "timestep_scale": if p.guidance_embeds { 1000.0 } else { 1.0 },
+        }))
+    }
+
     fn row(self) -> Option<&'static Published> {
         PUBLISHED.iter().find(|p| p.variant == self)
     }

@@ -89,7 +89,7 @@ enum SamplerArg {
 }
 
 /// The demo model shipped with the sources (tests/fixtures/tiny-sana).
-fn demo_model() -> PathBuf {
+pub fn demo_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sana")
 }
 

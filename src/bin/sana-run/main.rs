@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use sana::engine::emu::StorageDtype;
 
+use bench::BenchArgs;
 use generate::GenerateArgs;
 
 #[derive(Parser)]
@@ -31,6 +32,9 @@ struct Cli {
 enum Command {
     /// Generate images from a prompt (the default when no subcommand is given).
     Generate(GenerateArgs),
+    /// Time the pipeline per stage (median of --runs after a warm-up) beside its FLOP/byte model and roofline
+    /// floors; `--variant` builds a published architecture with synthetic weights in memory.
+    Bench(BenchArgs),
     /// Describe a diffusers Sana folder: variant, parameter counts, dtypes, missing or unexpected tensors.
     Inspect {
         /// A diffusers pipeline folder.
@@ -196,6 +200,7 @@ fn open_gpu(dtype: Dtype) -> sana::Result<sana::engine::cuda::CudaEngine> {
 }
 
 // After the macro: textual scoping makes `on_engine!` visible to these modules.
+mod bench;
 mod generate;
 mod progress;
 
@@ -203,6 +208,7 @@ fn run(cli: Cli) -> sana::Result<()> {
     match cli.command {
         None => generate::run(cli.generate, cli.dtype),
         Some(Command::Generate(args)) => generate::run(args, cli.dtype),
+        Some(Command::Bench(args)) => bench::run(args, cli.dtype),
         Some(Command::Inspect { dir }) => {
             let report = sana::inspect::inspect(&dir)?;
             print!("{report}");
