@@ -16,6 +16,7 @@ decode (`vae.decode`), total; warm-up run excluded, median of `--runs`; images/s
 """
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +26,9 @@ from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, 
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
 ROOT = Path(__file__).resolve().parent.parent
-TOKENIZER = ROOT / "tests" / "fixtures" / "tiny-sana" / "tokenizer"
+# $SANA_FIXTURES where the script runs from the GPU bundle rather than the repository.
+FIXTURES = Path(os.environ.get("SANA_FIXTURES", ROOT / "tests" / "fixtures"))
+TOKENIZER = FIXTURES / "tiny-sana" / "tokenizer"
 PROMPT = "a photo of a red fox in the snow"
 
 # name: (width, layers, cross heads, cross head dim, sample_size, interpolation_scale, qk_norm) — the published
@@ -213,7 +216,7 @@ def main():
         pipe, native = synthetic_pipeline(args.variant, args.device, dtype)
         label = f"{args.variant} (random weights)"
     else:
-        model = args.model or ROOT / "tests" / "fixtures" / "tiny-sana"
+        model = args.model or FIXTURES / "tiny-sana"
         pipe = SanaPipeline.from_pretrained(model, torch_dtype=dtype).to(args.device)
         native = pipe.transformer.config.sample_size * pipe.vae_scale_factor
         label = str(model)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the GPU suite into one folder that runs on a machine with only the NVIDIA driver and the CUDA libraries
-# (no Rust, no nvcc): release `sana-run`, the GPU test executables (tests/*cuda*), the criterion benches, the
-# fixtures, and run.sh, which runs everything and writes its results to a folder.
+# (no Rust, no nvcc): release `sana-run`, the GPU test executables (tests/*cuda*), the GPU criterion benches, the
+# fixtures, tools/bench_reference.py with the diffusers wheel it needs (where pip can fetch it here), and run.sh,
+# which runs everything, sets `sana-run bench` beside diffusers per stage, and writes its results to a folder.
 #
 #   tools/gpu-bundle.sh [DIR]          # default target/gpu-bundle; fails if the bundle exceeds 64 MiB
 #   DIR/run.sh [RESULTS]               # on the GPU host; default DIR/results (summary.txt, one log per program);
@@ -37,13 +38,20 @@ while read -r kind name exe; do
         test) cp "$exe" "$out/tests/$name" ;;
     esac
 done < <(executables test --profile bench "${tests[@]}")
+# Only the GPU benches: the CPU reference benches at real shapes take minutes per sample and device time is scarce.
 while read -r kind name exe; do
-    if [ "$kind" = bench ]; then cp "$exe" "$out/benches/$name"; fi
+    if [ "$kind" = bench ] && [[ $name == gpu* ]]; then cp "$exe" "$out/benches/$name"; fi
 done < <(executables bench)
 [ -x "$out/bin/sana-run" ] || { echo "error: cargo built no sana-run" >&2; exit 1; }
 strip "$out"/bin/* "$out"/tests/* "$out"/benches/*
 
 cp -r tests/fixtures "$out/fixtures"
+cp tools/bench_reference.py "$out/"
+# diffusers is the one package the reference needs beyond a CUDA PyTorch image (its other needs are common there).
+if ! python3 -m pip download -q --no-deps --only-binary=:all: diffusers==0.40.0 importlib_metadata \
+    -d "$out/wheels" 2>/dev/null; then
+    echo "note: could not download the diffusers wheel; run.sh will use the host's diffusers if it has one" >&2
+fi
 git rev-parse HEAD >"$out/COMMIT"
 if git status --porcelain --untracked-files=no | grep -q .; then echo "(with uncommitted changes)" >>"$out/COMMIT"; fi
 
@@ -82,16 +90,50 @@ for t in "$here"/tests/*; do
     run test "$(basename "$t")" "$t" --nocapture --test-threads=1
     grep -h -E '^(test |.*skipped|.*tol )' "$results/test-$(basename "$t").log" >>"$results/summary.txt"
 done
-if [ "${SANA_RUN_BENCHES:-1}" != 0 ]; then
-    for b in "$here"/benches/*; do
-        run bench "$(basename "$b")" "$b" --bench
-    done
+if [ "${SANA_RUN_BENCHES:-1}" = 0 ]; then
+    echo "failed programs: $failed" | tee -a "$results/summary.txt"
+    exit "$failed"
 fi
-if "$here/bin/sana-run" bench --help >/dev/null 2>&1; then
-    for v in sana-600m-1024 sana-1600m-1024 sana-1600m-4096; do
-        run sana-run "bench-$v" "$here/bin/sana-run" bench --variant "$v" --engine cuda --json
-    done
+for b in "$here"/benches/*; do
+    run bench "$(basename "$b")" "$b" --bench
+done
+# sana-run bench beside diffusers (eager and torch.compile) on the same variant, steps and CFG; the ratio per stage
+# goes to the summary. SANA_BENCH_VARIANTS="name:steps:runs …" overrides the default sweep.
+if [ -d "$here/wheels" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sana-reference "$here"/wheels/*.whl &&
+        export PYTHONPATH=/tmp/sana-reference${PYTHONPATH:+:$PYTHONPATH}
 fi
+reference=$(python3 -c 'import torch, diffusers; print(torch.cuda.is_available())' 2>/dev/null)
+for spec in ${SANA_BENCH_VARIANTS:-sana-600m-1024:20:3 sana-1600m-1024:20:3 sana-1600m-4096:5:1}; do
+    IFS=: read -r v steps runs <<<"$spec"
+    run sana-run "bench-$v" "$here/bin/sana-run" bench --variant "$v" --engine cuda --steps "$steps" \
+        --runs "$runs" --json
+    if [ "$reference" != True ]; then
+        echo "reference $v: skipped (python3 with torch on a GPU and diffusers not found)" | tee -a "$results/summary.txt"
+        continue
+    fi
+    for mode in eager compile; do
+        flag=$([ "$mode" = compile ] && echo --compile)
+        run reference "$mode-$v" python3 "$here/bench_reference.py" --variant "$v" --steps "$steps" \
+            --runs "$runs" --json $flag
+        python3 - "$results/sana-run-bench-$v.log" "$results/reference-$mode-$v.log" <<'PY' | tee -a "$results/summary.txt"
+import json, sys
+def last_json(path):
+    for line in reversed(open(path).read().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+ours, ref = last_json(sys.argv[1]), last_json(sys.argv[2])
+if not ours or not ref:
+    sys.exit(print(f"ratio: missing output ({sys.argv[1]}, {sys.argv[2]})"))
+print(f"{ours['model']}: sana {ours['engine']} vs {ref['engine']}, {ours['steps']} steps")
+for k in ["text_encode", "step", "denoise", "decode", "total"]:
+    a, b = ours["stages"][k]["time_s"], ref["stages"][k]["time_s"]
+    ratio = f"{b / a:.2f}x" if a and b else "-"
+    print(f"  {k:<12} sana {a if a is None else f'{a:.4f}'} s  diffusers {b:.4f} s  speed-up {ratio}")
+PY
+    done
+done
 echo "failed programs: $failed" | tee -a "$results/summary.txt"
 exit "$failed"
 RUN
