@@ -25,7 +25,7 @@
 // __expf), f32 P·V; the row sum is kept per lane and added over the 8 lanes at the end; one rounding to the storage
 // dtype. Unlike FlashAttention, P is not rounded to 16 bits before P·V.
 
-#include "common.cuh"
+#include "attention_tile.cuh"
 
 // Mirrors AttentionParams in src/launch/attention.rs.
 struct AttentionParams {
@@ -45,21 +45,9 @@ static_assert(sizeof(AttentionParams) == 64, "AttentionParams must match src/lau
 
 namespace {
 constexpr unsigned QUERIES = 32;  // per block; mirrors QUERIES in Rust
-constexpr unsigned LANES = 8;     // lanes sharing a query pair
-
-__device__ __forceinline__ unsigned min_u(unsigned a, unsigned b) { return a < b ? a : b; }
-
-// Max over the 8 lanes of the thread's group (lanes differing in bits 0..2).
-__device__ __forceinline__ float group_max(float v) {
-    for (int offset = 1; offset < int(LANES); offset <<= 1) v = fmaxf(v, __shfl_xor_sync(sana::FULL_MASK, v, offset));
-    return v;
-}
-
-__device__ __forceinline__ float group_sum(float v) {
-    for (int offset = 1; offset < int(LANES); offset <<= 1) v += __shfl_xor_sync(sana::FULL_MASK, v, offset);
-    return v;
-}
 }  // namespace
+
+using namespace sana_attention;
 
 template <typename T, int DC, int KPL>
 __device__ __forceinline__ void attention(const AttentionParams& p) {
@@ -93,25 +81,13 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
     for (unsigned l0 = 0; l0 < p.l; l0 += TK) {
         const unsigned keys = min_u(TK, p.l - l0);
         __syncthreads();  // the previous tile's K, V and P are consumed (and, first time, Q is written)
-        for (unsigned e = threadIdx.x; e < keys * d; e += blockDim.x) {
-            const unsigned j = e / d, c = e % d;
-            k_s[j * qs + c] = sana::to_float(k[(l0 + j) * stride + c]);
-            v_s[j * d + c] = sana::to_float(v[(l0 + j) * stride + c]);
-        }
+        stage_kv(k, v, stride, l0, keys, d, qs, k_s, v_s);
         for (unsigned j = threadIdx.x; j < keys; j += blockDim.x) bias_s[j] = sana::to_float(bias[l0 + j]);
         __syncthreads();
 
         // Scores of the two queries against keys g, g+8, …; keys past the tile's end get −∞ (weight 0).
-        float s[2][KPL] = {};
-        for (unsigned c = 0; c < d; ++c) {
-            const float qa = q_s[row[0] * qs + c], qb = q_s[row[1] * qs + c];
-            SANA_UNROLL
-            for (int kk = 0; kk < KPL; ++kk) {
-                const float kv = k_s[(g + LANES * kk) * qs + c];
-                s[0][kk] += qa * kv;
-                s[1][kk] += qb * kv;
-            }
-        }
+        float s[2][KPL];
+        pair_scores(q_s, k_s, qs, d, row, g, s);
         SANA_UNROLL
         for (int r = 0; r < 2; ++r) {
             float tile_max = -INFINITY;
@@ -136,18 +112,7 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
         }
         __syncthreads();
 
-        for (unsigned j = 0; j < keys; ++j) {
-            const float pa = p_s[row[0] * ps + j], pb = p_s[row[1] * ps + j];
-            SANA_UNROLL
-            for (int c = 0; c < DC; ++c) {
-                const unsigned dim = g + LANES * c;
-                if (dim < d) {
-                    const float vv = v_s[j * d + dim];
-                    acc[0][c] += pa * vv;
-                    acc[1][c] += pb * vv;
-                }
-            }
-        }
+        accumulate_pv(p_s, v_s, ps, d, keys, row, g, acc);
     }
 
     T* out = static_cast<T*>(p.out) + (size_t(b) * p.n + q0) * stride + h * d;

@@ -30,7 +30,7 @@
 // f32 P·V; the row sum is kept per lane and added over the 8 lanes at the end; one rounding to the storage dtype. A
 // tile whose keys are all masked for a query leaves its running state alone (no exp(−∞ − (−∞))).
 
-#include "common.cuh"
+#include "attention_tile.cuh"
 
 // Mirrors CausalAttentionParams in src/launch/causal_attention.rs.
 struct CausalAttentionParams {
@@ -52,22 +52,7 @@ struct CausalAttentionParams {
 };
 static_assert(sizeof(CausalAttentionParams) == 80, "CausalAttentionParams must match src/launch/causal_attention.rs");
 
-namespace {
-constexpr unsigned LANES = 8;  // lanes sharing a query pair
-
-__device__ __forceinline__ unsigned min_u(unsigned a, unsigned b) { return a < b ? a : b; }
-
-// Max over the 8 lanes of the thread's group (lanes differing in bits 0..2).
-__device__ __forceinline__ float group_max(float v) {
-    for (int offset = 1; offset < int(LANES); offset <<= 1) v = fmaxf(v, __shfl_xor_sync(sana::FULL_MASK, v, offset));
-    return v;
-}
-
-__device__ __forceinline__ float group_sum(float v) {
-    for (int offset = 1; offset < int(LANES); offset <<= 1) v += __shfl_xor_sync(sana::FULL_MASK, v, offset);
-    return v;
-}
-}  // namespace
+using namespace sana_attention;
 
 template <typename T, int DC, int KPL, unsigned QPB>
 __device__ __forceinline__ void causal_attention(const CausalAttentionParams& p) {
@@ -105,24 +90,12 @@ __device__ __forceinline__ void causal_attention(const CausalAttentionParams& p)
     for (unsigned l0 = lo; l0 < hi; l0 += TK) {
         const unsigned keys = min_u(TK, hi - l0);
         __syncthreads();  // the previous tile's K, V and P are consumed (and, first time, Q is written)
-        for (unsigned e = threadIdx.x; e < keys * d; e += blockDim.x) {
-            const unsigned j = e / d, c = e % d;
-            k_s[j * qs + c] = sana::to_float(k[(l0 + j) * kv_stride + c]);
-            v_s[j * d + c] = sana::to_float(v[(l0 + j) * kv_stride + c]);
-        }
+        stage_kv(k, v, kv_stride, l0, keys, d, qs, k_s, v_s);
         for (unsigned j = threadIdx.x; j < keys; j += blockDim.x) mask_s[j] = sana::to_float(mask[l0 + j]);
         __syncthreads();
 
-        float s[2][KPL] = {};
-        for (unsigned c = 0; c < d; ++c) {
-            const float qa = q_s[row[0] * qs + c], qb = q_s[row[1] * qs + c];
-            SANA_UNROLL
-            for (int kk = 0; kk < KPL; ++kk) {
-                const float kv = k_s[(g + LANES * kk) * qs + c];
-                s[0][kk] += qa * kv;
-                s[1][kk] += qb * kv;
-            }
-        }
+        float s[2][KPL];
+        pair_scores(q_s, k_s, qs, d, row, g, s);
         SANA_UNROLL
         for (int r = 0; r < 2; ++r) {
             const unsigned i = q0 + row[r];
@@ -153,18 +126,7 @@ __device__ __forceinline__ void causal_attention(const CausalAttentionParams& p)
         }
         __syncthreads();
 
-        for (unsigned j = 0; j < keys; ++j) {
-            const float pa = p_s[row[0] * ps + j], pb = p_s[row[1] * ps + j];
-            SANA_UNROLL
-            for (int c = 0; c < DC; ++c) {
-                const unsigned dim = g + LANES * c;
-                if (dim < d) {
-                    const float vv = v_s[j * d + dim];
-                    acc[0][c] += pa * vv;
-                    acc[1][c] += pb * vv;
-                }
-            }
-        }
+        accumulate_pv(p_s, v_s, ps, d, keys, row, g, acc);
     }
 
     float total[2];
