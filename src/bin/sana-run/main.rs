@@ -165,10 +165,14 @@ macro_rules! on_engine {
                 let $e = &sana::engine::emu::EmuEngine::new($dtype.into());
                 $body
             }
-            EngineKind::Cuda => {
-                let $e = &$crate::open_gpu($dtype)?;
-                $body
-            }
+            // The macro's value is the error (not an early return), so callers can tell an unavailable engine apart.
+            EngineKind::Cuda => match $crate::open_gpu($dtype) {
+                Ok(gpu) => {
+                    let $e = &gpu;
+                    $body
+                }
+                Err(err) => Err(err),
+            },
             EngineKind::Auto => match $crate::open_gpu($dtype) {
                 Ok(gpu) => {
                     let $e = &gpu;
