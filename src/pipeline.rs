@@ -110,6 +110,8 @@ pub struct Pipeline<E: Engine> {
     pub keep_text_encoder: bool,
     /// Parsed once at load (the real tokenizer.json is 17 MB of JSON); each Gemma load takes a copy.
     tokenizer: GemmaTokenizer,
+    /// Gemma's config, for its working set per encoding (read once at load, not per generation).
+    text_encoder_config: GemmaConfig,
     text_encoder: Mutex<Option<TextEncoder<E>>>,
     transformer: Mutex<Option<SanaTransformer<E>>>,
 }
@@ -125,6 +127,7 @@ impl<E: Engine> Pipeline<E> {
             ));
         }
         let tokenizer = GemmaTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let text_encoder_config = GemmaConfig::load(&dir.join("text_encoder/config.json"))?;
         let transformer = TransformerConfig::load(&dir.join("transformer/config.json"))?;
         let vae = DcAeDecoder::from_dir(e, &dir.join("vae"))?;
         let scheduler = SchedulerConfig::load(&dir.join("scheduler/scheduler_config.json"))?;
@@ -153,6 +156,7 @@ impl<E: Engine> Pipeline<E> {
             scheduler,
             keep_text_encoder: false,
             tokenizer,
+            text_encoder_config,
             text_encoder: Mutex::new(None),
             transformer: Mutex::new(None),
         })
@@ -300,7 +304,7 @@ impl<E: Engine> Pipeline<E> {
         let mut times = StageTimes::default();
         let cfg = req.guidance > 1.0;
         let prompts = [req.prompt.as_str()];
-        let text_elements = self.text_encode_elements(req, if cfg { 2 } else { 1 })?;
+        let text_elements = self.text_encode_elements(req, if cfg { 2 } else { 1 });
         let (embeds, stats) = run_stage(e, "text encode", text_elements, || {
             self.with_text_encoder(e, |enc| {
                 if cfg {
@@ -399,7 +403,7 @@ impl<E: Engine> Pipeline<E> {
             }
         }
         let mut times = StageTimes::default();
-        let text_elements = self.text_encode_elements(req, 1)?;
+        let text_elements = self.text_encode_elements(req, 1);
         let (embeds, stats) = run_stage(e, "text encode", text_elements, || {
             self.with_text_encoder(e, |enc| {
                 enc.encode_positive(e, &[req.prompt.as_str()], &req.prompt_options)
@@ -481,19 +485,18 @@ impl<E: Engine> Pipeline<E> {
 
     /// Gemma's working set for `prompts` encodings (src/gpu/arena.rs). The instruction prefix is shorter than
     /// `max_sequence_length` tokens, so twice that bounds a prefixed prompt.
-    fn text_encode_elements(&self, req: &Request, prompts: usize) -> Result<usize> {
-        let config = GemmaConfig::load(&self.dir.join("text_encoder/config.json"))?;
+    fn text_encode_elements(&self, req: &Request, prompts: usize) -> usize {
         let opts = &req.prompt_options;
         let prefix = if opts.complex_human_instruction.is_empty() {
             1
         } else {
             2
         };
-        Ok(arena::text_encode_elements(
-            &config,
+        arena::text_encode_elements(
+            &self.text_encoder_config,
             prompts,
             prefix * opts.max_sequence_length,
-        ))
+        )
     }
 
     /// One denoising step's working set for `model_batch` images (both CFG halves) of `latents`' size.

@@ -56,22 +56,10 @@ impl Default for VaeTile {
 /// are tiled.
 pub const DEFAULT_BUDGET: usize = 4 << 30;
 
-/// Live f32 feature maps of the widest stage during a block (input, two conv outputs, norm, residual sum).
-const LIVE_MAPS: usize = 5;
-
 /// Estimated peak activation bytes of an untiled decode of an `h × w` latent (batch 1, f32 host storage): the
-/// largest `channels × pixels` over the stages, times the maps alive at once.
+/// decoder's working set (`crate::gpu::arena::decode_elements`) in f32.
 pub fn untiled_bytes<E: Engine>(vae: &DcAeDecoder<E>, h: usize, w: usize) -> usize {
-    let stages = &vae.config.stages;
-    let mut scale = vae.config.spatial_factor();
-    let mut widest = 0;
-    for (i, stage) in stages.iter().enumerate() {
-        widest = widest.max(stage.channels * h * w * scale * scale);
-        if vae.config.has_upsampler(i) {
-            scale /= 2;
-        }
-    }
-    widest * LIVE_MAPS * std::mem::size_of::<f32>()
+    crate::gpu::arena::decode_elements(&vae.config, h, w) * std::mem::size_of::<f32>()
 }
 
 /// The tiling `tile` resolves to for an `h × w` latent, or `None` for an untiled decode.
