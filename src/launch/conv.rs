@@ -43,6 +43,33 @@ pub struct DwConvGluBuffers {
     pub bias: DevicePtr,
 }
 
+/// The depthwise kernels' grid: x = tiles of THREADS output channels, y = strips of `rows` image rows, z = batch;
+/// an empty grid when there is nothing to compute.
+fn strip_geometry(
+    op: &'static str,
+    (b, n, h): (usize, usize, usize),
+    channels: usize,
+    rows: usize,
+) -> Result<Geometry> {
+    let strips = h.div_ceil(rows);
+    if b > 65535 || strips > 65535 {
+        return Err(Error::shape(
+            op,
+            format!("B = {b} or h = {h} ({strips} row strips) exceeds the grid limit 65535"),
+        ));
+    }
+    let empty = n == 0 || channels == 0;
+    Ok(Geometry {
+        grid: [
+            to_u32(op, "channel tiles", channels.div_ceil(THREADS))?,
+            strips as u32,
+            if empty { 0 } else { b as u32 },
+        ],
+        block: [THREADS as u32, 1, 1],
+        shared_mem_bytes: 0,
+    })
+}
+
 /// Plans the depthwise 3×3 conv (zero padding 1) + bias + `value · SiLU(gate)` over `x` `[B, h·w, 2F]` seen as
 /// `[B, h, w, 2F]`, with `w` `[2F, 9]` and `bias` `[2F]`; the output is `[B, h·w, F]`.
 pub fn dwconv3x3_glu(
@@ -85,24 +112,8 @@ pub fn dwconv3x3_glu(
         ));
     }
     let f = c2 / 2;
-    let strips = h.div_ceil(ROWS);
-    if strips > 65535 {
-        return Err(Error::shape(
-            OP,
-            format!("h = {h} needs {strips} row strips, beyond the grid limit 65535"),
-        ));
-    }
-    let empty = n == 0 || f == 0;
     Ok(Plan {
-        geometry: Geometry {
-            grid: [
-                to_u32(OP, "channel tiles", f.div_ceil(THREADS))?,
-                strips as u32,
-                if empty { 0 } else { b as u32 },
-            ],
-            block: [THREADS as u32, 1, 1],
-            shared_mem_bytes: 0,
-        },
+        geometry: strip_geometry(OP, (b, n, h), f, ROWS)?,
         params: DwConvGluParams {
             out: buffers.out,
             x: buffers.x,
@@ -183,24 +194,8 @@ pub fn depthwise_conv(
             format!("bias {bias_shape:?} is not [{c}]"),
         ));
     }
-    let strips = h.div_ceil(DEPTHWISE_ROWS);
-    if b > 65535 || strips > 65535 {
-        return Err(Error::shape(
-            OP,
-            format!("B = {b} or h = {h} ({strips} row strips) exceeds the grid limit 65535"),
-        ));
-    }
-    let empty = n == 0 || c == 0;
     Ok(Plan {
-        geometry: Geometry {
-            grid: [
-                to_u32(OP, "channel tiles", c.div_ceil(THREADS))?,
-                strips as u32,
-                if empty { 0 } else { b as u32 },
-            ],
-            block: [THREADS as u32, 1, 1],
-            shared_mem_bytes: 0,
-        },
+        geometry: strip_geometry(OP, (b, n, h), c, DEPTHWISE_ROWS)?,
         params: DepthwiseConvParams {
             out: buffers.out,
             x: buffers.x,
