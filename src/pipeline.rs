@@ -1,21 +1,24 @@
 //! The text-to-image pipeline (`SanaPipeline.__call__`, spec sampling.md §2): load a diffusers folder once, then
-//! generate any number of images from it. Latents and the sampler run in f32 on the host; the three models run on
-//! the engine.
+//! generate any number of images from it. The three models run on the engine; so does the flow sampler, whose f32
+//! latents stay engine state for the whole denoising loop (one download at its end). Sana-Sprint's SCM loop, one to
+//! four steps with host-drawn noise, steps on the host.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::arena;
 use crate::image::{resize_and_crop, resolution_bin, to_rgb8, Rgb8Image};
+use crate::launch::sampler::schedule_table;
 use crate::memory::{stage, StageStats};
 use crate::model::config::{
     DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig, TransformerConfig,
 };
 use crate::model::dc_ae::DcAeDecoder;
 use crate::model::gemma2::{Gemma2Model, GemmaConfig};
-use crate::model::sana_dit::{SanaTransformer, TextConditioning};
+use crate::model::sana_dit::{SanaTransformer, TextConditioning, SINUSOID_CHANNELS};
 use crate::model::vae_tiling::{self, VaeTile};
 use crate::noise::BatchNoise;
 use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
@@ -300,7 +303,7 @@ impl<E: Engine> Pipeline<E> {
         latents: HostTensor,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(HostTensor, StageTimes)> {
-        let mut scheduler = Scheduler::new(&self.sampler_config(req.sampler), req.steps)?;
+        let scheduler = Scheduler::new(&self.sampler_config(req.sampler), req.steps)?;
         let mut times = StageTimes::default();
         let cfg = req.guidance > 1.0;
         let prompts = [req.prompt.as_str()];
@@ -340,44 +343,54 @@ impl<E: Engine> Pipeline<E> {
         let step_elements = self.denoise_elements(req, model_batch, &latents);
         let (latents, stats) = run_stage(e, "denoise", step_elements, || {
             self.with_transformer(e, |dit| {
-                self.flow_loop(e, dit, req, &mut scheduler, latents, &text, &mask, progress)
+                self.flow_loop(e, dit, req, &scheduler, latents, &text, &mask, progress)
             })
         });
         times.denoise = stats;
         Ok((latents?, times))
     }
 
-    /// The denoising loop of [`Self::denoise_flow`].
+    /// The denoising loop of [`Self::denoise_flow`], resident on the engine: the f32 latents, the sampler's
+    /// previous clean estimate and the step schedule (timesteps and coefficients, src/launch/sampler.rs) are engine
+    /// state, and each step is the same sequence of ops — model input, timestep sinusoid, transformer, guided
+    /// sampler update, schedule advance — so a device engine replays it as a graph without reading back.
     #[allow(clippy::too_many_arguments)]
     fn flow_loop(
         &self,
         e: &E,
         dit: &SanaTransformer<E>,
         req: &Request,
-        scheduler: &mut Scheduler,
-        mut latents: HostTensor,
+        scheduler: &Scheduler,
+        latents: HostTensor,
         text: &HostTensor,
         mask: &HostTensor,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<HostTensor> {
         let cfg = req.guidance > 1.0;
         let text = dit.encode_text(e, text, mask)?;
-        let timesteps = scheduler.timesteps().to_vec();
         let timestep_scale = self.transformer_config.timestep_scale as f32;
-        let model_batch = if cfg { 2 * req.batch } else { req.batch };
-        for (i, &t) in timesteps.iter().enumerate() {
-            let input = if cfg {
-                concat_batch(&latents, &latents)?
-            } else {
-                latents.clone()
-            };
-            let t = vec![t * timestep_scale; model_batch];
-            let v = e.download(&dit.forward(e, &input, &text, &t, None)?)?;
-            let v = if cfg { guide(&v, req.guidance)? } else { v };
-            latents = scheduler.step(&v, &latents)?;
-            progress(i + 1, timesteps.len());
-        }
-        Ok(latents)
+        let timesteps: Vec<f32> = scheduler
+            .timesteps()
+            .iter()
+            .map(|&t| t * timestep_scale)
+            .collect();
+        let mut schedule = e.upload_state(&schedule_table(&timesteps, &scheduler.rules())?)?;
+        let (h, w) = (latents.shape()[2], latents.shape()[3]);
+        let tokens = cpu::layout::nchw_to_tokens(&latents)?;
+        let mut x = e.upload_state(&tokens)?;
+        // Written before it is read: the first step is always first order.
+        let mut x0_prev = e.upload_state(&tokens)?;
+        let copies = if cfg { 2 } else { 1 };
+        let guidance = cfg.then_some(req.guidance);
+        let mut step = || -> Result<()> {
+            let input = e.model_input(&x, copies)?;
+            let t = e.step_sinusoid(&schedule, copies * req.batch, SINUSOID_CHANNELS)?;
+            let v = dit.forward_tokens(e, &input, (h, w), &text, &t, None, &mut |_, _| Ok(()))?;
+            e.flow_step(&schedule, &v, guidance, &mut x, &mut x0_prev)?;
+            e.advance_schedule(&mut schedule)
+        };
+        e.repeat_steps(timesteps.len(), &mut step, progress)?;
+        cpu::layout::tokens_to_nchw(&e.download_state(&x)?, h, w)
     }
 
     /// Sana-Sprint's SCM loop (spec sampling.md §10): TrigFlow times, guidance as an input, fresh noise each step;
@@ -613,14 +626,4 @@ fn concat_batch(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
     let mut shape = a.shape().to_vec();
     shape[0] += b.shape()[0];
     HostTensor::new(shape, [a.data(), b.data()].concat())
-}
-
-/// Classifier-free guidance on `[uncond; cond]`: `v_u + g·(v_c − v_u)` in f32 (spec sampling.md §8).
-fn guide(v: &HostTensor, g: f32) -> Result<HostTensor> {
-    let half = v.len() / 2;
-    let (u, c) = v.data().split_at(half);
-    let out = u.iter().zip(c).map(|(&u, &c)| u + g * (c - u)).collect();
-    let mut shape = v.shape().to_vec();
-    shape[0] /= 2;
-    HostTensor::new(shape, out)
 }

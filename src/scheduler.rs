@@ -4,6 +4,7 @@
 //! is stochastic and so has its own type, [`ScmScheduler`]. Schedules are computed in f64 as NumPy does, then rounded to
 //! f32; steps run in f32 with every scalar formed first, as PyTorch's 0-d tensors are.
 
+use crate::cpu;
 use crate::error::{Error, Result};
 use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
 use crate::tensor::HostTensor;
@@ -88,6 +89,36 @@ fn shift_sigma(shift: f64, s: f64) -> f64 {
     shift * s / (1.0 + (shift - 1.0) * s)
 }
 
+/// How one flow step moves the sample `x` given the (guided) velocity `v`. The coefficients are formed first, in
+/// f32, as PyTorch forms its 0-d tensors; [`crate::cpu::sampler::apply_rule`] applies them on the host and
+/// kernels/sampler.cu on the device, with the same f32 operations in the same order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepRule {
+    /// Flow-Euler: `x ← x + dt·v`.
+    Euler { dt: f32 },
+    /// DPM-Solver++ first order: `x0 = x − σ·v; x ← ratio·x − c·x0`.
+    DpmFirst { sigma: f32, ratio: f32, c: f32 },
+    /// DPM-Solver++ second order (midpoint): `x0 = x − σ·v; d = inv_r0·(x0 − x0_prev);
+    /// x ← (ratio·x − c·x0) − half_c·d`, with `x0_prev` the previous step's `x0`.
+    DpmSecond {
+        sigma: f32,
+        ratio: f32,
+        c: f32,
+        inv_r0: f32,
+        half_c: f32,
+    },
+}
+
+impl Scheduler {
+    /// The rule of every step, in order: what [`Self::step`] applies, for samplers that run elsewhere (the device).
+    pub fn rules(&self) -> Vec<StepRule> {
+        match self {
+            Self::FlowDpmSolver(s) => (0..s.timesteps.len()).map(|i| s.rule(i)).collect(),
+            Self::FlowEuler(s) => (0..s.timesteps.len()).map(|i| s.rule(i)).collect(),
+        }
+    }
+}
+
 /// `DPMSolverMultistepScheduler(use_flow_sigmas=True, algorithm_type="dpmsolver++", solver_type="midpoint")`.
 #[derive(Clone, Debug)]
 pub struct FlowDpmSolver {
@@ -95,9 +126,8 @@ pub struct FlowDpmSolver {
     sigmas: Vec<f32>,
     timesteps: Vec<f32>,
     step_index: usize,
-    /// Clean-sample estimates of the previous and current step (`model_outputs` upstream).
-    history: Vec<HostTensor>,
-    lower_order_nums: usize,
+    /// The previous step's clean-sample estimate (`model_outputs[-2]` upstream); empty before the first step.
+    x0_prev: Vec<f32>,
 }
 
 impl FlowDpmSolver {
@@ -127,8 +157,38 @@ impl FlowDpmSolver {
             sigmas,
             timesteps,
             step_index: 0,
-            history: Vec::new(),
-            lower_order_nums: 0,
+            x0_prev: Vec::new(),
+        }
+    }
+
+    /// Step `i`'s rule. Upstream counts `lower_order_nums` up once per step, so "fewer than one earlier step" is
+    /// `i == 0`; the last step drops to first order under `lower_order_final` (fewer than 15 steps),
+    /// `euler_at_final` or `final_sigmas_type = "zero"`.
+    fn rule(&self, i: usize) -> StepRule {
+        let n = self.timesteps.len();
+        let lower_order_final = i == n - 1
+            && (self.config.euler_at_final
+                || (self.config.lower_order_final && n < 15)
+                || self.config.final_sigma_zero);
+        let (s0, t) = (self.sigmas[i], self.sigmas[i + 1]);
+        let h = Self::lambda(t) - Self::lambda(s0);
+        let ratio = t / s0;
+        let c = (1.0 - t) * ((-h).exp() - 1.0);
+        if self.config.solver_order == 1 || i == 0 || lower_order_final {
+            return StepRule::DpmFirst {
+                sigma: s0,
+                ratio,
+                c,
+            };
+        }
+        let h0 = Self::lambda(s0) - Self::lambda(self.sigmas[i - 1]);
+        let r0 = h0 / h;
+        StepRule::DpmSecond {
+            sigma: s0,
+            ratio,
+            c,
+            inv_r0: 1.0 / r0,
+            half_c: 0.5 * c,
         }
     }
 
@@ -140,66 +200,24 @@ impl FlowDpmSolver {
                 "scheduler stepped past its {n} steps"
             )));
         }
-        // convert_model_output (flow_prediction): x0 = x − σ·v
-        let sigma = self.sigmas[i];
-        let x0 = map2(sample, velocity, |x, v| x - sigma * v)?;
-        if self.history.len() == self.config.solver_order {
-            self.history.remove(0);
+        if self.x0_prev.len() != sample.len() {
+            self.x0_prev = vec![0.0; sample.len()];
         }
-        self.history.push(x0);
-        let lower_order_final = i == n - 1
-            && (self.config.euler_at_final
-                || (self.config.lower_order_final && n < 15)
-                || self.config.final_sigma_zero);
-        let first_order =
-            self.config.solver_order == 1 || self.lower_order_nums < 1 || lower_order_final;
-        let out = if first_order {
-            self.first_order(sample)?
-        } else {
-            self.second_order(sample)?
-        };
-        if self.lower_order_nums < self.config.solver_order {
-            self.lower_order_nums += 1;
-        }
+        let mut next = sample.clone();
+        cpu::sampler::apply_rule(
+            self.rule(i),
+            velocity.data(),
+            next.data_mut(),
+            &mut self.x0_prev,
+        );
         self.step_index += 1;
-        Ok(out)
+        Ok(next)
     }
 
     /// λ(σ) = ln α − ln σ with α = 1 − σ, in f32. At σ = 0 it is +∞ and IEEE arithmetic makes the final step land
     /// exactly on x0 (e^{−∞} = 0), as it does upstream.
     fn lambda(sigma: f32) -> f32 {
         (1.0 - sigma).ln() - sigma.ln()
-    }
-
-    fn first_order(&self, sample: &HostTensor) -> Result<HostTensor> {
-        let (s, t) = (
-            self.sigmas[self.step_index],
-            self.sigmas[self.step_index + 1],
-        );
-        let h = Self::lambda(t) - Self::lambda(s);
-        let ratio = t / s;
-        let c = (1.0 - t) * ((-h).exp() - 1.0);
-        let m0 = self
-            .history
-            .last()
-            .expect("history holds the current estimate");
-        map2(sample, m0, |x, d0| ratio * x - c * d0)
-    }
-
-    fn second_order(&self, sample: &HostTensor) -> Result<HostTensor> {
-        let i = self.step_index;
-        let (s1, s0, t) = (self.sigmas[i - 1], self.sigmas[i], self.sigmas[i + 1]);
-        let (l_t, l_s0, l_s1) = (Self::lambda(t), Self::lambda(s0), Self::lambda(s1));
-        let (h, h0) = (l_t - l_s0, l_s0 - l_s1);
-        let r0 = h0 / h;
-        let inv_r0 = 1.0 / r0;
-        let ratio = t / s0;
-        let c = (1.0 - t) * ((-h).exp() - 1.0);
-        let half_c = 0.5 * c;
-        let [m1, m0] = [&self.history[0], &self.history[1]];
-        let d1 = map2(m0, m1, |a, b| inv_r0 * (a - b))?;
-        let partial = map2(sample, m0, |x, d0| ratio * x - c * d0)?;
-        map2(&partial, &d1, |p, d| p - half_c * d)
     }
 }
 
@@ -237,6 +255,12 @@ impl FlowEuler {
         }
     }
 
+    fn rule(&self, i: usize) -> StepRule {
+        StepRule::Euler {
+            dt: self.sigmas[i + 1] - self.sigmas[i],
+        }
+    }
+
     fn step(&mut self, velocity: &HostTensor, sample: &HostTensor) -> Result<HostTensor> {
         let i = self.step_index;
         if i >= self.timesteps.len() {
@@ -245,9 +269,10 @@ impl FlowEuler {
                 self.timesteps.len()
             )));
         }
-        let dt = self.sigmas[i + 1] - self.sigmas[i];
+        let mut next = sample.clone();
+        cpu::sampler::apply_rule(self.rule(i), velocity.data(), next.data_mut(), &mut []);
         self.step_index += 1;
-        map2(sample, velocity, |x, v| x + dt * v)
+        Ok(next)
     }
 }
 

@@ -230,6 +230,10 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// IEEE round-to-nearest operations that nvcc never contracts into an FMA; g++ does not contract without -mfma.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
 
 // ---------------------------------------------------------------------------------------------------------------
 // bf16 and f16 storage types, bit-exact with CUDA's conversions (NaN becomes the canonical 0x7fff, as there)

@@ -43,7 +43,7 @@ pub struct StageCosts {
     pub text_encode: Cost,
     /// The DiT's caption projection and every block's cross-attention keys/values, once per generation.
     pub conditioning: Cost,
-    /// One DiT forward over the model batch.
+    /// One denoising step over the model batch: a DiT forward, plus the sampler's ops on the flow loop.
     pub step: Cost,
     /// The VAE decoder, untiled.
     pub decode: Cost,
@@ -65,7 +65,12 @@ impl StageCosts {
         Self {
             text_encode,
             conditioning: dit_conditioning(dit, b, w.text_rows),
-            step: dit_step(dit, b, w.latent, w.text_rows),
+            // Sana-Sprint steps on the host (one forward from host latents); the flow samplers on the engine.
+            step: if dit.guidance_embeds {
+                dit_step(dit, b, w.latent, w.text_rows)
+            } else {
+                flow_loop_step(dit, w)
+            },
             decode: vae_decode(vae, w.batch, w.latent),
             steps: w.steps,
         }
@@ -131,8 +136,39 @@ pub fn dit_conditioning(cfg: &TransformerConfig, batch: usize, rows: usize) -> C
     c
 }
 
-/// One `SanaTransformer::forward` over `batch` latents of `grid` with `rows` caption rows.
+/// One `SanaTransformer::forward` over `batch` host latents of `grid` with `rows` caption rows: the layout passes
+/// into and out of tokens around [`dit_forward_tokens`].
 pub fn dit_step(
+    cfg: &TransformerConfig,
+    batch: usize,
+    (h, w): (usize, usize),
+    rows: usize,
+) -> Cost {
+    let n = batch * h * w;
+    let mut c = Cost::default();
+    c.pass(n * cfg.in_channels, n * cfg.in_channels);
+    c += dit_forward_tokens(cfg, batch, (h, w), rows);
+    c.pass(n * cfg.out_channels(), n * cfg.out_channels());
+    c
+}
+
+/// One step of the pipeline's flow loop over the model batch: the model input from the f32 latents, the timestep
+/// sinusoid, [`dit_forward_tokens`], the guided sampler update (reads the output, the latents and the previous
+/// clean estimate, writes the latter two) and the schedule advance.
+pub fn flow_loop_step(cfg: &TransformerConfig, w: &Workload) -> Cost {
+    let (b, (h, wd)) = (w.model_batch(), w.latent);
+    let len = w.batch * h * wd * cfg.in_channels;
+    let mut c = Cost::default();
+    c.pass(len, b * h * wd * cfg.in_channels);
+    c.pass(1, b * SINUSOID_CHANNELS);
+    c += dit_forward_tokens(cfg, b, w.latent, w.text_rows);
+    c.pass(b * h * wd * cfg.out_channels() + 2 * len, 2 * len);
+    c.pass(1, 1);
+    c
+}
+
+/// `SanaTransformer::forward_tokens` over `batch` latent token sequences of `grid` with `rows` caption rows.
+pub fn dit_forward_tokens(
     cfg: &TransformerConfig,
     batch: usize,
     (h, w): (usize, usize),
@@ -142,7 +178,6 @@ pub fn dit_step(
     let n = batch * h * w;
     let x = n * d;
     let mut c = Cost::default();
-    c.pass(n * ch, n * ch);
     c.linear(n, ch, d, true);
     if cfg.interpolation_scale.is_some() {
         c.pass(2 * x, x);
@@ -198,7 +233,6 @@ pub fn dit_step(
     c.pass(2 * d + batch * d, m);
     c.pass(x + m, x);
     c.linear(n, d, cfg.out_channels(), true);
-    c.pass(n * cfg.out_channels(), n * cfg.out_channels());
     c
 }
 

@@ -12,3 +12,4 @@ pub mod linear_attn;
 pub mod norm;
 pub mod parallel;
 pub mod rotary;
+pub mod sampler;

@@ -39,6 +39,10 @@ impl<E: Engine> CountingEngine<E> {
         self.inner.shape(t).iter().product()
     }
 
+    fn state_numel(&self, s: &E::State) -> usize {
+        self.inner.state_shape(s).iter().product()
+    }
+
     fn dims(&self, t: &E::Tensor) -> Vec<usize> {
         self.inner.shape(t).to_vec()
     }
@@ -66,6 +70,7 @@ fn rows_last(shape: &[usize]) -> (usize, usize) {
 
 impl<E: Engine> Engine for CountingEngine<E> {
     type Tensor = E::Tensor;
+    type State = E::State;
 
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -361,5 +366,66 @@ impl<E: Engine> Engine for CountingEngine<E> {
 
     fn concat_channels(&self, a: &E::Tensor, b: &E::Tensor) -> Result<E::Tensor> {
         self.passed(&[a, b], self.inner.concat_channels(a, b))
+    }
+
+    fn upload_state(&self, t: &HostTensor) -> Result<E::State> {
+        self.inner.upload_state(t)
+    }
+
+    fn download_state(&self, s: &E::State) -> Result<HostTensor> {
+        self.inner.download_state(s)
+    }
+
+    fn state_shape<'a>(&self, s: &'a E::State) -> &'a [usize] {
+        self.inner.state_shape(s)
+    }
+
+    fn model_input(&self, x: &E::State, copies: usize) -> Result<E::Tensor> {
+        let out = self.inner.model_input(x, copies)?;
+        self.lock().pass(self.state_numel(x), self.numel(&out));
+        Ok(out)
+    }
+
+    fn step_sinusoid(
+        &self,
+        schedule: &E::State,
+        batch: usize,
+        channels: usize,
+    ) -> Result<E::Tensor> {
+        let out = self.inner.step_sinusoid(schedule, batch, channels)?;
+        // One timestep read from the schedule.
+        self.lock().pass(1, self.numel(&out));
+        Ok(out)
+    }
+
+    fn flow_step(
+        &self,
+        schedule: &E::State,
+        output: &E::Tensor,
+        guidance: Option<f32>,
+        x: &mut E::State,
+        x0_prev: &mut E::State,
+    ) -> Result<()> {
+        self.inner
+            .flow_step(schedule, output, guidance, x, x0_prev)?;
+        // Reads the output, x and x0_prev; writes x and x0_prev (the rule's coefficients are not counted).
+        let len = self.state_numel(x);
+        self.lock().pass(self.numel(output) + 2 * len, 2 * len);
+        Ok(())
+    }
+
+    fn advance_schedule(&self, schedule: &mut E::State) -> Result<()> {
+        self.inner.advance_schedule(schedule)?;
+        self.lock().pass(1, 1);
+        Ok(())
+    }
+
+    fn repeat_steps(
+        &self,
+        n: usize,
+        step: &mut dyn FnMut() -> Result<()>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        self.inner.repeat_steps(n, step, progress)
     }
 }

@@ -11,6 +11,7 @@ pub struct CpuEngine;
 
 impl Engine for CpuEngine {
     type Tensor = HostTensor;
+    type State = HostTensor;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -247,5 +248,45 @@ impl Engine for CpuEngine {
 
     fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
         cpu::layout::concat_channels(a, b)
+    }
+
+    fn upload_state(&self, t: &HostTensor) -> Result<HostTensor> {
+        Ok(t.clone())
+    }
+
+    fn download_state(&self, s: &HostTensor) -> Result<HostTensor> {
+        Ok(s.clone())
+    }
+
+    fn state_shape<'a>(&self, s: &'a HostTensor) -> &'a [usize] {
+        s.shape()
+    }
+
+    fn model_input(&self, x: &HostTensor, copies: usize) -> Result<HostTensor> {
+        cpu::sampler::model_input(x, copies)
+    }
+
+    fn step_sinusoid(
+        &self,
+        schedule: &HostTensor,
+        batch: usize,
+        channels: usize,
+    ) -> Result<HostTensor> {
+        cpu::sampler::step_sinusoid(schedule, batch, channels)
+    }
+
+    fn flow_step(
+        &self,
+        schedule: &HostTensor,
+        output: &HostTensor,
+        guidance: Option<f32>,
+        x: &mut HostTensor,
+        x0_prev: &mut HostTensor,
+    ) -> Result<()> {
+        cpu::sampler::flow_step(schedule, output, guidance, x, x0_prev)
+    }
+
+    fn advance_schedule(&self, schedule: &mut HostTensor) -> Result<()> {
+        cpu::sampler::advance_schedule(schedule)
     }
 }

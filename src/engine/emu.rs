@@ -45,6 +45,7 @@ mod engine;
 mod layout;
 mod linear_attn;
 mod norm;
+mod sampler;
 
 pub use attention::attention;
 pub use causal_attention::causal_attention;
@@ -61,6 +62,7 @@ pub use layout::{
 };
 pub use linear_attn::linear_attention;
 pub use norm::{layer_norm_modulate, rms_norm};
+pub use sampler::{advance_schedule, flow_step, model_input, step_sinusoid};
 
 /// Element type of activations and weights as the kernels store them; arithmetic is always f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

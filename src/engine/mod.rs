@@ -43,6 +43,9 @@ pub struct CausalAttention {
 
 pub trait Engine: Send + Sync {
     type Tensor: Send + Sync;
+    /// An f32 tensor of the sampler (the latents, the previous clean estimate and the step schedule of
+    /// src/launch/sampler.rs): diffusers keeps latents in f32 whatever the model's dtype.
+    type State: Send + Sync;
 
     /// Short name used in messages and on the command line (`cpu`, `emu`, `cuda`).
     fn name(&self) -> &'static str;
@@ -282,4 +285,54 @@ pub trait Engine: Send + Sync {
 
     /// `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]`.
     fn concat_channels(&self, a: &Self::Tensor, b: &Self::Tensor) -> Result<Self::Tensor>;
+
+    /// Copies a host tensor in as sampler state (f32, unrounded).
+    fn upload_state(&self, t: &HostTensor) -> Result<Self::State>;
+
+    fn download_state(&self, s: &Self::State) -> Result<HostTensor>;
+
+    fn state_shape<'a>(&self, s: &'a Self::State) -> &'a [usize];
+
+    /// The transformer's input: `copies` copies of the f32 sample along the batch (`[x; x]` under CFG), in the
+    /// storage dtype.
+    fn model_input(&self, x: &Self::State, copies: usize) -> Result<Self::Tensor>;
+
+    /// The `[batch, channels]` sinusoid of the current step's timestep in `schedule`.
+    fn step_sinusoid(
+        &self,
+        schedule: &Self::State,
+        batch: usize,
+        channels: usize,
+    ) -> Result<Self::Tensor>;
+
+    /// One sampler step in place, by the current row of `schedule`: `x` (and `x0_prev`, for the DPM-Solver)
+    /// advance given the model output, which is `[uncond; cond]` guided by `g` when `guidance` is `Some(g)`. The
+    /// output has the sample's layout.
+    fn flow_step(
+        &self,
+        schedule: &Self::State,
+        output: &Self::Tensor,
+        guidance: Option<f32>,
+        x: &mut Self::State,
+        x0_prev: &mut Self::State,
+    ) -> Result<()>;
+
+    /// Moves `schedule` to its next step.
+    fn advance_schedule(&self, schedule: &mut Self::State) -> Result<()>;
+
+    /// Runs `step` `n` times, calling `progress(i, n)` as step `i` completes. `step` must queue the same work every
+    /// call, reading whatever changes between steps from state (the schedule), and must not read results back: a
+    /// device engine runs the first call, captures the second as a graph and replays it for the rest.
+    fn repeat_steps(
+        &self,
+        n: usize,
+        step: &mut dyn FnMut() -> Result<()>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        for i in 0..n {
+            step()?;
+            progress(i + 1, n);
+        }
+        Ok(())
+    }
 }

@@ -30,10 +30,13 @@ pub enum Family {
     /// kernels/layout.cu: `transpose` (NCHW ↔ tokens), `channel_space`, `split_qkv_groups`, `concat_channels`,
     /// `channel_group_mean`.
     Layout,
+    /// kernels/sampler.cu: `model_input`, `step_sinusoid`, `flow_step`, `advance_schedule` (the device-resident
+    /// denoising loop).
+    Sampler,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Norm,
         Family::Elementwise,
         Family::LinearAttn,
@@ -43,6 +46,7 @@ impl Family {
         Family::Layout,
         Family::Embed,
         Family::CausalAttention,
+        Family::Sampler,
     ];
 
     /// The file stem under kernels/.
@@ -57,6 +61,7 @@ impl Family {
             Family::Layout => "layout",
             Family::Embed => "embed",
             Family::CausalAttention => "causal_attention",
+            Family::Sampler => "sampler",
         }
     }
 }
@@ -73,6 +78,7 @@ pub fn ptx(family: Family) -> Result<&'static str> {
         Family::Layout => LAYOUT_PTX,
         Family::Embed => EMBED_PTX,
         Family::CausalAttention => CAUSAL_ATTENTION_PTX,
+        Family::Sampler => SAMPLER_PTX,
     }
     .ok_or(Error::KernelsNotBuilt)
 }
@@ -89,5 +95,6 @@ pub fn sm90_cubin(family: Family) -> Option<&'static [u8]> {
         Family::Layout => LAYOUT_SM90_CUBIN,
         Family::Embed => EMBED_SM90_CUBIN,
         Family::CausalAttention => CAUSAL_ATTENTION_SM90_CUBIN,
+        Family::Sampler => SAMPLER_SM90_CUBIN,
     }
 }

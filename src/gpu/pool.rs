@@ -82,4 +82,60 @@ impl MemoryPool {
     pub fn reset_peak(&self) -> Result<()> {
         self.set(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, 0)
     }
+
+    /// Returns the reserved memory nothing uses to the driver (memory freed by queued work stays until that work
+    /// has run).
+    pub fn trim(&self) -> Result<()> {
+        // SAFETY: a live pool handle.
+        check("trimming the memory pool", unsafe {
+            sys::cuMemPoolTrimTo(self.0, 0)
+        })
+    }
+}
+
+/// The device's graph memory: what the allocations recorded inside CUDA graphs use. It is separate from the pool
+/// above, so a stage that replays a graph needs both figures.
+#[derive(Clone, Copy, Debug)]
+pub struct GraphMemory(sys::CUdevice);
+
+impl GraphMemory {
+    pub fn of(ctx: &CudaContext) -> Self {
+        Self(ctx.cu_device())
+    }
+
+    /// High-water mark of graph allocations since the last [`Self::reset_peak`].
+    pub fn peak_used_bytes(&self) -> Result<u64> {
+        let mut v: u64 = 0;
+        // SAFETY: USED_MEM_HIGH is a cuuint64_t; `v` outlives the call.
+        let r = unsafe {
+            sys::cuDeviceGetGraphMemAttribute(
+                self.0,
+                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
+                &mut v as *mut u64 as *mut c_void,
+            )
+        };
+        check("reading the graph memory high-water mark", r)?;
+        Ok(v)
+    }
+
+    pub fn reset_peak(&self) -> Result<()> {
+        let mut zero: u64 = 0;
+        // SAFETY: as in `peak_used_bytes`; the driver only accepts 0.
+        let r = unsafe {
+            sys::cuDeviceSetGraphMemAttribute(
+                self.0,
+                sys::CUgraphMem_attribute::CU_GRAPH_MEM_ATTR_USED_MEM_HIGH,
+                &mut zero as *mut u64 as *mut c_void,
+            )
+        };
+        check("resetting the graph memory high-water mark", r)
+    }
+
+    /// Returns graph memory no live graph holds to the driver (after the step graph is destroyed, for the decoder).
+    pub fn trim(&self) -> Result<()> {
+        // SAFETY: a device handle from a live context.
+        check("trimming graph memory", unsafe {
+            sys::cuDeviceGraphMemTrim(self.0)
+        })
+    }
 }

@@ -39,7 +39,7 @@ pub fn act_code(act: Activation) -> u32 {
 }
 
 /// A 1-D grid of `THREADS`-thread blocks covering `items` work items.
-fn grid_1d(op: &'static str, items: usize) -> Result<Geometry> {
+pub(crate) fn grid_1d(op: &'static str, items: usize) -> Result<Geometry> {
     let blocks = items.div_ceil(THREADS);
     if blocks > i32::MAX as usize {
         return Err(Error::shape(

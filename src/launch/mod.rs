@@ -11,6 +11,7 @@ pub mod embed;
 pub mod layout;
 pub mod linear_attn;
 pub mod norm;
+pub mod sampler;
 
 /// Grid, block and dynamic shared memory of one launch. `#[repr(C)]`: the emulation entries read it as
 /// `sana_emu::Geometry` (kernels/emu/emu.cuh).

@@ -129,6 +129,7 @@ impl<E: Engine> SanaTransformer<E> {
         self.forward_traced(e, latents, text, timestep, guidance, &mut |_, _| Ok(()))
     }
 
+    /// [`Self::forward`] on host latents `[B, C, h, w]` and host timesteps, returning `[B, C_out, h, w]`.
     pub fn forward_traced(
         &self,
         e: &E,
@@ -140,17 +141,56 @@ impl<E: Engine> SanaTransformer<E> {
     ) -> Result<E::Tensor> {
         let c = self.config.in_channels;
         latents.expect_shape("hidden_states", &[None, Some(c), None, None])?;
-        let (b, h, w) = (latents.shape()[0], latents.shape()[2], latents.shape()[3]);
+        let (h, w) = (latents.shape()[2], latents.shape()[3]);
+        let tokens = e.nchw_to_tokens(&e.upload(latents)?)?;
+        let sinusoid = e.upload(&timestep_sinusoid(timestep, SINUSOID_CHANNELS)?)?;
+        let out = self.forward_tokens(e, &tokens, (h, w), text, &sinusoid, guidance, trace)?;
+        let out = e.tokens_to_nchw(&out, h, w)?;
+        trace("output", &out)?;
+        Ok(out)
+    }
+
+    /// The transformer on device-resident input: latent tokens `[B, h·w, C]` and the timestep sinusoid
+    /// `[B, 256]` (what the denoising loop builds on the device each step, see [`Engine::step_sinusoid`]);
+    /// returns the prediction as tokens `[B, h·w, C_out]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_tokens(
+        &self,
+        e: &E,
+        tokens: &E::Tensor,
+        (h, w): (usize, usize),
+        text: &TextConditioning<E>,
+        timestep_sinusoid: &E::Tensor,
+        guidance: Option<&[f32]>,
+        trace: Trace<'_, E::Tensor>,
+    ) -> Result<E::Tensor> {
+        let c = self.config.in_channels;
+        let &[b, n, tc] = e.shape(tokens) else {
+            return Err(Error::shape(
+                "hidden_states",
+                format!(
+                    "latent tokens must be [B, h·w, C], got {:?}",
+                    e.shape(tokens)
+                ),
+            ));
+        };
+        if n != h * w || tc != c {
+            return Err(Error::shape(
+                "hidden_states",
+                format!(
+                    "latent tokens {:?} do not match [B, {h}·{w}, {c}]",
+                    e.shape(tokens)
+                ),
+            ));
+        }
         let text_batch = e.shape(&text.caption)[0];
-        if timestep.len() != b || text_batch != b {
+        let t_batch = e.shape(timestep_sinusoid)[0];
+        if t_batch != b || text_batch != b {
             return Err(Error::InvalidInput(format!(
-                "batch sizes disagree: hidden_states {b}, encoder_hidden_states {text_batch}, timestep {}",
-                timestep.len()
+                "batch sizes disagree: hidden_states {b}, encoder_hidden_states {text_batch}, timestep {t_batch}"
             )));
         }
-        let mut x = self
-            .patch_embed
-            .forward(e, &e.nchw_to_tokens(&e.upload(latents)?)?)?;
+        let mut x = self.patch_embed.forward(e, tokens)?;
         if let Some(scale) = self.config.interpolation_scale {
             let mut cache = self
                 .position_embedding
@@ -168,7 +208,7 @@ impl<E: Engine> SanaTransformer<E> {
             }
         }
         trace("patch_embed", &x)?;
-        let (emb, modulation) = self.time_embed.forward(e, timestep, guidance)?;
+        let (emb, modulation) = self.time_embed.forward(e, timestep_sinusoid, guidance)?;
         trace("embedded_timestep", &emb)?;
         trace("timestep_mod", &modulation)?;
         trace("caption", &text.caption)?;
@@ -178,10 +218,7 @@ impl<E: Engine> SanaTransformer<E> {
         }
         let m = e.modulation(&self.scale_shift_table, &emb)?;
         let x = e.layer_norm_modulate(&x, &m, 0, 1, self.config.norm_eps as f32)?;
-        let x = self.proj_out.forward(e, &x)?;
-        let out = e.tokens_to_nchw(&x, h, w)?;
-        trace("output", &out)?;
-        Ok(out)
+        self.proj_out.forward(e, &x)
     }
 }
 
@@ -198,7 +235,8 @@ struct Mlp<E: Engine> {
     linear_2: Linear<E>,
 }
 
-const SINUSOID_CHANNELS: usize = 256;
+/// Channels of the timestep sinusoid the time embedders take.
+pub const SINUSOID_CHANNELS: usize = 256;
 
 impl<E: Engine> Mlp<E> {
     fn new(e: &E, d: usize, w: &Weights) -> Result<Self> {
@@ -208,9 +246,8 @@ impl<E: Engine> Mlp<E> {
         })
     }
 
-    fn forward(&self, e: &E, values: &[f32]) -> Result<E::Tensor> {
-        let s = e.upload(&timestep_sinusoid(values, SINUSOID_CHANNELS)?)?;
-        let hidden = self.linear_1.forward_act(e, &s, Activation::Silu)?;
+    fn forward(&self, e: &E, sinusoid: &E::Tensor) -> Result<E::Tensor> {
+        let hidden = self.linear_1.forward_act(e, sinusoid, Activation::Silu)?;
         self.linear_2.forward(e, &hidden)
     }
 }
@@ -237,12 +274,15 @@ impl<E: Engine> TimeEmbed<E> {
     fn forward(
         &self,
         e: &E,
-        timestep: &[f32],
+        t_sinusoid: &E::Tensor,
         guidance: Option<&[f32]>,
     ) -> Result<(E::Tensor, E::Tensor)> {
-        let mut emb = self.timestep_embedder.forward(e, timestep)?;
+        let mut emb = self.timestep_embedder.forward(e, t_sinusoid)?;
         match (&self.guidance_embedder, guidance) {
-            (Some(g), Some(values)) => emb = e.add(&emb, &g.forward(e, values)?)?,
+            (Some(g), Some(values)) => {
+                let sinusoid = e.upload(&timestep_sinusoid(values, SINUSOID_CHANNELS)?)?;
+                emb = e.add(&emb, &g.forward(e, &sinusoid)?)?
+            }
             (Some(_), None) => {
                 return Err(Error::InvalidInput(
                     "this transformer has guidance_embeds = true: a guidance value is required"

@@ -15,6 +15,8 @@ mod ceilings;
 mod gemm;
 mod host_fallback;
 mod kernels;
+mod sampler;
+mod step_graph;
 mod tensor;
 mod transfer;
 
@@ -25,6 +27,8 @@ use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DriverError};
 
 pub use ceilings::Ceilings;
 pub use gemm::LinearShape;
+pub use sampler::CudaState;
+pub use step_graph::StepGraphReport;
 pub use tensor::CudaTensor;
 
 use self::kernels::{suffix, Kernels};
@@ -35,7 +39,7 @@ use crate::engine::{Activation, CausalAttention, Engine};
 use crate::error::{Error, Result};
 use crate::gpu::arena;
 use crate::gpu::kernels::Family;
-use crate::gpu::pool::MemoryPool;
+use crate::gpu::pool::{GraphMemory, MemoryPool};
 use crate::gpu::probe::{self, DeviceInfo};
 use crate::launch::{self, DevicePtr};
 use crate::tensor::HostTensor;
@@ -49,6 +53,11 @@ pub struct CudaEngine {
     kernels: Kernels,
     blas: CudaBlasLT,
     pool: MemoryPool,
+    graph_memory: GraphMemory,
+    /// Peak device memory of the step graphs replayed since the last `begin_stage` (pool memory in use plus the
+    /// graph's own), which the pool's high-water mark does not see.
+    graph_peak: Mutex<u64>,
+    step_graph: Mutex<Option<StepGraphReport>>,
     staging: Staging,
     /// The pipeline stage running now, for out-of-memory messages.
     stage: Mutex<&'static str>,
@@ -80,6 +89,7 @@ impl CudaEngine {
         let pool = MemoryPool::default_of(&ctx)?;
         pool.keep_freed_memory()?;
         let staging = Staging::new(&ctx)?;
+        let graph_memory = GraphMemory::of(&ctx);
         Ok(Self {
             dtype,
             info,
@@ -88,6 +98,9 @@ impl CudaEngine {
             kernels,
             blas,
             pool,
+            graph_memory,
+            graph_peak: Mutex::new(0),
+            step_graph: Mutex::new(None),
             staging,
             stage: Mutex::new("loading"),
         })
@@ -206,6 +219,7 @@ impl CudaEngine {
 
 impl Engine for CudaEngine {
     type Tensor = CudaTensor;
+    type State = CudaState;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -224,11 +238,17 @@ impl Engine for CudaEngine {
             .reserved_bytes()?
             .saturating_sub(self.pool.used_bytes()?);
         arena::check_fits(stage, bytes, free + idle as usize, total)?;
+        *self.graph_peak.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+        self.graph_memory.reset_peak()?;
         self.pool.reset_peak()
     }
 
     fn peak_device_bytes(&self) -> Option<u64> {
-        self.pool.peak_used_bytes().ok()
+        let graphs = *self.graph_peak.lock().unwrap_or_else(|p| p.into_inner());
+        self.pool
+            .peak_used_bytes()
+            .ok()
+            .map(|pool| pool.max(graphs))
     }
 
     fn upload(&self, t: &HostTensor) -> Result<CudaTensor> {
@@ -859,6 +879,55 @@ impl Engine for CudaEngine {
         // SAFETY: the plan checked that a and b share [B, N] and sized the output, which `out` holds.
         unsafe { self.launch(Family::Layout, "concat_channels", &p) }?;
         Ok(out)
+    }
+
+    fn upload_state(&self, t: &HostTensor) -> Result<CudaState> {
+        self.state_upload(t)
+    }
+
+    fn download_state(&self, s: &CudaState) -> Result<HostTensor> {
+        self.state_download(s)
+    }
+
+    fn state_shape<'a>(&self, s: &'a CudaState) -> &'a [usize] {
+        s.shape()
+    }
+
+    fn model_input(&self, x: &CudaState, copies: usize) -> Result<CudaTensor> {
+        self.sampler_model_input(x, copies)
+    }
+
+    fn step_sinusoid(
+        &self,
+        schedule: &CudaState,
+        batch: usize,
+        channels: usize,
+    ) -> Result<CudaTensor> {
+        self.sampler_step_sinusoid(schedule, batch, channels)
+    }
+
+    fn flow_step(
+        &self,
+        schedule: &CudaState,
+        output: &CudaTensor,
+        guidance: Option<f32>,
+        x: &mut CudaState,
+        x0_prev: &mut CudaState,
+    ) -> Result<()> {
+        self.sampler_flow_step(schedule, output, guidance, x, x0_prev)
+    }
+
+    fn advance_schedule(&self, schedule: &mut CudaState) -> Result<()> {
+        self.sampler_advance(schedule)
+    }
+
+    fn repeat_steps(
+        &self,
+        n: usize,
+        step: &mut dyn FnMut() -> Result<()>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        self.replay_steps(n, step, progress)
     }
 }
 

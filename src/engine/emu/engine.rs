@@ -42,6 +42,7 @@ impl EmuEngine {
 
 impl Engine for EmuEngine {
     type Tensor = HostTensor;
+    type State = HostTensor;
 
     fn name(&self) -> &'static str {
         "emu"
@@ -281,5 +282,45 @@ impl Engine for EmuEngine {
 
     fn concat_channels(&self, a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
         super::concat_channels(a, b, self.dtype)
+    }
+
+    fn upload_state(&self, t: &HostTensor) -> Result<HostTensor> {
+        Ok(t.clone())
+    }
+
+    fn download_state(&self, s: &HostTensor) -> Result<HostTensor> {
+        Ok(s.clone())
+    }
+
+    fn state_shape<'a>(&self, s: &'a HostTensor) -> &'a [usize] {
+        s.shape()
+    }
+
+    fn model_input(&self, x: &HostTensor, copies: usize) -> Result<HostTensor> {
+        super::model_input(x, copies, self.dtype)
+    }
+
+    fn step_sinusoid(
+        &self,
+        schedule: &HostTensor,
+        batch: usize,
+        channels: usize,
+    ) -> Result<HostTensor> {
+        super::step_sinusoid(schedule, batch, channels, self.dtype)
+    }
+
+    fn flow_step(
+        &self,
+        schedule: &HostTensor,
+        output: &HostTensor,
+        guidance: Option<f32>,
+        x: &mut HostTensor,
+        x0_prev: &mut HostTensor,
+    ) -> Result<()> {
+        super::flow_step(schedule, output, guidance, x, x0_prev, self.dtype)
+    }
+
+    fn advance_schedule(&self, schedule: &mut HostTensor) -> Result<()> {
+        super::advance_schedule(schedule, self.dtype)
     }
 }

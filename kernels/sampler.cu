@@ -1,0 +1,149 @@
+// The flow sampler on the device (spec sampling.md §2, §6, §8, §9), so that one denoising step is a fixed sequence of
+// launches with no host round trip: it can be captured once as a CUDA graph and replayed (src/gpu/graph.rs).
+//
+// The sampler state — latents x and the previous clean estimate x0_prev — is f32, in the DiT's token layout
+// [B, h·w, C], as diffusers keeps latents in f32 whatever the model dtype. Everything that changes from step to step
+// lives in the schedule, an f32 buffer the host fills once per generation (src/launch/sampler.rs):
+//   schedule[0]                 the index i of the step to run (advance_schedule adds 1 after each step)
+//   schedule[1 + i·ROW + k]     row i: TIMESTEP (the transformer's timestep, × timestep_scale), RULE, SIGMA, RATIO,
+//                               C, INV_R0, HALF_C, DT (the coefficients of src/scheduler.rs `StepRule`)
+//
+// Formulas (CPU reference: src/cpu/sampler.rs, which the host scheduler itself uses):
+//   model_input_*      out[k·len + i] = x[i] rounded to the storage dtype, k < copies (CFG: the batch [x; x])
+//   step_sinusoid_*    out[b, j] = cos(t·f_j), out[b, half + j] = sin(t·f_j), f_j = exp(−ln(10⁴)·j / half), t the
+//                      row's TIMESTEP; diffusers' get_timestep_embedding(flip_sin_to_cos=True, shift 0)
+//   flow_step_*        v = u + g·(c − u) from the model output [uncond; cond] (cfg) or v = output (no cfg), then
+//                      RULE_EULER:      x ← x + dt·v
+//                      RULE_DPM_FIRST:  x0 = x − σ·v;  x ← ratio·x − c·x0;  x0_prev ← x0
+//                      RULE_DPM_SECOND: x0 = x − σ·v;  d = inv_r0·(x0 − x0_prev);  x ← (ratio·x − c·x0) − half_c·d;
+//                                       x0_prev ← x0
+//   advance_schedule   schedule[0] += 1
+//
+// Geometry (src/launch/sampler.rs): 1-D grids of 256 threads, one element per thread; advance_schedule is one
+// thread.
+//
+// Accumulation: f32 throughout, each operation rounded as written: __fmul_rn/__fadd_rn/__fsub_rn keep nvcc from
+// contracting products and sums into FMAs, so the device steps the sampler with the host's (and PyTorch's) exact
+// f32 arithmetic; only the model output is read from the storage dtype. The sinusoid's expf/cosf/sinf are the
+// accurate (non-fast-math) functions, within 2 ulp of the host's.
+
+#include "common.cuh"
+
+// Mirror the constants of src/launch/sampler.rs.
+constexpr unsigned ROW = 8;
+constexpr unsigned TIMESTEP = 0, RULE = 1, SIGMA = 2, RATIO = 3, C = 4, INV_R0 = 5, HALF_C = 6, DT = 7;
+constexpr unsigned RULE_EULER = 0, RULE_DPM_FIRST = 1, RULE_DPM_SECOND = 2;
+
+// The current step's row of a schedule of `steps` rows, or null once every step has run (the kernels then write
+// nothing rather than read past the table; the host engines report it as an error).
+__device__ __forceinline__ const float* schedule_row(const float* schedule, unsigned steps) {
+    const unsigned i = static_cast<unsigned>(schedule[0]);
+    return i < steps ? schedule + 1 + i * ROW : nullptr;
+}
+
+// Mirrors ModelInputParams in src/launch/sampler.rs.
+struct ModelInputParams {
+    void* out;
+    const float* x;
+    unsigned long long len;  // elements of x
+    unsigned copies;
+    unsigned pad;
+};
+static_assert(sizeof(ModelInputParams) == 32, "ModelInputParams must match src/launch/sampler.rs");
+
+// Mirrors SinusoidParams in src/launch/sampler.rs.
+struct SinusoidParams {
+    void* out;
+    const float* schedule;
+    unsigned batch;
+    unsigned half;        // channels / 2
+    float neg_log_10000;  // −ln(10⁴) rounded to f32, as the host computes it
+    unsigned steps;       // rows of the schedule
+};
+static_assert(sizeof(SinusoidParams) == 32, "SinusoidParams must match src/launch/sampler.rs");
+
+// Mirrors FlowStepParams in src/launch/sampler.rs.
+struct FlowStepParams {
+    float* x;
+    float* x0_prev;
+    const void* output;  // [copies·B, h·w, C] in the storage dtype
+    const float* schedule;
+    unsigned long long len;  // elements of x
+    float guidance;
+    unsigned cfg;    // 1: output is [uncond; cond]
+    unsigned steps;  // rows of the schedule
+    unsigned pad;
+};
+static_assert(sizeof(FlowStepParams) == 56, "FlowStepParams must match src/launch/sampler.rs");
+
+// Mirrors AdvanceParams in src/launch/sampler.rs.
+struct AdvanceParams {
+    float* schedule;
+};
+static_assert(sizeof(AdvanceParams) == 8, "AdvanceParams must match src/launch/sampler.rs");
+
+template <typename T>
+__device__ __forceinline__ void model_input(const ModelInputParams& p) {
+    const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= p.len) return;
+    const T v = sana::from_float<T>(p.x[i]);
+    for (unsigned k = 0; k < p.copies; ++k) static_cast<T*>(p.out)[k * p.len + i] = v;
+}
+
+template <typename T>
+__device__ __forceinline__ void step_sinusoid(const SinusoidParams& p) {
+    const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    const size_t channels = 2 * size_t(p.half);
+    if (i >= p.batch * channels) return;
+    const float* row = schedule_row(p.schedule, p.steps);
+    if (row == nullptr) return;
+    const unsigned c = static_cast<unsigned>(i % channels);
+    const unsigned j = c < p.half ? c : c - p.half;
+    const float f = expf(__fmul_rn(p.neg_log_10000, static_cast<float>(j)) / static_cast<float>(p.half));
+    const float arg = __fmul_rn(row[TIMESTEP], f);
+    static_cast<T*>(p.out)[i] = sana::from_float<T>(c < p.half ? cosf(arg) : sinf(arg));
+}
+
+template <typename T>
+__device__ __forceinline__ void flow_step(const FlowStepParams& p) {
+    const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    const float* row = schedule_row(p.schedule, p.steps);
+    if (i >= p.len || row == nullptr) return;
+    const T* out = static_cast<const T*>(p.output);
+    float v = sana::to_float(out[i]);
+    if (p.cfg) v = __fadd_rn(v, __fmul_rn(p.guidance, __fsub_rn(sana::to_float(out[p.len + i]), v)));
+    const float x = p.x[i];
+    const unsigned rule = static_cast<unsigned>(row[RULE]);
+    if (rule == RULE_EULER) {
+        p.x[i] = __fadd_rn(x, __fmul_rn(row[DT], v));
+        return;
+    }
+    const float x0 = __fsub_rn(x, __fmul_rn(row[SIGMA], v));
+    float next = __fsub_rn(__fmul_rn(row[RATIO], x), __fmul_rn(row[C], x0));
+    if (rule == RULE_DPM_SECOND) {
+        const float d = __fmul_rn(row[INV_R0], __fsub_rn(x0, p.x0_prev[i]));
+        next = __fsub_rn(next, __fmul_rn(row[HALF_C], d));
+    }
+    p.x[i] = next;
+    p.x0_prev[i] = x0;
+}
+
+// One thread: the whole grid of the step's kernels has read the index before this launch runs (stream order).
+template <typename T>
+__device__ __forceinline__ void advance_schedule(const AdvanceParams& p) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) p.schedule[0] += 1.0f;
+}
+
+// ------------------------------------------------------------------------------------------- entries
+#define SANA_SAMPLER(op, Params)                                                                         \
+    extern "C" __global__ void op##_f32(const Params p) { op<float>(p); }                                \
+    extern "C" __global__ void op##_bf16(const Params p) { op<__nv_bfloat16>(p); }                       \
+    extern "C" __global__ void op##_f16(const Params p) { op<__half>(p); }                               \
+    SANA_EMU_ENTRY(op##_f32, Params)                                                                     \
+    SANA_EMU_ENTRY(op##_bf16, Params)                                                                    \
+    SANA_EMU_ENTRY(op##_f16, Params)
+
+SANA_SAMPLER(model_input, ModelInputParams)
+SANA_SAMPLER(step_sinusoid, SinusoidParams)
+SANA_SAMPLER(flow_step, FlowStepParams)
+SANA_SAMPLER(advance_schedule, AdvanceParams)
