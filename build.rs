@@ -61,6 +61,9 @@ fn build_emu(sources: &[PathBuf], kernels: &Path, out: &Path) {
         .std("c++20")
         .opt_level(2)
         .define("SANA_EMU", None)
+        // One rounding per operation, as the GPU's `__fmul_rn`/`__fadd_rn` promise (GCC contracts `a·b + c` into an
+        // FMA on targets that have one unless told not to).
+        .flag("-ffp-contract=off")
         .include(kernels)
         .warnings(true)
         .extra_warnings(true);

@@ -118,6 +118,7 @@ __device__ __forceinline__ void flow_step(const FlowStepParams& p) {
         p.x[i] = __fadd_rn(x, __fmul_rn(row[DT], v));
         return;
     }
+    if (rule != RULE_DPM_FIRST && rule != RULE_DPM_SECOND) return;  // no row the host writes
     const float x0 = __fsub_rn(x, __fmul_rn(row[SIGMA], v));
     float next = __fsub_rn(__fmul_rn(row[RATIO], x), __fmul_rn(row[C], x0));
     if (rule == RULE_DPM_SECOND) {

@@ -504,6 +504,13 @@ fn tiny_pipeline_matches_cpu() {
     on_each_gpu("tiny_pipeline_matches_cpu", |g, u| {
         let (latents, image, times) = tiny_runs::pipeline_2step(g);
         let dtype = g.dtype();
+        let report = g.step_graph_report().expect("a denoising loop ran");
+        assert_eq!(report.capture_error, None, "the step must be capturable");
+        assert_eq!(
+            (report.eager, report.replayed),
+            (1, 1),
+            "step 2 replays the graph"
+        );
         eprintln!(
             "{dtype:?}: peak device memory: text encode {:?}, denoise {:?} bytes",
             times.text_encode.peak_device_bytes, times.denoise.peak_device_bytes
@@ -520,6 +527,113 @@ fn tiny_pipeline_matches_cpu() {
             &want_image,
             40.0 * u,
         );
+    });
+}
+
+/// The flow loop's sampler ops on the device against the CPU reference: bit-exact f32 arithmetic for the step
+/// (tests/sampler.rs), the sinusoid within its libm bound.
+#[test]
+fn sampler_ops_match_cpu() {
+    use sana::launch::sampler::schedule_table;
+    use sana::scheduler::StepRule;
+    on_each_gpu("sampler_ops_match_cpu", |g, u| {
+        let dtype = g.dtype();
+        let mut rng = Rng(41);
+        let rules = [
+            StepRule::DpmFirst {
+                sigma: 0.95,
+                ratio: 0.9,
+                c: -0.04,
+            },
+            StepRule::DpmSecond {
+                sigma: 0.9,
+                ratio: 0.8,
+                c: -0.1,
+                inv_r0: 1.4,
+                half_c: -0.05,
+            },
+            StepRule::Euler { dt: -0.2 },
+        ];
+        let table = schedule_table(&[999.0, 875.0, 312.5], &rules).unwrap();
+        let shape = [2, 299, 32];
+        let x = rng.tensor(&shape, -2.0, 2.0);
+        let (mut cpu_s, mut cpu_x, mut cpu_p) = (table.clone(), x.clone(), x.clone());
+        let mut s = g.upload_state(&table).unwrap();
+        let mut gx = g.upload_state(&x).unwrap();
+        let mut gp = g.upload_state(&x).unwrap();
+        for step in 0..rules.len() {
+            let input = g.download(&g.model_input(&gx, 2).unwrap()).unwrap();
+            let want = CpuEngine.model_input(&cpu_x, 2).unwrap();
+            check(
+                &format!("model_input {dtype:?} step {step}"),
+                &input,
+                &want,
+                u,
+            );
+            let sin = g.download(&g.step_sinusoid(&s, 4, 256).unwrap()).unwrap();
+            let want = CpuEngine.step_sinusoid(&cpu_s, 4, 256).unwrap();
+            check(
+                &format!("step_sinusoid {dtype:?} step {step}"),
+                &sin,
+                &want,
+                u,
+            );
+            let out = rounded(&rng.tensor(&[4, 299, 32], -1.0, 1.0), dtype);
+            g.flow_step(&s, &g.upload(&out).unwrap(), Some(4.5), &mut gx, &mut gp)
+                .unwrap();
+            CpuEngine
+                .flow_step(&cpu_s, &out, Some(4.5), &mut cpu_x, &mut cpu_p)
+                .unwrap();
+            g.advance_schedule(&mut s).unwrap();
+            CpuEngine.advance_schedule(&mut cpu_s).unwrap();
+            let (got_x, got_p) = (
+                g.download_state(&gx).unwrap(),
+                g.download_state(&gp).unwrap(),
+            );
+            assert_eq!(
+                got_x.data(),
+                cpu_x.data(),
+                "flow_step {dtype:?} step {step}: x"
+            );
+            assert_eq!(
+                got_p.data(),
+                cpu_p.data(),
+                "flow_step {dtype:?} step {step}: x0_prev"
+            );
+        }
+        assert_eq!(g.download_state(&s).unwrap().data()[0], rules.len() as f32);
+    });
+}
+
+/// The 4-step CFG golden request with the step captured once and replayed three times, against the same request
+/// queued op by op: the same kernels on the same buffers, so the latents must agree bit for bit; and progress comes
+/// once per step, in order. (Against the CPU, guidance 4.5 multiplies per-step errors by up to 1 + 2·4.5: the
+/// precise bounds are the 2-step pipeline's in `tiny_pipeline_matches_cpu` and the bit-exact sampler's above.)
+#[test]
+fn step_graph_replays_match_eager_steps() {
+    use sana::pipeline::Pipeline;
+    let req = tiny_runs::golden_request("square_4steps_cfg_chi");
+    on_each_gpu("step_graph_replays_match_eager_steps", |g, _| {
+        let pipe = Pipeline::load(g, &tiny_model()).unwrap();
+        let run = |graphs: bool| {
+            g.use_step_graphs(graphs);
+            let mut seen = Vec::new();
+            let (latents, _) = pipe
+                .denoise(g, &req, &mut |i, n| seen.push((i, n)))
+                .unwrap();
+            let want: Vec<_> = (1..=req.steps).map(|i| (i, req.steps)).collect();
+            assert_eq!(seen, want, "progress (graphs {graphs})");
+            (latents, g.step_graph_report().unwrap())
+        };
+        let (eager, eager_report) = run(false);
+        let (replayed, report) = run(true);
+        g.use_step_graphs(true);
+        eprintln!("{:?}: eager {eager_report:?}, graph {report:?}", g.dtype());
+        assert_eq!(eager_report.replayed, 0);
+        assert_eq!(eager_report.eager, req.steps);
+        assert_eq!(report.capture_error, None, "the step must be capturable");
+        assert_eq!((report.eager, report.replayed), (1, req.steps - 1));
+        assert_eq!(replayed.data(), eager.data(), "graph replay vs eager steps");
     });
 }
 

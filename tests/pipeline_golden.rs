@@ -7,43 +7,24 @@
 //! (a value within 1e-6 of a rounding boundary may round either way).
 
 mod common;
+mod tiny_runs;
 
 use common::{assert_close, assert_pixels_match, golden, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
 use sana::model::vae_tiling::VaeTile;
-use sana::pipeline::{Pipeline, Request};
-use sana::text::PromptOptions;
+use sana::pipeline::Pipeline;
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;
 
 const TOL: f32 = 1e-4;
 
 fn check_case(name: &str) {
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(golden(&format!("pipeline_{name}.json"))).unwrap(),
-    )
-    .unwrap();
     let g = SafetensorsFile::open(golden(&format!("pipeline_{name}.safetensors"))).unwrap();
     let get = |n: &str| g.get(n).unwrap().to_host().unwrap();
     let e = CpuEngine;
     let pipe = Pipeline::load(&e, &tiny_model()).unwrap();
-    let mut prompt_options = PromptOptions::default();
-    if !meta["chi"].as_bool().unwrap() {
-        prompt_options.complex_human_instruction.clear();
-    }
-    let req = Request {
-        prompt: meta["prompt"].as_str().unwrap().into(),
-        negative_prompt: meta["negative_prompt"].as_str().unwrap().into(),
-        height: meta["height"].as_u64().unwrap() as usize,
-        width: meta["width"].as_u64().unwrap() as usize,
-        steps: meta["num_inference_steps"].as_u64().unwrap() as usize,
-        guidance: meta["guidance_scale"].as_f64().unwrap() as f32,
-        prompt_options,
-        resolution_binning: meta["use_resolution_binning"].as_bool().unwrap(),
-        latents: Some(get("latents")),
-        ..Request::default()
-    };
+    let req = tiny_runs::golden_request(name);
     let mut steps = 0;
     let (latents, _) = pipe.denoise(&e, &req, &mut |_, _| steps += 1).unwrap();
     assert_eq!(steps, req.steps, "{name}: progress reported every step");

@@ -84,6 +84,10 @@ impl<E: Engine> Engine for CountingEngine<E> {
         self.inner.peak_device_bytes()
     }
 
+    fn step_graph_report(&self) -> Option<crate::engine::cuda::StepGraphReport> {
+        self.inner.step_graph_report()
+    }
+
     fn upload(&self, t: &HostTensor) -> Result<E::Tensor> {
         self.inner.upload(t)
     }

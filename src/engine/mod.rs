@@ -62,6 +62,11 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// How the last denoising loop ran on a device that captures steps as graphs (see [`Self::repeat_steps`]).
+    fn step_graph_report(&self) -> Option<cuda::StepGraphReport> {
+        None
+    }
+
     /// Copies a host tensor in, converting to the engine's storage dtype.
     fn upload(&self, t: &HostTensor) -> Result<Self::Tensor>;
 

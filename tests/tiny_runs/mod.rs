@@ -8,6 +8,7 @@ use sana::engine::Engine;
 use sana::model::sana_dit::SanaTransformer;
 use sana::model::vae_tiling::VaeTile;
 use sana::pipeline::{Pipeline, Request, StageTimes};
+use sana::text::PromptOptions;
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;
 
@@ -57,4 +58,29 @@ pub fn pipeline_2step<E: Engine>(e: &E) -> (HostTensor, HostTensor, StageTimes) 
     let (latents, times) = pipe.denoise(e, &req, &mut |_, _| {}).unwrap();
     let image = pipe.decode(e, &latents, VaeTile::Off).unwrap();
     (latents, image, times)
+}
+
+/// The request of golden `pipeline_<name>` (tools/make_fixtures.py), from its initial latents.
+pub fn golden_request(name: &str) -> Request {
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(golden(&format!("pipeline_{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let g = SafetensorsFile::open(golden(&format!("pipeline_{name}.safetensors"))).unwrap();
+    let mut prompt_options = PromptOptions::default();
+    if !meta["chi"].as_bool().unwrap() {
+        prompt_options.complex_human_instruction.clear();
+    }
+    Request {
+        prompt: meta["prompt"].as_str().unwrap().into(),
+        negative_prompt: meta["negative_prompt"].as_str().unwrap().into(),
+        height: meta["height"].as_u64().unwrap() as usize,
+        width: meta["width"].as_u64().unwrap() as usize,
+        steps: meta["num_inference_steps"].as_u64().unwrap() as usize,
+        guidance: meta["guidance_scale"].as_f64().unwrap() as f32,
+        prompt_options,
+        resolution_binning: meta["use_resolution_binning"].as_bool().unwrap(),
+        latents: Some(g.get("latents").unwrap().to_host().unwrap()),
+        ..Request::default()
+    }
 }

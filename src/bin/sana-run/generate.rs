@@ -181,6 +181,16 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
         t.denoise.time.as_secs_f64() / req.steps.max(1) as f64,
         t.decode.time.as_secs_f64()
     );
+    if let Some(r) = e.step_graph_report() {
+        match &r.capture_error {
+            None => eprintln!(
+                "denoise: {} of {} steps replayed from a CUDA graph",
+                r.replayed,
+                r.replayed + r.eager
+            ),
+            Some(why) => eprintln!("denoise: steps ran without a CUDA graph: {why}"),
+        }
+    }
     eprintln!(
         "peak host memory: text encode {}, denoise {}, decode {}",
         mib(t.text_encode.peak_host_bytes),

@@ -20,6 +20,7 @@ mod step_graph;
 mod tensor;
 mod transfer;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublaslt::CudaBlasLT;
@@ -58,6 +59,8 @@ pub struct CudaEngine {
     /// graph's own), which the pool's high-water mark does not see.
     graph_peak: Mutex<u64>,
     step_graph: Mutex<Option<StepGraphReport>>,
+    /// Capture and replay denoising steps (on by default; off queues every step op by op).
+    step_graphs: AtomicBool,
     staging: Staging,
     /// The pipeline stage running now, for out-of-memory messages.
     stage: Mutex<&'static str>,
@@ -101,6 +104,7 @@ impl CudaEngine {
             graph_memory,
             graph_peak: Mutex::new(0),
             step_graph: Mutex::new(None),
+            step_graphs: AtomicBool::new(true),
             staging,
             stage: Mutex::new("loading"),
         })
@@ -249,6 +253,13 @@ impl Engine for CudaEngine {
             .peak_used_bytes()
             .ok()
             .map(|pool| pool.max(graphs))
+    }
+
+    fn step_graph_report(&self) -> Option<StepGraphReport> {
+        self.step_graph
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn upload(&self, t: &HostTensor) -> Result<CudaTensor> {

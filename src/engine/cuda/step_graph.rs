@@ -9,6 +9,8 @@
 //! the step's ops (the preallocated arena of ../shared/DESIGN.md); the eager step's memory goes back to the pool's
 //! owner first, so the two never add up.
 
+use std::sync::atomic::Ordering;
+
 use cudarc::driver::{sys, CudaEvent, CudaGraph};
 
 use super::CudaEngine;
@@ -39,7 +41,7 @@ impl CudaEngine {
         }
         step()?;
         report.eager = 1;
-        let graph = if n > 1 {
+        let graph = if n > 1 && self.step_graphs.load(Ordering::Relaxed) {
             self.capture(step)
                 .map_err(|e| report.capture_error = Some(e.to_string()))
                 .ok()
@@ -112,12 +114,9 @@ impl CudaEngine {
         Ok(graph)
     }
 
-    /// How the last denoising loop ran: steps replayed from the graph, steps run eagerly, and why a capture
-    /// failed. `None` before the first loop.
-    pub fn step_graph_report(&self) -> Option<StepGraphReport> {
-        self.step_graph
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Whether denoising loops capture their step as a CUDA graph (the default) or queue every step op by op — the
+    /// same kernels, so the results are identical; for comparison and debugging.
+    pub fn use_step_graphs(&self, on: bool) {
+        self.step_graphs.store(on, Ordering::Relaxed);
     }
 }
