@@ -7,7 +7,8 @@
 //   src/launch/<family>.rs (`#[repr(C)]`); pointers are 64-bit device addresses.
 // - storage is f32, bf16 or f16; arithmetic is f32 (`to_float` / `from_float`, round to nearest even).
 // - after each kernel, `SANA_EMU_ENTRY(kernel, Params)` exports `sana_emu_<kernel>(const Geometry*, const Params*)`
-//   for the emulation engine; it expands to nothing under nvcc.
+//   for the emulation engine; it expands to nothing under nvcc. `SANA_KERNEL_PER_DTYPE(op, Params)` writes the
+//   three `op_<dtype>` kernels of a template `op<T>` with their entries.
 #pragma once
 
 #ifdef SANA_EMU
@@ -181,3 +182,12 @@ __device__ __forceinline__ void mma_m16n8k16<__half>(float (&d)[4], const unsign
 #else
 #define SANA_EMU_ENTRY(kernel, Params)
 #endif
+
+// The f32, bf16 and f16 kernels `op_<dtype>` of the template `op<T>(const Params&)`, each with its emulator entry.
+#define SANA_KERNEL_PER_DTYPE(op, Params)                                                                \
+    extern "C" __global__ void op##_f32(const Params p) { op<float>(p); }                                \
+    extern "C" __global__ void op##_bf16(const Params p) { op<__nv_bfloat16>(p); }                       \
+    extern "C" __global__ void op##_f16(const Params p) { op<__half>(p); }                               \
+    SANA_EMU_ENTRY(op##_f32, Params)                                                                     \
+    SANA_EMU_ENTRY(op##_bf16, Params)                                                                    \
+    SANA_EMU_ENTRY(op##_f16, Params)

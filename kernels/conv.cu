@@ -99,13 +99,7 @@ __device__ __forceinline__ void dwconv3x3_glu(const DwConvGluParams& p) {
     }
 }
 
-extern "C" __global__ void dwconv3x3_glu_f32(const DwConvGluParams p) { dwconv3x3_glu<float>(p); }
-extern "C" __global__ void dwconv3x3_glu_bf16(const DwConvGluParams p) { dwconv3x3_glu<__nv_bfloat16>(p); }
-extern "C" __global__ void dwconv3x3_glu_f16(const DwConvGluParams p) { dwconv3x3_glu<__half>(p); }
-
-SANA_EMU_ENTRY(dwconv3x3_glu_f32, DwConvGluParams)
-SANA_EMU_ENTRY(dwconv3x3_glu_bf16, DwConvGluParams)
-SANA_EMU_ENTRY(dwconv3x3_glu_f16, DwConvGluParams)
+SANA_KERNEL_PER_DTYPE(dwconv3x3_glu, DwConvGluParams)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Depthwise k×k convolution (k odd), zero padding k/2, optional bias: the DC-AE's multi-scale branch (5×5, no bias;
@@ -159,13 +153,7 @@ __device__ __forceinline__ void depthwise_conv(const DepthwiseConvParams& p) {
     }
 }
 
-extern "C" __global__ void depthwise_conv_f32(const DepthwiseConvParams p) { depthwise_conv<float>(p); }
-extern "C" __global__ void depthwise_conv_bf16(const DepthwiseConvParams p) { depthwise_conv<__nv_bfloat16>(p); }
-extern "C" __global__ void depthwise_conv_f16(const DepthwiseConvParams p) { depthwise_conv<__half>(p); }
-
-SANA_EMU_ENTRY(depthwise_conv_f32, DepthwiseConvParams)
-SANA_EMU_ENTRY(depthwise_conv_bf16, DepthwiseConvParams)
-SANA_EMU_ENTRY(depthwise_conv_f16, DepthwiseConvParams)
+SANA_KERNEL_PER_DTYPE(depthwise_conv, DepthwiseConvParams)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Grouped 1×1 convolution without bias (PyTorch Conv2d(Cin, Cout, 1, groups = G)): the DC-AE's multi-scale point-
@@ -208,10 +196,4 @@ __device__ __forceinline__ void grouped_linear(const GroupedLinearParams& p) {
     }
 }
 
-extern "C" __global__ void grouped_linear_f32(const GroupedLinearParams p) { grouped_linear<float>(p); }
-extern "C" __global__ void grouped_linear_bf16(const GroupedLinearParams p) { grouped_linear<__nv_bfloat16>(p); }
-extern "C" __global__ void grouped_linear_f16(const GroupedLinearParams p) { grouped_linear<__half>(p); }
-
-SANA_EMU_ENTRY(grouped_linear_f32, GroupedLinearParams)
-SANA_EMU_ENTRY(grouped_linear_bf16, GroupedLinearParams)
-SANA_EMU_ENTRY(grouped_linear_f16, GroupedLinearParams)
+SANA_KERNEL_PER_DTYPE(grouped_linear, GroupedLinearParams)

@@ -169,10 +169,4 @@ __device__ __forceinline__ void conv3x3(const Conv3x3Params& p) {
     }
 }
 
-extern "C" __global__ void conv3x3_f32(const Conv3x3Params p) { conv3x3<float>(p); }
-extern "C" __global__ void conv3x3_bf16(const Conv3x3Params p) { conv3x3<__nv_bfloat16>(p); }
-extern "C" __global__ void conv3x3_f16(const Conv3x3Params p) { conv3x3<__half>(p); }
-
-SANA_EMU_ENTRY(conv3x3_f32, Conv3x3Params)
-SANA_EMU_ENTRY(conv3x3_bf16, Conv3x3Params)
-SANA_EMU_ENTRY(conv3x3_f16, Conv3x3Params)
+SANA_KERNEL_PER_DTYPE(conv3x3, Conv3x3Params)

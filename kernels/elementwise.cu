@@ -227,17 +227,9 @@ __device__ __forceinline__ void gated_residual_layer_norm_modulate(const Residua
 }
 
 // ------------------------------------------------------------------------------------------- entries
-#define SANA_ELEMENTWISE(op, Params)                                                                     \
-    extern "C" __global__ void op##_f32(const Params p) { op<float>(p); }                                \
-    extern "C" __global__ void op##_bf16(const Params p) { op<__nv_bfloat16>(p); }                       \
-    extern "C" __global__ void op##_f16(const Params p) { op<__half>(p); }                               \
-    SANA_EMU_ENTRY(op##_f32, Params)                                                                     \
-    SANA_EMU_ENTRY(op##_bf16, Params)                                                                    \
-    SANA_EMU_ENTRY(op##_f16, Params)
-
-SANA_ELEMENTWISE(modulation, ModulationParams)
-SANA_ELEMENTWISE(add, PointwiseParams)
-SANA_ELEMENTWISE(mul, PointwiseParams)
-SANA_ELEMENTWISE(activation, PointwiseParams)
-SANA_ELEMENTWISE(gated_residual, GatedResidualParams)
-SANA_ELEMENTWISE(gated_residual_layer_norm_modulate, ResidualNormParams)
+SANA_KERNEL_PER_DTYPE(modulation, ModulationParams)
+SANA_KERNEL_PER_DTYPE(add, PointwiseParams)
+SANA_KERNEL_PER_DTYPE(mul, PointwiseParams)
+SANA_KERNEL_PER_DTYPE(activation, PointwiseParams)
+SANA_KERNEL_PER_DTYPE(gated_residual, GatedResidualParams)
+SANA_KERNEL_PER_DTYPE(gated_residual_layer_norm_modulate, ResidualNormParams)

@@ -96,13 +96,5 @@ __device__ __forceinline__ void rotary(const RotaryParams& p) {
 }
 
 // ------------------------------------------------------------------------------------------- entries
-#define SANA_EMBED(op, Params)                                                                           \
-    extern "C" __global__ void op##_f32(const Params p) { op<float>(p); }                                \
-    extern "C" __global__ void op##_bf16(const Params p) { op<__nv_bfloat16>(p); }                       \
-    extern "C" __global__ void op##_f16(const Params p) { op<__half>(p); }                               \
-    SANA_EMU_ENTRY(op##_f32, Params)                                                                     \
-    SANA_EMU_ENTRY(op##_bf16, Params)                                                                    \
-    SANA_EMU_ENTRY(op##_f16, Params)
-
-SANA_EMBED(embedding, EmbeddingParams)
-SANA_EMBED(rotary, RotaryParams)
+SANA_KERNEL_PER_DTYPE(embedding, EmbeddingParams)
+SANA_KERNEL_PER_DTYPE(rotary, RotaryParams)

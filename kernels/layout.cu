@@ -45,13 +45,7 @@ __device__ __forceinline__ void transpose(const TransposeParams& p) {
     }
 }
 
-extern "C" __global__ void transpose_f32(const TransposeParams p) { transpose<float>(p); }
-extern "C" __global__ void transpose_bf16(const TransposeParams p) { transpose<__nv_bfloat16>(p); }
-extern "C" __global__ void transpose_f16(const TransposeParams p) { transpose<__half>(p); }
-
-SANA_EMU_ENTRY(transpose_f32, TransposeParams)
-SANA_EMU_ENTRY(transpose_bf16, TransposeParams)
-SANA_EMU_ENTRY(transpose_f16, TransposeParams)
+SANA_KERNEL_PER_DTYPE(transpose, TransposeParams)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Channel/space rearrangements of channels-last tokens (CPU reference: src/cpu/layout.rs), exact copies:
@@ -102,13 +96,7 @@ __device__ __forceinline__ void channel_space(const ChannelSpaceParams& p) {
     }
 }
 
-extern "C" __global__ void channel_space_f32(const ChannelSpaceParams p) { channel_space<float>(p); }
-extern "C" __global__ void channel_space_bf16(const ChannelSpaceParams p) { channel_space<__nv_bfloat16>(p); }
-extern "C" __global__ void channel_space_f16(const ChannelSpaceParams p) { channel_space<__half>(p); }
-
-SANA_EMU_ENTRY(channel_space_f32, ChannelSpaceParams)
-SANA_EMU_ENTRY(channel_space_bf16, ChannelSpaceParams)
-SANA_EMU_ENTRY(channel_space_f16, ChannelSpaceParams)
+SANA_KERNEL_PER_DTYPE(channel_space, ChannelSpaceParams)
 
 // ---------------------------------------------------------------------------------------------------------------
 // The DC-AE's channel groupings of tokens (CPU reference: src/cpu/layout.rs), one output element per thread of a
@@ -144,13 +132,7 @@ __device__ __forceinline__ void split_qkv_groups(const SplitQkvParams& p) {
     }
 }
 
-extern "C" __global__ void split_qkv_groups_f32(const SplitQkvParams p) { split_qkv_groups<float>(p); }
-extern "C" __global__ void split_qkv_groups_bf16(const SplitQkvParams p) { split_qkv_groups<__nv_bfloat16>(p); }
-extern "C" __global__ void split_qkv_groups_f16(const SplitQkvParams p) { split_qkv_groups<__half>(p); }
-
-SANA_EMU_ENTRY(split_qkv_groups_f32, SplitQkvParams)
-SANA_EMU_ENTRY(split_qkv_groups_bf16, SplitQkvParams)
-SANA_EMU_ENTRY(split_qkv_groups_f16, SplitQkvParams)
+SANA_KERNEL_PER_DTYPE(split_qkv_groups, SplitQkvParams)
 
 // Mirrors ConcatParams in src/launch/layout.rs.
 struct ConcatParams {
@@ -172,13 +154,7 @@ __device__ __forceinline__ void concat_channels(const ConcatParams& p) {
     }
 }
 
-extern "C" __global__ void concat_channels_f32(const ConcatParams p) { concat_channels<float>(p); }
-extern "C" __global__ void concat_channels_bf16(const ConcatParams p) { concat_channels<__nv_bfloat16>(p); }
-extern "C" __global__ void concat_channels_f16(const ConcatParams p) { concat_channels<__half>(p); }
-
-SANA_EMU_ENTRY(concat_channels_f32, ConcatParams)
-SANA_EMU_ENTRY(concat_channels_bf16, ConcatParams)
-SANA_EMU_ENTRY(concat_channels_f16, ConcatParams)
+SANA_KERNEL_PER_DTYPE(concat_channels, ConcatParams)
 
 // Mirrors GroupMeanParams in src/launch/layout.rs.
 struct GroupMeanParams {
@@ -201,10 +177,4 @@ __device__ __forceinline__ void channel_group_mean(const GroupMeanParams& p) {
     }
 }
 
-extern "C" __global__ void channel_group_mean_f32(const GroupMeanParams p) { channel_group_mean<float>(p); }
-extern "C" __global__ void channel_group_mean_bf16(const GroupMeanParams p) { channel_group_mean<__nv_bfloat16>(p); }
-extern "C" __global__ void channel_group_mean_f16(const GroupMeanParams p) { channel_group_mean<__half>(p); }
-
-SANA_EMU_ENTRY(channel_group_mean_f32, GroupMeanParams)
-SANA_EMU_ENTRY(channel_group_mean_bf16, GroupMeanParams)
-SANA_EMU_ENTRY(channel_group_mean_f16, GroupMeanParams)
+SANA_KERNEL_PER_DTYPE(channel_group_mean, GroupMeanParams)

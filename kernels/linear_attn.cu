@@ -192,21 +192,6 @@ __device__ __forceinline__ void linear_attn_apply(const LinearAttentionParams& p
 }
 
 // ------------------------------------------------------------------------------------------- entries
-extern "C" __global__ void linear_attn_state_f32(const LinearAttentionParams p) { linear_attn_state<float>(p); }
-extern "C" __global__ void linear_attn_state_bf16(const LinearAttentionParams p) {
-    linear_attn_state<__nv_bfloat16>(p);
-}
-extern "C" __global__ void linear_attn_state_f16(const LinearAttentionParams p) { linear_attn_state<__half>(p); }
-extern "C" __global__ void linear_attn_apply_f32(const LinearAttentionParams p) { linear_attn_apply<float>(p); }
-extern "C" __global__ void linear_attn_apply_bf16(const LinearAttentionParams p) {
-    linear_attn_apply<__nv_bfloat16>(p);
-}
-extern "C" __global__ void linear_attn_apply_f16(const LinearAttentionParams p) { linear_attn_apply<__half>(p); }
-
-SANA_EMU_ENTRY(linear_attn_state_f32, LinearAttentionParams)
-SANA_EMU_ENTRY(linear_attn_state_bf16, LinearAttentionParams)
-SANA_EMU_ENTRY(linear_attn_state_f16, LinearAttentionParams)
+SANA_KERNEL_PER_DTYPE(linear_attn_state, LinearAttentionParams)
+SANA_KERNEL_PER_DTYPE(linear_attn_apply, LinearAttentionParams)
 SANA_EMU_ENTRY(linear_attn_reduce_f32, LinearAttentionParams)
-SANA_EMU_ENTRY(linear_attn_apply_f32, LinearAttentionParams)
-SANA_EMU_ENTRY(linear_attn_apply_bf16, LinearAttentionParams)
-SANA_EMU_ENTRY(linear_attn_apply_f16, LinearAttentionParams)

@@ -70,19 +70,7 @@ __device__ __forceinline__ void layer_norm_modulate(const LayerNormModulateParam
     }
 }
 
-extern "C" __global__ void layer_norm_modulate_f32(const LayerNormModulateParams p) {
-    layer_norm_modulate<float>(p);
-}
-extern "C" __global__ void layer_norm_modulate_bf16(const LayerNormModulateParams p) {
-    layer_norm_modulate<__nv_bfloat16>(p);
-}
-extern "C" __global__ void layer_norm_modulate_f16(const LayerNormModulateParams p) {
-    layer_norm_modulate<__half>(p);
-}
-
-SANA_EMU_ENTRY(layer_norm_modulate_f32, LayerNormModulateParams)
-SANA_EMU_ENTRY(layer_norm_modulate_bf16, LayerNormModulateParams)
-SANA_EMU_ENTRY(layer_norm_modulate_f16, LayerNormModulateParams)
+SANA_KERNEL_PER_DTYPE(layer_norm_modulate, LayerNormModulateParams)
 
 // ---------------------------------------------------------------------------------------------------------------
 // RMSNorm, two forms (CPU reference: src/cpu/norm.rs `rms_norm`, `rms_norm_plus_one`), per row of x over D:
@@ -130,10 +118,4 @@ __device__ __forceinline__ void rms_norm(const RmsNormParams& p) {
     }
 }
 
-extern "C" __global__ void rms_norm_f32(const RmsNormParams p) { rms_norm<float>(p); }
-extern "C" __global__ void rms_norm_bf16(const RmsNormParams p) { rms_norm<__nv_bfloat16>(p); }
-extern "C" __global__ void rms_norm_f16(const RmsNormParams p) { rms_norm<__half>(p); }
-
-SANA_EMU_ENTRY(rms_norm_f32, RmsNormParams)
-SANA_EMU_ENTRY(rms_norm_bf16, RmsNormParams)
-SANA_EMU_ENTRY(rms_norm_f16, RmsNormParams)
+SANA_KERNEL_PER_DTYPE(rms_norm, RmsNormParams)

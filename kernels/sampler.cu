@@ -136,15 +136,7 @@ __device__ __forceinline__ void advance_schedule(const AdvanceParams& p) {
 }
 
 // ------------------------------------------------------------------------------------------- entries
-#define SANA_SAMPLER(op, Params)                                                                         \
-    extern "C" __global__ void op##_f32(const Params p) { op<float>(p); }                                \
-    extern "C" __global__ void op##_bf16(const Params p) { op<__nv_bfloat16>(p); }                       \
-    extern "C" __global__ void op##_f16(const Params p) { op<__half>(p); }                               \
-    SANA_EMU_ENTRY(op##_f32, Params)                                                                     \
-    SANA_EMU_ENTRY(op##_bf16, Params)                                                                    \
-    SANA_EMU_ENTRY(op##_f16, Params)
-
-SANA_SAMPLER(model_input, ModelInputParams)
-SANA_SAMPLER(step_sinusoid, SinusoidParams)
-SANA_SAMPLER(flow_step, FlowStepParams)
-SANA_SAMPLER(advance_schedule, AdvanceParams)
+SANA_KERNEL_PER_DTYPE(model_input, ModelInputParams)
+SANA_KERNEL_PER_DTYPE(step_sinusoid, SinusoidParams)
+SANA_KERNEL_PER_DTYPE(flow_step, FlowStepParams)
+SANA_KERNEL_PER_DTYPE(advance_schedule, AdvanceParams)
