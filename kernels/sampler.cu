@@ -24,8 +24,8 @@
 //
 // Accumulation: f32 throughout, each operation rounded as written: __fmul_rn/__fadd_rn/__fsub_rn keep nvcc from
 // contracting products and sums into FMAs, so the device steps the sampler with the host's (and PyTorch's) exact
-// f32 arithmetic; only the model output is read from the storage dtype. The sinusoid's expf/cosf/sinf are the
-// accurate (non-fast-math) functions, within 2 ulp of the host's.
+// f32 arithmetic; only the model output is read from the storage dtype. The sinusoid's expf is the accurate
+// (non-fast-math) function, within 2 ulp of the host's; its cos/sin go through f64 cospi/sinpi (see the kernel).
 
 #include "common.cuh"
 
@@ -101,7 +101,12 @@ __device__ __forceinline__ void step_sinusoid(const SinusoidParams& p) {
     const unsigned j = c < p.half ? c : c - p.half;
     const float f = expf(__fmul_rn(p.neg_log_10000, static_cast<float>(j)) / static_cast<float>(p.half));
     const float arg = __fmul_rn(row[TIMESTEP], f);
-    static_cast<T*>(p.out)[i] = sana::from_float<T>(c < p.half ? cosf(arg) : sinf(arg));
+    // cos/sin of the f32 argument through cospi/sinpi in f64: their argument reduction is exact, where cosf/sinf
+    // carry a Payne–Hanek path in local memory for huge arguments; t·f ≤ 1000 here, so arg/π is exact to ~1e-16 and
+    // the result is the correctly rounded f32 value but for rare ties.
+    const double turns = static_cast<double>(arg) / 3.141592653589793;
+    static_cast<T*>(p.out)[i] =
+        sana::from_float<T>(static_cast<float>(c < p.half ? cospi(turns) : sinpi(turns)));
 }
 
 template <typename T>

@@ -8,9 +8,9 @@
 //!   the reference's order with `__fmul_rn`/`__fadd_rn`/`__fsub_rn` (never contracted into FMAs, on the GPU or in
 //!   the emulator, built with -ffp-contract=off): bit-exact in every dtype. Any reordering (e.g. `x − σ·v` folded
 //!   into the update) or a guidance on the wrong half moves results by far more than nothing.
-//! - `step_sinusoid`: the argument `t·f_j` is formed with the reference's f32 operations; expf/cosf/sinf differ by
-//!   at most 2 f32 ulp (GPU) from the host's, and the values are at most 1 in magnitude, so `0.5·ulp + 4U·t·f_j`
-//!   absolute (the argument's error through the derivative, ≤ 1, plus the function's 2 ulp at ≤ 1: `2U·2`).
+//! - `step_sinusoid`: the argument `t·f_j` is formed with the reference's f32 operations; expf differs by at most 2
+//!   f32 ulp (GPU) from the host's, moving the argument by `4U·t` at most; cos/sin (f64 cospi/sinpi in the kernel)
+//!   are within 1 f32 ulp of the host's at values ≤ 1: `0.5·ulp + 4U·max(t, 1)` absolute.
 //!
 //! Every output starts poisoned with NaN in emulation, so an unwritten element fails. Sizes: lengths that are not a
 //! multiple of the 256-thread block (1, 299, 554 latent tokens × 32 channels, 7·5·3), batch 1 and 2, CFG on and off.

@@ -230,6 +230,9 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// cos(πx), sin(πx) (CUDA's reduce x exactly; here π·x rounds once, ~1e-16 relative, far below the f32 results).
+inline double cospi(double x) { return std::cos(3.141592653589793 * x); }
+inline double sinpi(double x) { return std::sin(3.141592653589793 * x); }
 // IEEE round-to-nearest operations that nvcc never contracts into an FMA; g++ does not contract without -mfma.
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
