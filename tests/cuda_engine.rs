@@ -628,7 +628,10 @@ fn step_graph_replays_match_eager_steps() {
         let (eager, eager_report) = run(false);
         let (replayed, report) = run(true);
         g.use_step_graphs(true);
-        eprintln!("{:?}: eager {eager_report:?}, graph {report:?}", g.dtype());
+        eprintln!(
+            "{:?}: step graph {report:?}; all eager: {eager_report:?}",
+            g.dtype()
+        );
         assert_eq!(eager_report.replayed, 0);
         assert_eq!(eager_report.eager, req.steps);
         assert_eq!(report.capture_error, None, "the step must be capturable");

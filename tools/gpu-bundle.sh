@@ -88,7 +88,7 @@ run() { # kind name command...
 }
 for t in "$here"/tests/*; do
     run test "$(basename "$t")" "$t" --nocapture --test-threads=1
-    grep -h -E '^(test |.*skipped|.*tol )' "$results/test-$(basename "$t").log" >>"$results/summary.txt"
+    grep -h -E '^(test |.*skipped|.*tol |.*step graph)' "$results/test-$(basename "$t").log" >>"$results/summary.txt"
 done
 if [ "${SANA_RUN_BENCHES:-1}" = 0 ]; then
     echo "failed programs: $failed" | tee -a "$results/summary.txt"

@@ -12,6 +12,7 @@ use clap::Args;
 use sana::cost::roofline::{StageFloors, BF16_BYTES, DEVICES};
 use sana::cost::stages::{StageCosts, Workload};
 use sana::cost::Cost;
+use sana::engine::cuda::StepGraphReport;
 use sana::engine::Engine;
 use sana::inspect::Variant;
 use sana::memory::StageStats;
@@ -190,6 +191,8 @@ struct Measured {
     total: Duration,
     peak_host: [Option<u64>; 3],
     peak_device: [Option<u64>; 3],
+    /// How the last timed run's denoising loop ran, on an engine that captures steps as graphs.
+    step_graph: Option<StepGraphReport>,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -244,6 +247,7 @@ fn measure<E: Engine>(
         total: column(4),
         peak_host: peaks,
         peak_device: device_peaks,
+        step_graph: e.step_graph_report(),
     })
 }
 
@@ -308,6 +312,11 @@ impl Report<'_> {
             EngineKind::Emu => "emu",
             EngineKind::Cuda => "cuda",
         }
+    }
+
+    fn step_graph(&self) -> Option<&StepGraphReport> {
+        let m = self.measured.as_ref().ok().and_then(Option::as_ref)?;
+        m.step_graph.as_ref()
     }
 
     /// Peak device memory over the stages, on an engine with a device.
@@ -423,6 +432,12 @@ impl Report<'_> {
             "stages": stages,
             "images_per_s": self.images_per_s(total),
             "peak_device_bytes": self.peak_device(),
+            "step_graph": self.step_graph().map(|g| json!({
+                "replayed_steps": g.replayed,
+                "eager_steps": g.eager,
+                "capture_seconds": g.capture_seconds,
+                "capture_error": g.capture_error,
+            })),
         })
     }
 
@@ -503,6 +518,18 @@ impl Report<'_> {
             self.peak_device()
                 .map_or("n/a".into(), |b| format!("{} MiB", b >> 20))
         );
+        if let Some(g) = self.step_graph() {
+            let _ = match &g.capture_error {
+                None => writeln!(
+                    s,
+                    "denoise: {} of {} steps replayed from a CUDA graph (captured in {})",
+                    g.replayed,
+                    g.replayed + g.eager,
+                    seconds(g.capture_seconds)
+                ),
+                Some(why) => writeln!(s, "denoise: steps ran without a CUDA graph: {why}"),
+            };
+        }
         if self.plan.tiled_decode {
             let _ = writeln!(
                 s,

@@ -184,9 +184,10 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
     if let Some(r) = e.step_graph_report() {
         match &r.capture_error {
             None => eprintln!(
-                "denoise: {} of {} steps replayed from a CUDA graph",
+                "denoise: {} of {} steps replayed from a CUDA graph (captured in {:.1} ms)",
                 r.replayed,
-                r.replayed + r.eager
+                r.replayed + r.eager,
+                r.capture_seconds * 1e3
             ),
             Some(why) => eprintln!("denoise: steps ran without a CUDA graph: {why}"),
         }

@@ -10,6 +10,7 @@
 //! owner first, so the two never add up.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use cudarc::driver::{sys, CudaEvent, CudaGraph};
 
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::probe;
 
 /// How the last denoising loop ran on the device.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct StepGraphReport {
     /// Steps run by replaying the captured graph.
     pub replayed: usize,
@@ -26,6 +27,8 @@ pub struct StepGraphReport {
     pub eager: usize,
     /// Why the capture failed, when it did (an op that needs the host; the steps then run eagerly).
     pub capture_error: Option<String>,
+    /// Host time to capture, instantiate and upload the graph (it overlaps the eager first step on the GPU).
+    pub capture_seconds: f64,
 }
 
 impl CudaEngine {
@@ -42,9 +45,13 @@ impl CudaEngine {
         step()?;
         report.eager = 1;
         let graph = if n > 1 && self.step_graphs.load(Ordering::Relaxed) {
-            self.capture(step)
+            let start = Instant::now();
+            let graph = self
+                .capture(step)
                 .map_err(|e| report.capture_error = Some(e.to_string()))
-                .ok()
+                .ok();
+            report.capture_seconds = start.elapsed().as_secs_f64();
+            graph
         } else {
             None
         };
