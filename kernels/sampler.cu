@@ -1,15 +1,19 @@
-// The flow sampler on the device (spec sampling.md §2, §6, §8, §9), so that one denoising step is a fixed sequence of
-// launches with no host round trip: it can be captured once as a CUDA graph and replayed (src/gpu/graph.rs).
+// The samplers on the device (spec sampling.md §2, §6, §8, §9, §10), so that one denoising step is a fixed sequence of
+// launches with no host round trip: it can be captured once as a CUDA graph and replayed
+// (src/engine/cuda/step_graph.rs).
 //
 // The sampler state — latents x and the previous clean estimate x0_prev — is f32, in the DiT's token layout
 // [B, h·w, C], as diffusers keeps latents in f32 whatever the model dtype. Everything that changes from step to step
 // lives in the schedule, an f32 buffer the host fills once per generation (src/launch/sampler.rs):
 //   schedule[0]                 the index i of the step to run (advance_schedule adds 1 after each step)
-//   schedule[1 + i·ROW + k]     row i: TIMESTEP (the transformer's timestep, × timestep_scale), RULE, SIGMA, RATIO,
-//                               C, INV_R0, HALF_C, DT (the coefficients of src/scheduler.rs `StepRule`)
+//   schedule[1 + i·ROW + k]     row i: TIMESTEP (the transformer's timestep), RULE, then the coefficients of
+//                               src/scheduler.rs `StepRule`: SIGMA, RATIO, C, INV_R0, HALF_C, DT for the flow rules;
+//                               SD, K, A, SC, COS_S, SIN_S, COS_T, SIN_T for Sana-Sprint's SCM rule
+// Sana-Sprint also reads its per-step noise, drawn on the host up front: noise[i·len + j] for step i.
 //
 // Formulas (CPU reference: src/cpu/sampler.rs, which the host scheduler itself uses):
-//   model_input_*      out[k·len + i] = x[i] rounded to the storage dtype, k < copies (CFG: the batch [x; x])
+//   model_input_*      out[k·len + i] = x[i] rounded to the storage dtype, k < copies (CFG: the batch [x; x]);
+//                      under RULE_SCM the TrigFlow input (x / σ_d)·k instead
 //   step_sinusoid_*    out[b, j] = cos(t·f_j), out[b, half + j] = sin(t·f_j), f_j = exp(−ln(10⁴)·j / half), t the
 //                      row's TIMESTEP; diffusers' get_timestep_embedding(flip_sin_to_cos=True, shift 0)
 //   flow_step_*        v = u + g·(c − u) from the model output [uncond; cond] (cfg) or v = output (no cfg), then
@@ -17,6 +21,8 @@
 //                      RULE_DPM_FIRST:  x0 = x − σ·v;  x ← ratio·x − c·x0;  x0_prev ← x0
 //                      RULE_DPM_SECOND: x0 = x − σ·v;  d = inv_r0·(x0 − x0_prev);  x ← (ratio·x − c·x0) − half_c·d;
 //                                       x0_prev ← x0
+//                      RULE_SCM (v = F): x_in = (x / σ_d)·k;  f = ((a·x_in + sc·F) / k)·σ_d;  x0 = cos_s·x − sin_s·f;
+//                                       x ← cos_t·x0 + sin_t·(n·σ_d);  x0_prev ← x0
 //   advance_schedule   schedule[0] += 1
 //
 // Geometry (src/launch/sampler.rs): 1-D grids of 256 threads, one element per thread; advance_schedule is one
@@ -30,14 +36,22 @@
 #include "common.cuh"
 
 // Mirror the constants of src/launch/sampler.rs.
-constexpr unsigned ROW = 8;
+constexpr unsigned ROW = 10;
 constexpr unsigned TIMESTEP = 0, RULE = 1, SIGMA = 2, RATIO = 3, C = 4, INV_R0 = 5, HALF_C = 6, DT = 7;
-constexpr unsigned RULE_EULER = 0, RULE_DPM_FIRST = 1, RULE_DPM_SECOND = 2;
+constexpr unsigned SD = 2, K = 3, A = 4, SC = 5, COS_S = 6, SIN_S = 7, COS_T = 8, SIN_T = 9;
+constexpr unsigned RULE_EULER = 0, RULE_DPM_FIRST = 1, RULE_DPM_SECOND = 2, RULE_SCM = 3;
+
+// Sana-Sprint's TrigFlow model input (x / σ_d)·k of row `row`.
+__device__ __forceinline__ float scm_input(const float* row, float x) {
+    return __fmul_rn(__fdiv_rn(x, row[SD]), row[K]);
+}
 
 // The current step's row of a schedule of `steps` rows, or null once every step has run (the kernels then write
 // nothing rather than read past the table; the host engines report it as an error).
+__device__ __forceinline__ unsigned schedule_index(const float* schedule) { return static_cast<unsigned>(schedule[0]); }
+
 __device__ __forceinline__ const float* schedule_row(const float* schedule, unsigned steps) {
-    const unsigned i = static_cast<unsigned>(schedule[0]);
+    const unsigned i = schedule_index(schedule);
     return i < steps ? schedule + 1 + i * ROW : nullptr;
 }
 
@@ -45,11 +59,12 @@ __device__ __forceinline__ const float* schedule_row(const float* schedule, unsi
 struct ModelInputParams {
     void* out;
     const float* x;
+    const float* schedule;
     unsigned long long len;  // elements of x
     unsigned copies;
-    unsigned pad;
+    unsigned steps;  // rows of the schedule
 };
-static_assert(sizeof(ModelInputParams) == 32, "ModelInputParams must match src/launch/sampler.rs");
+static_assert(sizeof(ModelInputParams) == 40, "ModelInputParams must match src/launch/sampler.rs");
 
 // Mirrors SinusoidParams in src/launch/sampler.rs.
 struct SinusoidParams {
@@ -68,13 +83,14 @@ struct FlowStepParams {
     float* x0_prev;
     const void* output;  // [copies·B, h·w, C] in the storage dtype
     const float* schedule;
+    const float* noise;      // RULE_SCM: [steps, len]; else unused
     unsigned long long len;  // elements of x
     float guidance;
     unsigned cfg;    // 1: output is [uncond; cond]
     unsigned steps;  // rows of the schedule
     unsigned pad;
 };
-static_assert(sizeof(FlowStepParams) == 56, "FlowStepParams must match src/launch/sampler.rs");
+static_assert(sizeof(FlowStepParams) == 64, "FlowStepParams must match src/launch/sampler.rs");
 
 // Mirrors AdvanceParams in src/launch/sampler.rs.
 struct AdvanceParams {
@@ -86,7 +102,9 @@ template <typename T>
 __device__ __forceinline__ void model_input(const ModelInputParams& p) {
     const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= p.len) return;
-    const T v = sana::from_float<T>(p.x[i]);
+    const float* row = schedule_row(p.schedule, p.steps);
+    const bool scm = row != nullptr && static_cast<unsigned>(row[RULE]) == RULE_SCM;
+    const T v = sana::from_float<T>(scm ? scm_input(row, p.x[i]) : p.x[i]);
     for (unsigned k = 0; k < p.copies; ++k) static_cast<T*>(p.out)[k * p.len + i] = v;
 }
 
@@ -119,6 +137,17 @@ __device__ __forceinline__ void flow_step(const FlowStepParams& p) {
     if (p.cfg) v = __fadd_rn(v, __fmul_rn(p.guidance, __fsub_rn(sana::to_float(out[p.len + i]), v)));
     const float x = p.x[i];
     const unsigned rule = static_cast<unsigned>(row[RULE]);
+    if (rule == RULE_SCM) {
+        const float sd = row[SD];
+        const float x_in = scm_input(row, x);
+        const float f =
+            __fmul_rn(__fdiv_rn(__fadd_rn(__fmul_rn(row[A], x_in), __fmul_rn(row[SC], v)), row[K]), sd);
+        const float x0 = __fsub_rn(__fmul_rn(row[COS_S], x), __fmul_rn(row[SIN_S], f));
+        const float n = p.noise[static_cast<size_t>(schedule_index(p.schedule)) * p.len + i];
+        p.x[i] = __fadd_rn(__fmul_rn(row[COS_T], x0), __fmul_rn(row[SIN_T], __fmul_rn(n, sd)));
+        p.x0_prev[i] = x0;
+        return;
+    }
     if (rule == RULE_EULER) {
         p.x[i] = __fadd_rn(x, __fmul_rn(row[DT], v));
         return;

@@ -1,7 +1,7 @@
 //! The text-to-image pipeline (`SanaPipeline.__call__`, spec sampling.md §2): load a diffusers folder once, then
-//! generate any number of images from it. The three models run on the engine; so does the flow sampler, whose f32
-//! latents stay engine state for the whole denoising loop (one download at its end). Sana-Sprint's SCM loop, one to
-//! four steps with host-drawn noise, steps on the host.
+//! generate any number of images from it. The three models run on the engine; so do the samplers (Flow-DPM-Solver,
+//! Flow-Euler, Sana-Sprint's SCM), whose f32 latents stay engine state for the whole denoising loop, read back once
+//! at its end.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,6 +17,7 @@ use crate::model::config::{
     DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig, TransformerConfig,
 };
 use crate::model::dc_ae::DcAeDecoder;
+use crate::model::embeddings::timestep_sinusoid;
 use crate::model::gemma2::{Gemma2Model, GemmaConfig};
 use crate::model::sana_dit::{SanaTransformer, TextConditioning, SINUSOID_CHANNELS};
 use crate::model::vae_tiling::{self, VaeTile};
@@ -350,10 +351,8 @@ impl<E: Engine> Pipeline<E> {
         Ok((latents?, times))
     }
 
-    /// The denoising loop of [`Self::denoise_flow`], resident on the engine: the f32 latents, the sampler's
-    /// previous clean estimate and the step schedule (timesteps and coefficients, src/launch/sampler.rs) are engine
-    /// state, and each step is the same sequence of ops — model input, timestep sinusoid, transformer, guided
-    /// sampler update, schedule advance — so a device engine replays it as a graph without reading back.
+    /// The denoising loop of [`Self::denoise_flow`]: the schedule's timesteps (× `timestep_scale`) and DPM-Solver
+    /// or Euler rules, both CFG halves as one batch.
     #[allow(clippy::too_many_arguments)]
     fn flow_loop(
         &self,
@@ -366,7 +365,6 @@ impl<E: Engine> Pipeline<E> {
         mask: &HostTensor,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<HostTensor> {
-        let cfg = req.guidance > 1.0;
         let text = dit.encode_text(e, text, mask)?;
         let timestep_scale = self.transformer_config.timestep_scale as f32;
         let timesteps: Vec<f32> = scheduler
@@ -374,23 +372,18 @@ impl<E: Engine> Pipeline<E> {
             .iter()
             .map(|&t| t * timestep_scale)
             .collect();
-        let mut schedule = e.upload_state(&schedule_table(&timesteps, &scheduler.rules())?)?;
-        let (h, w) = (latents.shape()[2], latents.shape()[3]);
-        let tokens = cpu::layout::nchw_to_tokens(&latents)?;
-        let mut x = e.upload_state(&tokens)?;
-        // Written before it is read: the first step is always first order.
-        let mut x0_prev = e.upload_state(&tokens)?;
-        let copies = if cfg { 2 } else { 1 };
-        let guidance = cfg.then_some(req.guidance);
-        let mut step = || -> Result<()> {
-            let input = e.model_input(&x, copies)?;
-            let t = e.step_sinusoid(&schedule, copies * req.batch, SINUSOID_CHANNELS)?;
-            let v = dit.forward_tokens(e, &input, (h, w), &text, &t, None, &mut |_, _| Ok(()))?;
-            e.flow_step(&schedule, &v, guidance, &mut x, &mut x0_prev)?;
-            e.advance_schedule(&mut schedule)
+        let schedule = schedule_table(&timesteps, &scheduler.rules())?;
+        let cfg = (req.guidance > 1.0).then_some(req.guidance);
+        let run = EngineLoop {
+            dit,
+            text: &text,
+            schedule,
+            guidance: cfg,
+            guidance_sinusoid: None,
+            noise: None,
         };
-        e.repeat_steps(timesteps.len(), &mut step, progress)?;
-        cpu::layout::tokens_to_nchw(&e.download_state(&x)?, h, w)
+        let (x, _) = run.run(e, &latents, progress)?;
+        Ok(x)
     }
 
     /// Sana-Sprint's SCM loop (spec sampling.md §10): TrigFlow times, guidance as an input, fresh noise each step;
@@ -404,7 +397,7 @@ impl<E: Engine> Pipeline<E> {
         noise: &mut BatchNoise,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(HostTensor, StageTimes)> {
-        let mut scheduler = ScmScheduler::new(config, ScmTimesteps::sprint_default(req.steps))?;
+        let scheduler = ScmScheduler::new(config, ScmTimesteps::sprint_default(req.steps))?;
         if let Some(noise) = &req.step_noise {
             if noise.len() != req.steps || noise.iter().any(|n| n.shape() != latents.shape()) {
                 return Err(Error::InvalidInput(format!(
@@ -432,54 +425,50 @@ impl<E: Engine> Pipeline<E> {
         let (latents, stats) = run_stage(e, "denoise", step_elements, || {
             self.with_transformer(e, |dit| {
                 let text = dit.encode_text(e, &embeds, &mask)?;
-                self.sprint_loop(e, dit, req, &mut scheduler, latents, &text, noise, progress)
+                self.sprint_loop(e, dit, req, &scheduler, latents, &text, noise, progress)
             })
         });
         times.denoise = stats;
         Ok((latents?, times))
     }
 
-    /// The SCM loop of [`Self::denoise_sprint`]; returns the last `x0 / σ_d`.
+    /// The SCM loop of [`Self::denoise_sprint`]: every step's noise drawn up front (the seeded stream's order is
+    /// the per-step order), guidance as a model input; returns the last `x0 / σ_d`.
     #[allow(clippy::too_many_arguments)]
     fn sprint_loop(
         &self,
         e: &E,
         dit: &SanaTransformer<E>,
         req: &Request,
-        scheduler: &mut ScmScheduler,
+        scheduler: &ScmScheduler,
         latents: HostTensor,
         text: &TextConditioning<E>,
         noise: &mut BatchNoise,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<HostTensor> {
         let sd = scheduler.sigma_data();
+        let (timesteps, rules) = scheduler.rules();
+        let mut step_noise = Vec::with_capacity(latents.len() * rules.len());
+        for i in 0..rules.len() {
+            let n = match &req.step_noise {
+                Some(given) => given[i].clone(),
+                None => noise.draw(latents.shape()),
+            };
+            step_noise.extend_from_slice(cpu::layout::nchw_to_tokens(&n)?.data());
+        }
         // diffusers multiplies the guidance (in the text dtype) by `guidance_embeds_scale`, both f32 here.
         let guidance =
             vec![req.guidance * self.transformer_config.guidance_embeds_scale as f32; req.batch];
-        let mut x = map(&latents, |v| v * sd)?;
-        let mut x0 = x.clone();
-        let taus = scheduler.timesteps().to_vec();
-        for (i, &tau) in taus[..taus.len() - 1].iter().enumerate() {
-            let s = tau.sin() / (tau.cos() + tau.sin());
-            let k = (s * s + (1.0 - s) * (1.0 - s)).sqrt();
-            let x_in = map(&x, |v| v / sd * k)?;
-            let t = vec![s; req.batch];
-            let f = e.download(&dit.forward(e, &x_in, text, &t, Some(&guidance))?)?;
-            let (a, c) = (1.0 - 2.0 * s, 1.0 - 2.0 * s + 2.0 * s * s);
-            let f_tr: Vec<f32> = x_in
-                .data()
-                .iter()
-                .zip(f.data())
-                .map(|(&xi, &fi)| (a * xi + c * fi) / k * sd)
-                .collect();
-            let f_tr = HostTensor::new(x.shape().to_vec(), f_tr)?;
-            let step_noise = match &req.step_noise {
-                Some(given) => given[i].clone(),
-                None => noise.draw(x.shape()),
-            };
-            (x, x0) = scheduler.step(&f_tr, &x, &step_noise)?;
-            progress(i + 1, taus.len() - 1);
-        }
+        let guidance = e.upload(&timestep_sinusoid(&guidance, SINUSOID_CHANNELS)?)?;
+        let run = EngineLoop {
+            dit,
+            text,
+            schedule: schedule_table(&timesteps, &rules)?,
+            guidance: None,
+            guidance_sinusoid: Some(&guidance),
+            noise: Some(HostTensor::new(vec![step_noise.len()], step_noise)?),
+        };
+        let (_, x0) = run.run(e, &map(&latents, |v| v * sd)?, progress)?;
         map(&x0, |v| v / sd)
     }
 
@@ -555,6 +544,70 @@ impl<E: Engine> Pipeline<E> {
                 shift,
             }),
         }
+    }
+}
+
+/// One denoising loop resident on the engine: the f32 sample, the clean estimate, the step schedule (timesteps and
+/// rules, src/launch/sampler.rs) and, for SCM, every step's noise are engine state; each step is the same sequence of
+/// ops — model input, timestep sinusoid, transformer, sampler update, schedule advance — with nothing read back, so
+/// a device engine replays it as a graph ([`Engine::repeat_steps`]).
+struct EngineLoop<'a, E: Engine> {
+    dit: &'a SanaTransformer<E>,
+    text: &'a TextConditioning<E>,
+    schedule: HostTensor,
+    /// Classifier-free guidance scale: the model batch is `[uncond; cond]`.
+    guidance: Option<f32>,
+    /// Sana-Sprint's guidance embedding input.
+    guidance_sinusoid: Option<&'a E::Tensor>,
+    /// `[steps · B·h·w·C]`, token layout (SCM).
+    noise: Option<HostTensor>,
+}
+
+impl<E: Engine> EngineLoop<'_, E> {
+    /// Runs every step from `latents` `[B, C, h, w]`; returns the final sample and clean estimate, `[B, C, h, w]`.
+    fn run(
+        &self,
+        e: &E,
+        latents: &HostTensor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(HostTensor, HostTensor)> {
+        let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
+        let (h, w) = (latents.shape()[2], latents.shape()[3]);
+        let tokens = cpu::layout::nchw_to_tokens(latents)?;
+        let mut schedule = e.upload_state(&self.schedule)?;
+        let mut x = e.upload_state(&tokens)?;
+        // Written before it is read: the first flow step is first order, and SCM steps only write it.
+        let mut x0 = e.upload_state(&tokens)?;
+        let noise = self.noise.as_ref().map(|n| e.upload_state(n)).transpose()?;
+        let copies = if self.guidance.is_some() { 2 } else { 1 };
+        let model_batch = copies * latents.shape()[0];
+        let mut step = || -> Result<()> {
+            let input = e.model_input(&x, copies, &schedule)?;
+            let t = e.step_sinusoid(&schedule, model_batch, SINUSOID_CHANNELS)?;
+            let out = self.dit.forward_tokens(
+                e,
+                &input,
+                (h, w),
+                self.text,
+                &t,
+                self.guidance_sinusoid,
+                &mut |_, _| Ok(()),
+            )?;
+            e.flow_step(
+                &schedule,
+                &out,
+                self.guidance,
+                noise.as_ref(),
+                &mut x,
+                &mut x0,
+            )?;
+            e.advance_schedule(&mut schedule)
+        };
+        e.repeat_steps(steps, &mut step, progress)?;
+        Ok((
+            cpu::layout::tokens_to_nchw(&e.download_state(&x)?, h, w)?,
+            cpu::layout::tokens_to_nchw(&e.download_state(&x0)?, h, w)?,
+        ))
     }
 }
 

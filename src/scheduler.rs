@@ -107,6 +107,20 @@ pub enum StepRule {
         inv_r0: f32,
         half_c: f32,
     },
+    /// Sana-Sprint's SCM step with the pipeline's TrigFlow transform (spec sampling.md §10), `F` the model output
+    /// and `n` this step's standard-normal noise: `x_in = (x / σ_d)·k` is the model input; `f = ((a·x_in + c·F) /
+    /// k)·σ_d; x0 = cos_s·x − sin_s·f; x ← cos_t·x0 + sin_t·(n·σ_d)`, and `x0` is kept (the last one, / σ_d, is
+    /// the result).
+    Scm {
+        sigma_data: f32,
+        k: f32,
+        a: f32,
+        c: f32,
+        cos_s: f32,
+        sin_s: f32,
+        cos_t: f32,
+        sin_t: f32,
+    },
 }
 
 impl Scheduler {
@@ -207,6 +221,7 @@ impl FlowDpmSolver {
         cpu::sampler::apply_rule(
             self.rule(i),
             velocity.data(),
+            &[],
             next.data_mut(),
             &mut self.x0_prev,
         );
@@ -270,7 +285,7 @@ impl FlowEuler {
             )));
         }
         let mut next = sample.clone();
-        cpu::sampler::apply_rule(self.rule(i), velocity.data(), next.data_mut(), &mut []);
+        cpu::sampler::apply_rule(self.rule(i), velocity.data(), &[], next.data_mut(), &mut []);
         self.step_index += 1;
         Ok(next)
     }
@@ -337,6 +352,29 @@ impl ScmScheduler {
     /// TrigFlow times τ, `N + 1` values ending in 0.
     pub fn timesteps(&self) -> &[f32] {
         &self.timesteps
+    }
+
+    /// The transformer's timestep `s = sin τ / (cos τ + sin τ)` of each step, and each step's rule, with every
+    /// scalar formed in f32 as SanaSprintPipeline forms it.
+    pub fn rules(&self) -> (Vec<f32>, Vec<StepRule>) {
+        self.timesteps
+            .windows(2)
+            .map(|w| {
+                let (tau, next) = (w[0], w[1]);
+                let s = tau.sin() / (tau.cos() + tau.sin());
+                let rule = StepRule::Scm {
+                    sigma_data: self.sigma_data,
+                    k: (s * s + (1.0 - s) * (1.0 - s)).sqrt(),
+                    a: 1.0 - 2.0 * s,
+                    c: 1.0 - 2.0 * s + 2.0 * s * s,
+                    cos_s: tau.cos(),
+                    sin_s: tau.sin(),
+                    cos_t: next.cos(),
+                    sin_t: next.sin(),
+                };
+                (s, rule)
+            })
+            .unzip()
     }
 
     pub fn sigma_data(&self) -> f32 {

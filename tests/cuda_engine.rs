@@ -530,8 +530,8 @@ fn tiny_pipeline_matches_cpu() {
     });
 }
 
-/// The flow loop's sampler ops on the device against the CPU reference: bit-exact f32 arithmetic for the step
-/// (tests/sampler.rs), the sinusoid within its libm bound.
+/// The samplers' ops on the device against the CPU reference — the flow rules under CFG, then an SCM step with its
+/// noise: bit-exact f32 arithmetic for the step (tests/sampler.rs), the sinusoid within its libm bound.
 #[test]
 fn sampler_ops_match_cpu() {
     use sana::launch::sampler::schedule_table;
@@ -553,17 +553,35 @@ fn sampler_ops_match_cpu() {
                 half_c: -0.05,
             },
             StepRule::Euler { dt: -0.2 },
+            StepRule::Scm {
+                sigma_data: 0.5,
+                k: 0.75,
+                a: -0.6,
+                c: 0.7,
+                cos_s: 0.27,
+                sin_s: 0.96,
+                cos_t: 0.8,
+                sin_t: 0.6,
+            },
         ];
-        let table = schedule_table(&[999.0, 875.0, 312.5], &rules).unwrap();
+        let table = schedule_table(&[999.0, 875.0, 312.5, 0.8], &rules).unwrap();
         let shape = [2, 299, 32];
+        let len: usize = shape.iter().product();
         let x = rng.tensor(&shape, -2.0, 2.0);
+        let noise = rng.tensor(&[rules.len() * len], -2.5, 2.5);
         let (mut cpu_s, mut cpu_x, mut cpu_p) = (table.clone(), x.clone(), x.clone());
         let mut s = g.upload_state(&table).unwrap();
         let mut gx = g.upload_state(&x).unwrap();
         let mut gp = g.upload_state(&x).unwrap();
-        for step in 0..rules.len() {
-            let input = g.download(&g.model_input(&gx, 2).unwrap()).unwrap();
-            let want = CpuEngine.model_input(&cpu_x, 2).unwrap();
+        let gn = g.upload_state(&noise).unwrap();
+        for (step, rule) in rules.iter().enumerate() {
+            // CFG for the flow rules; Sana-Sprint's SCM has none.
+            let guidance = (!matches!(rule, StepRule::Scm { .. })).then_some(4.5);
+            let copies = if guidance.is_some() { 2 } else { 1 };
+            let input = g
+                .download(&g.model_input(&gx, copies, &s).unwrap())
+                .unwrap();
+            let want = CpuEngine.model_input(&cpu_x, copies, &cpu_s).unwrap();
             check(
                 &format!("model_input {dtype:?} step {step}"),
                 &input,
@@ -578,11 +596,12 @@ fn sampler_ops_match_cpu() {
                 &want,
                 u,
             );
-            let out = rounded(&rng.tensor(&[4, 299, 32], -1.0, 1.0), dtype);
-            g.flow_step(&s, &g.upload(&out).unwrap(), Some(4.5), &mut gx, &mut gp)
+            let out = rounded(&rng.tensor(&[copies * 2, 299, 32], -1.0, 1.0), dtype);
+            let gout = g.upload(&out).unwrap();
+            g.flow_step(&s, &gout, guidance, Some(&gn), &mut gx, &mut gp)
                 .unwrap();
             CpuEngine
-                .flow_step(&cpu_s, &out, Some(4.5), &mut cpu_x, &mut cpu_p)
+                .flow_step(&cpu_s, &out, guidance, Some(&noise), &mut cpu_x, &mut cpu_p)
                 .unwrap();
             g.advance_schedule(&mut s).unwrap();
             CpuEngine.advance_schedule(&mut cpu_s).unwrap();
@@ -636,6 +655,40 @@ fn step_graph_replays_match_eager_steps() {
         assert_eq!(eager_report.eager, req.steps);
         assert_eq!(report.capture_error, None, "the step must be capturable");
         assert_eq!((report.eager, report.replayed), (1, req.steps - 1));
+        assert_eq!(replayed.data(), eager.data(), "graph replay vs eager steps");
+    });
+}
+
+/// Sana-Sprint's 3-step SCM loop (seeded per-step noise) with steps 2 and 3 replayed from the graph, against the
+/// same loop queued op by op: bit-identical latents.
+#[test]
+fn sprint_step_graph_replays_match_eager_steps() {
+    use sana::pipeline::{Pipeline, Request};
+    let dir = tiny_runs::sprint_model("cuda-sprint-graph");
+    let req = Request {
+        prompt: "a lighthouse at dusk".into(),
+        height: 64,
+        width: 64,
+        steps: 3,
+        resolution_binning: false,
+        seed: 5,
+        ..Request::default()
+    };
+    on_each_gpu("sprint_step_graph_replays_match_eager_steps", |g, _| {
+        let pipe = Pipeline::load(g, &dir).unwrap();
+        let run = |graphs: bool| {
+            g.use_step_graphs(graphs);
+            let (latents, _) = pipe.denoise(g, &req, &mut |_, _| {}).unwrap();
+            (latents, g.step_graph_report().unwrap())
+        };
+        let (eager, _) = run(false);
+        let (replayed, report) = run(true);
+        eprintln!("{:?}: sprint step graph {report:?}", g.dtype());
+        assert_eq!(
+            report.capture_error, None,
+            "the Sprint step must be capturable"
+        );
+        assert_eq!((report.eager, report.replayed), (1, 2));
         assert_eq!(replayed.data(), eager.data(), "graph replay vs eager steps");
     });
 }

@@ -3,7 +3,8 @@
 //! steps.
 //!
 //! Tolerances, per element, with `ulp` the spacing of the storage dtype at the reference value (0 for f32):
-//! - `model_input`: one rounding of each f32 sample value: `0.5·ulp`, bit-exact in f32.
+//! - `model_input`: one rounding of each f32 sample value (SCM: of `(x / σ_d)·k`, the reference's two f32
+//!   operations): `0.5·ulp`, bit-exact in f32.
 //! - `flow_step`: the kernel reads the same storage-rounded model output and does the reference's f32 operations in
 //!   the reference's order with `__fmul_rn`/`__fadd_rn`/`__fsub_rn` (never contracted into FMAs, on the GPU or in
 //!   the emulator, built with -ffp-contract=off): bit-exact in every dtype. Any reordering (e.g. `x − σ·v` folded
@@ -22,8 +23,8 @@ use sana::cpu::sampler as cpu;
 use sana::engine::emu::{self, StorageDtype};
 use sana::gpu::kernels::Family;
 use sana::launch::sampler::{decode_row, schedule_table, step_index};
-use sana::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig};
-use sana::scheduler::{Scheduler, StepRule};
+use sana::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
+use sana::scheduler::{Scheduler, ScmScheduler, ScmTimesteps, StepRule};
 use sana::HostTensor;
 
 /// Sample shapes `[B, h·w, C]`: token counts 1, 299 and 554 (not multiples of the block), and a small odd one.
@@ -49,6 +50,20 @@ fn euler(steps: usize) -> Scheduler {
     Scheduler::new(&config, steps).expect("scheduler")
 }
 
+/// Sana-Sprint's scheduler, `steps` steps from the pipeline's default times.
+fn scm(steps: usize) -> ScmScheduler {
+    let config = ScmConfig {
+        num_train_timesteps: 1000,
+        sigma_data: 0.5,
+    };
+    ScmScheduler::new(&config, ScmTimesteps::sprint_default(steps)).expect("scm")
+}
+
+fn scm_schedule(s: &ScmScheduler) -> HostTensor {
+    let (t, rules) = s.rules();
+    schedule_table(&t, &rules).expect("schedule")
+}
+
 /// The scheduler's schedule with its timesteps × `scale`.
 fn schedule_of(s: &Scheduler, scale: f32) -> HostTensor {
     let t: Vec<f32> = s.timesteps().iter().map(|&t| t * scale).collect();
@@ -64,20 +79,26 @@ fn at_step(schedule: &HostTensor, i: usize) -> HostTensor {
 #[test]
 fn sampler_model_input_matches_cpu() {
     let mut rng = Rng(31);
+    let schedules = [
+        ("flow", schedule_of(&dpm(2), 1.0)),
+        ("scm", scm_schedule(&scm(2))),
+    ];
     for dtype in DTYPES {
         for shape in SHAPES {
             let x = rng.tensor(&shape, -3.0, 3.0);
-            for copies in [1, 2] {
-                let got = emu::model_input(&x, copies, dtype).expect("emu");
-                let want = cpu::model_input(&x, copies).expect("cpu");
-                assert_eq!(got.shape(), want.shape());
-                let w = want.data();
-                assert_within(
-                    &format!("model_input {dtype:?} {shape:?} ×{copies}"),
-                    got.data(),
-                    w,
-                    |i| 0.5 * ulp(dtype, w[i]),
-                );
+            for (what, s) in &schedules {
+                for copies in [1, 2] {
+                    let got = emu::model_input(&x, copies, s, dtype).expect("emu");
+                    let want = cpu::model_input(&x, copies, s).expect("cpu");
+                    assert_eq!(got.shape(), want.shape());
+                    let w = want.data();
+                    assert_within(
+                        &format!("model_input {what} {dtype:?} {shape:?} ×{copies}"),
+                        got.data(),
+                        w,
+                        |i| 0.5 * ulp(dtype, w[i]),
+                    );
+                }
             }
         }
     }
@@ -115,24 +136,31 @@ fn sampler_flow_step_matches_cpu_bit_for_bit() {
     let schedules = [
         ("dpm", schedule_of(&dpm(4), 1.0)),
         ("euler", schedule_of(&euler(3), 1.0)),
+        ("scm", scm_schedule(&scm(3))),
     ];
     for dtype in DTYPES {
         for (what, schedule) in &schedules {
             let steps = (schedule.len() - 1) / sana::launch::sampler::ROW;
+            let sprint = *what == "scm";
             for i in 0..steps {
                 let s = at_step(schedule, i);
                 for shape in SHAPES {
-                    for guidance in [None, Some(4.5)] {
+                    let len: usize = shape.iter().product();
+                    let noise = sprint.then(|| rng.tensor(&[steps * len], -2.5, 2.5));
+                    // Sana-Sprint has no CFG.
+                    let cfgs: &[Option<f32>] = if sprint { &[None] } else { &[None, Some(4.5)] };
+                    for &guidance in cfgs {
                         let copies = if guidance.is_some() { 2 } else { 1 };
                         let out_shape = [copies * shape[0], shape[1], shape[2]];
                         let output = rounded(&rng.tensor(&out_shape, -2.0, 2.0), dtype);
                         let x = rng.tensor(&shape, -3.0, 3.0);
                         let prev = rng.tensor(&shape, -3.0, 3.0);
                         let (mut gx, mut gp) = (x.clone(), prev.clone());
-                        emu::flow_step(&s, &output, guidance, &mut gx, &mut gp, dtype)
+                        let n = noise.as_ref();
+                        emu::flow_step(&s, &output, guidance, n, &mut gx, &mut gp, dtype)
                             .expect("emu");
                         let (mut wx, mut wp) = (x.clone(), prev.clone());
-                        cpu::flow_step(&s, &output, guidance, &mut wx, &mut wp).expect("cpu");
+                        cpu::flow_step(&s, &output, guidance, n, &mut wx, &mut wp).expect("cpu");
                         let case = format!("{what} step {i} {dtype:?} {shape:?} cfg {guidance:?}");
                         assert_within(&format!("{case}: x"), gx.data(), wx.data(), |_| 0.0);
                         assert_within(&format!("{case}: x0_prev"), gp.data(), wp.data(), |_| 0.0);
@@ -167,8 +195,16 @@ fn sampler_schedule_reproduces_the_host_scheduler() {
             assert_eq!(step_index(&schedule).expect("index"), i);
             let v = rounded(&rng.tensor(&shape, -2.0, 2.0), StorageDtype::Bf16);
             want = host.step(&v, &want).expect("host step");
-            emu::flow_step(&schedule, &v, None, &mut x, &mut prev, StorageDtype::Bf16)
-                .expect("emu");
+            emu::flow_step(
+                &schedule,
+                &v,
+                None,
+                None,
+                &mut x,
+                &mut prev,
+                StorageDtype::Bf16,
+            )
+            .expect("emu");
             emu::advance_schedule(&mut schedule, StorageDtype::Bf16).expect("advance");
         }
         assert_within(
@@ -178,8 +214,78 @@ fn sampler_schedule_reproduces_the_host_scheduler() {
             |_| 0.0,
         );
         assert!(
-            cpu::flow_step(&schedule, &x.clone(), None, &mut x.clone(), &mut prev).is_err(),
+            cpu::flow_step(&schedule, &x.clone(), None, None, &mut x.clone(), &mut prev).is_err(),
             "{what}: a step past the schedule must be refused"
+        );
+    }
+}
+
+/// Sana-Sprint on the schedule equals the pipeline's host arithmetic around `ScmScheduler::step` (TrigFlow input,
+/// the output's transform, the scheduler's re-noising), bit for bit, and the last clean estimate is what it returns.
+#[test]
+fn sampler_scm_schedule_reproduces_the_host_scheduler() {
+    let mut rng = Rng(35);
+    for steps in [1, 2, 4] {
+        let mut host = scm(steps);
+        let sd = host.sigma_data();
+        let taus = host.timesteps().to_vec();
+        let mut schedule = scm_schedule(&host);
+        let shape = [2, 15, 32];
+        let len: usize = shape.iter().product();
+        let noise = rng.tensor(&[steps * len], -2.5, 2.5);
+        let start = rng.tensor(&shape, -1.0, 1.0);
+        let (mut want_x, mut want_x0) = (start.clone(), start.clone());
+        let (mut x, mut x0) = (start.clone(), start.clone());
+        for (i, &tau) in taus[..steps].iter().enumerate() {
+            let f = rounded(&rng.tensor(&shape, -2.0, 2.0), StorageDtype::Bf16);
+            // The pipeline's host arithmetic (src/pipeline.rs before the loop moved to the engine).
+            let s = tau.sin() / (tau.cos() + tau.sin());
+            let k = (s * s + (1.0 - s) * (1.0 - s)).sqrt();
+            let (a, c) = (1.0 - 2.0 * s, 1.0 - 2.0 * s + 2.0 * s * s);
+            let x_in: Vec<f32> = want_x.data().iter().map(|v| v / sd * k).collect();
+            let input = emu::model_input(&x, 1, &schedule, StorageDtype::F32).expect("input");
+            assert_within(
+                &format!("scm {steps}: input {i}"),
+                input.data(),
+                &x_in,
+                |_| 0.0,
+            );
+            let f_tr: Vec<f32> = x_in
+                .iter()
+                .zip(f.data())
+                .map(|(&xi, &fi)| (a * xi + c * fi) / k * sd)
+                .collect();
+            let f_tr = HostTensor::new(shape.to_vec(), f_tr).expect("f_tr");
+            let n = HostTensor::new(
+                shape.to_vec(),
+                noise.data()[i * len..(i + 1) * len].to_vec(),
+            )
+            .expect("noise");
+            (want_x, want_x0) = host.step(&f_tr, &want_x, &n).expect("host step");
+            emu::flow_step(
+                &schedule,
+                &f,
+                None,
+                Some(&noise),
+                &mut x,
+                &mut x0,
+                StorageDtype::Bf16,
+            )
+            .expect("emu");
+            emu::advance_schedule(&mut schedule, StorageDtype::Bf16).expect("advance");
+        }
+        assert_within(&format!("scm {steps}: x"), x.data(), want_x.data(), |_| 0.0);
+        assert_within(
+            &format!("scm {steps}: x0"),
+            x0.data(),
+            want_x0.data(),
+            |_| 0.0,
+        );
+        let again = at_step(&schedule, 0);
+        let f = rng.tensor(&shape, -1.0, 1.0);
+        assert!(
+            cpu::flow_step(&again, &f, None, None, &mut x.clone(), &mut x0).is_err(),
+            "an SCM step without noise must be refused"
         );
     }
 }
@@ -201,6 +307,24 @@ fn sampler_rules_follow_diffusers_orders() {
         .rules()
         .iter()
         .all(|r| matches!(r, StepRule::Euler { .. })));
+    let (t, rules) = scm(2).rules();
+    assert_eq!(rules.len(), 2);
+    assert!(
+        (t[0] - 1.0).abs() < 1e-4,
+        "τ = π/2 gives s ≈ 1, got {}",
+        t[0]
+    );
+    assert!(
+        matches!(
+            rules[1],
+            StepRule::Scm {
+                cos_t: 1.0,
+                sin_t: 0.0,
+                ..
+            }
+        ),
+        "the last step lands on τ = 0"
+    );
 }
 
 /// Mistakes a sampler kernel could make, each of which the bit-exact comparison catches.
@@ -214,7 +338,7 @@ fn sampler_tolerance_catches_wrong_kernels() {
     let x = rng.tensor(&shape, -3.0, 3.0);
     let prev = rng.tensor(&shape, -3.0, 3.0);
     let (mut gx, mut gp) = (x.clone(), prev.clone());
-    emu::flow_step(&schedule, &output, Some(4.5), &mut gx, &mut gp, dtype).expect("emu");
+    emu::flow_step(&schedule, &output, Some(4.5), None, &mut gx, &mut gp, dtype).expect("emu");
     let (_, rule) = decode_row(&schedule, 1).expect("row");
     let StepRule::DpmSecond {
         sigma,

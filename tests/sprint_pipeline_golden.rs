@@ -5,34 +5,17 @@
 //! equal up to ±1 on at most 0.5% of values.
 
 mod common;
-
-use std::path::PathBuf;
+mod tiny_runs;
 
 use common::{
-    assert_close, assert_pixels_match, copy_dir, fixtures, golden, relative_error, scratch,
-    tiny_model,
+    assert_close, assert_pixels_match, copy_dir, golden, relative_error, scratch, tiny_model,
 };
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
 use sana::model::vae_tiling::VaeTile;
 use sana::pipeline::{Pipeline, Request};
 use sana::weights::SafetensorsFile;
-
-const SCM_CONFIG: &str = r#"{"_class_name": "SCMScheduler", "num_train_timesteps": 1000,
-    "prediction_type": "trigflow", "sigma_data": 0.5}"#;
-
-/// tiny-sana with the Sprint transformer and an SCMScheduler.
-fn sprint_model(test: &str) -> PathBuf {
-    let dir = scratch(test);
-    copy_dir(&tiny_model(), &dir);
-    std::fs::remove_dir_all(dir.join("transformer")).unwrap();
-    copy_dir(
-        &fixtures().join("variants/sprint/transformer"),
-        &dir.join("transformer"),
-    );
-    std::fs::write(dir.join("scheduler/scheduler_config.json"), SCM_CONFIG).unwrap();
-    dir
-}
+use tiny_runs::{sprint_model, SCM_CONFIG};
 
 fn check(steps: usize) {
     let name = format!("sprint_pipeline_{steps}step.safetensors");

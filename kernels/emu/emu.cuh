@@ -237,6 +237,7 @@ inline double sinpi(double x) { return std::sin(3.141592653589793 * x); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
 
 // ---------------------------------------------------------------------------------------------------------------
 // bf16 and f16 storage types, bit-exact with CUDA's conversions (NaN becomes the canonical 0x7fff, as there)

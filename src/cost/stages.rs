@@ -65,12 +65,7 @@ impl StageCosts {
         Self {
             text_encode,
             conditioning: dit_conditioning(dit, b, w.text_rows),
-            // Sana-Sprint steps on the host (one forward from host latents); the flow samplers on the engine.
-            step: if dit.guidance_embeds {
-                dit_step(dit, b, w.latent, w.text_rows)
-            } else {
-                flow_loop_step(dit, w)
-            },
+            step: loop_step(dit, w),
             decode: vae_decode(vae, w.batch, w.latent),
             steps: w.steps,
         }
@@ -152,17 +147,18 @@ pub fn dit_step(
     c
 }
 
-/// One step of the pipeline's flow loop over the model batch: the model input from the f32 latents, the timestep
-/// sinusoid, [`dit_forward_tokens`], the guided sampler update (reads the output, the latents and the previous
-/// clean estimate, writes the latter two) and the schedule advance.
-pub fn flow_loop_step(cfg: &TransformerConfig, w: &Workload) -> Cost {
+/// One step of the pipeline's denoising loop over the model batch: the model input from the f32 latents, the
+/// timestep sinusoid, [`dit_forward_tokens`], the sampler update (reads the output, the latents, the clean estimate
+/// and, for Sana-Sprint's SCM, the step's noise; writes the latents and the clean estimate) and the schedule advance.
+pub fn loop_step(cfg: &TransformerConfig, w: &Workload) -> Cost {
     let (b, (h, wd)) = (w.model_batch(), w.latent);
     let len = w.batch * h * wd * cfg.in_channels;
     let mut c = Cost::default();
     c.pass(len, b * h * wd * cfg.in_channels);
     c.pass(1, b * SINUSOID_CHANNELS);
     c += dit_forward_tokens(cfg, b, w.latent, w.text_rows);
-    c.pass(b * h * wd * cfg.out_channels() + 2 * len, 2 * len);
+    let noise = if cfg.guidance_embeds { len } else { 0 };
+    c.pass(b * h * wd * cfg.out_channels() + 2 * len + noise, 2 * len);
     c.pass(1, 1);
     c
 }

@@ -1,16 +1,17 @@
-//! Reference of kernels/sampler.cu: the flow sampler's f32 arithmetic (which the host schedulers of
+//! Reference of kernels/sampler.cu: the samplers' f32 arithmetic (which the host flow schedulers of
 //! src/scheduler.rs run too), classifier-free guidance, the model input and the timestep sinusoid read from a step
 //! schedule (layout in src/launch/sampler.rs).
 
 use crate::error::{Error, Result};
-use crate::launch::sampler::{decode_row, step_index};
+use crate::launch::sampler::{decode_row, schedule_steps, step_index};
 use crate::model::embeddings::timestep_sinusoid;
 use crate::scheduler::StepRule;
 use crate::tensor::HostTensor;
 
-/// Advances `x` by one step of `rule` given the velocity `v`, in place; the DPM-Solver rules also store this step's
-/// clean estimate in `x0_prev` (which the second-order rule reads first). Operation order as in diffusers.
-pub fn apply_rule(rule: StepRule, v: &[f32], x: &mut [f32], x0_prev: &mut [f32]) {
+/// Advances `x` by one step of `rule` given the velocity (SCM: the model output) `v`, in place; the DPM-Solver and
+/// SCM rules also store this step's clean estimate in `x0_prev` (which the second-order rule reads first). `noise` is
+/// the SCM step's standard-normal draw (unused by the flow rules). Operation order as in diffusers.
+pub fn apply_rule(rule: StepRule, v: &[f32], noise: &[f32], x: &mut [f32], x0_prev: &mut [f32]) {
     match rule {
         StepRule::Euler { dt } => x.iter_mut().zip(v).for_each(|(x, &v)| *x += dt * v),
         StepRule::DpmFirst { sigma, ratio, c } => {
@@ -34,7 +35,30 @@ pub fn apply_rule(rule: StepRule, v: &[f32], x: &mut [f32], x0_prev: &mut [f32])
                 *prev = x0;
             }
         }
+        StepRule::Scm {
+            sigma_data: sd,
+            k,
+            a,
+            c,
+            cos_s,
+            sin_s,
+            cos_t,
+            sin_t,
+        } => {
+            for (((x, &f), &n), prev) in x.iter_mut().zip(v).zip(noise).zip(x0_prev) {
+                let x_in = scm_input(*x, sd, k);
+                let f = (a * x_in + c * f) / k * sd;
+                let x0 = cos_s * *x - sin_s * f;
+                *x = cos_t * x0 + sin_t * (n * sd);
+                *prev = x0;
+            }
+        }
     }
+}
+
+/// The TrigFlow model input `(x / σ_d)·k`.
+fn scm_input(x: f32, sd: f32, k: f32) -> f32 {
+    x / sd * k
 }
 
 /// Classifier-free guidance on `[uncond; cond]`: `u + g·(c − u)` in f32 (spec sampling.md §8).
@@ -43,14 +67,23 @@ pub fn guide(output: &[f32], g: f32) -> Vec<f32> {
     u.iter().zip(c).map(|(&u, &c)| u + g * (c - u)).collect()
 }
 
-/// `copies` copies of `x` along the batch (the CFG batch `[x; x]`).
-pub fn model_input(x: &HostTensor, copies: usize) -> Result<HostTensor> {
+/// `copies` copies of `x` along the batch (the CFG batch `[x; x]`), or of the TrigFlow input `(x / σ_d)·k` when
+/// the schedule's current step is an SCM one.
+pub fn model_input(x: &HostTensor, copies: usize, schedule: &HostTensor) -> Result<HostTensor> {
     let mut shape = x.shape().to_vec();
     let first = shape
         .first_mut()
         .ok_or_else(|| Error::shape("model_input", "a 0-d sample"))?;
     *first *= copies;
-    HostTensor::new(shape, x.data().repeat(copies))
+    let data = match decode_row(schedule, step_index(schedule)?)?.1 {
+        StepRule::Scm { sigma_data, k, .. } => x
+            .data()
+            .iter()
+            .map(|&v| scm_input(v, sigma_data, k))
+            .collect(),
+        _ => x.data().to_vec(),
+    };
+    HostTensor::new(shape, data.repeat(copies))
 }
 
 /// The current step's timestep sinusoid `[batch, channels]`.
@@ -60,11 +93,12 @@ pub fn step_sinusoid(schedule: &HostTensor, batch: usize, channels: usize) -> Re
 }
 
 /// One sampler step on `x` (and `x0_prev`) from the model output (`[uncond; cond]` when `guidance` is given), by
-/// the current row of `schedule`.
+/// the current row of `schedule`; `noise` holds every step's noise (`[steps, …x]`) for SCM schedules.
 pub fn flow_step(
     schedule: &HostTensor,
     output: &HostTensor,
     guidance: Option<f32>,
+    noise: Option<&HostTensor>,
     x: &mut HostTensor,
     x0_prev: &mut HostTensor,
 ) -> Result<()> {
@@ -80,12 +114,29 @@ pub fn flow_step(
             ),
         ));
     }
-    let (_, rule) = decode_row(schedule, step_index(schedule)?)?;
+    let i = step_index(schedule)?;
+    let (_, rule) = decode_row(schedule, i)?;
+    let len = x.len();
+    let step_noise = match (rule, noise) {
+        (StepRule::Scm { .. }, Some(n)) if n.len() == schedule_steps(schedule)? * len => {
+            &n.data()[i * len..(i + 1) * len]
+        }
+        (StepRule::Scm { .. }, _) => {
+            return Err(Error::shape(
+                "flow_step",
+                format!(
+                    "an SCM step needs the noise of every step ({} × {len} values)",
+                    schedule_steps(schedule)?
+                ),
+            ))
+        }
+        _ => &[],
+    };
     let v = match guidance {
         Some(g) => guide(output.data(), g),
         None => output.data().to_vec(),
     };
-    apply_rule(rule, &v, x.data_mut(), x0_prev.data_mut());
+    apply_rule(rule, &v, step_noise, x.data_mut(), x0_prev.data_mut());
     Ok(())
 }
 

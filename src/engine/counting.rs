@@ -384,8 +384,8 @@ impl<E: Engine> Engine for CountingEngine<E> {
         self.inner.state_shape(s)
     }
 
-    fn model_input(&self, x: &E::State, copies: usize) -> Result<E::Tensor> {
-        let out = self.inner.model_input(x, copies)?;
+    fn model_input(&self, x: &E::State, copies: usize, schedule: &E::State) -> Result<E::Tensor> {
+        let out = self.inner.model_input(x, copies, schedule)?;
         self.lock().pass(self.state_numel(x), self.numel(&out));
         Ok(out)
     }
@@ -407,14 +407,18 @@ impl<E: Engine> Engine for CountingEngine<E> {
         schedule: &E::State,
         output: &E::Tensor,
         guidance: Option<f32>,
+        noise: Option<&E::State>,
         x: &mut E::State,
         x0_prev: &mut E::State,
     ) -> Result<()> {
         self.inner
-            .flow_step(schedule, output, guidance, x, x0_prev)?;
-        // Reads the output, x and x0_prev; writes x and x0_prev (the rule's coefficients are not counted).
+            .flow_step(schedule, output, guidance, noise, x, x0_prev)?;
+        // Reads the output, x, x0_prev and (SCM) this step's noise; writes x and x0_prev (the rule's coefficients
+        // are not counted).
         let len = self.state_numel(x);
-        self.lock().pass(self.numel(output) + 2 * len, 2 * len);
+        let noise = if noise.is_some() { len } else { 0 };
+        self.lock()
+            .pass(self.numel(output) + 2 * len + noise, 2 * len);
         Ok(())
     }
 

@@ -262,8 +262,13 @@ impl Engine for CpuEngine {
         s.shape()
     }
 
-    fn model_input(&self, x: &HostTensor, copies: usize) -> Result<HostTensor> {
-        cpu::sampler::model_input(x, copies)
+    fn model_input(
+        &self,
+        x: &HostTensor,
+        copies: usize,
+        schedule: &HostTensor,
+    ) -> Result<HostTensor> {
+        cpu::sampler::model_input(x, copies, schedule)
     }
 
     fn step_sinusoid(
@@ -280,10 +285,11 @@ impl Engine for CpuEngine {
         schedule: &HostTensor,
         output: &HostTensor,
         guidance: Option<f32>,
+        noise: Option<&HostTensor>,
         x: &mut HostTensor,
         x0_prev: &mut HostTensor,
     ) -> Result<()> {
-        cpu::sampler::flow_step(schedule, output, guidance, x, x0_prev)
+        cpu::sampler::flow_step(schedule, output, guidance, noise, x, x0_prev)
     }
 
     fn advance_schedule(&self, schedule: &mut HostTensor) -> Result<()> {

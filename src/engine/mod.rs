@@ -299,8 +299,13 @@ pub trait Engine: Send + Sync {
     fn state_shape<'a>(&self, s: &'a Self::State) -> &'a [usize];
 
     /// The transformer's input: `copies` copies of the f32 sample along the batch (`[x; x]` under CFG), in the
-    /// storage dtype.
-    fn model_input(&self, x: &Self::State, copies: usize) -> Result<Self::Tensor>;
+    /// storage dtype; for an SCM step of `schedule`, of the TrigFlow input `(x / σ_d)·k`.
+    fn model_input(
+        &self,
+        x: &Self::State,
+        copies: usize,
+        schedule: &Self::State,
+    ) -> Result<Self::Tensor>;
 
     /// The `[batch, channels]` sinusoid of the current step's timestep in `schedule`.
     fn step_sinusoid(
@@ -310,14 +315,16 @@ pub trait Engine: Send + Sync {
         channels: usize,
     ) -> Result<Self::Tensor>;
 
-    /// One sampler step in place, by the current row of `schedule`: `x` (and `x0_prev`, for the DPM-Solver)
-    /// advance given the model output, which is `[uncond; cond]` guided by `g` when `guidance` is `Some(g)`. The
-    /// output has the sample's layout.
+    /// One sampler step in place, by the current row of `schedule`: `x` (and `x0_prev`, the clean estimate, for
+    /// the DPM-Solver and SCM) advance given the model output, which is `[uncond; cond]` guided by `g` when
+    /// `guidance` is `Some(g)`. The output has the sample's layout. SCM schedules also read this step's slice of
+    /// `noise` (every step's draw, `[steps, …x]`).
     fn flow_step(
         &self,
         schedule: &Self::State,
         output: &Self::Tensor,
         guidance: Option<f32>,
+        noise: Option<&Self::State>,
         x: &mut Self::State,
         x0_prev: &mut Self::State,
     ) -> Result<()>;

@@ -10,18 +10,29 @@ use crate::scheduler::StepRule;
 use crate::tensor::HostTensor;
 
 /// f32 values per schedule row; the columns below mirror kernels/sampler.cu.
-pub const ROW: usize = 8;
+pub const ROW: usize = 10;
 const TIMESTEP: usize = 0;
 const RULE: usize = 1;
+// The flow rules' coefficients.
 const SIGMA: usize = 2;
 const RATIO: usize = 3;
 const C: usize = 4;
 const INV_R0: usize = 5;
 const HALF_C: usize = 6;
 const DT: usize = 7;
+// The SCM rule's.
+const SD: usize = 2;
+const K: usize = 3;
+const A: usize = 4;
+const SC: usize = 5;
+const COS_S: usize = 6;
+const SIN_S: usize = 7;
+const COS_T: usize = 8;
+const SIN_T: usize = 9;
 const RULE_EULER: f32 = 0.0;
 const RULE_DPM_FIRST: f32 = 1.0;
 const RULE_DPM_SECOND: f32 = 2.0;
+const RULE_SCM: f32 = 3.0;
 
 /// The schedule of a generation: step `i` gives the transformer `timesteps[i]` (already × `timestep_scale`) and
 /// moves the sample by `rules[i]`; the index starts at 0.
@@ -56,6 +67,20 @@ pub fn schedule_table(timesteps: &[f32], rules: &[StepRule]) -> Result<HostTenso
                 row[RULE] = RULE_DPM_SECOND;
                 (row[SIGMA], row[RATIO], row[C]) = (sigma, ratio, c);
                 (row[INV_R0], row[HALF_C]) = (inv_r0, half_c);
+            }
+            StepRule::Scm {
+                sigma_data,
+                k,
+                a,
+                c,
+                cos_s,
+                sin_s,
+                cos_t,
+                sin_t,
+            } => {
+                row[RULE] = RULE_SCM;
+                (row[SD], row[K], row[A], row[SC]) = (sigma_data, k, a, c);
+                (row[COS_S], row[SIN_S], row[COS_T], row[SIN_T]) = (cos_s, sin_s, cos_t, sin_t);
             }
         }
     }
@@ -112,6 +137,16 @@ pub fn decode_row(schedule: &HostTensor, i: usize) -> Result<(f32, StepRule)> {
             inv_r0: row[INV_R0],
             half_c: row[HALF_C],
         },
+        RULE_SCM => StepRule::Scm {
+            sigma_data: row[SD],
+            k: row[K],
+            a: row[A],
+            c: row[SC],
+            cos_s: row[COS_S],
+            sin_s: row[SIN_S],
+            cos_t: row[COS_T],
+            sin_t: row[SIN_T],
+        },
         other => {
             return Err(Error::shape(
                 "step schedule",
@@ -130,18 +165,22 @@ pub struct ModelInputParams {
     pub out: DevicePtr,
     /// The f32 sample.
     pub x: DevicePtr,
+    pub schedule: DevicePtr,
     pub len: u64,
     pub copies: u32,
-    pub pad: u32,
+    /// Rows of the schedule.
+    pub steps: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<ModelInputParams>() == 32);
+const _: () = assert!(std::mem::size_of::<ModelInputParams>() == 40);
 
-/// Plans `copies` storage-dtype copies of an f32 sample of `len` elements.
+/// Plans `copies` storage-dtype copies of an f32 sample of `len` elements (scaled to the TrigFlow input when the
+/// current row of a `steps`-row schedule is an SCM step).
 pub fn model_input(
     len: usize,
     copies: usize,
-    (out, x): (DevicePtr, DevicePtr),
+    steps: usize,
+    (out, x, schedule): (DevicePtr, DevicePtr, DevicePtr),
 ) -> Result<Plan<ModelInputParams>> {
     const OP: &str = "model_input";
     Ok(Plan {
@@ -149,9 +188,10 @@ pub fn model_input(
         params: ModelInputParams {
             out,
             x,
+            schedule,
             len: len as u64,
             copies: to_u32(OP, "copies", copies)?,
-            pad: 0,
+            steps: to_u32(OP, "steps", steps)?,
         },
     })
 }
@@ -209,6 +249,8 @@ pub struct FlowStepParams {
     /// The model output, `copies·len` elements in the storage dtype.
     pub output: DevicePtr,
     pub schedule: DevicePtr,
+    /// SCM steps' noise, `steps·len` f32 values; 0 for the flow rules.
+    pub noise: DevicePtr,
     pub len: u64,
     pub guidance: f32,
     /// 1: the output is `[uncond; cond]` and is guided by `guidance`.
@@ -218,7 +260,7 @@ pub struct FlowStepParams {
     pub pad: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<FlowStepParams>() == 56);
+const _: () = assert!(std::mem::size_of::<FlowStepParams>() == 64);
 
 /// Buffers of one `flow_step` launch.
 #[derive(Clone, Copy, Debug)]
@@ -227,6 +269,8 @@ pub struct FlowStepBuffers {
     pub x0_prev: DevicePtr,
     pub output: DevicePtr,
     pub schedule: DevicePtr,
+    /// The noise of every step and its element count (SCM), or `None`.
+    pub noise: Option<(DevicePtr, usize)>,
 }
 
 /// Plans one sampler step over a sample of shape `x` from a model output of shape `output`, by a schedule of
@@ -250,6 +294,14 @@ pub fn flow_step(
             format!("model output {output:?} is not {copies} × the sample {x:?} along the batch"),
         ));
     }
+    if let Some((_, noise_len)) = buffers.noise {
+        if noise_len != steps * len {
+            return Err(Error::shape(
+                OP,
+                format!("{noise_len} noise values for {steps} steps of {len}-element samples"),
+            ));
+        }
+    }
     Ok(Plan {
         geometry: grid_1d(OP, len)?,
         params: FlowStepParams {
@@ -257,6 +309,7 @@ pub fn flow_step(
             x0_prev: buffers.x0_prev,
             output: buffers.output,
             schedule: buffers.schedule,
+            noise: buffers.noise.map_or(0, |(p, _)| p),
             len: len as u64,
             guidance: guidance.unwrap_or(1.0),
             cfg: u32::from(guidance.is_some()),
@@ -313,16 +366,26 @@ mod tests {
                 half_c: -0.1,
             },
             StepRule::Euler { dt: -0.05 },
+            StepRule::Scm {
+                sigma_data: 0.5,
+                k: 0.8,
+                a: 0.1,
+                c: 0.6,
+                cos_s: 0.2,
+                sin_s: 0.98,
+                cos_t: 1.0,
+                sin_t: 0.0,
+            },
         ];
-        let table = schedule_table(&[999.0, 700.0, 12.5], &rules).unwrap();
-        assert_eq!(schedule_steps(&table).unwrap(), 3);
+        let table = schedule_table(&[999.0, 700.0, 12.5, 0.4], &rules).unwrap();
+        assert_eq!(schedule_steps(&table).unwrap(), 4);
         assert_eq!(step_index(&table).unwrap(), 0);
         for (i, rule) in rules.iter().enumerate() {
             assert_eq!(decode_row(&table, i).unwrap().1, *rule);
         }
         assert_eq!(decode_row(&table, 2).unwrap().0, 12.5);
         let mut done = table.clone();
-        done.data_mut()[0] = 3.0;
+        done.data_mut()[0] = 4.0;
         assert!(step_index(&done).is_err(), "index past the last step");
         assert!(schedule_table(&[1.0], &rules).is_err());
     }

@@ -144,15 +144,27 @@ impl<E: Engine> SanaTransformer<E> {
         let (h, w) = (latents.shape()[2], latents.shape()[3]);
         let tokens = e.nchw_to_tokens(&e.upload(latents)?)?;
         let sinusoid = e.upload(&timestep_sinusoid(timestep, SINUSOID_CHANNELS)?)?;
-        let out = self.forward_tokens(e, &tokens, (h, w), text, &sinusoid, guidance, trace)?;
+        let guidance = match guidance {
+            Some(g) => Some(e.upload(&timestep_sinusoid(g, SINUSOID_CHANNELS)?)?),
+            None => None,
+        };
+        let out = self.forward_tokens(
+            e,
+            &tokens,
+            (h, w),
+            text,
+            &sinusoid,
+            guidance.as_ref(),
+            trace,
+        )?;
         let out = e.tokens_to_nchw(&out, h, w)?;
         trace("output", &out)?;
         Ok(out)
     }
 
-    /// The transformer on device-resident input: latent tokens `[B, h·w, C]` and the timestep sinusoid
-    /// `[B, 256]` (what the denoising loop builds on the device each step, see [`Engine::step_sinusoid`]);
-    /// returns the prediction as tokens `[B, h·w, C_out]`.
+    /// The transformer on device-resident input: latent tokens `[B, h·w, C]`, the timestep sinusoid `[B, 256]`
+    /// (what the denoising loop builds on the device each step, see [`Engine::step_sinusoid`]) and, for Sana-Sprint,
+    /// the guidance sinusoid `[B, 256]`; returns the prediction as tokens `[B, h·w, C_out]`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_tokens(
         &self,
@@ -161,7 +173,7 @@ impl<E: Engine> SanaTransformer<E> {
         (h, w): (usize, usize),
         text: &TextConditioning<E>,
         timestep_sinusoid: &E::Tensor,
-        guidance: Option<&[f32]>,
+        guidance_sinusoid: Option<&E::Tensor>,
         trace: Trace<'_, E::Tensor>,
     ) -> Result<E::Tensor> {
         let c = self.config.in_channels;
@@ -208,7 +220,9 @@ impl<E: Engine> SanaTransformer<E> {
             }
         }
         trace("patch_embed", &x)?;
-        let (emb, modulation) = self.time_embed.forward(e, timestep_sinusoid, guidance)?;
+        let (emb, modulation) = self
+            .time_embed
+            .forward(e, timestep_sinusoid, guidance_sinusoid)?;
         trace("embedded_timestep", &emb)?;
         trace("timestep_mod", &modulation)?;
         trace("caption", &text.caption)?;
@@ -275,14 +289,11 @@ impl<E: Engine> TimeEmbed<E> {
         &self,
         e: &E,
         t_sinusoid: &E::Tensor,
-        guidance: Option<&[f32]>,
+        g_sinusoid: Option<&E::Tensor>,
     ) -> Result<(E::Tensor, E::Tensor)> {
         let mut emb = self.timestep_embedder.forward(e, t_sinusoid)?;
-        match (&self.guidance_embedder, guidance) {
-            (Some(g), Some(values)) => {
-                let sinusoid = e.upload(&timestep_sinusoid(values, SINUSOID_CHANNELS)?)?;
-                emb = e.add(&emb, &g.forward(e, &sinusoid)?)?
-            }
+        match (&self.guidance_embedder, g_sinusoid) {
+            (Some(g), Some(sinusoid)) => emb = e.add(&emb, &g.forward(e, sinusoid)?)?,
             (Some(_), None) => {
                 return Err(Error::InvalidInput(
                     "this transformer has guidance_embeds = true: a guidance value is required"

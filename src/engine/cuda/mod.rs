@@ -904,8 +904,13 @@ impl Engine for CudaEngine {
         s.shape()
     }
 
-    fn model_input(&self, x: &CudaState, copies: usize) -> Result<CudaTensor> {
-        self.sampler_model_input(x, copies)
+    fn model_input(
+        &self,
+        x: &CudaState,
+        copies: usize,
+        schedule: &CudaState,
+    ) -> Result<CudaTensor> {
+        self.sampler_model_input(x, copies, schedule)
     }
 
     fn step_sinusoid(
@@ -922,10 +927,11 @@ impl Engine for CudaEngine {
         schedule: &CudaState,
         output: &CudaTensor,
         guidance: Option<f32>,
+        noise: Option<&CudaState>,
         x: &mut CudaState,
         x0_prev: &mut CudaState,
     ) -> Result<()> {
-        self.sampler_flow_step(schedule, output, guidance, x, x0_prev)
+        self.sampler_flow_step(schedule, output, guidance, noise, x, x0_prev)
     }
 
     fn advance_schedule(&self, schedule: &mut CudaState) -> Result<()> {

@@ -69,15 +69,26 @@ impl CudaEngine {
         )
     }
 
-    pub(super) fn sampler_model_input(&self, x: &CudaState, copies: usize) -> Result<CudaTensor> {
+    pub(super) fn sampler_model_input(
+        &self,
+        x: &CudaState,
+        copies: usize,
+        schedule: &CudaState,
+    ) -> Result<CudaTensor> {
+        let steps = plan::steps_of(&schedule.shape)?;
         let mut shape = x.shape.clone();
         let first = shape
             .first_mut()
             .ok_or_else(|| Error::shape("model_input", "a 0-d sample"))?;
         *first *= copies;
         let out = self.alloc(shape)?;
-        let p = plan::model_input(x.len(), copies, (self.ptr(&out), x.ptr(self)))?;
-        // SAFETY: x holds len f32 values and out copies·len storage elements.
+        let p = plan::model_input(
+            x.len(),
+            copies,
+            steps,
+            (self.ptr(&out), x.ptr(self), schedule.ptr(self)),
+        )?;
+        // SAFETY: x holds len f32 values and out copies·len storage elements; the schedule holds `steps` rows.
         unsafe { self.launch(Family::Sampler, "model_input", &p) }?;
         Ok(out)
     }
@@ -102,6 +113,7 @@ impl CudaEngine {
         schedule: &CudaState,
         output: &CudaTensor,
         guidance: Option<f32>,
+        noise: Option<&CudaState>,
         x: &mut CudaState,
         x0_prev: &mut CudaState,
     ) -> Result<()> {
@@ -120,10 +132,12 @@ impl CudaEngine {
             x0_prev: x0_prev.ptr_mut(self),
             output: self.ptr(output),
             schedule: schedule.ptr(self),
+            noise: noise.map(|n| (n.ptr(self), n.len())),
         };
         let p = plan::flow_step(&x.shape, output.shape(), guidance, steps, buffers)?;
-        // SAFETY: the plan checked the output against the sample, x0_prev has the sample's shape, the schedule
-        // holds `steps` rows.
+        // SAFETY: the plan checked the output against the sample and the noise (when given) against steps × the
+        // sample; x0_prev has the sample's shape; the schedule holds `steps` rows. An SCM row without noise cannot
+        // be told apart here (the rows live on the device): the pipeline passes noise with every SCM schedule.
         unsafe { self.launch(Family::Sampler, "flow_step", &p) }
     }
 

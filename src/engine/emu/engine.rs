@@ -296,8 +296,13 @@ impl Engine for EmuEngine {
         s.shape()
     }
 
-    fn model_input(&self, x: &HostTensor, copies: usize) -> Result<HostTensor> {
-        super::model_input(x, copies, self.dtype)
+    fn model_input(
+        &self,
+        x: &HostTensor,
+        copies: usize,
+        schedule: &HostTensor,
+    ) -> Result<HostTensor> {
+        super::model_input(x, copies, schedule, self.dtype)
     }
 
     fn step_sinusoid(
@@ -314,10 +319,11 @@ impl Engine for EmuEngine {
         schedule: &HostTensor,
         output: &HostTensor,
         guidance: Option<f32>,
+        noise: Option<&HostTensor>,
         x: &mut HostTensor,
         x0_prev: &mut HostTensor,
     ) -> Result<()> {
-        super::flow_step(schedule, output, guidance, x, x0_prev, self.dtype)
+        super::flow_step(schedule, output, guidance, noise, x, x0_prev, self.dtype)
     }
 
     fn advance_schedule(&self, schedule: &mut HostTensor) -> Result<()> {

@@ -23,11 +23,19 @@ emu_kernel!(fn advance_schedule_entry(AdvanceParams) = [
 
 /// `copies` copies of the f32 sample `x` along the batch, in the storage dtype, as
 /// [`crate::cpu::sampler::model_input`] then rounding.
-pub fn model_input(x: &HostTensor, copies: usize, dtype: StorageDtype) -> Result<HostTensor> {
+pub fn model_input(
+    x: &HostTensor,
+    copies: usize,
+    schedule: &HostTensor,
+    dtype: StorageDtype,
+) -> Result<HostTensor> {
+    plan::step_index(schedule)?;
+    let steps = plan::schedule_steps(schedule)?;
     let xs = Storage::from_f32(StorageDtype::F32, x.data());
+    let ss = Storage::from_f32(StorageDtype::F32, schedule.data());
     let mut out = Storage::poisoned(dtype, copies * x.len());
-    let p = plan::model_input(x.len(), copies, (out.ptr_mut(), xs.ptr()))?;
-    // SAFETY: x holds len f32 values and out copies·len elements; both outlive the call.
+    let p = plan::model_input(x.len(), copies, steps, (out.ptr_mut(), xs.ptr(), ss.ptr()))?;
+    // SAFETY: x holds len f32 values, out copies·len elements, the schedule `steps` rows; all outlive the call.
     unsafe { launch("model_input", model_input_entry(dtype), &p) }?;
     let mut shape = x.shape().to_vec();
     if let Some(b) = shape.first_mut() {
@@ -58,6 +66,7 @@ pub fn flow_step(
     schedule: &HostTensor,
     output: &HostTensor,
     guidance: Option<f32>,
+    noise: Option<&HostTensor>,
     x: &mut HostTensor,
     x0_prev: &mut HostTensor,
     dtype: StorageDtype,
@@ -76,6 +85,14 @@ pub fn flow_step(
     }
     let ss = Storage::from_f32(StorageDtype::F32, schedule.data());
     let os = Storage::from_f32(dtype, output.data());
+    let ns = noise.map(|n| Storage::from_f32(StorageDtype::F32, n.data()));
+    let (_, rule) = plan::decode_row(schedule, plan::step_index(schedule)?)?;
+    if matches!(rule, crate::scheduler::StepRule::Scm { .. }) && noise.is_none() {
+        return Err(Error::shape(
+            "flow_step",
+            "an SCM step needs the noise of every step",
+        ));
+    }
     let mut xs = Storage::from_f32(StorageDtype::F32, x.data());
     let mut ps = Storage::from_f32(StorageDtype::F32, x0_prev.data());
     let buffers = FlowStepBuffers {
@@ -83,6 +100,7 @@ pub fn flow_step(
         x0_prev: ps.ptr_mut(),
         output: os.ptr(),
         schedule: ss.ptr(),
+        noise: ns.as_ref().zip(noise).map(|(s, t)| (s.ptr(), t.len())),
     };
     let p = plan::flow_step(x.shape(), output.shape(), guidance, steps, buffers)?;
     // SAFETY: the plan checked the output against the sample; x0_prev has the sample's shape; the schedule's index
