@@ -7,7 +7,8 @@
 //! built from one velocity each, and the text embeddings carry Gemma's own rounding (two layers, a few u): 2 × 20u
 //! = 40u. The decoder's channel norms renormalise each stage and its ~25 sequential roundings add ~√25·u = 5u, so
 //! the image gets the same 40u: 7.8e-2 (bf16), 2.0e-2 (f16); measured 2026-12-01: 5u and 8u (bf16), 2.8u and 2.3u
-//! (f16). In f32 only summation order differs: 1e-4, as the goldens.
+//! (f16). In f32 only summation order differs: 1e-4, as the goldens. Sana-Sprint's 2-step SCM loop gets the same
+//! budget (see `check_sprint`); measured 2026-12-01: 3.8u (bf16), 2.0u (f16).
 
 mod common;
 mod tiny_runs;
@@ -16,6 +17,8 @@ use common::relative_error;
 use sana::engine::cpu::CpuEngine;
 use sana::engine::emu::{EmuEngine, StorageDtype};
 use sana::engine::Engine;
+use sana::pipeline::{Pipeline, Request};
+use sana::text::PromptOptions;
 use sana::HostTensor;
 
 /// Final latents and decoded image of the golden 2-step request.
@@ -57,4 +60,50 @@ fn emu_pipeline_matches_cpu_f16() {
 #[test]
 fn emu_pipeline_matches_cpu_f32() {
     check(StorageDtype::F32, 0.0);
+}
+
+/// Sana-Sprint's 2-step SCM loop (seeded noise, no CFG, no instruction prefix) on the emulation engine against the
+/// CPU engine: the SCM kernels composed with the Sprint DiT in the loop. Final latents are the last clean estimate
+/// `x0 = cos τ·x − sin τ·f(F)`, linear in the two model outputs with coefficients of order 1, so the same 2 × 20u
+/// budget as the flow loop applies.
+fn check_sprint(dtype: StorageDtype, u: f32) {
+    let dir = tiny_runs::sprint_model(&format!("emu-sprint-{dtype:?}"));
+    let mut prompt_options = PromptOptions::default();
+    prompt_options.complex_human_instruction.clear();
+    let req = Request {
+        prompt: "a lighthouse at dusk".into(),
+        height: 64,
+        width: 96,
+        steps: 2,
+        resolution_binning: false,
+        seed: 9,
+        prompt_options,
+        ..Request::default()
+    };
+    let cpu = Pipeline::load(&CpuEngine, &dir).unwrap();
+    let (want, _) = cpu.denoise(&CpuEngine, &req, &mut |_, _| {}).unwrap();
+    let emu = EmuEngine::new(dtype);
+    let pipe = Pipeline::load(&emu, &dir).unwrap();
+    let (got, _) = pipe.denoise(&emu, &req, &mut |_, _| {}).unwrap();
+    let err = relative_error(got.data(), want.data());
+    let tol = if dtype == StorageDtype::F32 {
+        1e-4
+    } else {
+        40.0 * u
+    };
+    eprintln!("{dtype:?}: Sprint final latents {err:e} (tol {tol:e})");
+    assert!(
+        err.is_finite() && err <= tol,
+        "{dtype:?} Sprint latents {err:e}"
+    );
+}
+
+#[test]
+fn emu_sprint_pipeline_matches_cpu_bf16() {
+    check_sprint(StorageDtype::Bf16, 2f32.powi(-9));
+}
+
+#[test]
+fn emu_sprint_pipeline_matches_cpu_f16() {
+    check_sprint(StorageDtype::F16, 2f32.powi(-11));
 }
