@@ -37,6 +37,7 @@
 
 pub mod cost;
 pub mod cpu;
+mod denoise_loop;
 pub mod engine;
 pub mod error;
 pub mod eval;

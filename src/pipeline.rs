@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cpu;
+use crate::denoise_loop::DenoiseLoop;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::arena;
@@ -374,7 +375,7 @@ impl<E: Engine> Pipeline<E> {
             .collect();
         let schedule = schedule_table(&timesteps, &scheduler.rules())?;
         let cfg = (req.guidance > 1.0).then_some(req.guidance);
-        let run = EngineLoop {
+        let run = DenoiseLoop {
             dit,
             text: &text,
             schedule,
@@ -460,7 +461,7 @@ impl<E: Engine> Pipeline<E> {
         let guidance =
             vec![req.guidance * self.transformer_config.guidance_embeds_scale as f32; req.batch];
         let guidance = e.upload(&timestep_sinusoid(&guidance, SINUSOID_CHANNELS)?)?;
-        let run = EngineLoop {
+        let run = DenoiseLoop {
             dit,
             text,
             schedule: schedule_table(&timesteps, &rules)?,
@@ -544,70 +545,6 @@ impl<E: Engine> Pipeline<E> {
                 shift,
             }),
         }
-    }
-}
-
-/// One denoising loop resident on the engine: the f32 sample, the clean estimate, the step schedule (timesteps and
-/// rules, src/launch/sampler.rs) and, for SCM, every step's noise are engine state; each step is the same sequence of
-/// ops — model input, timestep sinusoid, transformer, sampler update, schedule advance — with nothing read back, so
-/// a device engine replays it as a graph ([`Engine::repeat_steps`]).
-struct EngineLoop<'a, E: Engine> {
-    dit: &'a SanaTransformer<E>,
-    text: &'a TextConditioning<E>,
-    schedule: HostTensor,
-    /// Classifier-free guidance scale: the model batch is `[uncond; cond]`.
-    guidance: Option<f32>,
-    /// Sana-Sprint's guidance embedding input.
-    guidance_sinusoid: Option<&'a E::Tensor>,
-    /// `[steps · B·h·w·C]`, token layout (SCM).
-    noise: Option<HostTensor>,
-}
-
-impl<E: Engine> EngineLoop<'_, E> {
-    /// Runs every step from `latents` `[B, C, h, w]`; returns the final sample and clean estimate, `[B, C, h, w]`.
-    fn run(
-        &self,
-        e: &E,
-        latents: &HostTensor,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<(HostTensor, HostTensor)> {
-        let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
-        let (h, w) = (latents.shape()[2], latents.shape()[3]);
-        let tokens = cpu::layout::nchw_to_tokens(latents)?;
-        let mut schedule = e.upload_state(&self.schedule)?;
-        let mut x = e.upload_state(&tokens)?;
-        // Written before it is read: the first flow step is first order, and SCM steps only write it.
-        let mut x0 = e.upload_state(&tokens)?;
-        let noise = self.noise.as_ref().map(|n| e.upload_state(n)).transpose()?;
-        let copies = if self.guidance.is_some() { 2 } else { 1 };
-        let model_batch = copies * latents.shape()[0];
-        let mut step = || -> Result<()> {
-            let input = e.model_input(&x, copies, &schedule)?;
-            let t = e.step_sinusoid(&schedule, model_batch, SINUSOID_CHANNELS)?;
-            let out = self.dit.forward_tokens(
-                e,
-                &input,
-                (h, w),
-                self.text,
-                &t,
-                self.guidance_sinusoid,
-                &mut |_, _| Ok(()),
-            )?;
-            e.flow_step(
-                &schedule,
-                &out,
-                self.guidance,
-                noise.as_ref(),
-                &mut x,
-                &mut x0,
-            )?;
-            e.advance_schedule(&mut schedule)
-        };
-        e.repeat_steps(steps, &mut step, progress)?;
-        Ok((
-            cpu::layout::tokens_to_nchw(&e.download_state(&x)?, h, w)?,
-            cpu::layout::tokens_to_nchw(&e.download_state(&x0)?, h, w)?,
-        ))
     }
 }
 

@@ -1,0 +1,71 @@
+//! The denoising loop, resident on the engine, that every sampler of the pipeline runs (src/pipeline.rs).
+
+use crate::cpu;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::model::sana_dit::{SanaTransformer, TextConditioning, SINUSOID_CHANNELS};
+use crate::tensor::HostTensor;
+
+/// One denoising loop resident on the engine: the f32 sample, the clean estimate, the step schedule (timesteps and
+/// rules, src/launch/sampler.rs) and, for SCM, every step's noise are engine state; each step is the same sequence of
+/// ops — model input, timestep sinusoid, transformer, sampler update, schedule advance — with nothing read back, so
+/// a device engine replays it as a graph ([`Engine::repeat_steps`]).
+pub(crate) struct DenoiseLoop<'a, E: Engine> {
+    pub(crate) dit: &'a SanaTransformer<E>,
+    pub(crate) text: &'a TextConditioning<E>,
+    pub(crate) schedule: HostTensor,
+    /// Classifier-free guidance scale: the model batch is `[uncond; cond]`.
+    pub(crate) guidance: Option<f32>,
+    /// Sana-Sprint's guidance embedding input.
+    pub(crate) guidance_sinusoid: Option<&'a E::Tensor>,
+    /// `[steps · B·h·w·C]`, token layout (SCM).
+    pub(crate) noise: Option<HostTensor>,
+}
+
+impl<E: Engine> DenoiseLoop<'_, E> {
+    /// Runs every step from `latents` `[B, C, h, w]`; returns the final sample and clean estimate, `[B, C, h, w]`.
+    pub(crate) fn run(
+        &self,
+        e: &E,
+        latents: &HostTensor,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(HostTensor, HostTensor)> {
+        let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
+        let (h, w) = (latents.shape()[2], latents.shape()[3]);
+        let tokens = cpu::layout::nchw_to_tokens(latents)?;
+        let mut schedule = e.upload_state(&self.schedule)?;
+        let mut x = e.upload_state(&tokens)?;
+        // Written before it is read: the first flow step is first order, and SCM steps only write it.
+        let mut x0 = e.upload_state(&tokens)?;
+        let noise = self.noise.as_ref().map(|n| e.upload_state(n)).transpose()?;
+        let copies = if self.guidance.is_some() { 2 } else { 1 };
+        let model_batch = copies * latents.shape()[0];
+        let mut step = || -> Result<()> {
+            let input = e.model_input(&x, copies, &schedule)?;
+            let t = e.step_sinusoid(&schedule, model_batch, SINUSOID_CHANNELS)?;
+            let out = self.dit.forward_tokens(
+                e,
+                &input,
+                (h, w),
+                self.text,
+                &t,
+                self.guidance_sinusoid,
+                &mut |_, _| Ok(()),
+            )?;
+            e.flow_step(
+                &schedule,
+                &out,
+                self.guidance,
+                noise.as_ref(),
+                &mut x,
+                &mut x0,
+            )?;
+            e.advance_schedule(&mut schedule)
+        };
+        e.repeat_steps(steps, &mut step, progress)?;
+        Ok((
+            cpu::layout::tokens_to_nchw(&e.download_state(&x)?, h, w)?,
+            cpu::layout::tokens_to_nchw(&e.download_state(&x0)?, h, w)?,
+        ))
+    }
+}
