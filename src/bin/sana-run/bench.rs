@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// Engine (default: the GPU when usable, else cpu with a notice).
     #[arg(long, value_enum, default_value_t = EngineKind::Auto)]
     engine: EngineKind,
+    /// On a GPU, queue every denoising step op by op instead of replaying a CUDA graph (the eager baseline).
+    #[arg(long)]
+    no_step_graph: bool,
     /// Image height in pixels (default: the model's native size).
     #[arg(long)]
     height: Option<usize>,
@@ -258,7 +261,7 @@ pub fn run(args: BenchArgs, dtype: Dtype) -> sana::Result<()> {
     let measured: Result<Option<Measured>, String> = if args.plan_only {
         Ok(None)
     } else {
-        let outcome = on_engine!(args.engine, dtype, |e| {
+        let outcome = on_engine!(args.engine, dtype, step_graphs: !args.no_step_graph, |e| {
             let (pipe, timed) = make_plan(e, &args, &src.dir)?;
             measure(e, &pipe, &timed.req, (args.warmup, args.runs)).map(Some)
         });

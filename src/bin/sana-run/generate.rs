@@ -48,6 +48,9 @@ pub struct GenerateArgs {
     /// Disable the complex human instruction prefix.
     #[arg(long)]
     no_chi: bool,
+    /// On a GPU, queue every denoising step op by op instead of replaying the step captured as a CUDA graph.
+    #[arg(long)]
+    no_step_graph: bool,
     /// Generate at exactly --height × --width instead of the nearest trained aspect-ratio bin.
     #[arg(long)]
     no_resolution_binning: bool,
@@ -94,7 +97,7 @@ pub fn demo_model() -> PathBuf {
 }
 
 pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
-    on_engine!(args.engine, dtype, |e| generate(e, &args))
+    on_engine!(args.engine, dtype, step_graphs: !args.no_step_graph, |e| generate(e, &args))
 }
 
 fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {

@@ -154,8 +154,12 @@ impl From<Dtype> for StorageDtype {
 }
 
 /// Runs `$body` with `$e` bound to the engine `$kind` names (model code is generic, so each arm monomorphises).
+/// `step_graphs: false` makes a GPU queue every denoising step op by op instead of replaying a CUDA graph.
 macro_rules! on_engine {
     ($kind:expr, $dtype:expr, |$e:ident| $body:expr) => {
+        on_engine!($kind, $dtype, step_graphs: true, |$e| $body)
+    };
+    ($kind:expr, $dtype:expr, step_graphs: $graphs:expr, |$e:ident| $body:expr) => {
         match $kind {
             EngineKind::Cpu => {
                 let $e = &sana::engine::cpu::CpuEngine;
@@ -168,6 +172,7 @@ macro_rules! on_engine {
             // The macro's value is the error (not an early return), so callers can tell an unavailable engine apart.
             EngineKind::Cuda => match $crate::open_gpu($dtype) {
                 Ok(gpu) => {
+                    gpu.use_step_graphs($graphs);
                     let $e = &gpu;
                     $body
                 }
@@ -175,6 +180,7 @@ macro_rules! on_engine {
             },
             EngineKind::Auto => match $crate::open_gpu($dtype) {
                 Ok(gpu) => {
+                    gpu.use_step_graphs($graphs);
                     let $e = &gpu;
                     $body
                 }
