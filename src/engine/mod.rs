@@ -6,6 +6,8 @@
 //! - image features inside the DiT are tokens `[B, N, C]` with `N = h·w`, token `n = i·w + j` (channels-last), so
 //!   1×1 convolutions are `linear` and the depthwise 3×3 conv reads a `[B, h, w, C]` view;
 //! - linear weights are PyTorch's `[out, in]` (a 1×1 conv weight `[out, in, 1, 1]` is loaded as `[out, in]`).
+//! - the samplers' state (`Engine::State`: latents, clean estimate, step schedule, Sprint's noise) is f32 in every
+//!   engine, in that token layout, and updated in place, so a step captured as a CUDA graph keeps its addresses.
 
 pub mod counting;
 pub mod cpu;
