@@ -23,13 +23,14 @@ pub(crate) struct DenoiseLoop<'a, E: Engine> {
 }
 
 impl<E: Engine> DenoiseLoop<'_, E> {
-    /// Runs every step from `latents` `[B, C, h, w]`; returns the final sample and clean estimate, `[B, C, h, w]`.
+    /// Runs every step from `latents` `[B, C, h, w]`; returns, as `[B, C, h, w]`, what the sampler yields: the final
+    /// sample of the flow samplers, the last clean estimate of SCM (the loop with noise).
     pub(crate) fn run(
         &self,
         e: &E,
         latents: &HostTensor,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<(HostTensor, HostTensor)> {
+    ) -> Result<HostTensor> {
         let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
         let (h, w) = (latents.shape()[2], latents.shape()[3]);
         let tokens = cpu::layout::nchw_to_tokens(latents)?;
@@ -63,9 +64,7 @@ impl<E: Engine> DenoiseLoop<'_, E> {
             e.advance_schedule(&mut schedule)
         };
         e.repeat_steps(steps, &mut step, progress)?;
-        Ok((
-            cpu::layout::tokens_to_nchw(&e.download_state(&x)?, h, w)?,
-            cpu::layout::tokens_to_nchw(&e.download_state(&x0)?, h, w)?,
-        ))
+        let result = if self.noise.is_some() { &x0 } else { &x };
+        cpu::layout::tokens_to_nchw(&e.download_state(result)?, h, w)
     }
 }

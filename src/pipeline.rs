@@ -383,8 +383,7 @@ impl<E: Engine> Pipeline<E> {
             guidance_sinusoid: None,
             noise: None,
         };
-        let (x, _) = run.run(e, &latents, progress)?;
-        Ok(x)
+        run.run(e, &latents, progress)
     }
 
     /// Sana-Sprint's SCM loop (spec sampling.md §10): TrigFlow times, guidance as an input, fresh noise each step;
@@ -469,7 +468,7 @@ impl<E: Engine> Pipeline<E> {
             guidance_sinusoid: Some(&guidance),
             noise: Some(HostTensor::new(vec![step_noise.len()], step_noise)?),
         };
-        let (_, x0) = run.run(e, &map(&latents, |v| v * sd)?, progress)?;
+        let x0 = run.run(e, &map(&latents, |v| v * sd)?, progress)?;
         map(&x0, |v| v / sd)
     }
 
