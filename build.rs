@@ -10,10 +10,11 @@ use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// nvcc release whose PTX ISA driver 580 (CUDA 13.0) loads; newer releases emit PTX that driver rejects.
-const NVCC_RELEASE: &str = "13.0";
+use kernel_build::{
+    build_emu, find_nvcc, kernel_sources, nvcc_release, run_nvcc, stem, warn, NVCC_RELEASE, PTX,
+    SM90_CUBIN,
+};
 
 fn main() {
     let manifest =
@@ -27,53 +28,10 @@ fn main() {
     }
 
     let sources = kernel_sources(&kernels);
-    build_emu(&sources, &kernels, &out);
+    build_emu(&sources, &kernels, &out, "sana_emu");
     let require = env::var("SANA_REQUIRE_NVCC").is_ok_and(|v| v == "1");
     let rust = build_ptx(&sources, &kernels, &out, require);
     fs::write(out.join("kernels.rs"), rust).expect("write $OUT_DIR/kernels.rs");
-}
-
-/// Every kernels/*.cu, sorted, so the generated file is stable.
-fn kernel_sources(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.expect("read kernels/ entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn stem(path: &Path) -> String {
-    path.file_stem()
-        .expect("*.cu has a stem")
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// One C++ translation unit per kernel file (`#include`-ing the `.cu`, since g++ does not know the extension).
-fn build_emu(sources: &[PathBuf], kernels: &Path, out: &Path) {
-    let dir = out.join("emu");
-    fs::create_dir_all(&dir).expect("create $OUT_DIR/emu");
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .std("c++20")
-        .opt_level(2)
-        .define("SANA_EMU", None)
-        // One rounding per operation, as the GPU's `__fmul_rn`/`__fadd_rn` promise (GCC contracts `a·b + c` into an
-        // FMA on targets that have one unless told not to).
-        .flag("-ffp-contract=off")
-        .include(kernels)
-        .warnings(true)
-        .extra_warnings(true);
-    for src in sources {
-        let unit = dir.join(format!("{}.cpp", stem(src)));
-        fs::write(&unit, format!("#include {:?}\n", src.display().to_string()))
-            .expect("write emu unit");
-        build.file(unit);
-    }
-    build.compile("sana_emu");
 }
 
 /// Compiles each `.cu` with nvcc and returns the Rust source of `$OUT_DIR/kernels.rs`.
@@ -109,24 +67,15 @@ fn build_ptx(sources: &[PathBuf], kernels: &Path, out: &Path, require: bool) -> 
         let (ptx, cubin) = match &nvcc {
             Some(nvcc) => {
                 let ptx_path = out.join(format!("{name}.ptx"));
-                let ptx =
-                    match run_nvcc(nvcc, src, kernels, &["-arch=compute_80", "-ptx"], &ptx_path) {
-                        Ok(()) => Some(ptx_path),
-                        Err(e) => {
-                            fail(format!("nvcc failed on {} (PTX): {e}", src.display()));
-                            None
-                        }
-                    };
+                let ptx = match compile(nvcc, src, kernels, &PTX, &ptx_path) {
+                    Ok(()) => Some(ptx_path),
+                    Err(e) => {
+                        fail(format!("nvcc failed on {} (PTX): {e}", src.display()));
+                        None
+                    }
+                };
                 let cubin_path = out.join(format!("{name}.sm_90.cubin"));
-                // A register spill or local-memory use on sm_90 is a bug to explain (DESIGN.md): as warnings they
-                // fail the compile through -Werror below.
-                let sass = [
-                    "-arch=sm_90",
-                    "-cubin",
-                    "-Xptxas",
-                    "-warn-spills,-warn-lmem-usage",
-                ];
-                let cubin = match run_nvcc(nvcc, src, kernels, &sass, &cubin_path) {
+                let cubin = match compile(nvcc, src, kernels, &SM90_CUBIN, &cubin_path) {
                     Ok(()) => Some(cubin_path),
                     Err(e) => {
                         fail(format!(
@@ -171,59 +120,17 @@ fn build_ptx(sources: &[PathBuf], kernels: &Path, out: &Path, require: bool) -> 
     rust
 }
 
-fn find_nvcc() -> Option<PathBuf> {
-    if let Some(p) = env::var_os("NVCC") {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(home) = env::var_os("CUDA_HOME") {
-        let p = Path::new(&home).join("bin").join("nvcc");
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    env::split_paths(&env::var_os("PATH")?)
-        .map(|d| d.join("nvcc"))
-        .find(|p| p.is_file())
-}
-
-/// `"13.0"` from `nvcc --version` ("Cuda compilation tools, release 13.0, V13.0.88").
-fn nvcc_release(nvcc: &Path) -> Option<String> {
-    let out = Command::new(nvcc).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rest = text.split("release ").nth(1)?;
-    Some(rest.split(',').next()?.trim().to_string())
-}
-
-fn run_nvcc(
+/// One nvcc compile whose remarks, if any, become cargo warnings.
+fn compile(
     nvcc: &Path,
     src: &Path,
     kernels: &Path,
     target: &[&str],
     output: &Path,
 ) -> Result<(), String> {
-    let result = Command::new(nvcc)
-        .args(target)
-        // Any compiler warning is an error: CI builds with SANA_REQUIRE_NVCC=1, where a failed compile stops it.
-        .args(["-std=c++17", "-O3", "-Werror", "all-warnings", "-I"])
-        .arg(kernels)
-        .arg(src)
-        .arg("-o")
-        .arg(output)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    if !result.status.success() {
-        return Err(format!("{}\n{stderr}", result.status));
-    }
+    let stderr = run_nvcc(nvcc, src, kernels, target, &[], output)?;
     if !stderr.trim().is_empty() {
         warn(&format!("nvcc on {}:\n{stderr}", src.display()));
     }
     Ok(())
-}
-
-/// A cargo warning per line (cargo shows only the first line of a multi-line one).
-fn warn(msg: &str) {
-    for line in msg.lines().filter(|l| !l.trim().is_empty()) {
-        println!("cargo:warning={line}");
-    }
 }
