@@ -161,8 +161,10 @@ SANA_KERNEL_PER_DTYPE(depthwise_conv, DepthwiseConvParams)
 // `grouped_linear`.
 //     out[r, o] = Σ_{e < Ci} x[r, g·Ci + e] · wt[o, e],   g = o / Co,  Ci = Cin/G, Co = Cout/G
 // Layout: x [R, Cin] (rows = B·N tokens), wt [Cout, Ci], out [R, Cout].
-// Geometry (src/launch/conv.rs): grid (⌈Cout/128⌉, ⌈R/ROWS⌉), 128 threads; thread t owns output channel
-// o = 128·x + t, keeps nothing but its accumulator and walks ROWS rows; the threads of one group read the same x
+// Geometry (src/launch/conv.rs): grid (⌈Cout/128⌉·⌈R/ROWS⌉), 128 threads; block x serves channel tile x % ⌈Cout/128⌉
+// of row strip x / ⌈Cout/128⌉ — all on grid.x, whose limit is 2³¹ − 1: R = B·h·w reaches 4·512² in the DC-AE's
+// deepest attention stage at 4096², 65536 strips, one more than grid.y takes. Thread t owns output channel
+// o = 128·tile + t, keeps nothing but its accumulator and walks ROWS rows; the threads of one group read the same x
 // values (broadcast), and wt rows stay in L1 across the strip.
 // Accumulation: f32, sequential over e; one rounding.
 
@@ -183,11 +185,13 @@ static_assert(sizeof(GroupedLinearParams) == 56, "GroupedLinearParams must match
 
 template <typename T>
 __device__ __forceinline__ void grouped_linear(const GroupedLinearParams& p) {
-    const unsigned o = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned channel_tiles = (p.cout + blockDim.x - 1) / blockDim.x;
+    const unsigned o = blockIdx.x % channel_tiles * blockDim.x + threadIdx.x;
     if (o >= p.cout) return;
     const T* w = static_cast<const T*>(p.w) + size_t(o) * p.group_in;
     const size_t first = size_t(o / p.group_out) * p.group_in;
-    const size_t r0 = size_t(blockIdx.y) * p.rows, r1 = r0 + p.rows < p.rows_total ? r0 + p.rows : p.rows_total;
+    const size_t r0 = size_t(blockIdx.x / channel_tiles) * p.rows;
+    const size_t r1 = r0 + p.rows < p.rows_total ? r0 + p.rows : p.rows_total;
     for (size_t r = r0; r < r1; ++r) {
         const T* x = static_cast<const T*>(p.x) + r * p.cin + first;
         float acc = 0.0f;

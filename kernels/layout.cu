@@ -7,10 +7,12 @@
 //   tokens_to_nchw: x [B, h·w, C] → [B, C, h, w]     (R = h·w, S = C)
 // CPU reference: src/cpu/layout.rs.
 //
-// Geometry (src/launch/layout.rs): grid (⌈S/32⌉, ⌈R/32⌉, B), block (32, 8). Each block moves a 32 × 32 tile
-// through shared memory (rows padded to 33 elements so that the column reads spread over the banks): reads along
-// S and writes along R are both coalesced; each thread moves 4 elements each way. Elements are copied in the
-// storage type itself, so every dtype (and NaN payload) passes through bit-exact.
+// Geometry (src/launch/layout.rs): grid (⌈R/32⌉·⌈S/32⌉, B), block (32, 8); block x moves tile (x / ⌈S/32⌉,
+// x % ⌈S/32⌉) of rows × columns — all tiles on grid.x, whose limit is 2³¹ − 1, since either R or S is h·w (grid.y
+// would stop at 65535 tiles, 1448² as rows). Each block moves its 32 × 32 tile through shared memory (rows padded
+// to 33 elements so that the column reads spread over the banks): reads along S and writes along R are both
+// coalesced; each thread moves 4 elements each way. Elements are copied in the storage type itself, so every dtype
+// (and NaN payload) passes through bit-exact.
 
 #include "common.cuh"
 
@@ -30,8 +32,9 @@ constexpr unsigned TILE = 32;  // mirrors TILE in Rust
 template <typename T>
 __device__ __forceinline__ void transpose(const TransposeParams& p) {
     __shared__ T tile[TILE][TILE + 1];
-    const unsigned r0 = blockIdx.y * TILE, s0 = blockIdx.x * TILE, tx = threadIdx.x;
-    const size_t batch = size_t(blockIdx.z) * p.rows * p.cols;
+    const unsigned col_tiles = (p.cols + TILE - 1) / TILE;
+    const unsigned r0 = blockIdx.x / col_tiles * TILE, s0 = blockIdx.x % col_tiles * TILE, tx = threadIdx.x;
+    const size_t batch = size_t(blockIdx.y) * p.rows * p.cols;
     const T* x = static_cast<const T*>(p.x) + batch;
     T* out = static_cast<T*>(p.out) + batch;
     for (unsigned k = threadIdx.y; k < TILE; k += blockDim.y) {

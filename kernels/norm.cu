@@ -10,7 +10,8 @@
 //
 // Geometry (src/launch/norm.rs): one block per row, grid = (B·N, 1, 1); block = (T, 1, 1) with
 // T = min(256, D rounded up to 32), so every warp is full; dynamic shared memory = 4·D bytes, the row in f32
-// (D ≤ 12288 keeps it within the default 48 KiB). Thread t handles j = t, t + T, … : coalesced, no vector loads yet.
+// (D ≤ 24576: up to 96 KiB, above 48 KiB by the per-function opt-in). Thread t handles j = t, t + T, … :
+// coalesced, no vector loads yet.
 //
 // Accumulation: f32 throughout, exact two-pass: pass 1 loads the row into shared memory (one global read) and sums
 // it; pass 2 sums squared deviations from the mean out of shared memory, so there is no E[x²] − E[x]²

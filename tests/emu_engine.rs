@@ -2,10 +2,10 @@
 //! bf16/f16/f32) against the CPU engine: the proof that the kernels compose into the model.
 //!
 //! Tolerances (max|emu − cpu| / max|cpu| over the output): every op rounds its output once to the storage dtype,
-//! a relative error of at most u = 2⁻⁹ (bf16) or 2⁻¹¹ (f16). Two blocks are ~40 roundings in sequence on the
+//! a relative error of at most u = 2⁻⁸ (bf16) or 2⁻¹¹ (f16). Two blocks are ~40 roundings in sequence on the
 //! residual stream; independent errors grow like √40·u ≈ 6u on typical elements, and LayerNorm/attention can
 //! amplify an input error by the ratio of the largest to the typical activation (≈ 3 here), so 20u bounds the
-//! output: 4e-2 (bf16), 1e-2 (f16). In f32 only summation order differs from the reference: 1e-4, as the goldens.
+//! output: 7.8e-2 (bf16), 1e-2 (f16). In f32 only summation order differs from the reference: 1e-4, as the goldens.
 
 mod common;
 mod tiny_runs;
@@ -63,7 +63,7 @@ fn emu_engine_dit_matches_cpu_f32() {
 
 #[test]
 fn emu_engine_dit_matches_cpu_bf16() {
-    check(StorageDtype::Bf16, 4e-2);
+    check(StorageDtype::Bf16, 7.8e-2);
 }
 
 #[test]

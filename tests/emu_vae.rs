@@ -3,11 +3,11 @@
 //! runs every DC-AE kernel — `conv3x3` at stride 1 and 2 (Cin = 3 at the encoder's input, Cout = 3 at the
 //! decoder's output), `depthwise_conv`, `grouped_linear`, the channel groupings and shuffles — in model context.
 //!
-//! Tolerance (max|emu − cpu| / max|cpu|): per-op rounding is u = 2⁻⁹ (bf16) or 2⁻¹¹ (f16). Each direction is ~25
+//! Tolerance (max|emu − cpu| / max|cpu|): per-op rounding is u = 2⁻⁸ (bf16) or 2⁻¹¹ (f16). Each direction is ~25
 //! sequential rounded ops whose channel norms renormalise every stage, so the errors add like a random walk,
 //! ~√25·u = 5u; 20u (as for one DiT forward, tests/emu_engine.rs) leaves 4× for growth through the convolutions:
-//! 3.9e-2 (bf16), 9.8e-3 (f16). In f32 only summation order differs: 1e-4, as the goldens. Measured 2026-12-01
-//! (decode non-square, decode 2×2, encode): 3.6u, 2.7u, 3.4u (bf16); 1.7u, 1.6u, 1.7u (f16); ≤ 5.1e-7 (f32).
+//! 7.8e-2 (bf16), 9.8e-3 (f16). In f32 only summation order differs: 1e-4, as the goldens. Measured 2026-12-01
+//! (decode non-square, decode 2×2, encode): 1.8u, 1.4u, 1.7u (bf16); 1.7u, 1.6u, 1.7u (f16); ≤ 5.1e-7 (f32).
 
 mod common;
 
@@ -73,7 +73,7 @@ fn emu_vae_matches_cpu_f32() {
 
 #[test]
 fn emu_vae_matches_cpu_bf16() {
-    check(StorageDtype::Bf16, 2f32.powi(-9));
+    check(StorageDtype::Bf16, 2f32.powi(-8));
 }
 
 #[test]

@@ -116,6 +116,67 @@ fn layout_shape_errors() {
     assert_eq!(empty.shape(), &[2, 9, 0]);
 }
 
+/// The transposes at 4096² — the decoder's last [B, h·w, 3] tokens to NCHW, the encoder's image to tokens, a
+/// 128-channel map either way — and the DC-AE's grouped 1×1 conv over the tokens of its deepest attention stage at
+/// 4096² (stage 3: 512 channels in 16 heads of 32, 512² tokens per image, batch 4): every grid keeps y and z within
+/// 65535 and x within 2³¹ − 1. Before the tiles moved to grid.x, tokens_to_nchw put ⌈h·w/32⌉ row tiles on grid.y
+/// (65535 tiles: 1448² at most), and grouped_linear 4·512²/16 = 65536 row strips there.
+/// An untiled decode's last transpose just past the old limit, emulated: 1449² tokens of one channel to NCHW is
+/// 65 613 row tiles, which grid.y could not hold.
+#[test]
+fn tokens_to_nchw_past_1448_squared_matches_cpu_exactly() {
+    let dtype = sana::engine::emu::StorageDtype::Bf16;
+    let side = 1449;
+    let t = rounded(&Rng(53).tensor(&[1, side * side, 1], -3.0, 3.0), dtype);
+    let image = emu::tokens_to_nchw(&t, side, side, dtype).expect("emu");
+    assert_eq!(image, cpu::tokens_to_nchw(&t, side, side).expect("cpu"));
+}
+
+#[test]
+fn plans_at_4096_keep_grid_y_and_z_within_65535() {
+    use sana::launch::layout::{nchw_to_tokens, tokens_to_nchw, TransposeBuffers};
+    use sana::launch::Geometry;
+    let none = TransposeBuffers { out: 0, x: 0 };
+    let fits = |what: &str, g: Geometry| {
+        assert!(
+            g.grid[0] <= i32::MAX as u32 && g.grid[1] <= 65535 && g.grid[2] <= 65535,
+            "{what}: grid {:?}",
+            g.grid
+        );
+        assert!(!g.is_empty(), "{what}: empty grid");
+    };
+    let n = 4096 * 4096;
+    for (b, c) in [(1usize, 3usize), (4, 3), (1, 128), (2, 32)] {
+        let to_image = tokens_to_nchw(&[b, n, c], 4096, 4096, none).expect("plan");
+        fits(
+            &format!("tokens_to_nchw B = {b}, C = {c}"),
+            to_image.geometry,
+        );
+        assert_eq!(
+            to_image.geometry.grid[0] as usize,
+            (n / 32) * c.div_ceil(32)
+        );
+        let to_tokens = nchw_to_tokens(&[b, c, 4096, 4096], none).expect("plan");
+        fits(
+            &format!("nchw_to_tokens B = {b}, C = {c}"),
+            to_tokens.geometry,
+        );
+    }
+    let (rows, groups, ci): (usize, usize, usize) = (4 * 512 * 512, 3 * 16, 32);
+    let (grouped, _) = sana::launch::conv::grouped_linear(
+        &[4, 512 * 512, groups * ci],
+        &[groups * ci, ci],
+        groups,
+        (0, 0, 0),
+    )
+    .expect("plan");
+    fits("grouped_linear", grouped.geometry);
+    assert_eq!(
+        grouped.geometry.grid[0] as usize,
+        rows.div_ceil(16) * (groups * ci).div_ceil(128)
+    );
+}
+
 #[test]
 fn layout_ptx_has_entries() {
     check_ptx(

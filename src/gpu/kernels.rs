@@ -35,6 +35,9 @@ pub enum Family {
     Sampler,
 }
 
+/// The dtype suffixes of per-dtype kernels (`SANA_KERNEL_PER_DTYPE` in kernels/common.cuh).
+pub const DTYPE_SUFFIXES: [&str; 3] = ["f32", "bf16", "f16"];
+
 impl Family {
     pub const ALL: [Family; 10] = [
         Family::Norm,
@@ -48,6 +51,70 @@ impl Family {
         Family::CausalAttention,
         Family::Sampler,
     ];
+
+    /// The kernels of the family, each compiled once per storage dtype as `<op>_f32`, `<op>_bf16` and `<op>_f16`.
+    /// The engine loads every one when it loads the module (a missing one is an error there, naming it);
+    /// tests/cuda_engine.rs checks this list against the `.entry` names of the PTX.
+    pub fn ops(self) -> &'static [&'static str] {
+        match self {
+            Family::Norm => &["layer_norm_modulate", "rms_norm"],
+            Family::Elementwise => &[
+                "modulation",
+                "add",
+                "mul",
+                "activation",
+                "gated_residual",
+                "gated_residual_layer_norm_modulate",
+            ],
+            Family::LinearAttn => &["linear_attn_state", "linear_attn_apply"],
+            Family::Attention => &[
+                "attention_d32",
+                "attention_d72",
+                "attention_d112",
+                "attention_d128",
+            ],
+            Family::Conv => &["dwconv3x3_glu", "depthwise_conv", "grouped_linear"],
+            Family::Conv3x3 => &["conv3x3"],
+            Family::Layout => &[
+                "transpose",
+                "channel_space",
+                "split_qkv_groups",
+                "concat_channels",
+                "channel_group_mean",
+            ],
+            Family::Embed => &["embedding", "rotary"],
+            Family::CausalAttention => &[
+                "causal_attention_d64",
+                "causal_attention_d128",
+                "causal_attention_d256",
+            ],
+            Family::Sampler => &[
+                "model_input",
+                "step_sinusoid",
+                "flow_step",
+                "advance_schedule",
+            ],
+        }
+    }
+
+    /// Kernels compiled in one dtype only, named in full (the f32 reduction between linear attention's passes).
+    pub fn fixed_symbols(self) -> &'static [&'static str] {
+        match self {
+            Family::LinearAttn => &["linear_attn_reduce_f32"],
+            _ => &[],
+        }
+    }
+
+    /// Every kernel symbol of the family: [`Self::ops`] in each dtype, then [`Self::fixed_symbols`].
+    pub fn symbols(self) -> Vec<String> {
+        let per_dtype = self
+            .ops()
+            .iter()
+            .flat_map(|op| DTYPE_SUFFIXES.iter().map(move |d| format!("{op}_{d}")));
+        per_dtype
+            .chain(self.fixed_symbols().iter().map(|s| s.to_string()))
+            .collect()
+    }
 
     /// The file stem under kernels/.
     pub fn name(self) -> &'static str {

@@ -211,6 +211,9 @@ pub fn depthwise_conv(
     })
 }
 
+/// Largest grid.x of a launch.
+const MAX_GRID_X: usize = (1 << 31) - 1;
+
 /// Rows (tokens) per block of `grouped_linear`: enough to reuse each thread's weight row from L1, few enough that
 /// the DC-AE's stage 3 (16 384 tokens at 1024²) still makes 1024 row strips.
 const GROUPED_ROWS: usize = 16;
@@ -265,24 +268,21 @@ pub fn grouped_linear(
         ));
     }
     let rows: usize = lead.iter().product();
+    // Every (row strip, channel tile) block on grid.x (kernels/conv.cu): the strips outgrow grid.y's 65535.
     let strips = rows.div_ceil(GROUPED_ROWS);
-    if strips > 65535 {
+    let blocks = strips * cout.div_ceil(THREADS);
+    if blocks > MAX_GRID_X {
         return Err(Error::shape(
             OP,
-            format!("{rows} rows ({strips} strips of {GROUPED_ROWS}) exceed the grid limit 65535"),
+            format!("{rows} rows × {cout} channels need {blocks} blocks, over the grid limit {MAX_GRID_X}"),
         ));
     }
     let mut shape = x_shape.to_vec();
     shape[lead.len()] = cout;
-    let empty = rows == 0 || cout == 0;
     Ok((
         Plan {
             geometry: Geometry {
-                grid: [
-                    to_u32(OP, "channel tiles", cout.div_ceil(THREADS))?,
-                    if empty { 0 } else { strips as u32 },
-                    1,
-                ],
+                grid: [blocks as u32, 1, 1],
                 block: [THREADS as u32, 1, 1],
                 shared_mem_bytes: 0,
             },

@@ -427,7 +427,7 @@ pub fn gated_residual_layer_norm_modulate(
     if d == 0 || d > LAYER_NORM_MAX_D {
         return Err(Error::shape(
             OP,
-            format!("D = {d} is outside 1..={LAYER_NORM_MAX_D} (the row is cached in 48 KiB of shared memory)"),
+            format!("D = {d} is outside 1..={LAYER_NORM_MAX_D} (the row is cached in at most 96 KiB of shared memory)"),
         ));
     }
     let rows = b

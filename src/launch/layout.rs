@@ -34,27 +34,35 @@ pub struct TransposeBuffers {
     pub x: DevicePtr,
 }
 
-/// `out[b, s, r] = x[b, r, s]` for `x` [B, R, S]: 32 × 32 tiles through shared memory.
+/// Largest grid.x of a launch (grid.y and grid.z stop at 65535).
+const MAX_GRID_X: usize = (1 << 31) - 1;
+/// Largest grid.y or grid.z of a launch.
+const MAX_GRID_YZ: usize = 65_535;
+
+/// `out[b, s, r] = x[b, r, s]` for `x` [B, R, S]: 32 × 32 tiles through shared memory, every tile of one batch
+/// element on grid.x (row-tile-major, so consecutive blocks read along S), the batch on grid.y. Either side of the
+/// matrix can be the long one — tokens_to_nchw's R = h·w, nchw_to_tokens's S = h·w — and grid.x holds 2³¹ − 1 tiles
+/// (a 4096² image in any number of channels), where grid.y would stop at 65535 (1448² as rows).
 fn transpose(
     op: &'static str,
     (b, r, s): (usize, usize, usize),
     buffers: TransposeBuffers,
 ) -> Result<Plan<TransposeParams>> {
-    let (row_tiles, col_tiles) = (r.div_ceil(TILE), s.div_ceil(TILE));
-    if b > 65535 || row_tiles > 65535 {
-        return Err(Error::shape(
-            op,
-            format!("B = {b} or {r} rows ({row_tiles} tiles) exceed the grid limit 65535"),
-        ));
-    }
-    let empty = r == 0 || s == 0;
+    let tiles = r.div_ceil(TILE).checked_mul(s.div_ceil(TILE));
+    let tiles = match tiles {
+        Some(t) if t <= MAX_GRID_X && b <= MAX_GRID_YZ => t,
+        _ => {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "B = {b} over the grid limit {MAX_GRID_YZ}, or {r} × {s} over {MAX_GRID_X} tiles of {TILE}²"
+                ),
+            ))
+        }
+    };
     Ok(Plan {
         geometry: Geometry {
-            grid: [
-                to_u32(op, "column tiles", col_tiles)?,
-                row_tiles as u32,
-                if empty { 0 } else { b as u32 },
-            ],
+            grid: [tiles as u32, b as u32, 1],
             block: [TILE as u32, BLOCK_ROWS, 1],
             shared_mem_bytes: 0,
         },

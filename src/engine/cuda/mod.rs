@@ -20,14 +20,14 @@ mod step_graph;
 mod tensor;
 mod transfer;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cudarc::cublaslt::CudaBlasLT;
 use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DriverError};
 
 pub use ceilings::Ceilings;
 pub use gemm::LinearShape;
+pub use kernels::ImageKind;
 pub use sampler::CudaState;
 pub use step_graph::StepGraphReport;
 pub use tensor::CudaTensor;
@@ -52,7 +52,7 @@ pub struct CudaEngine {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     kernels: Kernels,
-    blas: CudaBlasLT,
+    gemm: gemm::Gemm,
     pool: MemoryPool,
     graph_memory: GraphMemory,
     /// Peak device memory of the step graphs replayed since the last `begin_stage` (pool memory in use plus the
@@ -64,6 +64,8 @@ pub struct CudaEngine {
     staging: Staging,
     /// The pipeline stage running now, for out-of-memory messages.
     stage: Mutex<&'static str>,
+    /// Test hook: the next kernel launch inside a step capture first synchronises the stream, an illegal call there.
+    sync_during_capture: AtomicBool,
 }
 
 impl CudaEngine {
@@ -85,10 +87,7 @@ impl CudaEngine {
             .new_stream()
             .map_err(probe::driver("creating the stream"))?;
         let kernels = Kernels::load(&ctx, info.compute_capability)?;
-        let blas = CudaBlasLT::new(stream.clone()).map_err(|e| Error::Cuda {
-            during: "creating the cuBLASLt handle".into(),
-            detail: format!("{e:?}"),
-        })?;
+        let gemm = gemm::Gemm::new(&stream, info.compute_capability)?;
         let pool = MemoryPool::default_of(&ctx)?;
         pool.keep_freed_memory()?;
         let staging = Staging::new(&ctx)?;
@@ -99,7 +98,7 @@ impl CudaEngine {
             ctx,
             stream,
             kernels,
-            blas,
+            gemm,
             pool,
             graph_memory,
             graph_peak: Mutex::new(0),
@@ -107,6 +106,7 @@ impl CudaEngine {
             step_graphs: AtomicBool::new(true),
             staging,
             stage: Mutex::new("loading"),
+            sync_during_capture: AtomicBool::new(false),
         })
     }
 
@@ -116,6 +116,47 @@ impl CudaEngine {
 
     pub fn dtype(&self) -> StorageDtype {
         self.dtype
+    }
+
+    /// Which image of the kernels the driver runs: the sm_90 cubin, or the PTX it JIT-compiled (on other devices,
+    /// or when it refused the cubin; [`Self::cubin_refused`] says why).
+    pub fn kernel_image(&self) -> ImageKind {
+        self.kernels.image_kind()
+    }
+
+    /// The driver's reason for refusing the sm_90 cubins on an sm_90 device, when it did.
+    pub fn cubin_refused(&self) -> Option<&str> {
+        self.kernels.cubin_refused()
+    }
+
+    /// GEMM problems (shape, dtype, epilogue) whose cuBLASLt descriptors and algorithm are cached.
+    pub fn gemm_plans(&self) -> usize {
+        self.gemm.plans()
+    }
+
+    /// Test hook, not for use otherwise: when on, the next kernel launch made while a denoising step is being
+    /// captured first calls `cuStreamSynchronize`, which is illegal during capture (the driver returns
+    /// CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and invalidates the capture) — a failure inside the step, to show that
+    /// the loop falls back to eager steps. It fires once.
+    #[doc(hidden)]
+    pub fn inject_sync_during_capture(&self, on: bool) {
+        self.sync_during_capture.store(on, Ordering::Relaxed);
+    }
+
+    /// The hook above, at a launch.
+    fn injected_sync(&self) -> Result<()> {
+        if !self.sync_during_capture.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let status = self
+            .stream
+            .capture_status()
+            .map_err(probe::driver("querying the capture status"))?;
+        if status == sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+            return Ok(());
+        }
+        self.sync_during_capture.store(false, Ordering::Relaxed);
+        self.synchronize()
     }
 
     /// Waits for every queued launch and copy.
@@ -180,6 +221,7 @@ impl CudaEngine {
         op: &str,
         plan: &launch::Plan<P>,
     ) -> Result<()> {
+        self.injected_sync()?;
         // SAFETY: forwarded from the caller.
         unsafe {
             self.kernels
@@ -353,8 +395,7 @@ impl Engine for CudaEngine {
             return Ok(y);
         }
         let (fused, rest) = gemm::epilogue(act);
-        gemm::linear(
-            &self.blas,
+        self.gemm.linear(
             self.dtype,
             LinearShape { m, k, n },
             gemm::Operands {

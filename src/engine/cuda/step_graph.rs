@@ -1,18 +1,22 @@
-//! The denoising loop as a CUDA graph. The first step runs eagerly: it loads kernels, runs cuBLASLt's heuristics
-//! and fills per-shape caches (the 2K/4K position embedding), none of which belongs in a graph. The second is
+//! The denoising loop as a CUDA graph. The first step runs eagerly: it runs cuBLASLt's heuristic for each GEMM shape
+//! (src/engine/cuda/gemm.rs keeps the choice) and fills per-shape caches (the 2K/4K position embedding), none of
+//! which belongs in a graph. The second is
 //! captured — every launch, cuBLASLt GEMM, allocation and free of one step, both CFG halves as one batch — and the
 //! graph is replayed for every remaining step. Steps read what changes (timestep, sampler coefficients) from the
 //! device-side schedule (src/launch/sampler.rs), so the host only queues `cuGraphLaunch`: it never waits for the
 //! GPU inside the loop except to report progress one step behind, when the next step is already queued.
 //!
 //! The graph's activations come from the driver's graph memory, laid out once at instantiation with reuse across
-//! the step's ops (the preallocated arena of ../shared/DESIGN.md); the eager step's memory goes back to the pool's
-//! owner first, so the two never add up.
+//! the step's ops (the preallocated arena of ../shared/DESIGN.md) and mapped when the graph is uploaded; the eager
+//! step's memory goes back to the driver first, so the two never add up.
+//!
+//! A capture that fails (an op that needs the host, an illegal call) is abandoned — the stream leaves capture mode
+//! whatever state the failure left it in — and every step runs eagerly, the reason in the report.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use cudarc::driver::{sys, CudaEvent, CudaGraph};
+use cudarc::driver::{result, sys, CudaEvent, CudaGraph, DriverError};
 
 use super::CudaEngine;
 use crate::error::{Error, Result};
@@ -27,7 +31,8 @@ pub struct StepGraphReport {
     pub eager: usize,
     /// Why the capture failed, when it did (an op that needs the host; the steps then run eagerly).
     pub capture_error: Option<String>,
-    /// Host time to capture, instantiate and upload the graph (it overlaps the eager first step on the GPU).
+    /// Host time to capture and instantiate the graph (while the eager first step runs on the GPU) and to upload it
+    /// (after that step, once its memory is back in the pool).
     pub capture_seconds: f64,
 }
 
@@ -44,23 +49,46 @@ impl CudaEngine {
         }
         step()?;
         report.eager = 1;
-        let graph = if n > 1 && self.step_graphs.load(Ordering::Relaxed) {
+        let mut capture_time = Duration::ZERO;
+        let captured = if n > 1 && self.step_graphs.load(Ordering::Relaxed) {
             let start = Instant::now();
-            let graph = self
-                .capture(step)
-                .map_err(|e| report.capture_error = Some(e.to_string()))
-                .ok();
-            report.capture_seconds = start.elapsed().as_secs_f64();
-            graph
+            let captured = self.capture(step);
+            capture_time += start.elapsed();
+            Some(captured)
         } else {
             None
         };
         // The eager step has finished (the capture ran on the host meanwhile): its activations go back before the
-        // graph's are mapped.
+        // upload maps the graph's, so the two working sets never add up.
         self.synchronize()?;
         self.pool.trim()?;
-        progress(1, n);
         let resident = self.pool.used_bytes()?;
+        let graph = match captured {
+            Some(Ok(graph)) => {
+                let start = Instant::now();
+                let uploaded = graph.upload();
+                capture_time += start.elapsed();
+                match uploaded {
+                    Ok(()) => Some(graph),
+                    Err(e) => {
+                        drop(graph);
+                        let mut why = probe::driver("uploading the step graph")(e).to_string();
+                        if let Err(e) = self.ctx.check_err() {
+                            why.push_str(&format!("; then, destroying it: {e}"));
+                        }
+                        report.capture_error = Some(why);
+                        None
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                report.capture_error = Some(e.to_string());
+                None
+            }
+            None => None,
+        };
+        report.capture_seconds = capture_time.as_secs_f64();
+        progress(1, n);
         let mut pending: Option<CudaEvent> = None;
         for i in 1..n {
             match &graph {
@@ -99,26 +127,82 @@ impl CudaEngine {
         Ok(())
     }
 
-    /// Records one call of `step` as a graph, instantiated and uploaded. Nothing runs during capture, so a failed
-    /// capture leaves the state as it was.
+    /// Records one call of `step` as an instantiated graph (uploaded later, once the eager step's memory is back).
+    /// Nothing runs during capture, so a failed capture leaves the device state as it was; whatever failed, the
+    /// stream leaves capture mode, so the steps can run eagerly.
     fn capture(&self, step: &mut dyn FnMut() -> Result<()>) -> Result<CudaGraph> {
         self.stream
             .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(probe::driver("starting the step graph capture"))?;
         let recorded = step();
-        // End the capture whatever happened, so the stream is usable again.
-        let ended = self.stream.end_capture(sys::CUgraphInstantiate_flags(0));
-        recorded?;
-        let graph = ended
-            .map_err(probe::driver("capturing the denoising step"))?
-            .ok_or_else(|| Error::Cuda {
+        // An op that fails inside the capture invalidates it, and the buffers its step drops on the way out then
+        // fail to free into the capture; cudarc stores such errors from `Drop` in the context and returns them from
+        // its next call — `end_capture` included, before it reaches the driver, which would leave the stream
+        // capturing for good. Take the stored error out first (the step's own error says what went wrong).
+        let dropped = self.ctx.check_err();
+        let ended = match (&recorded, dropped) {
+            (Ok(()), Ok(())) => self
+                .stream
+                .end_capture(sys::CUgraphInstantiate_flags(0))
+                .map_err(probe::driver("ending the step graph capture")),
+            (Ok(()), Err(e)) => Err(probe::driver(
+                "freeing a buffer inside the step graph capture",
+            )(e)),
+            (Err(_), _) => Ok(None),
+        };
+        let closed = self.close_capture();
+        let graph = recorded.and(ended).and_then(|graph| {
+            graph.ok_or_else(|| Error::Cuda {
                 during: "capturing the denoising step".into(),
                 detail: "the step queued no work".into(),
-            })?;
-        graph
-            .upload()
-            .map_err(probe::driver("uploading the step graph"))?;
-        Ok(graph)
+            })
+        });
+        match (graph, closed) {
+            (Ok(graph), Ok(())) => Ok(graph),
+            (graph, closed) => {
+                // The first error says what went wrong; then what the cleanup raised: ending the capture, or
+                // destroying and freeing what the failed capture left (cudarc records those errors in the context,
+                // where the next call would find them).
+                let mut why: Vec<String> = [graph.err(), closed.err()]
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.to_string())
+                    .collect();
+                if let Err(e) = self.ctx.check_err() {
+                    why.push(format!("cleaning up: {e}"));
+                }
+                Err(Error::Cuda {
+                    during: "capturing the denoising step".into(),
+                    detail: why.join("; then, "),
+                })
+            }
+        }
+    }
+
+    /// Ends the stream's capture through the driver if it is still open — after a failed op, or when cudarc's
+    /// `end_capture` returned before reaching the driver — and destroys any graph that returns.
+    fn close_capture(&self) -> Result<()> {
+        let cu_stream = self.stream.cu_stream();
+        // Bind without cudarc's `bind_to_thread`, which would first return an error stored by a `Drop`.
+        // SAFETY: the engine's live context and stream; the capture, if any, was begun on this thread.
+        unsafe {
+            result::ctx::set_current(self.ctx.cu_ctx())
+                .map_err(probe::driver("binding the context to end a capture"))?;
+            let status = result::stream::is_capturing(cu_stream)
+                .map_err(probe::driver("querying the stream's capture status"))?;
+            if status == sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+                return Ok(());
+            }
+            match result::stream::end_capture(cu_stream) {
+                Ok(graph) if !graph.is_null() => result::graph::destroy(graph)
+                    .map_err(probe::driver("destroying an abandoned step graph")),
+                // An invalidated capture ends with no graph and this error: the capture is over either way.
+                Ok(_) | Err(DriverError(sys::CUresult::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED)) => {
+                    Ok(())
+                }
+                Err(e) => Err(probe::driver("ending an abandoned step graph capture")(e)),
+            }
+        }
     }
 
     /// Whether denoising loops capture their step as a CUDA graph (the default) or queue every step op by op — the

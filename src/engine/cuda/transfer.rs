@@ -1,9 +1,10 @@
-//! Host ↔ device copies. Weights go from the memory-mapped checkpoint through one pinned staging buffer, converted
-//! to the storage dtype chunk by chunk on the way, so a checkpoint is never copied whole into host memory.
+//! Host ↔ device copies. Weights go from the memory-mapped checkpoint through two pinned staging buffers, converted
+//! to the storage dtype chunk by chunk on the way, so a checkpoint is never copied whole into host memory: while the
+//! copy engine moves one buffer to the device, the host converts the next chunk into the other.
 
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, PinnedHostSlice};
+use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, PinnedHostSlice};
 use half::{bf16, f16};
 use safetensors::tensor::Dtype;
 
@@ -11,8 +12,8 @@ use crate::engine::emu::{Storage, StorageDtype};
 use crate::error::{Error, Result};
 use crate::weights::TensorView;
 
-/// Bytes of the pinned staging buffer: large enough that the per-chunk synchronisation is amortised.
-const STAGING_BYTES: usize = 64 << 20;
+/// Bytes of each pinned staging buffer: large enough that a chunk's conversion and copy dwarf their overheads.
+const STAGING_BYTES: usize = 32 << 20;
 
 fn cuda(during: &str) -> impl FnOnce(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::Cuda {
@@ -21,21 +22,46 @@ fn cuda(during: &str) -> impl FnOnce(cudarc::driver::DriverError) -> Error + '_ 
     }
 }
 
+/// One pinned buffer and the event recorded after the last copy out of it.
+struct Slot {
+    buf: PinnedHostSlice<u8>,
+    copied: CudaEvent,
+}
+
+struct Slots {
+    slots: [Slot; 2],
+    /// The slot the next chunk goes through.
+    next: usize,
+}
+
 pub struct Staging {
-    buf: Mutex<PinnedHostSlice<u8>>,
+    slots: Mutex<Slots>,
 }
 
 impl Staging {
     pub fn new(ctx: &Arc<CudaContext>) -> Result<Self> {
-        // SAFETY: the pinned buffer is written before any byte of it is read (by `fill`).
-        let buf = unsafe { ctx.alloc_pinned::<u8>(STAGING_BYTES) }
-            .map_err(cuda("allocating the pinned staging buffer"))?;
+        let slot = || -> Result<Slot> {
+            Ok(Slot {
+                // SAFETY: each chunk is written into the buffer before the copy that reads it is queued.
+                buf: unsafe { ctx.alloc_pinned::<u8>(STAGING_BYTES) }
+                    .map_err(cuda("allocating a pinned staging buffer"))?,
+                // Never recorded yet: waiting on it returns at once.
+                copied: ctx
+                    .new_event(None)
+                    .map_err(cuda("creating a staging event"))?,
+            })
+        };
         Ok(Self {
-            buf: Mutex::new(buf),
+            slots: Mutex::new(Slots {
+                slots: [slot()?, slot()?],
+                next: 0,
+            }),
         })
     }
 
-    /// Copies `view`'s elements, converted to `dtype`, into `dst` (which holds exactly that many elements).
+    /// Queues the copy of `view`'s elements, converted to `dtype`, into `dst` (which holds exactly that many
+    /// elements) on `stream`. It returns with the last chunk's copy possibly still in flight — the stream orders it
+    /// before any later work on `dst` — and a buffer is refilled only after its previous copy has completed.
     pub fn load(
         &self,
         stream: &Arc<CudaStream>,
@@ -55,7 +81,9 @@ impl Staging {
                 })
             }
         };
-        let mut staging = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let Slots { slots, next } = &mut *guard;
+        // Output elements are at most 4 bytes (f32 storage).
         let chunk_elems = STAGING_BYTES / 4;
         let bytes = view.bytes();
         let n = bytes.len() / src_size;
@@ -64,26 +92,39 @@ impl Staging {
             let end = (start + chunk_elems).min(n);
             let src = &bytes[start * src_size..end * src_size];
             let out_len = (end - start) * dtype.size();
-            {
-                let host = staging
-                    .as_mut_slice()
-                    .map_err(cuda("mapping the staging buffer"))?;
-                convert(src, view.dtype(), dtype, &mut host[..out_len]);
-            }
-            let host = staging
-                .as_slice()
-                .map_err(cuda("mapping the staging buffer"))?;
+            let slot = &mut slots[*next];
+            // The buffer's previous copy must have read it before it is overwritten.
+            slot.copied
+                .synchronize()
+                .map_err(cuda("waiting for a staging buffer"))?;
+            let host = slot
+                .buf
+                .as_mut_slice()
+                .map_err(cuda("mapping a staging buffer"))?;
+            convert(src, view.dtype(), dtype, &mut host[..out_len]);
             let mut dst_view = dst.slice_mut(start * dtype.size()..end * dtype.size());
+            // From pinned memory the copy is asynchronous: it reads the buffer after this call returns.
             stream
                 .memcpy_htod(&host[..out_len], &mut dst_view)
                 .map_err(cuda("copying weights to the device"))?;
-            // The copy from pinned memory is asynchronous: finish it before the buffer is refilled.
-            stream
-                .synchronize()
-                .map_err(cuda("copying weights to the device"))?;
+            slot.copied
+                .record(stream)
+                .map_err(cuda("recording a staging event"))?;
+            *next = 1 - *next;
             start = end;
         }
         Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // The pinned buffers are freed after this: no copy may still be reading them. An error here means the
+        // context is already failing; the frees that follow report nothing either.
+        let slots = self.slots.get_mut().unwrap_or_else(|p| p.into_inner());
+        for slot in &slots.slots {
+            let _ = slot.copied.synchronize();
+        }
     }
 }
 
