@@ -541,7 +541,10 @@ pub unsafe extern "C" fn cuMemFreeHost(p: *mut c_void) -> CUresult {
 }
 
 /// Queues a copy between host memory and device memory. Pinned host memory is read or written when the copy runs;
-/// pageable memory is read at the call (the driver stages it before returning), written when the copy runs.
+/// pageable memory is read at the call (the driver stages it before returning) and written when the copy runs —
+/// stricter than today's driver, which finishes a pageable download before returning, so that a read before the
+/// synchronisation is caught. Until then the destination holds 0xff bytes (NaN), and a destination the host changed
+/// meanwhile (read and freed: the allocator reuses it) is a fault instead of a write into someone else's memory.
 fn copy_async(
     call: &str,
     dst: usize,
@@ -562,11 +565,26 @@ fn copy_async(
         let staged: Option<Vec<u8>> = (to_device && !pinned && !st.capture_state().0)
             // SAFETY: the caller's host buffer holds `bytes` bytes at the call.
             .then(|| unsafe { std::slice::from_raw_parts(src as *const u8, bytes) }.to_vec());
+        let poisoned = !to_device && !pinned && !st.capture_state().0;
+        if poisoned {
+            // SAFETY: the caller's destination holds `bytes` bytes.
+            unsafe { std::ptr::write_bytes(dst as *mut u8, 0xff, bytes) };
+        }
         let label = format!("{call} of {bytes} bytes");
         st.submit(Work::new(label, move || {
             memory::check_device(device as u64, bytes as u64)?;
             if pinned {
                 memory::check_pinned(host, bytes)?;
+            }
+            // SAFETY: the destination the caller promised to keep until the copy has run.
+            if poisoned && unsafe { std::slice::from_raw_parts(dst as *const u8, bytes) }.iter().any(|&b| b != 0xff) {
+                return Err(Fault::new(
+                    CUresult::CUDA_ERROR_ILLEGAL_ADDRESS,
+                    format!(
+                        "the host memory at {dst:#x} changed before this download ran: it was used (or freed) without \
+                         synchronising the stream first"
+                    ),
+                ));
             }
             // SAFETY: both ranges were checked (device now, host at the call or now for pinned memory).
             unsafe {

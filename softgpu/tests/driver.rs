@@ -154,8 +154,8 @@ fn a_kernel_runs_only_when_the_stream_is_synchronised() {
     let mut y = vec![7.0f32; n];
     d.download(py, &mut y);
     assert!(
-        y.iter().all(|&v| v == 7.0),
-        "nothing runs before a synchronisation"
+        y.iter().all(|v| v.is_nan()),
+        "nothing runs before a synchronisation: the destination holds NaN until then"
     );
     assert_eq!(d.sync(), OK);
     let want: Vec<f32> = a.iter().zip(&b).map(|(x, z)| x + z).collect();
@@ -492,4 +492,16 @@ fn memory_beyond_the_capacity_is_out_of_memory() {
         unsafe { cuMemFreeAsync(0x1234, d.stream) },
         CUresult::CUDA_ERROR_INVALID_VALUE
     );
+}
+
+#[test]
+fn a_download_destination_reused_before_the_copy_ran_is_a_fault() {
+    let d = Device::open();
+    let p = d.upload(&[1.0, 2.0, 3.0, 4.0]);
+    let mut out = [0.0f32; 4];
+    d.download(p, &mut out);
+    // The host uses the buffer without synchronising (as if it had been read, freed and reused).
+    out[0] = 0.5;
+    std::hint::black_box(&mut out);
+    assert_eq!(d.sync(), CUresult::CUDA_ERROR_ILLEGAL_ADDRESS);
 }

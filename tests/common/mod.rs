@@ -30,10 +30,15 @@ pub fn relative_error(actual: &[f32], expected: &[f32]) -> f32 {
         .iter()
         .fold(0.0f32, |m, v| m.max(v.abs()))
         .max(f32::MIN_POSITIVE);
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    // NaN anywhere makes the error NaN (`f32::max` alone would drop it, and an unwritten or poisoned output pass).
+    let diff = actual.iter().zip(expected).fold(0.0f32, |m, (a, b)| {
+        let d = (a - b).abs();
+        if d.is_nan() || m.is_nan() {
+            f32::NAN
+        } else {
+            m.max(d)
+        }
+    });
     diff / scale
 }
 
