@@ -476,14 +476,7 @@ fn elementwise_plans_vectorise_only_aligned_buffers() {
 #[test]
 fn elementwise_ptx_has_entries() {
     let mut entries = Vec::new();
-    for op in [
-        "modulation",
-        "add",
-        "mul",
-        "activation",
-        "gated_residual",
-        "gated_residual_layer_norm_modulate",
-    ] {
+    for op in Family::Elementwise.ops() {
         for dtype in ["f32", "bf16", "f16"] {
             entries.push(format!("{op}_{dtype}"));
         }
