@@ -3,8 +3,8 @@
 //!   an sm_90 cubin, embedded through `$OUT_DIR/kernels.rs` (included by src/gpu/kernels.rs). Without nvcc the
 //!   build warns and the constants are `None`, so the cuda engine returns `Error::KernelsNotBuilt`;
 //!   `SANA_REQUIRE_NVCC=1` makes a missing nvcc or a failed PTX compile a build error instead.
-//! - with the host C++ compiler (cc crate, `-std=c++20 -O2`, no fast-math) and `-DSANA_EMU`, through
-//!   kernels/emu/emu.cuh, into the static library `sana_emu` behind the emulation engine.
+//! - with feature `emu` only: with the host C++ compiler (cc crate, `-std=c++20 -O2`, no fast-math) and
+//!   `-DSANA_EMU`, through kernels/emu/emu.cuh, into the static library `sana_emu` behind the emulation engine.
 
 use std::env;
 use std::fmt::Write as _;
@@ -28,7 +28,10 @@ fn main() {
     }
 
     let sources = kernel_sources(&kernels);
-    build_emu(&sources, &kernels, &out, "sana_emu");
+    // Cargo sets CARGO_FEATURE_<NAME> for the build script of a package built with that feature.
+    if env::var_os("CARGO_FEATURE_EMU").is_some() {
+        build_emu(&sources, &kernels, &out, "sana_emu");
+    }
     let require = env::var("SANA_REQUIRE_NVCC").is_ok_and(|v| v == "1");
     let rust = build_ptx(&sources, &kernels, &out, require);
     fs::write(out.join("kernels.rs"), rust).expect("write $OUT_DIR/kernels.rs");

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sana::engine::cuda::{Ceilings, CudaEngine, CudaTensor};
-use sana::engine::emu::StorageDtype;
+use sana::engine::StorageDtype;
 use sana::engine::{Activation, Engine};
 use sana::HostTensor;
 

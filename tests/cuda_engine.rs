@@ -19,7 +19,7 @@ use common::{relative_error, tiny_model};
 use emu_check::{rounded, Rng};
 use sana::engine::cpu::CpuEngine;
 use sana::engine::cuda::CudaEngine;
-use sana::engine::emu::StorageDtype;
+use sana::engine::StorageDtype;
 use sana::engine::{Activation, CausalAttention, Engine};
 use sana::text::{PromptOptions, TextEncoder};
 use sana::{Error, HostTensor};

@@ -12,8 +12,9 @@ mod tiny_runs;
 
 use common::{fixtures, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
-use sana::engine::emu::{EmuEngine, StorageDtype};
+use sana::engine::emu::EmuEngine;
 use sana::engine::Engine;
+use sana::engine::StorageDtype;
 use sana::HostTensor;
 
 /// The model each golden belongs to: tiny-sana's transformer, or a variant's (tests/fixtures/variants).

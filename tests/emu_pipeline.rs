@@ -15,8 +15,9 @@ mod tiny_runs;
 
 use common::relative_error;
 use sana::engine::cpu::CpuEngine;
-use sana::engine::emu::{EmuEngine, StorageDtype};
+use sana::engine::emu::EmuEngine;
 use sana::engine::Engine;
+use sana::engine::StorageDtype;
 use sana::pipeline::{Pipeline, Request};
 use sana::text::PromptOptions;
 use sana::HostTensor;

@@ -19,8 +19,9 @@ mod common;
 
 use common::{golden, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
-use sana::engine::emu::{EmuEngine, StorageDtype};
+use sana::engine::emu::EmuEngine;
 use sana::engine::Engine;
+use sana::engine::StorageDtype;
 use sana::model::gemma2::{Gemma2Model, TokenBatch};
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;

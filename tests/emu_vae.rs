@@ -13,8 +13,9 @@ mod common;
 
 use common::{golden, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
-use sana::engine::emu::{EmuEngine, StorageDtype};
+use sana::engine::emu::EmuEngine;
 use sana::engine::Engine;
+use sana::engine::StorageDtype;
 use sana::model::dc_ae::{DcAeDecoder, DcAeEncoder};
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;

@@ -58,7 +58,7 @@ fn layout_emu_matches_cpu_exactly() {
 /// What kernels with typical mistakes compute differs from the reference (here exactness is the tolerance).
 #[test]
 fn layout_exactness_catches_wrong_kernels() {
-    let dtype = sana::engine::emu::StorageDtype::Bf16;
+    let dtype = sana::engine::StorageDtype::Bf16;
     let (b, c, h, w) = (2, 4, 3, 5);
     let x = rounded(&Rng(52).tensor(&[b, c, h, w], -3.0, 3.0), dtype);
     let got = emu::nchw_to_tokens(&x, dtype).expect("emu");
@@ -92,7 +92,7 @@ fn layout_exactness_catches_wrong_kernels() {
 
 #[test]
 fn layout_shape_errors() {
-    let dtype = sana::engine::emu::StorageDtype::F32;
+    let dtype = sana::engine::StorageDtype::F32;
     let t = HostTensor::zeros(vec![1, 6, 4]);
     let cases = [
         ("nchw of rank 3", emu::nchw_to_tokens(&t, dtype).err()),
@@ -125,7 +125,7 @@ fn layout_shape_errors() {
 /// 65 613 row tiles, which grid.y could not hold.
 #[test]
 fn tokens_to_nchw_past_1448_squared_matches_cpu_exactly() {
-    let dtype = sana::engine::emu::StorageDtype::Bf16;
+    let dtype = sana::engine::StorageDtype::Bf16;
     let side = 1449;
     let t = rounded(&Rng(53).tensor(&[1, side * side, 1], -3.0, 3.0), dtype);
     let image = emu::tokens_to_nchw(&t, side, side, dtype).expect("emu");
@@ -200,7 +200,7 @@ const SHUFFLE_SHAPES: [(usize, usize, usize, usize); 4] =
 
 /// Each op against its CPU reference, bit for bit.
 fn channel_space_case(
-    dtype: sana::engine::emu::StorageDtype,
+    dtype: sana::engine::StorageDtype,
     (b, h, w, c): (usize, usize, usize, usize),
     seed: u64,
 ) {
@@ -257,7 +257,7 @@ fn channel_space_emu_matches_cpu_exactly() {
 /// A kernel that swaps the sub-pixel order, or shuffles without the repeat, differs from the reference.
 #[test]
 fn channel_space_exactness_catches_wrong_kernels() {
-    let dtype = sana::engine::emu::StorageDtype::Bf16;
+    let dtype = sana::engine::StorageDtype::Bf16;
     let (h, w, c) = (2, 3, 4);
     let x4 = rounded(&Rng(70).tensor(&[1, h * w, 4 * c], -3.0, 3.0), dtype);
     let got = emu::channel_space(&x4, (h, w), ChannelSpace::Shuffle(1), dtype).expect("emu");
@@ -285,7 +285,7 @@ fn channel_space_exactness_catches_wrong_kernels() {
 
 #[test]
 fn channel_space_shape_errors() {
-    let dtype = sana::engine::emu::StorageDtype::F32;
+    let dtype = sana::engine::StorageDtype::F32;
     let x = HostTensor::zeros(vec![1, 6, 3]);
     for (what, grid, op) in [
         ("grid of another size", (2, 2), ChannelSpace::Repeat(2)),
@@ -348,7 +348,7 @@ fn channel_groups_emu_match_cpu_exactly() {
 /// Typical mistakes in the grouping kernels give results that differ from the reference.
 #[test]
 fn channel_groups_exactness_catch_wrong_kernels() {
-    let dtype = sana::engine::emu::StorageDtype::Bf16;
+    let dtype = sana::engine::StorageDtype::Bf16;
     let (b, n, g, d) = (2, 3, 4, 5);
     let t = rounded(&Rng(81).tensor(&[b, n, g * 3 * d], -3.0, 3.0), dtype);
     let (q, k, v) = emu::split_qkv_groups(&t, d, dtype).expect("emu");
@@ -393,7 +393,7 @@ fn channel_groups_exactness_catch_wrong_kernels() {
 
 #[test]
 fn channel_groups_shape_errors() {
-    let dtype = sana::engine::emu::StorageDtype::F32;
+    let dtype = sana::engine::StorageDtype::F32;
     let x = HostTensor::zeros(vec![1, 6, 12]);
     let y = HostTensor::zeros(vec![1, 5, 12]);
     let cases = [

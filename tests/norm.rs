@@ -14,7 +14,8 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng};
 use sana::cpu::norm as cpu;
-use sana::engine::emu::{self, StorageDtype};
+use sana::engine::emu;
+use sana::engine::StorageDtype;
 use sana::gpu::kernels::Family;
 use sana::{Error, HostTensor};
 

@@ -8,8 +8,7 @@
 
 use std::ffi::c_int;
 
-use half::{bf16, f16};
-
+pub(crate) use crate::engine::{Storage, StorageDtype};
 use crate::error::{Error, Result};
 use crate::launch::{DevicePtr, Geometry, Plan};
 
@@ -23,13 +22,11 @@ macro_rules! emu_kernel {
             fn $f16(g: *const $crate::launch::Geometry, p: *const $params) -> std::ffi::c_int;
         }
 
-        fn $select(
-            dtype: $crate::engine::emu::StorageDtype,
-        ) -> $crate::engine::emu::Entry<$params> {
+        fn $select(dtype: $crate::engine::StorageDtype) -> $crate::engine::emu::Entry<$params> {
             match dtype {
-                $crate::engine::emu::StorageDtype::F32 => $f32,
-                $crate::engine::emu::StorageDtype::Bf16 => $bf16,
-                $crate::engine::emu::StorageDtype::F16 => $f16,
+                $crate::engine::StorageDtype::F32 => $f32,
+                $crate::engine::StorageDtype::Bf16 => $bf16,
+                $crate::engine::StorageDtype::F16 => $f16,
             }
         }
     };
@@ -64,75 +61,7 @@ pub use linear_attn::linear_attention;
 pub use norm::{layer_norm_modulate, rms_norm};
 pub use sampler::{advance_schedule, flow_step, model_input, step_sinusoid};
 
-/// Element type of activations and weights as the kernels store them; arithmetic is always f32.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageDtype {
-    F32,
-    Bf16,
-    F16,
-}
-
-impl StorageDtype {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            StorageDtype::F32 => 4,
-            StorageDtype::Bf16 | StorageDtype::F16 => 2,
-        }
-    }
-}
-
-/// A buffer in a storage dtype: what a device buffer holds on the GPU. Conversions from f32 round to nearest even,
-/// as CUDA's `__float2bfloat16_rn` / `__float2half_rn` do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Storage {
-    F32(Vec<f32>),
-    Bf16(Vec<bf16>),
-    F16(Vec<f16>),
-}
-
 impl Storage {
-    pub fn from_f32(dtype: StorageDtype, data: &[f32]) -> Self {
-        match dtype {
-            StorageDtype::F32 => Storage::F32(data.to_vec()),
-            StorageDtype::Bf16 => Storage::Bf16(data.iter().map(|&v| bf16::from_f32(v)).collect()),
-            StorageDtype::F16 => Storage::F16(data.iter().map(|&v| f16::from_f32(v)).collect()),
-        }
-    }
-
-    pub fn zeros(dtype: StorageDtype, len: usize) -> Self {
-        match dtype {
-            StorageDtype::F32 => Storage::F32(vec![0.0; len]),
-            StorageDtype::Bf16 => Storage::Bf16(vec![bf16::ZERO; len]),
-            StorageDtype::F16 => Storage::F16(vec![f16::ZERO; len]),
-        }
-    }
-
-    /// `len` NaNs: an output buffer whose unwritten elements cannot pass for results.
-    pub fn poisoned(dtype: StorageDtype, len: usize) -> Self {
-        match dtype {
-            StorageDtype::F32 => Storage::F32(vec![f32::NAN; len]),
-            StorageDtype::Bf16 => Storage::Bf16(vec![bf16::NAN; len]),
-            StorageDtype::F16 => Storage::F16(vec![f16::NAN; len]),
-        }
-    }
-
-    pub fn dtype(&self) -> StorageDtype {
-        match self {
-            Storage::F32(_) => StorageDtype::F32,
-            Storage::Bf16(_) => StorageDtype::Bf16,
-            Storage::F16(_) => StorageDtype::F16,
-        }
-    }
-
-    pub fn to_f32(&self) -> Vec<f32> {
-        match self {
-            Storage::F32(v) => v.clone(),
-            Storage::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
-            Storage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
-        }
-    }
-
     /// Host address of the first element, as a kernel's params struct holds it (read-only use).
     fn ptr(&self) -> DevicePtr {
         match self {

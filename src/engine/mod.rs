@@ -12,7 +12,11 @@
 pub mod counting;
 pub mod cpu;
 pub mod cuda;
+#[cfg(feature = "emu")]
 pub mod emu;
+mod storage;
+
+pub use storage::{Storage, StorageDtype};
 
 use crate::error::Result;
 use crate::tensor::HostTensor;

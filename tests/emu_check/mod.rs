@@ -2,7 +2,7 @@
 //! ulps, and the worst error of a result measured in units of a per-element tolerance.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use sana::engine::emu::{Storage, StorageDtype};
+use sana::engine::{Storage, StorageDtype};
 use sana::gpu::kernels::{self, Family};
 use sana::{Error, HostTensor};
 

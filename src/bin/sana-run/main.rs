@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sana::engine::emu::StorageDtype;
+use sana::engine::StorageDtype;
 
 use bench::BenchArgs;
 use generate::GenerateArgs;
@@ -165,10 +165,16 @@ macro_rules! on_engine {
                 let $e = &sana::engine::cpu::CpuEngine;
                 $body
             }
+            #[cfg(feature = "emu")]
             EngineKind::Emu => {
                 let $e = &sana::engine::emu::EmuEngine::new($dtype.into());
                 $body
             }
+            #[cfg(not(feature = "emu"))]
+            EngineKind::Emu => Err(sana::Error::EngineUnavailable {
+                engine: "emu",
+                reason: "this sana-run was built without the `emu` feature".into(),
+            }),
             // The macro's value is the error (not an early return), so callers can tell an unavailable engine apart.
             EngineKind::Cuda => match $crate::open_gpu($dtype) {
                 Ok(gpu) => {

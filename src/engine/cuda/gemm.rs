@@ -17,8 +17,8 @@ use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr as _, DevicePtrMut as _};
 
-use crate::engine::emu::StorageDtype;
 use crate::engine::Activation;
+use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
 
 /// Problem size of one linear: `m` rows of `x`, `k` inputs, `n` outputs.

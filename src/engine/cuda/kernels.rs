@@ -11,7 +11,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::engine::emu::StorageDtype;
+use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{self, Family};
 use crate::launch::Plan;

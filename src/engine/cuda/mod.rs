@@ -35,7 +35,7 @@ pub use tensor::CudaTensor;
 use self::kernels::{suffix, Kernels};
 use self::transfer::Staging;
 use crate::cpu;
-use crate::engine::emu::StorageDtype;
+use crate::engine::StorageDtype;
 use crate::engine::{Activation, CausalAttention, Engine};
 use crate::error::{Error, Result};
 use crate::gpu::arena;

@@ -5,7 +5,7 @@ use cudarc::driver::{CudaSlice, DevicePtrMut as _};
 
 use super::{CudaEngine, CudaTensor};
 use crate::engine::cuda::transfer;
-use crate::engine::emu::StorageDtype;
+use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
 use crate::gpu::kernels::Family;
 use crate::gpu::probe;

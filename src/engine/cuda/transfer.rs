@@ -8,7 +8,7 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, PinnedHostSl
 use half::{bf16, f16};
 use safetensors::tensor::Dtype;
 
-use crate::engine::emu::{Storage, StorageDtype};
+use crate::engine::{Storage, StorageDtype};
 use crate::error::{Error, Result};
 use crate::weights::TensorView;
 

@@ -1,0 +1,74 @@
+//! Element types of stored tensors, shared by the devices that store activations in 16 bits (the cuda and the
+//! emulation engines): the dtype, and a host buffer in it.
+
+use half::{bf16, f16};
+
+/// Element type of activations and weights as the kernels store them; arithmetic is always f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageDtype {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl StorageDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            StorageDtype::F32 => 4,
+            StorageDtype::Bf16 | StorageDtype::F16 => 2,
+        }
+    }
+}
+
+/// A buffer in a storage dtype: what a device buffer holds on the GPU. Conversions from f32 round to nearest even,
+/// as CUDA's `__float2bfloat16_rn` / `__float2half_rn` do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Storage {
+    F32(Vec<f32>),
+    Bf16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+impl Storage {
+    pub fn from_f32(dtype: StorageDtype, data: &[f32]) -> Self {
+        match dtype {
+            StorageDtype::F32 => Storage::F32(data.to_vec()),
+            StorageDtype::Bf16 => Storage::Bf16(data.iter().map(|&v| bf16::from_f32(v)).collect()),
+            StorageDtype::F16 => Storage::F16(data.iter().map(|&v| f16::from_f32(v)).collect()),
+        }
+    }
+
+    pub fn zeros(dtype: StorageDtype, len: usize) -> Self {
+        match dtype {
+            StorageDtype::F32 => Storage::F32(vec![0.0; len]),
+            StorageDtype::Bf16 => Storage::Bf16(vec![bf16::ZERO; len]),
+            StorageDtype::F16 => Storage::F16(vec![f16::ZERO; len]),
+        }
+    }
+
+    /// `len` NaNs: an output buffer whose unwritten elements cannot pass for results.
+    pub fn poisoned(dtype: StorageDtype, len: usize) -> Self {
+        match dtype {
+            StorageDtype::F32 => Storage::F32(vec![f32::NAN; len]),
+            StorageDtype::Bf16 => Storage::Bf16(vec![bf16::NAN; len]),
+            StorageDtype::F16 => Storage::F16(vec![f16::NAN; len]),
+        }
+    }
+
+    pub fn dtype(&self) -> StorageDtype {
+        match self {
+            Storage::F32(_) => StorageDtype::F32,
+            Storage::Bf16(_) => StorageDtype::Bf16,
+            Storage::F16(_) => StorageDtype::F16,
+        }
+    }
+
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Storage::F32(v) => v.clone(),
+            Storage::Bf16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Storage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+}
