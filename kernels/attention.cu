@@ -1,5 +1,5 @@
-// Softmax attention with an additive key bias: Sana's cross-attention from image tokens to the caption (spec
-// transformer.md §10), flash-style (one pass over the keys with an online softmax) on CUDA cores.
+// Softmax attention with an additive key bias: Sana's cross-attention from image tokens to the caption
+// (docs/numerics/transformer.md §9), flash-style (one pass over the keys with an online softmax) on CUDA cores.
 //
 // Formula, per batch item b, head h and query n (head dimension d, scale = 1/√d):
 //     s_m   = scale · (q_n · k_m) + bias[b, m]          m ∈ [0, L)

@@ -1,4 +1,4 @@
-// Causal softmax self-attention of Gemma-2 (spec text-encoder.md §9.4, §10): grouped-query heads, optional
+// Causal softmax self-attention of Gemma-2 (docs/numerics/text-encoder.md §9.4, §10): grouped-query heads, optional
 // soft-capping, optional sliding window, key padding mask; flash-style (one pass over the keys with an online
 // softmax) on CUDA cores, as kernels/attention.cu.
 //

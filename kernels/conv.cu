@@ -2,8 +2,8 @@
 // depthwise k×k and grouped 1×1 convolutions (sections further down, each with its own formula and geometry). The
 // full 3×3 convolution is an implicit GEMM of its own, kernels/conv3x3.cu.
 //
-// The middle of Sana's Mix-FFN (GLUMBConv, spec transformer.md §12): a depthwise 3×3 convolution with zero padding
-// 1 and bias, then the GLU with a SiLU gate, fused over channels-last tokens.
+// The middle of Sana's Mix-FFN (GLUMBConv, docs/numerics/transformer.md §11): a depthwise 3×3 convolution with zero
+// padding 1 and bias, then the GLU with a SiLU gate, fused over channels-last tokens.
 //
 // Formula, per batch item b, pixel (i, j) of the h × w latent grid and channel c ∈ [0, F):
 //     u(c)[i, j] = bias[c] + Σ_{di, dj ∈ 0..3} w[c, 3·di + dj] · x[b, (i+di−1)·w + (j+dj−1), c]   (0 outside the grid)
@@ -103,7 +103,7 @@ SANA_KERNEL_PER_DTYPE(dwconv3x3_glu, DwConvGluParams)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Depthwise k×k convolution (k odd), zero padding k/2, optional bias: the DC-AE's multi-scale branch (5×5, no bias;
-// spec dcae.md §3.4). CPU reference: src/cpu/conv.rs `depthwise_conv`.
+// docs/numerics/dc-ae.md §3.4). CPU reference: src/cpu/conv.rs `depthwise_conv`.
 //     out[b, i·w + j, c] = bias[c] + Σ_{di, dj ∈ 0..k} wt[c, di, dj] · x[b, (i+di−k/2)·w + (j+dj−k/2), c]
 // Layout: x, out [B, h·w, C]; wt [C, k, k] (PyTorch's [C, 1, k, k]); bias [C] or none.
 // Geometry (src/launch/conv.rs): grid (⌈C/128⌉, ⌈h/ROWS⌉, B), 128 threads; thread t owns channel c = 128·x + t and
@@ -157,7 +157,7 @@ SANA_KERNEL_PER_DTYPE(depthwise_conv, DepthwiseConvParams)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Grouped 1×1 convolution without bias (PyTorch Conv2d(Cin, Cout, 1, groups = G)): the DC-AE's multi-scale point-
-// wise projection, 3·n_h groups of 32 → 32 channels (spec dcae.md §3.4). CPU reference: src/cpu/linear.rs
+// wise projection, 3·n_h groups of 32 → 32 channels (docs/numerics/dc-ae.md §3.4). CPU reference: src/cpu/linear.rs
 // `grouped_linear`.
 //     out[r, o] = Σ_{e < Ci} x[r, g·Ci + e] · wt[o, e],   g = o / Co,  Ci = Cin/G, Co = Cout/G
 // Layout: x [R, Cin] (rows = B·N tokens), wt [Cout, Ci], out [R, Cout].

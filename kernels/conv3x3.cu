@@ -1,5 +1,6 @@
 // Full 3×3 convolution, zero padding 1, stride 1 or 2, optional bias (PyTorch Conv2d(Cin, Cout, 3, stride, 1)): every
-// convolution of the DC-AE but its depthwise ones (spec dcae.md §3). CPU reference: src/cpu/conv.rs `conv3x3`.
+// convolution of the DC-AE but its depthwise ones (docs/numerics/dc-ae.md §3). CPU reference: src/cpu/conv.rs
+// `conv3x3`.
 //
 // Formula, per batch item b and output pixel (i, j) of the oh × ow grid (oh = (h − 1)/stride + 1, likewise ow):
 //     out[b, i·ow + j, co] = bias[co] + Σ_{di, dj ∈ 0..3} Σ_ci wt[co, ci, di, dj] · x[b, (s·i+di−1)·w + s·j+dj−1, ci]

@@ -1,5 +1,5 @@
-// Elementwise ops of the Sana blocks (spec transformer.md §8, §13): the AdaLN modulation table, the gated residual,
-// plain adds, activations, and the gated residual fused with the LayerNorm-modulate that follows it.
+// Elementwise ops of the Sana blocks (docs/numerics/transformer.md §7, §12): the AdaLN modulation table, the gated
+// residual, plain adds, activations, and the gated residual fused with the LayerNorm-modulate that follows it.
 //
 // Formulas (CPU references: src/cpu/elementwise.rs, src/cpu/norm.rs):
 //   modulation_*        out[b, r, j] = table[r, j] + emb[b, r·D + j]     (per_row: emb [B, K·D])

@@ -1,5 +1,5 @@
-// Gemma-2's position-independent and positional embeddings (spec text-encoder.md §9.1, §9.4): the token embedding
-// gather and the rotary position embedding applied to q and k.
+// Gemma-2's position-independent and positional embeddings (docs/numerics/text-encoder.md §9.1, §9.4): the token
+// embedding gather and the rotary position embedding applied to q and k.
 //
 // Formulas (CPU references: src/cpu/embed.rs, src/cpu/rotary.rs):
 //   embedding_*  out[i, :] = table[ids[i], :] · s,  s = scale rounded to the storage dtype (transformers casts Gemma's

@@ -1,6 +1,6 @@
-// Layout changes between NCHW images and channels-last tokens (spec transformer.md §5.1, §13), both a batched
-// matrix transpose; the DC-AE's channel/space rearrangements (spec dcae.md §3.6, §3.7, §4.1), one gather; and its
-// channel groupings (split into q/k/v groups, concatenation, group mean; sections at the end).
+// Layout changes between NCHW images and channels-last tokens (docs/numerics/transformer.md §4.1, §12), both a batched
+// matrix transpose; the DC-AE's channel/space rearrangements (docs/numerics/dc-ae.md §3.6, §3.7, §4.1), one gather; and
+// its channel groupings (split into q/k/v groups, concatenation, group mean; sections at the end).
 //
 // Formula: out[b, s, r] = x[b, r, s] for x [B, R, S] (last dimension contiguous), exact (a copy, no arithmetic).
 //   nchw_to_tokens: x [B, C, h, w] → [B, h·w, C]     (R = C, S = h·w; token n = i·w + j)

@@ -1,4 +1,4 @@
-// ReLU linear attention of Sana's self-attention (spec transformer.md §9), in two phases with an f32 state.
+// ReLU linear attention of Sana's self-attention (docs/numerics/transformer.md §8), in two phases with an f32 state.
 //
 // Formula, per batch item b and head h (head dimension 32, features [32h, 32h + 32) of each token):
 //     S  = Σ_n [v_n; 1] ⊗ relu(k_n)        (33 × 32: rows 0..31 are KV[i][j] = Σ_n v_n[i]·relu(k_n[j]),

@@ -1,4 +1,5 @@
-// LayerNorm with AdaLN modulation (Sana blocks and final layer; spec transformer.md §8), and RMSNorm (end of file).
+// LayerNorm with AdaLN modulation (Sana blocks and final layer; docs/numerics/transformer.md §7), and RMSNorm
+// (end of file).
 //
 // Formula, per row r = (b, n) of x over the last dimension j ∈ [0, D):
 //     mean = Σ_j x[j] / D          var = Σ_j (x[j] − mean)² / D   (biased, as torch.nn.LayerNorm)

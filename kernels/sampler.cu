@@ -1,5 +1,5 @@
-// The samplers on the device (spec sampling.md §2, §6, §8, §9, §10), so that one denoising step is a fixed sequence of
-// launches with no host round trip: it can be captured once as a CUDA graph and replayed
+// The samplers on the device (docs/numerics/sampling.md §2, §6, §8, §9, §10), so that one denoising step is a fixed
+// sequence of launches with no host round trip: it can be captured once as a CUDA graph and replayed
 // (src/engine/cuda/step_graph.rs).
 //
 // The sampler state — latents x and the previous clean estimate x0_prev — is f32, in the DiT's token layout

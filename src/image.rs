@@ -1,10 +1,10 @@
-//! From the decoder's output to a PNG file, as diffusers' `SanaPipeline` does it (`../shared/spec/sampling.md` §3, §11):
+//! From the decoder's output to a PNG file, as diffusers' `SanaPipeline` does it (docs/numerics/sampling.md §3, §11):
 //! pick the resolution bin a request is generated at, resize and centre-crop the decoded image back to the requested
 //! size, convert to 8-bit RGB, and write the PNG.
 //!
 //! The decoded image is an NCHW `[B, 3, H, W]` f32 [`HostTensor`] with values nominally in [−1, 1]. Everything here is
 //! computed in f32, which mirrors an f32 VAE; with a bf16 VAE diffusers rounds the resize, `·0.5 + 0.5` and the clamp
-//! to bf16, so pixels may then differ by one 8-bit level (spec §11).
+//! to bf16, so pixels may then differ by one 8-bit level (docs/numerics/sampling.md §11).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Resolution binning (spec §3.1)
+// Resolution binning (docs/numerics/sampling.md §3.1)
 // ---------------------------------------------------------------------------------------------------------------------
 
 /// One entry of an aspect-ratio table: images whose height/width ratio is nearest `ratio` are generated at
@@ -232,7 +232,7 @@ pub fn resolution_bin(sample_size: usize, height: usize, width: usize) -> Result
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Back to the requested size (spec §3.2)
+// Back to the requested size (docs/numerics/sampling.md §3.2)
 // ---------------------------------------------------------------------------------------------------------------------
 
 /// The size `resize_and_crop` resizes an `h × w` image to before cropping `height × width` out of it.
@@ -365,7 +365,7 @@ pub fn resize_and_crop(img: &HostTensor, height: usize, width: usize) -> Result<
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Pixels (spec §11)
+// Pixels (docs/numerics/sampling.md §11)
 // ---------------------------------------------------------------------------------------------------------------------
 
 /// An 8-bit RGB image, rows top to bottom, each pixel `[r, g, b]` (HWC).
@@ -419,9 +419,9 @@ fn to_level(x: f32) -> u8 {
     (y * 255.0).round_ties_even() as u8
 }
 
-/// Decoded `[B, 3, H, W]` images to one [`Rgb8Image`] per batch element. Spec §11 order: decode →
-/// [`resize_and_crop`] if binning changed the size → `clamp(x·0.5 + 0.5, 0, 1)` → HWC → `round_half_to_even(y·255)` →
-/// u8.
+/// Decoded `[B, 3, H, W]` images to one [`Rgb8Image`] per batch element. The order of docs/numerics/sampling.md §11:
+/// decode → [`resize_and_crop`] if binning changed the size → `clamp(x·0.5 + 0.5, 0, 1)` → HWC →
+/// `round_half_to_even(y·255)` → u8.
 pub fn to_rgb8(img: &HostTensor) -> Result<Vec<Rgb8Image>> {
     img.expect_shape("to_rgb8", &[None, Some(3), None, None])?;
     let [_, _, h, w] = nchw(img, "to_rgb8")?;

@@ -5,9 +5,9 @@
 //! For each model component the key set its config implies (exactly the keys our loaders read, with their shapes)
 //! is compared with the checkpoint. The VAE's `encoder.*` tensors are counted as present but not used, and not
 //! checked: only the decoder runs. The variant name comes from the transformer config alone, matched against the
-//! published table (spec transformer.md §2.2); the scheduler, VAE, text encoder and `model_index.json` are checked
-//! against it and disagreements become [`Finding`]s. Only an unreadable folder, or a config that is unreadable or
-//! that its loader rejects, is an error.
+//! published table (docs/numerics/transformer.md §2.2); the scheduler, VAE, text encoder and `model_index.json` are
+//! checked against it and disagreements become [`Finding`]s. Only an unreadable folder, or a config that is unreadable
+//! or that its loader rejects, is an error.
 //!
 //! `keys` builds the expected key sets, `variant` names the transformer; this file reads the folder and prints.
 

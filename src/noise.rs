@@ -1,4 +1,4 @@
-//! Seeded standard-normal noise for the initial latents (`../shared/spec/sampling.md` §4).
+//! Seeded standard-normal noise for the initial latents (docs/numerics/sampling.md §4).
 //!
 //! This is our own generator, not PyTorch's: diffusers' `torch.randn` streams (mt19937 on the CPU, Philox on CUDA) are
 //! not reproduced, so the same seed gives a different image than diffusers. Golden tests inject diffusers' latents

@@ -1,5 +1,5 @@
-//! The text-to-image pipeline (`SanaPipeline.__call__`, spec sampling.md §2): load a diffusers folder once, then
-//! generate any number of images from it. The three models run on the engine; so do the samplers (Flow-DPM-Solver,
+//! The text-to-image pipeline (`SanaPipeline.__call__`, docs/numerics/sampling.md §2): load a diffusers folder once,
+//! then generate any number of images from it. The three models run on the engine; so do the samplers (Flow-DPM-Solver,
 //! Flow-Euler, Sana-Sprint's SCM), whose f32 latents stay engine state for the whole denoising loop, read back once
 //! at its end.
 
@@ -54,7 +54,8 @@ pub struct Request {
     pub seed: u64,
     pub sampler: Option<Sampler>,
     pub prompt_options: PromptOptions,
-    /// Generate at the nearest aspect-ratio bin of the model's resolution and resize back (spec sampling.md §3).
+    /// Generate at the nearest aspect-ratio bin of the model's resolution and resize back
+    /// (docs/numerics/sampling.md §3).
     pub resolution_binning: bool,
     /// Initial latents `[batch, C, h, w]` (f32) replacing the seeded noise; `h, w` at the generation size.
     pub latents: Option<HostTensor>,
@@ -297,7 +298,7 @@ impl<E: Engine> Pipeline<E> {
         }
     }
 
-    /// Flow-DPM-Solver / Flow-Euler with classifier-free guidance (spec sampling.md §2).
+    /// Flow-DPM-Solver / Flow-Euler with classifier-free guidance (docs/numerics/sampling.md §2).
     fn denoise_flow(
         &self,
         e: &E,
@@ -386,8 +387,8 @@ impl<E: Engine> Pipeline<E> {
         run.run(e, &latents, progress)
     }
 
-    /// Sana-Sprint's SCM loop (spec sampling.md §10): TrigFlow times, guidance as an input, fresh noise each step;
-    /// returns the last `x0 / σ_d`.
+    /// Sana-Sprint's SCM loop (docs/numerics/sampling.md §10): TrigFlow times, guidance as an input, fresh noise each
+    /// step; returns the last `x0 / σ_d`.
     fn denoise_sprint(
         &self,
         e: &E,
@@ -530,7 +531,7 @@ impl<E: Engine> Pipeline<E> {
             (None, config)
             | (Some(Sampler::FlowDpmSolver), config @ SchedulerConfig::FlowDpmSolver(_))
             | (Some(Sampler::FlowEuler), config @ SchedulerConfig::FlowEuler(_)) => config.clone(),
-            // Sana's published DPM-Solver settings (spec sampling.md §5).
+            // Sana's published DPM-Solver settings (docs/numerics/sampling.md §5).
             (Some(Sampler::FlowDpmSolver), _) => SchedulerConfig::FlowDpmSolver(DpmSolverConfig {
                 num_train_timesteps: train,
                 flow_shift: shift,

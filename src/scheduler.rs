@@ -1,8 +1,8 @@
-//! Flow-matching samplers, reproducing diffusers step for step (spec sampling.md §6, §9):
+//! Flow-matching samplers, reproducing diffusers step for step (docs/numerics/sampling.md §6, §9):
 //! `DPMSolverMultistepScheduler` with flow sigmas (the "Flow-DPM-Solver" Sana ships) and
-//! `FlowMatchEulerDiscreteScheduler` ("Flow-Euler"); and Sana-Sprint's `SCMScheduler` (spec sampling.md §10), which
-//! is stochastic and so has its own type, [`ScmScheduler`]. Schedules are computed in f64 as NumPy does, then rounded to
-//! f32; steps run in f32 with every scalar formed first, as PyTorch's 0-d tensors are.
+//! `FlowMatchEulerDiscreteScheduler` ("Flow-Euler"); and Sana-Sprint's `SCMScheduler` (docs/numerics/sampling.md §10),
+//! which is stochastic and so has its own type, [`ScmScheduler`]. Schedules are computed in f64 as NumPy does, then
+//! rounded to f32; steps run in f32 with every scalar formed first, as PyTorch's 0-d tensors are.
 
 use crate::cpu;
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ impl Scheduler {
     }
 
     /// The value the transformer receives at each step (before `timestep_scale`): integers `floor(1000·σ)` for the
-    /// DPM-Solver, fractional `1000·σ` for Euler (spec sampling.md §7).
+    /// DPM-Solver, fractional `1000·σ` for Euler (docs/numerics/sampling.md §7).
     pub fn timesteps(&self) -> &[f32] {
         match self {
             Self::FlowDpmSolver(s) => &s.timesteps,
@@ -107,9 +107,9 @@ pub enum StepRule {
         inv_r0: f32,
         half_c: f32,
     },
-    /// Sana-Sprint's SCM step with the pipeline's TrigFlow transform (spec sampling.md §10), `F` the model output
-    /// and `n` this step's standard-normal noise: `x_in = (x / σ_d)·k` is the model input; `f = ((a·x_in + c·F) /
-    /// k)·σ_d; x0 = cos_s·x − sin_s·f; x ← cos_t·x0 + sin_t·(n·σ_d)`, and `x0` is kept (the last one, / σ_d, is
+    /// Sana-Sprint's SCM step with the pipeline's TrigFlow transform (docs/numerics/sampling.md §10), `F` the model
+    /// output and `n` this step's standard-normal noise: `x_in = (x / σ_d)·k` is the model input; `f = ((a·x_in + c·F)
+    /// / k)·σ_d; x0 = cos_s·x − sin_s·f; x ← cos_t·x0 + sin_t·(n·σ_d)`, and `x0` is kept (the last one, / σ_d, is
     /// the result).
     Scm {
         sigma_data: f32,

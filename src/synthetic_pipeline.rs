@@ -37,7 +37,7 @@ fn gemma_config() -> Value {
     })
 }
 
-/// `dc-ae-f32c32-sana-1.x` (spec dcae.md §2).
+/// `dc-ae-f32c32-sana-1.x` (docs/numerics/dc-ae.md §2).
 fn vae_config() -> Value {
     let blocks = [
         "ResBlock",
@@ -70,7 +70,7 @@ fn vae_config() -> Value {
     })
 }
 
-/// Sana's Flow-DPM-Solver (spec sampling.md §5), or Sprint's SCM sampler.
+/// Sana's Flow-DPM-Solver (docs/numerics/sampling.md §5), or Sprint's SCM sampler.
 fn scheduler_config(sprint: bool) -> Value {
     if sprint {
         json!({

@@ -1,7 +1,8 @@
 //! Prompt → Gemma token ids → Gemma-2 → Sana's text conditioning, step for step as diffusers'
-//! `SanaPipeline.encode_prompt` (spec text-encoder.md §2–§6, §11): lower-case and strip, prepend the complex human
-//! instruction (CHI), tokenize with BOS, right-truncate and right-pad to `n_chi + max_sequence_length − 2`, encode,
-//! keep row 0 and the last `max_sequence_length − 1` rows. The negative prompt gets neither CHI nor row selection.
+//! `SanaPipeline.encode_prompt` (docs/numerics/text-encoder.md §2–§6, §11): lower-case and strip, prepend the complex
+//! human instruction (CHI), tokenize with BOS, right-truncate and right-pad to `n_chi + max_sequence_length − 2`,
+//! encode, keep row 0 and the last `max_sequence_length − 1` rows. The negative prompt gets neither CHI nor row
+//! selection.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use crate::model::gemma2::{Gemma2Model, TokenBatch};
 use crate::tensor::HostTensor;
 
 /// diffusers' default `complex_human_instruction` (single quotes around 'Enhanced prompt'; the NVlabs configs use
-/// double quotes, spec text-encoder.md §3). Joined with `"\n"`; the last line ends in one space.
+/// double quotes, docs/numerics/text-encoder.md §3). Joined with `"\n"`; the last line ends in one space.
 pub const COMPLEX_HUMAN_INSTRUCTION: [&str; 8] = [
     "Given a user prompt, generate an 'Enhanced prompt' that provides detailed visual descriptions suitable for image generation. Evaluate the level of detail in the user prompt:",
     "- If the prompt is simple, focus on adding specifics about colors, shapes, sizes, textures, and spatial relationships to create vivid and concrete scenes.",

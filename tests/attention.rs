@@ -26,7 +26,7 @@ use sana::gpu::kernels::Family;
 use sana::launch::attention::HeadDimClass;
 use sana::{Error, HostTensor};
 
-/// diffusers' additive bias for a masked key (spec transformer.md §10.1).
+/// diffusers' additive bias for a masked key (docs/numerics/transformer.md §9.1).
 const MASKED: f32 = -10000.0;
 
 struct Case {

@@ -1,6 +1,6 @@
 //! `text_encoder/config.json` of gemma-2-2b-it in the transformers 4.x form (as published, 4.42.4) and the 5.x form
-//! (as transformers 5.24 saves it) parse to the same model (spec text-encoder.md §7); what we cannot run is refused
-//! with the field named.
+//! (as transformers 5.24 saves it) parse to the same model (docs/numerics/text-encoder.md §7); what we cannot run is
+//! refused with the field named.
 
 use std::path::Path;
 

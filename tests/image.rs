@@ -1,5 +1,5 @@
 //! `sana::image`: resolution bins, resize-and-crop, 8-bit conversion and PNG output. Expected values are worked out by
-//! hand from the tables and formulas in ../shared/spec/sampling.md §3 and §11.
+//! hand from the tables and formulas in docs/numerics/sampling.md §3 and §11.
 
 use std::fs::File;
 use std::io::BufReader;

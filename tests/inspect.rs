@@ -415,7 +415,8 @@ fn variant_names_from_synthetic_configs() {
     assert_eq!(Variant::Custom.repo(), None);
 }
 
-/// The key sets reproduce the spec's parameter counts (transformer.md §2.2, text-encoder.md §12, dcae.md §1).
+/// The key sets reproduce the published parameter counts (docs/numerics/transformer.md §2.2, text-encoder.md §12,
+/// dc-ae.md §1).
 #[test]
 fn expected_key_sets_match_the_published_parameter_counts() {
     use serde_json::json;

@@ -114,7 +114,7 @@ fn scheduler_euler_shift3_20_steps() {
 
 #[test]
 fn scheduler_spec_table_shift3() {
-    // sampling.md §6.1: t_i for N = 20, shift 3 (independent of the fixtures).
+    // docs/numerics/sampling.md §6.1: t_i for N = 20, shift 3 (independent of the fixtures).
     let s = Scheduler::new(&with_shift(3.0), 20).unwrap();
     let want = [
         999, 982, 963, 944, 922, 899, 874, 847, 817, 785, 749, 710, 666, 617, 562, 499, 428, 345,

@@ -1,6 +1,6 @@
 //! Prompt preprocessing as diffusers' `_text_preprocessing(clean_caption=False)` does it in Python
-//! (`prompt.lower().strip()`), and the CHI constant (spec text-encoder.md §2–§3). Expected strings were produced by
-//! CPython 3.11.
+//! (`prompt.lower().strip()`), and the CHI constant (docs/numerics/text-encoder.md §2–§3). Expected strings were
+//! produced by CPython 3.11.
 
 use sana::text::{preprocess, PromptOptions, COMPLEX_HUMAN_INSTRUCTION};
 
@@ -46,7 +46,7 @@ fn text_preprocess_matches_python_lower_strip() {
 #[test]
 fn text_chi_is_diffusers_default() {
     let chi = PromptOptions::default().chi_prompt().unwrap();
-    // Check values of spec text-encoder.md §3 (SHA-256 48290080…c3da verified against diffusers 0.40.0).
+    // Check values of docs/numerics/text-encoder.md §3 (SHA-256 48290080…c3da verified against diffusers 0.40.0).
     assert_eq!(chi.len(), 1057);
     assert_eq!(chi.chars().count(), 1057);
     assert_eq!(chi.matches('\n').count(), 7);

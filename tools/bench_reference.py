@@ -32,7 +32,7 @@ TOKENIZER = FIXTURES / "tiny-sana" / "tokenizer"
 PROMPT = "a photo of a red fox in the snow"
 
 # name: (width, layers, cross heads, cross head dim, sample_size, interpolation_scale, qk_norm) — the published
-# table of src/inspect/variant.rs (spec transformer.md §2.2), Sprint excluded.
+# table of src/inspect/variant.rs (docs/numerics/transformer.md §2.2), Sprint excluded.
 SMALL, LARGE, XL = (1152, 28, 16, 72), (2240, 20, 20, 112), (2240, 60, 20, 112)
 VARIANTS = {
     "sana-600m-512": (*SMALL, 16, None, False),
@@ -45,7 +45,7 @@ VARIANTS = {
     "sana1.5-4800m-1024": (*XL, 32, None, True),
 }
 
-# dc-ae-f32c32-sana-1.x (spec dcae.md §2).
+# dc-ae-f32c32-sana-1.x (docs/numerics/dc-ae.md §2).
 VAE = dict(
     in_channels=3,
     latent_channels=32,
@@ -79,7 +79,7 @@ GEMMA = dict(
     sliding_window=4096,
 )
 
-# Sana's Flow-DPM-Solver (spec sampling.md §5).
+# Sana's Flow-DPM-Solver (docs/numerics/sampling.md §5).
 SCHEDULER = dict(
     algorithm_type="dpmsolver++",
     final_sigmas_type="zero",

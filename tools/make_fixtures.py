@@ -138,7 +138,7 @@ def transformer_variants(generator):
 
 
 def dpm_solver_config():
-    """The scheduler the official Sana checkpoints ship (spec sampling.md §5)."""
+    """The scheduler the official Sana checkpoints ship (docs/numerics/sampling.md §5)."""
     return DPMSolverMultistepScheduler(
         num_train_timesteps=1000,
         prediction_type="flow_prediction",

@@ -10,7 +10,7 @@ use std::process::Command;
 /// nvcc release whose PTX ISA driver 580 (CUDA 13.0) loads; newer releases emit PTX that driver rejects.
 pub const NVCC_RELEASE: &str = "13.0";
 
-/// nvcc flags of the sm_90 cubin: a register spill or local-memory use is a bug to explain (DESIGN.md), and
+/// nvcc flags of the sm_90 cubin: a register spill or local-memory use is a bug to explain (docs/design.md §4), and
 /// `run_nvcc`'s -Werror turns these warnings into a failed compile.
 pub const SM90_CUBIN: [&str; 4] = [
     "-arch=sm_90",

@@ -1,6 +1,6 @@
-//! The driver API the engine reaches (../shared/guides/softgpu.md §1b lists it), exported under the names cudarc
-//! resolves, plus a few neighbours it may reach next. Each call validates what it is given, answers or queues
-//! work, and on failure prints why (src/status.rs) and returns the driver's code.
+//! The driver API the engine reaches (every call src/engine/cuda/ and src/gpu/ make through cudarc), exported under
+//! the names cudarc resolves, plus a few neighbours it may reach next. Each call validates what it is given, answers
+//! or queues work, and on failure prints why (src/status.rs) and returns the driver's code.
 
 #![allow(non_snake_case)]
 // The C API is the contract: each function's safety requirements are the driver's documented ones for it.

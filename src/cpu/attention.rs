@@ -1,4 +1,4 @@
-//! Reference softmax attention with an additive per-key bias (Sana's cross-attention, spec transformer.md §10):
+//! Reference softmax attention with an additive per-key bias (Sana's cross-attention, docs/numerics/transformer.md §9):
 //! `softmax(q kᵀ/√d + bias) v` per head, max-subtracted, sums in f64.
 
 use crate::cpu::norm::dims3;

@@ -1,7 +1,7 @@
-//! Reference causal softmax self-attention as transformers' eager Gemma-2 path computes it (spec text-encoder.md
-//! §9.4, §10): grouped-query heads, `scale · q·k`, optional soft-cap `c·tanh(s/c)`, then causal, key-padding and
-//! sliding-window masks, softmax over the keys left. Dot products and softmax sums in f64; the scale and soft-cap
-//! steps in f32, as PyTorch rounds them.
+//! Reference causal softmax self-attention as transformers' eager Gemma-2 path computes it
+//! (docs/numerics/text-encoder.md §9.4, §10): grouped-query heads, `scale · q·k`, optional soft-cap `c·tanh(s/c)`, then
+//! causal, key-padding and sliding-window masks, softmax over the keys left. Dot products and softmax sums in f64; the
+//! scale and soft-cap steps in f32, as PyTorch rounds them.
 //!
 //! A query with no key left (only possible when key 0 is padding) gets the mean of all values: eager adds
 //! `finfo(f32).min` to masked scores, which absorbs every score, so softmax is uniform over all keys.

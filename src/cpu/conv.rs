@@ -1,5 +1,5 @@
-//! Reference depthwise 3×3 convolution + bias + GLU(SiLU), the middle of Sana's Mix-FFN (spec transformer.md §12),
-//! over channels-last tokens `[B, h·w, 2F]` with zero padding of one pixel.
+//! Reference depthwise 3×3 convolution + bias + GLU(SiLU), the middle of Sana's Mix-FFN (docs/numerics/transformer.md
+//! §11), over channels-last tokens `[B, h·w, 2F]` with zero padding of one pixel.
 
 use crate::cpu::elementwise::activate;
 use crate::cpu::norm::dims3;

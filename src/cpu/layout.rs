@@ -100,7 +100,7 @@ pub fn upsample_nearest2x(x: &HostTensor, h: usize, w: usize) -> Result<HostTens
     HostTensor::new(vec![b, 4 * n, c], out)
 }
 
-/// The DC-AE's LiteMLA grouping (spec dcae.md §3.4 step 4): `t` [B, N, G·3d] holds G groups of 3d consecutive
+/// The DC-AE's LiteMLA grouping (docs/numerics/dc-ae.md §3.4 step 4): `t` [B, N, G·3d] holds G groups of 3d consecutive
 /// channels, each `[query d | key d | value d]`; returns q, k, v, each [B, N, G·d] with group `g` at channels
 /// `[g·d, (g+1)·d)` (the head-contiguous layout `linear_attention` reads).
 pub fn split_qkv_groups(

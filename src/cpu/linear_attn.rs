@@ -1,4 +1,4 @@
-//! Reference ReLU linear attention (spec transformer.md §9). Per batch element and head: `KV = Σ_n v_n k_nᵀ`,
+//! Reference ReLU linear attention (docs/numerics/transformer.md §8). Per batch element and head: `KV = Σ_n v_n k_nᵀ`,
 //! `ks = Σ_n k_n`, then `out_n = KV q_n / (ks·q_n + eps)`. Sums in f64, so the reference is never the less precise
 //! side of a comparison; eps is added after both contractions, as upstream does.
 

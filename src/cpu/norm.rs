@@ -5,7 +5,7 @@ use crate::error::Result;
 use crate::tensor::HostTensor;
 
 /// `LayerNorm(x) · (1 + modulation[b, scale_row]) + modulation[b, shift_row]` over the last dimension, without affine
-/// parameters, with the biased variance (spec transformer.md §8).
+/// parameters, with the biased variance (docs/numerics/transformer.md §7).
 /// `x`: [B, N, D]; `modulation`: [B, K, D] (the scale-shift table plus the timestep modulation, one row per chunk).
 pub fn layer_norm_modulate(
     x: &HostTensor,
@@ -73,8 +73,9 @@ pub fn rms_norm(
     HostTensor::new(x.shape().to_vec(), out)
 }
 
-/// Gemma's RMSNorm (spec text-encoder.md §9.2): `x · rsqrt(mean(x²) + eps) · (1 + weight)`, the weight stored as an
-/// offset from 1. In f32 this is `rms_norm` with the weight `1 + w` (transformers also forms `1 + w` in f32 first).
+/// Gemma's RMSNorm (docs/numerics/text-encoder.md §9.2): `x · rsqrt(mean(x²) + eps) · (1 + weight)`, the weight stored
+/// as an offset from 1. In f32 this is `rms_norm` with the weight `1 + w` (transformers also forms `1 + w` in f32
+/// first).
 pub fn rms_norm_plus_one(x: &HostTensor, weight: &HostTensor, eps: f32) -> Result<HostTensor> {
     let one_plus = weight.data().iter().map(|&w| 1.0 + w).collect();
     rms_norm(

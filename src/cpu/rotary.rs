@@ -1,7 +1,7 @@
-//! Reference rotary position embedding in the rotate-half layout (transformers' `apply_rotary_pos_emb`, spec
-//! text-encoder.md §9.4): per head, `x·cos + rotate_half(x)·sin` with `rotate_half(u) = [−u[d/2..], u[..d/2]]`.
-//! Each product and the sum are separate f32 roundings, as PyTorch's unfused elementwise ops (`a + (−b)` and
-//! `a − b` round identically).
+//! Reference rotary position embedding in the rotate-half layout (transformers' `apply_rotary_pos_emb`,
+//! docs/numerics/text-encoder.md §9.4): per head, `x·cos + rotate_half(x)·sin` with
+//! `rotate_half(u) = [−u[d/2..], u[..d/2]]`. Each product and the sum are separate f32 roundings, as PyTorch's
+//! unfused elementwise ops (`a + (−b)` and `a − b` round identically).
 
 use crate::cpu::norm::dims3;
 use crate::cpu::parallel::for_each_row;

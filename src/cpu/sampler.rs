@@ -61,7 +61,7 @@ fn scm_input(x: f32, sd: f32, k: f32) -> f32 {
     x / sd * k
 }
 
-/// Classifier-free guidance on `[uncond; cond]`: `u + g·(c − u)` in f32 (spec sampling.md §8).
+/// Classifier-free guidance on `[uncond; cond]`: `u + g·(c − u)` in f32 (docs/numerics/sampling.md §8).
 pub fn guide(output: &[f32], g: f32) -> Vec<f32> {
     let (u, c) = output.split_at(output.len() / 2);
     u.iter().zip(c).map(|(&u, &c)| u + g * (c - u)).collect()

@@ -32,7 +32,7 @@ pub enum Activation {
     Relu,
 }
 
-/// Parameters of [`Engine::causal_attention`] (Gemma-2's self-attention, spec text-encoder.md §9.4, §10).
+/// Parameters of [`Engine::causal_attention`] (Gemma-2's self-attention, docs/numerics/text-encoder.md §9.4, §10).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CausalAttention {
     /// Query heads.
@@ -149,7 +149,7 @@ pub trait Engine: Send + Sync {
         eps: f32,
     ) -> Result<Self::Tensor>;
 
-    /// Sana's ReLU linear attention (spec transformer.md §9): per head of `q`,`k`,`v` [B, N, heads·d], with
+    /// Sana's ReLU linear attention (docs/numerics/transformer.md §8): per head of `q`,`k`,`v` [B, N, heads·d], with
     /// `q, k ← ReLU`, `out_n = (Σ_m v_m k_mᵀ) q_n / ((Σ_m k_m)·q_n + eps)`, accumulated in f32.
     fn linear_attention(
         &self,
@@ -213,8 +213,9 @@ pub trait Engine: Send + Sync {
         eps: f32,
     ) -> Result<Self::Tensor>;
 
-    /// Mix-FFN middle (spec transformer.md §12): depthwise 3×3 conv (zero padding 1) plus bias over `x` seen as
-    /// [B, h, w, 2F], then `value · SiLU(gate)` with value = channels [0, F), gate = [F, 2F). `w`: [2F, 9]; out [B, h·w, F].
+    /// Mix-FFN middle (docs/numerics/transformer.md §11): depthwise 3×3 conv (zero padding 1) plus bias over `x` seen
+    /// as [B, h, w, 2F], then `value · SiLU(gate)` with value = channels [0, F), gate = [F, 2F). `w`: [2F, 9];
+    /// out [B, h·w, F].
     fn dwconv3x3_glu(
         &self,
         x: &Self::Tensor,

@@ -1,6 +1,6 @@
 //! The tensors each loader reads, name → shape, built from the config exactly as the model code builds its modules
-//! (`model/sana_dit.rs`, `model/gemma2.rs`, `model/dc_ae.rs`; spec transformer.md §16, text-encoder.md §12,
-//! dcae.md §8.1). Keep these in step with the loaders: the inspect tests run them on every fixture.
+//! (`model/sana_dit.rs`, `model/gemma2.rs`, `model/dc_ae.rs`; docs/numerics/transformer.md §15, text-encoder.md §12,
+//! dc-ae.md §8.1). Keep these in step with the loaders: the inspect tests run them on every fixture.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +38,7 @@ fn conv3x3(keys: &mut KeySet, prefix: &str, in_dim: usize, out_dim: usize, bias:
     }
 }
 
-/// The keys `SanaTransformer::new` reads (spec transformer.md §16, model/sana_dit.rs).
+/// The keys `SanaTransformer::new` reads (docs/numerics/transformer.md §15, model/sana_dit.rs).
 pub fn transformer_keys(cfg: &TransformerConfig) -> KeySet {
     const SINUSOID: usize = 256;
     let (d, f, c) = (cfg.dim(), cfg.ffn_dim(), cfg.in_channels);
@@ -98,7 +98,7 @@ pub fn transformer_keys(cfg: &TransformerConfig) -> KeySet {
     k
 }
 
-/// The keys `Gemma2Model::new` reads, without prefix (spec text-encoder.md §12, model/gemma2.rs).
+/// The keys `Gemma2Model::new` reads, without prefix (docs/numerics/text-encoder.md §12, model/gemma2.rs).
 pub fn text_encoder_keys(cfg: &GemmaConfig) -> KeySet {
     let (d, hd, bias) = (cfg.hidden_size, cfg.head_dim, cfg.attention_bias);
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
@@ -127,7 +127,7 @@ pub fn text_encoder_keys(cfg: &GemmaConfig) -> KeySet {
     k
 }
 
-/// The `decoder.*` keys `DcAeDecoder::new` reads (spec dcae.md §8.1, model/dc_ae.rs).
+/// The `decoder.*` keys `DcAeDecoder::new` reads (docs/numerics/dc-ae.md §8.1, model/dc_ae.rs).
 pub fn vae_decoder_keys(cfg: &VaeConfig) -> KeySet {
     let mut k = KeySet::new();
     let (Some(first), Some(deepest)) = (cfg.stages.first(), cfg.stages.last()) else {

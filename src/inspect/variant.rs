@@ -1,10 +1,10 @@
-//! Which published Sana transformer a config describes (spec transformer.md §2.2), from its numbers alone.
+//! Which published Sana transformer a config describes (docs/numerics/transformer.md §2.2), from its numbers alone.
 
 use std::fmt;
 
 use crate::model::config::TransformerConfig;
 
-/// The published transformers (spec transformer.md §2.2), or `Custom` for any other config.
+/// The published transformers (docs/numerics/transformer.md §2.2), or `Custom` for any other config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variant {
     Sana600M512,

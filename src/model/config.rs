@@ -76,8 +76,8 @@ impl<T: Clone> PerStage<T> {
     }
 }
 
-/// `vae/config.json` of `AutoencoderDC` (spec dcae.md §2), decoder side. Defaults are the diffusers class defaults,
-/// which differ from the Sana VAE's config: a loader must read the file.
+/// `vae/config.json` of `AutoencoderDC` (docs/numerics/dc-ae.md §2), decoder side. Defaults are the diffusers class
+/// defaults, which differ from the Sana VAE's config: a loader must read the file.
 #[derive(Clone, Debug, Deserialize)]
 struct RawVaeConfig {
     #[serde(default = "d3")]
@@ -193,7 +193,7 @@ pub struct VaeConfig {
     pub encoder: VaeEncoderConfig,
 }
 
-/// The encoder side of `vae/config.json` (spec dcae.md §5). Its blocks always use channel RMSNorm and SiLU.
+/// The encoder side of `vae/config.json` (docs/numerics/dc-ae.md §5). Its blocks always use channel RMSNorm and SiLU.
 #[derive(Clone, Debug)]
 pub struct VaeEncoderConfig {
     /// Stages in execution order; stage `i` ends with a down-sampler to stage `i + 1`'s channels.
@@ -454,7 +454,7 @@ impl VaeConfig {
     }
 }
 
-/// `transformer/config.json` of `SanaTransformer2DModel` (spec transformer.md §2).
+/// `transformer/config.json` of `SanaTransformer2DModel` (docs/numerics/transformer.md §2).
 #[derive(Clone, Debug, Deserialize)]
 pub struct TransformerConfig {
     #[serde(default = "d32")]
@@ -634,11 +634,11 @@ impl TransformerConfig {
 /// Which scheduler a `scheduler_config.json` asks for, with the fields that change its numbers.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SchedulerConfig {
-    /// `DPMSolverMultistepScheduler` with flow sigmas (spec sampling.md §5–6).
+    /// `DPMSolverMultistepScheduler` with flow sigmas (docs/numerics/sampling.md §5–6).
     FlowDpmSolver(DpmSolverConfig),
-    /// `FlowMatchEulerDiscreteScheduler` (spec sampling.md §9).
+    /// `FlowMatchEulerDiscreteScheduler` (docs/numerics/sampling.md §9).
     FlowEuler(FlowEulerConfig),
-    /// `SCMScheduler`, Sana-Sprint's few-step TrigFlow sampler (spec sampling.md §10).
+    /// `SCMScheduler`, Sana-Sprint's few-step TrigFlow sampler (docs/numerics/sampling.md §10).
     Scm(ScmConfig),
 }
 

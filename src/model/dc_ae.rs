@@ -1,5 +1,5 @@
-//! The DC-AE of `AutoencoderDC` (spec dcae.md §3–§5): the decoder, and the encoder for image-to-image, generic
-//! over the engine. Feature maps are channels-last
+//! The DC-AE of `AutoencoderDC` (docs/numerics/dc-ae.md §3–§5): the decoder, and the encoder for image-to-image,
+//! generic over the engine. Feature maps are channels-last
 //! tokens `[B, h·w, C]`, so every per-pixel linear map is a `linear` and every channel RMSNorm a plain `rms_norm`.
 //! Structs mirror the checkpoint's module tree; key names appear verbatim.
 
@@ -25,7 +25,7 @@ struct Map<T> {
 pub struct DcAeDecoder<E: Engine> {
     pub config: VaeConfig,
     conv_in: Conv3x3<E>,
-    /// Channel repeat of the latent added to `conv_in` (spec dcae.md §4.1 step 1).
+    /// Channel repeat of the latent added to `conv_in` (docs/numerics/dc-ae.md §4.1 step 1).
     in_shortcut_repeats: Option<usize>,
     /// `decoder.up_blocks.{i}` in storage order; decoding runs them last to first.
     up_blocks: Vec<UpStage<E>>,
@@ -236,7 +236,7 @@ impl<E: Engine> DownStage<E> {
     }
 }
 
-/// `DCDownBlock2d` with its shortcut (spec dcae.md §3.7): the pixel-unshuffled input, averaged over groups of
+/// `DCDownBlock2d` with its shortcut (docs/numerics/dc-ae.md §3.7): the pixel-unshuffled input, averaged over groups of
 /// channels, is added to the down-sampling convolution.
 struct DownSample<E: Engine> {
     conv: Conv3x3<E>,
@@ -304,7 +304,7 @@ impl<E: Engine> Conv3x3<E> {
     }
 }
 
-/// Channel RMSNorm with weight and bias (spec dcae.md §3.1).
+/// Channel RMSNorm with weight and bias (docs/numerics/dc-ae.md §3.1).
 struct ChannelNorm<E: Engine> {
     weight: E::Tensor,
     bias: E::Tensor,
@@ -362,8 +362,8 @@ impl<E: Engine> UpStage<E> {
     }
 }
 
-/// `DCUpBlock2d` with its shortcut (spec dcae.md §3.6): the channel-repeated input, pixel-shuffled, is added to
-/// the up-sampled convolution.
+/// `DCUpBlock2d` with its shortcut (docs/numerics/dc-ae.md §3.6): the channel-repeated input, pixel-shuffled, is added
+/// to the up-sampled convolution.
 struct UpSample<E: Engine> {
     conv: Conv3x3<E>,
     interpolate: bool,
@@ -431,7 +431,7 @@ impl<E: Engine> Block<E> {
     }
 }
 
-/// `ResBlock` (spec dcae.md §3.2): conv1 (bias), activation, conv2 (no bias), channel RMSNorm, residual.
+/// `ResBlock` (docs/numerics/dc-ae.md §3.2): conv1 (bias), activation, conv2 (no bias), channel RMSNorm, residual.
 struct ResBlock<E: Engine> {
     conv1: Conv3x3<E>,
     conv2: Conv3x3<E>,
@@ -465,8 +465,8 @@ struct MultiScale<E: Engine> {
     groups: usize,
 }
 
-/// `SanaMultiscaleLinearAttention` (spec dcae.md §3.4): ReLU linear attention over groups of `[q | k | v]` channels
-/// of the projected map and of each multi-scale branch, `to_out`, channel RMSNorm, residual.
+/// `SanaMultiscaleLinearAttention` (docs/numerics/dc-ae.md §3.4): ReLU linear attention over groups of `[q | k | v]`
+/// channels of the projected map and of each multi-scale branch, `to_out`, channel RMSNorm, residual.
 ///
 /// diffusers takes a quadratic path when `h·w ≤ head_dim`: `(kᵀq)` column-normalised, then `v·A`. That is the same
 /// expression as the linear path's `(v kᵀ) q / ((Σk)·q + ε)` with the products regrouped, so both use
@@ -542,8 +542,8 @@ impl<E: Engine> LiteMla<E> {
     }
 }
 
-/// `GLUMBConv` with a channel RMSNorm and a residual (spec dcae.md §3.3): 1×1 C → 8C + SiLU, depthwise 3×3 + bias,
-/// value · SiLU(gate), 1×1 4C → C, norm, residual.
+/// `GLUMBConv` with a channel RMSNorm and a residual (docs/numerics/dc-ae.md §3.3): 1×1 C → 8C + SiLU, depthwise 3×3 +
+/// bias, value · SiLU(gate), 1×1 4C → C, norm, residual.
 struct GluMbConv<E: Engine> {
     conv_inverted: Linear<E>,
     depth_weight: E::Tensor,

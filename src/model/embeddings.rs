@@ -5,8 +5,9 @@
 use crate::error::Result;
 use crate::tensor::HostTensor;
 
-/// diffusers `get_timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0)` (spec transformer.md
-/// §6.1): `[cos(t·f_k) …, sin(t·f_k) …]` with `f_k = exp(−ln(10000)·k / half)`, all in f32 as PyTorch computes it.
+/// diffusers `get_timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0)`
+/// (docs/numerics/transformer.md §5.1): `[cos(t·f_k) …, sin(t·f_k) …]` with `f_k = exp(−ln(10000)·k / half)`, all in
+/// f32 as PyTorch computes it.
 pub fn timestep_sinusoid(t: &[f32], channels: usize) -> Result<HostTensor> {
     let half = channels / 2;
     let neg_log = -(10000f64.ln()) as f32;
@@ -21,8 +22,8 @@ pub fn timestep_sinusoid(t: &[f32], channels: usize) -> Result<HostTensor> {
     HostTensor::new(vec![t.len(), channels], out)
 }
 
-/// diffusers `get_2d_sincos_pos_embed` as `PatchEmbed` uses it for the 2K/4K models (spec transformer.md §5.2):
-/// `[P1(column) , P1(row)]` per token, coordinates `i / (h / base) / scale`, computed in f64 and rounded to f32.
+/// diffusers `get_2d_sincos_pos_embed` as `PatchEmbed` uses it for the 2K/4K models (docs/numerics/transformer.md
+/// §4.2): `[P1(column) , P1(row)]` per token, coordinates `i / (h / base) / scale`, computed in f64 and rounded to f32.
 pub fn sincos_position_embedding(
     dim: usize,
     h: usize,

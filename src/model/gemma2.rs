@@ -1,7 +1,7 @@
-//! `Gemma2Model` (the decoder stack without LM head, spec text-encoder.md §7–§10), generic over the engine. Structs
-//! mirror the checkpoint's module tree; key names appear verbatim. The default attention matches transformers'
+//! `Gemma2Model` (the decoder stack without LM head, docs/numerics/text-encoder.md §7–§10), generic over the engine.
+//! Structs mirror the checkpoint's module tree; key names appear verbatim. The default attention matches transformers'
 //! eager path (≥ 5.21, and ≤ 4.47), which soft-caps the scores; `Gemma2Model::attn_softcap = false` gives the
-//! 4.48–5.20 SDPA numbers (spec README, "Version-dependent behaviour").
+//! 4.48–5.20 SDPA numbers (docs/numerics/README.md §6).
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
-//! `SanaTransformer2DModel` (spec transformer.md), generic over the engine. Structs mirror the checkpoint's module
-//! tree; key names appear verbatim.
+//! `SanaTransformer2DModel` (docs/numerics/transformer.md), generic over the engine. Structs mirror the checkpoint's
+//! module tree; key names appear verbatim.
 
 use std::sync::Mutex;
 
@@ -11,11 +11,11 @@ use crate::model::layers::{param, Linear};
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
 
-/// Linear-attention ε: diffusers 1e-15 (NVlabs uses 1e-8; spec transformer.md §14).
+/// Linear-attention ε: diffusers 1e-15 (NVlabs uses 1e-8; docs/numerics/transformer.md §14).
 const LINEAR_ATTN_EPS: f32 = 1e-15;
 /// Caption norm and q/k norms use eps 1e-5 (the `Attention`/`RMSNorm` defaults).
 const RMS_EPS: f32 = 1e-5;
-/// Text mask → additive bias: `(1 − mask) · −10000` (spec transformer.md §10.1).
+/// Text mask → additive bias: `(1 − mask) · −10000` (docs/numerics/transformer.md §9.1).
 const MASK_BIAS: f32 = -10000.0;
 
 /// Receives named intermediates (`patch_embed`, `blocks.3.attn1`, …) for golden tests and debugging.
@@ -330,7 +330,7 @@ impl<E: Engine> CaptionProjection<E> {
     }
 }
 
-/// `transformer_blocks.{i}` (spec transformer.md §8).
+/// `transformer_blocks.{i}` (docs/numerics/transformer.md §7).
 struct SanaBlock<E: Engine> {
     scale_shift_table: E::Tensor,
     attn1: LinearSelfAttention<E>,
@@ -403,7 +403,7 @@ fn maybe_norm<E: Engine>(e: &E, x: E::Tensor, weight: Option<&E::Tensor>) -> Res
     }
 }
 
-/// `attn1`: ReLU linear self-attention over image tokens (spec transformer.md §9).
+/// `attn1`: ReLU linear self-attention over image tokens (docs/numerics/transformer.md §8).
 struct LinearSelfAttention<E: Engine> {
     to_q: Linear<E>,
     to_k: Linear<E>,
@@ -492,7 +492,7 @@ impl<E: Engine> CrossAttention<E> {
     }
 }
 
-/// `ff`: GLUMBConv Mix-FFN (spec transformer.md §12), on channels-last tokens.
+/// `ff`: GLUMBConv Mix-FFN (docs/numerics/transformer.md §11), on channels-last tokens.
 struct GluMbConv<E: Engine> {
     conv_inverted: Linear<E>,
     conv_depth_weight: E::Tensor,

@@ -1,6 +1,6 @@
-//! Tiled DC-AE decoding, as diffusers' `AutoencoderDC.tiled_decode` (spec dcae.md §7): overlapping latent tiles are
-//! decoded one at a time and blended linearly where they overlap, so the decoder's activations are bounded by the
-//! tile, not the image. Tiles are processed row by row; only the previous row of decoded tiles is kept (the blends
+//! Tiled DC-AE decoding, as diffusers' `AutoencoderDC.tiled_decode` (docs/numerics/dc-ae.md §7): overlapping latent
+//! tiles are decoded one at a time and blended linearly where they overlap, so the decoder's activations are bounded by
+//! the tile, not the image. Tiles are processed row by row; only the previous row of decoded tiles is kept (the blends
 //! read the already-blended upper and left neighbours, as diffusers' in-place blends do).
 
 use crate::engine::Engine;

@@ -7,7 +7,7 @@
 //! GPU inside the loop except to report progress one step behind, when the next step is already queued.
 //!
 //! The graph's activations come from the driver's graph memory, laid out once at instantiation with reuse across
-//! the step's ops (the preallocated arena of ../shared/DESIGN.md) and mapped when the graph is uploaded; the eager
+//! the step's ops (the preallocated arena of docs/design.md §7) and mapped when the graph is uploaded; the eager
 //! step's memory goes back to the driver first, so the two never add up.
 //!
 //! A capture that fails (an op that needs the host, an illegal call) is abandoned — the stream leaves capture mode
