@@ -2,23 +2,44 @@
 //! FLOPs equal to the cost model's, floors far below the CPU times), `--plan-only` runs nothing, and `--engine cuda`
 //! without a usable GPU is reported as skipped — exit 0, with the reason and the plan — not a crash.
 
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::scratch;
 use serde_json::Value;
 
-/// Runs `sana-run bench args… --json` and parses stdout.
-fn bench(args: &[&str]) -> Value {
-    let o = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+/// Runs `sana-run bench args… --json` with `tmp` as its temp directory.
+fn run_bench(args: &[&str], tmp: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sana-run"))
         .arg("bench")
         .args(args)
         .arg("--json")
+        .env("TMPDIR", tmp)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// What a run left in its temp directory (a `--variant` writes its synthetic model there and must remove it).
+fn leftovers(tmp: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
+/// Runs `sana-run bench args… --json`, checks it cleaned up after itself and parses stdout.
+fn bench(args: &[&str]) -> Value {
+    let tmp = scratch("bench");
+    let o = run_bench(args, &tmp);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success(),
         "sana-run bench {args:?} failed: {stderr}"
     );
+    let left = leftovers(&tmp);
+    assert!(left.is_empty(), "sana-run bench {args:?} left {left:?}");
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stderr}"))
 }
 
@@ -111,4 +132,27 @@ fn a_published_variant_plans_at_real_size() {
     let step = r["stages"]["step"]["matmul_flops"].as_f64().unwrap();
     // 2 × (CFG) 1024 tokens × 2 FLOPs × ~1.6e9 parameters, plus attention: a few TFLOP.
     assert!((5e12..2e13).contains(&step), "one step: {step} FLOPs");
+}
+
+#[test]
+fn a_failed_variant_run_removes_its_synthetic_model() {
+    let tmp = scratch("bench-variant-fails");
+    let o = run_bench(
+        &[
+            "--variant",
+            "sana-1600m-1024",
+            "--plan-only",
+            "--height",
+            "7",
+        ],
+        &tmp,
+    );
+    assert!(!o.status.success(), "a height of 7 must be refused");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("height"), "{stderr}");
+    let left = leftovers(&tmp);
+    assert!(
+        left.is_empty(),
+        "the synthetic model is left behind: {left:?}"
+    );
 }

@@ -914,8 +914,6 @@ fn weights_larger_than_the_staging_buffers_load_exactly() {
             .position(|(g, w)| *g != w.to_f32());
         assert_eq!(wrong, None, "{name}: first wrong element");
     }
-    drop(file);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// The kernel list the engine loads (`Family::symbols`, the one list) against each family's PTX: every listed kernel

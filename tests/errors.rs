@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{copy_dir, golden, scratch, tiny_model};
+use common::{copy_dir, golden, scratch, tiny_model, Scratch};
 use safetensors::tensor::{Dtype, View};
 use sana::weights::SafetensorsFile;
 
@@ -86,8 +86,9 @@ fn rewrite(path: &Path, edit: impl Fn(&str, Raw) -> Option<(String, Raw)>) {
         .unwrap();
 }
 
-fn model_copy(test: &str) -> PathBuf {
-    let dir = scratch(test).join("model");
+/// A scratch copy of the tiny model.
+fn model_copy(test: &str) -> Scratch {
+    let dir = scratch(test);
     copy_dir(&tiny_model(), &dir);
     dir
 }

@@ -1,10 +1,12 @@
 //! `sana::image`: resolution bins, resize-and-crop, 8-bit conversion and PNG output. Expected values are worked out by
 //! hand from the tables and formulas in docs/numerics/sampling.md §3 and §11.
 
+mod common;
+
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
 
+use common::scratch;
 use sana::image::{
     aspect_bins, resize_and_crop, resize_bilinear, resized_size, resolution_bin, to_rgb8,
     write_png, Rgb8Image,
@@ -223,13 +225,6 @@ fn rgb8_needs_three_channels() {
     assert!(Rgb8Image::new(0, 2, vec![]).is_err());
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sana-image-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn read_png(path: &std::path::Path) -> (png::OutputInfo, Vec<u8>) {
     let mut reader = png::Decoder::new(BufReader::new(File::open(path).unwrap()))
         .read_info()
@@ -242,7 +237,7 @@ fn read_png(path: &std::path::Path) -> (png::OutputInfo, Vec<u8>) {
 
 #[test]
 fn png_round_trip() {
-    let dir = scratch_dir("roundtrip");
+    let dir = scratch("roundtrip");
     let path = dir.join("out.png");
     let pixels: Vec<u8> = (0..3 * 5 * 3).map(|v| (v * 7 % 256) as u8).collect();
     let image = Rgb8Image::new(5, 3, pixels.clone()).unwrap();
@@ -262,17 +257,15 @@ fn png_round_trip() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["out.png"]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn png_unwritable_path_names_it() {
-    let dir = scratch_dir("unwritable");
+    let dir = scratch("unwritable");
     let path = dir.join("no-such-dir").join("out.png");
     let err = write_png(&path, &Rgb8Image::new(1, 1, vec![1, 2, 3]).unwrap())
         .unwrap_err()
         .to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(!path.exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

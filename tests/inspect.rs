@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{copy_dir, fixtures, scratch, tiny_model};
+use common::{copy_dir, fixtures, scratch, tiny_model, Scratch};
 use safetensors::SafeTensors;
 use sana::inspect::{
     inspect, parameter_count, text_encoder_keys, transformer_keys, vae_decoder_keys, Family,
@@ -79,7 +79,7 @@ fn inspect_tiny_sana_is_clean_custom_and_counts_match_the_headers() {
 }
 
 /// tiny-sana with `transformer/` replaced by a variant fixture's.
-fn pipeline_with(variant: &str, name: &str) -> std::path::PathBuf {
+fn pipeline_with(variant: &str, name: &str) -> Scratch {
     let dir = scratch(name);
     copy_dir(&tiny_model(), &dir);
     std::fs::remove_dir_all(dir.join("transformer")).unwrap();
@@ -95,7 +95,8 @@ fn pipeline_with(variant: &str, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn inspect_qk_norm_variant_shows_sana15_switches() {
-    let report = inspect(&pipeline_with("qk-norm", "inspect-qk")).unwrap();
+    let dir = pipeline_with("qk-norm", "inspect-qk");
+    let report = inspect(&dir).unwrap();
     assert!(report.is_clean(), "{report}");
     let t = report.transformer.as_ref().unwrap();
     assert_eq!(

@@ -22,7 +22,8 @@ fn check(steps: usize) {
     let g = SafetensorsFile::open(golden(&name)).unwrap();
     let get = |n: &str| g.get(n).unwrap().to_host().unwrap();
     let e = CpuEngine;
-    let pipe = Pipeline::load(&e, &sprint_model(&format!("sprint-{steps}"))).unwrap();
+    let dir = sprint_model(&format!("sprint-{steps}"));
+    let pipe = Pipeline::load(&e, &dir).unwrap();
     assert!(pipe.is_sprint());
     let req = Request {
         prompt: "a neon sign in the rain".into(),

@@ -110,7 +110,8 @@ fn text_encode_prompt_matches_diffusers_without_chi() {
 
 fn check_cli(name: &str, model: &Path) {
     let c = case(name);
-    let out = scratch(&format!("cli-{name}")).join("out.safetensors");
+    let dir = scratch(&format!("cli-{name}"));
+    let out = dir.join("out.safetensors");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sana-run"));
     cmd.args(["eval", "encode-prompt", "--model"])
         .arg(model)

@@ -5,10 +5,10 @@
 mod common;
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{copy_dir, golden, scratch, tiny_model};
+use common::{copy_dir, golden, scratch, tiny_model, Scratch};
 use safetensors::tensor::{Dtype, View};
 use sana::engine::cpu::CpuEngine;
 use sana::model::gemma2::{Gemma2Model, TokenBatch};
@@ -50,17 +50,18 @@ fn encode_prompt_cli(model: &Path, extra: &[&std::ffi::OsStr], out: &Path) -> (b
     sana_run(&args)
 }
 
-/// A copy of the tiny model whose `tokenizer/` folder `edit` may change.
-fn model_copy(test: &str, edit: impl FnOnce(&Path)) -> std::path::PathBuf {
-    let dir = scratch(test).join("model");
-    copy_dir(&tiny_model(), &dir);
-    edit(&dir.join("tokenizer"));
-    dir
+/// A copy of the tiny model, in `model/` of the returned scratch folder, whose `tokenizer/` folder `edit` may change.
+fn model_copy(test: &str, edit: impl FnOnce(&Path)) -> (Scratch, PathBuf) {
+    let dir = scratch(test);
+    let model = dir.join("model");
+    copy_dir(&tiny_model(), &model);
+    edit(&model.join("tokenizer"));
+    (dir, model)
 }
 
 #[test]
 fn text_missing_tokenizer_json() {
-    let model = model_copy("no-tokenizer-json", |t| {
+    let (dir, model) = model_copy("no-tokenizer-json", |t| {
         std::fs::remove_file(t.join("tokenizer.json")).unwrap()
     });
     match GemmaTokenizer::from_dir(&model.join("tokenizer")) {
@@ -68,7 +69,7 @@ fn text_missing_tokenizer_json() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("loaded a tokenizer from a folder without tokenizer.json"),
     }
-    let out = model.parent().unwrap().join("out.safetensors");
+    let out = dir.join("out.safetensors");
     expect_failure(
         encode_prompt_cli(&model, &["--prompt".as_ref(), "a cat".as_ref()], &out),
         &["tokenizer.json", "not found"],
@@ -77,7 +78,7 @@ fn text_missing_tokenizer_json() {
 
 #[test]
 fn text_broken_tokenizer_json() {
-    let model = model_copy("broken-tokenizer-json", |t| {
+    let (_dir, model) = model_copy("broken-tokenizer-json", |t| {
         std::fs::write(t.join("tokenizer.json"), "{\"model\": 3").unwrap()
     });
     let err = GemmaTokenizer::from_dir(&model.join("tokenizer"))
@@ -89,7 +90,7 @@ fn text_broken_tokenizer_json() {
 
 #[test]
 fn text_tokenizer_without_pad_token() {
-    let model = model_copy("no-pad-token", |t| {
+    let (dir, model) = model_copy("no-pad-token", |t| {
         for name in ["tokenizer_config.json", "special_tokens_map.json"] {
             let path = t.join(name);
             if let Ok(text) = std::fs::read_to_string(&path) {
@@ -111,7 +112,7 @@ fn text_tokenizer_without_pad_token() {
         .err()
         .expect("a tokenizer without a pad token must be refused");
     assert!(err.to_string().contains("no pad token"), "{err}");
-    let out = model.parent().unwrap().join("out.safetensors");
+    let out = dir.join("out.safetensors");
     expect_failure(
         encode_prompt_cli(&model, &["--prompt".as_ref(), "a cat".as_ref()], &out),
         &["tokenizer.json", "no pad token"],

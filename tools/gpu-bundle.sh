@@ -107,8 +107,11 @@ done
 # sana-run bench beside diffusers (eager and torch.compile) on the same variant, steps and CFG; the ratio per stage
 # goes to the summary. SANA_BENCH_VARIANTS="name:steps:runs …" overrides the default sweep.
 if [ -d "$here/wheels" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sana-reference "$here"/wheels/*.whl &&
-        export PYTHONPATH=/tmp/sana-reference${PYTHONPATH:+:$PYTHONPATH}
+    # A fresh folder each run (pip --target does not replace an existing install), removed on exit.
+    reference_lib=$(mktemp -d "${TMPDIR:-/tmp}/sana-reference.XXXXXX")
+    trap 'rm -rf "$reference_lib"' EXIT
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$reference_lib" "$here"/wheels/*.whl &&
+        export PYTHONPATH=$reference_lib${PYTHONPATH:+:$PYTHONPATH}
 fi
 reference=$(python3 -c 'import torch, diffusers; print(torch.cuda.is_available())' 2>/dev/null)
 for spec in ${SANA_BENCH_VARIANTS:-sana-600m-1024:20:3 sana-1600m-1024:20:3 sana-1600m-4096:5:1}; do

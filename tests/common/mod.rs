@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sana::HostTensor;
 
@@ -109,12 +110,43 @@ impl Rng {
     }
 }
 
-/// A fresh, empty scratch folder for one test.
-pub fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sana-test-{}-{test}", std::process::id()));
+/// A fresh, empty folder in the temp directory for one test, removed when dropped — also when the test panics,
+/// since the guard is dropped while unwinding. Named `sana-test-<pid>-<n>-<test>`: the process id and a per-process
+/// counter keep concurrent test binaries and repeated names apart. Bind it for as long as the folder is used:
+/// `scratch(t).join("x")` alone drops the guard and the folder at the end of the statement.
+pub struct Scratch(PathBuf);
+
+static SCRATCH_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn scratch(test: &str) -> Scratch {
+    let n = SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sana-test-{}-{n}-{test}", std::process::id()));
+    // A leftover from a killed run whose process id came round again.
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Never panic here: a panic while unwinding from a failed test would abort the whole test binary.
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("cannot remove scratch folder {}: {e}", self.0.display());
+        }
+    }
 }
 
 /// Copies a folder tree (small fixtures only).

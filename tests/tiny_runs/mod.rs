@@ -2,7 +2,7 @@
 //! on a golden's inputs and the 2-step pipeline from the golden's initial latents.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sana::engine::Engine;
 use sana::model::sana_dit::SanaTransformer;
@@ -12,7 +12,7 @@ use sana::text::PromptOptions;
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;
 
-use crate::common::{copy_dir, fixtures, golden, scratch, tiny_model};
+use crate::common::{copy_dir, fixtures, golden, scratch, tiny_model, Scratch};
 
 /// The DiT in `model` (a transformer/ folder) on the inputs of `golden_file`, with its guidance when it has one.
 pub fn dit<E: Engine>(e: &E, model: &Path, golden_file: &str) -> HostTensor {
@@ -89,7 +89,7 @@ pub const SCM_CONFIG: &str = r#"{"_class_name": "SCMScheduler", "num_train_times
     "prediction_type": "trigflow", "sigma_data": 0.5}"#;
 
 /// tiny-sana with the Sprint transformer and an SCMScheduler, written under the scratch folder `test`.
-pub fn sprint_model(test: &str) -> PathBuf {
+pub fn sprint_model(test: &str) -> Scratch {
     let dir = scratch(test);
     copy_dir(&tiny_model(), &dir);
     std::fs::remove_dir_all(dir.join("transformer")).unwrap();
