@@ -6,7 +6,9 @@ use std::path::PathBuf;
 /// Shorthand used throughout the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong, each naming what is at fault. New variants may be added in minor versions.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error("{path}: {source}")]
     Io {
@@ -71,6 +73,14 @@ pub enum Error {
     Image { path: PathBuf, reason: String },
     #[error("tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
+    /// A [`crate::Request`] the model cannot run: `field` names the builder method (`height` and `width` for
+    /// [`crate::Request::size`]), `reason` continues the sentence after it ("height 40 is not a positive multiple
+    /// of 32").
+    #[error("invalid request: {field} {reason}")]
+    Request { field: &'static str, reason: String },
+    /// The caller's callback answered [`crate::Control::Cancel`].
+    #[error("cancelled")]
+    Cancelled,
 }
 
 impl Error {

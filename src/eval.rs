@@ -120,7 +120,7 @@ pub fn vae_decode<E: Engine>(
     let vae = DcAeDecoder::from_dir(e, &component_dir(model, "vae")?)?;
     let latent = SafetensorsFile::open(inputs)?.get("latent")?.to_host()?;
     let image = match tiling {
-        Some(t) => decode_tiled(e, &vae, &latent, t)?,
+        Some(t) => decode_tiled(e, &vae, &latent, t, &mut |_, _| Ok(()))?,
         None => e.download(&vae.decode(e, &e.upload(&latent)?)?)?,
     };
     write_f32(output, &[("image", &image)])

@@ -370,13 +370,13 @@ pub fn resize_and_crop(img: &HostTensor, height: usize, width: usize) -> Result<
 
 /// An 8-bit RGB image, rows top to bottom, each pixel `[r, g, b]` (HWC).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rgb8Image {
+pub struct Image {
     width: usize,
     height: usize,
     pixels: Vec<u8>,
 }
 
-impl Rgb8Image {
+impl Image {
     /// Wraps `pixels` (`height · width · 3` bytes, HWC); both sides must be at least 1.
     pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<Self> {
         let want = width.checked_mul(height).and_then(|n| n.checked_mul(3));
@@ -393,10 +393,12 @@ impl Rgb8Image {
         })
     }
 
+    /// Pixels per row.
     pub fn width(&self) -> usize {
         self.width
     }
 
+    /// Rows.
     pub fn height(&self) -> usize {
         self.height
     }
@@ -406,8 +408,14 @@ impl Rgb8Image {
         &self.pixels
     }
 
+    /// The pixels, without a copy.
     pub fn into_pixels(self) -> Vec<u8> {
         self.pixels
+    }
+
+    /// Writes the image as an 8-bit RGB PNG ([`write_png`]: complete or not at all).
+    pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_png(path.as_ref(), self)
     }
 }
 
@@ -419,10 +427,10 @@ fn to_level(x: f32) -> u8 {
     (y * 255.0).round_ties_even() as u8
 }
 
-/// Decoded `[B, 3, H, W]` images to one [`Rgb8Image`] per batch element. The order of docs/numerics/sampling.md §11:
+/// Decoded `[B, 3, H, W]` images to one [`Image`] per batch element. The order of docs/numerics/sampling.md §11:
 /// decode → [`resize_and_crop`] if binning changed the size → `clamp(x·0.5 + 0.5, 0, 1)` → HWC →
 /// `round_half_to_even(y·255)` → u8.
-pub fn to_rgb8(img: &HostTensor) -> Result<Vec<Rgb8Image>> {
+pub fn to_rgb8(img: &HostTensor) -> Result<Vec<Image>> {
     img.expect_shape("to_rgb8", &[None, Some(3), None, None])?;
     let [_, _, h, w] = nchw(img, "to_rgb8")?;
     if h == 0 || w == 0 {
@@ -439,7 +447,7 @@ pub fn to_rgb8(img: &HostTensor) -> Result<Vec<Rgb8Image>> {
             for i in 0..plane {
                 pixels.extend([chw[i], chw[plane + i], chw[2 * plane + i]].map(to_level));
             }
-            Rgb8Image::new(w, h, pixels)
+            Image::new(w, h, pixels)
         })
         .collect()
 }
@@ -453,7 +461,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `image` as an 8-bit RGB PNG. The bytes go to a temporary file in the same directory, which is synced and
 /// renamed over `path` only once complete, so a failure never leaves a truncated PNG at `path`.
-pub fn write_png(path: &Path, image: &Rgb8Image) -> Result<()> {
+pub fn write_png(path: &Path, image: &Image) -> Result<()> {
     let fail = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,

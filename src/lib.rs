@@ -37,10 +37,11 @@
 
 pub mod cost;
 pub mod cpu;
-mod denoise_loop;
 pub mod engine;
 pub mod error;
 pub mod eval;
+mod event;
+mod generation;
 pub mod gpu;
 pub mod image;
 pub mod inspect;
@@ -49,6 +50,8 @@ pub mod memory;
 pub mod model;
 pub mod noise;
 pub mod pipeline;
+mod request;
+mod sana;
 pub mod scheduler;
 pub mod synthetic_pipeline;
 pub mod tensor;
@@ -56,5 +59,14 @@ pub mod tensor_file;
 pub mod text;
 pub mod weights;
 
+pub use engine::StorageDtype;
 pub use error::{Error, Result};
+pub use event::{Control, Event, Stage};
+pub use generation::{Generation, StageTimes};
+pub use image::Image;
+pub use model::vae_tiling::{VaeTile, VaeTiling};
+pub use pipeline::{Plan, WorkingSet};
+pub use request::{Request, Sampler};
+pub use sana::{Device, OpenOptions, Sana};
 pub use tensor::HostTensor;
+pub use text::PromptEmbeddings;

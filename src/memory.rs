@@ -18,20 +18,25 @@ pub fn peak_bytes() -> Option<u64> {
 /// Time and peak memory of one stage.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageStats {
+    /// Wall-clock time.
     pub time: std::time::Duration,
+    /// Peak resident host memory of the process during the stage, when measured (Linux only).
     pub peak_host_bytes: Option<u64>,
     /// Peak device memory, on engines with a device.
     pub peak_device_bytes: Option<u64>,
 }
 
-/// Measures `f` as one stage.
-pub fn stage<R>(f: impl FnOnce() -> R) -> (R, StageStats) {
-    reset_peak();
+/// Measures `f` as one stage: its time, and with `host_peak` its peak host memory (which resets the process's
+/// high-water mark, see [`reset_peak`]).
+pub fn stage<R>(host_peak: bool, f: impl FnOnce() -> R) -> (R, StageStats) {
+    if host_peak {
+        reset_peak();
+    }
     let start = std::time::Instant::now();
     let out = f();
     let stats = StageStats {
         time: start.elapsed(),
-        peak_host_bytes: peak_bytes(),
+        peak_host_bytes: if host_peak { peak_bytes() } else { None },
         peak_device_bytes: None,
     };
     (out, stats)

@@ -15,9 +15,10 @@ use sana::model::config::TransformerConfig;
 use sana::model::dc_ae::DcAeDecoder;
 use sana::model::gemma2::GemmaConfig;
 use sana::model::sana_dit::SanaTransformer;
-use sana::pipeline::{Pipeline, Request};
+use sana::pipeline::Pipeline;
 use sana::text::{tokenize_prompts, PromptOptions, TextEncoder};
 use sana::HostTensor;
+use sana::{Control, Request};
 
 fn engine() -> CountingEngine<CpuEngine> {
     CountingEngine::new(CpuEngine)
@@ -115,36 +116,34 @@ fn vae_decode_matches_the_model() {
 
 #[test]
 fn a_whole_generation_matches_the_model() {
-    let e = engine();
     let dir = tiny_model();
-    let pipe = Pipeline::load(&e, &dir).unwrap();
-    e.take();
-    let req = Request {
-        prompt: "a red fox in the snow".into(),
-        height: 64,
-        width: 96,
-        steps: 3,
-        batch: 2,
-        resolution_binning: false,
-        ..Request::default()
-    };
-    let gen = pipe.generate(&e, &req, &mut |_, _| {}).unwrap();
+    let pipe = Pipeline::load(engine(), &dir, Default::default()).unwrap();
+    pipe.engine().take();
+    let prompt = "a red fox in the snow";
+    let req = Request::new(prompt)
+        .size(96, 64)
+        .steps(3)
+        .batch(2)
+        .resolution_binning(false);
+    let gen = pipe.generate(&req, &mut |_| Control::Continue).unwrap();
     assert_eq!(gen.images.len(), 2);
-    let counted = e.take();
+    let counted = pipe.engine().take();
+    let plan = &gen.plan;
 
     let gemma = GemmaConfig::load(&dir.join("text_encoder/config.json")).unwrap();
     let dit = TransformerConfig::load(&dir.join("transformer/config.json")).unwrap();
     let tokenizer = sana::text::GemmaTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
-    let tokens = tokenize_prompts(&tokenizer, &[&req.prompt], &[""], &req.prompt_options).unwrap();
-    let f = pipe.vae_scale();
+    let tokens = tokenize_prompts(&tokenizer, &[prompt], &[""], &PromptOptions::default()).unwrap();
+    let f = pipe.vae_config().spatial_factor();
     let work = Workload {
-        batch: req.batch,
-        latent: (req.height / f, req.width / f),
+        batch: 2,
+        latent: (64 / f, 96 / f),
         prompt_tokens: tokens.prompt.len,
-        text_rows: req.prompt_options.max_sequence_length,
+        text_rows: plan.text_rows,
         cfg: true,
-        steps: req.steps,
+        steps: 3,
     };
-    let model = StageCosts::new(&gemma, &dit, &pipe.vae.config, &work);
+    assert_eq!((plan.batch, plan.steps, plan.cfg), (2, 3, true));
+    let model = StageCosts::new(&gemma, &dit, pipe.vae_config(), &work);
     assert_cost("whole generation", counted, model.total());
 }

@@ -487,6 +487,12 @@ fn every_op_matches_cpu_f16() {
 }
 
 /// Runs `f` on the GPU in each storage dtype, or prints why `test` is skipped.
+/// A pipeline of the model in `dir` on a GPU engine like `g` (a pipeline owns its engine).
+fn gpu_pipeline(g: &CudaEngine, dir: &std::path::Path) -> sana::pipeline::Pipeline<CudaEngine> {
+    let engine = CudaEngine::new(g.info().ordinal, g.dtype()).unwrap();
+    sana::pipeline::Pipeline::load(engine, dir, Default::default()).unwrap()
+}
+
 fn on_each_gpu(test: &str, mut f: impl FnMut(&CudaEngine, f32)) {
     for dtype in DTYPES {
         match gpu(test, dtype) {
@@ -531,11 +537,16 @@ fn tiny_text_encoder_matches_cpu() {
 
 #[test]
 fn tiny_pipeline_matches_cpu() {
-    let (want_latents, want_image, _) = tiny_runs::pipeline_2step(&CpuEngine);
+    let (want_latents, want_image, _) =
+        tiny_runs::pipeline_2step(&tiny_runs::tiny_pipeline(CpuEngine));
     on_each_gpu("tiny_pipeline_matches_cpu", |g, u| {
-        let (latents, image, times) = tiny_runs::pipeline_2step(g);
+        let pipe = gpu_pipeline(g, &tiny_model());
+        let (latents, image, times) = tiny_runs::pipeline_2step(&pipe);
         let dtype = g.dtype();
-        let report = g.step_graph_report().expect("a denoising loop ran");
+        let report = pipe
+            .engine()
+            .step_graph_report()
+            .expect("a denoising loop ran");
         assert_eq!(report.capture_error, None, "the step must be capturable");
         assert_eq!(
             (report.eager, report.replayed),
@@ -661,18 +672,14 @@ fn sampler_ops_match_cpu() {
 /// precise bounds are the 2-step pipeline's in `tiny_pipeline_matches_cpu` and the bit-exact sampler's above.)
 #[test]
 fn step_graph_replays_match_eager_steps() {
-    use sana::pipeline::Pipeline;
     let req = tiny_runs::golden_request("square_4steps_cfg_chi");
+    let steps = 4;
     on_each_gpu("step_graph_replays_match_eager_steps", |g, _| {
-        let pipe = Pipeline::load(g, &tiny_model()).unwrap();
+        let pipe = gpu_pipeline(g, &tiny_model());
+        let g = pipe.engine();
         let run = |graphs: bool| {
             g.use_step_graphs(graphs);
-            let mut seen = Vec::new();
-            let (latents, _) = pipe
-                .denoise(g, &req, &mut |i, n| seen.push((i, n)))
-                .unwrap();
-            let want: Vec<_> = (1..=req.steps).map(|i| (i, req.steps)).collect();
-            assert_eq!(seen, want, "progress (graphs {graphs})");
+            let latents = tiny_runs::denoise_counting_steps(&pipe, &req);
             (latents, g.step_graph_report().unwrap())
         };
         let (eager, eager_report) = run(false);
@@ -683,9 +690,9 @@ fn step_graph_replays_match_eager_steps() {
             g.dtype()
         );
         assert_eq!(eager_report.replayed, 0);
-        assert_eq!(eager_report.eager, req.steps);
+        assert_eq!(eager_report.eager, steps);
         assert_eq!(report.capture_error, None, "the step must be capturable");
-        assert_eq!((report.eager, report.replayed), (1, req.steps - 1));
+        assert_eq!((report.eager, report.replayed), (1, steps - 1));
         assert_eq!(replayed.data(), eager.data(), "graph replay vs eager steps");
     });
 }
@@ -694,22 +701,18 @@ fn step_graph_replays_match_eager_steps() {
 /// same loop queued op by op: bit-identical latents.
 #[test]
 fn sprint_step_graph_replays_match_eager_steps() {
-    use sana::pipeline::{Pipeline, Request};
     let dir = tiny_runs::sprint_model("cuda-sprint-graph");
-    let req = Request {
-        prompt: "a lighthouse at dusk".into(),
-        height: 64,
-        width: 64,
-        steps: 3,
-        resolution_binning: false,
-        seed: 5,
-        ..Request::default()
-    };
+    let req = sana::Request::new("a lighthouse at dusk")
+        .size(64, 64)
+        .steps(3)
+        .resolution_binning(false)
+        .seed(5);
     on_each_gpu("sprint_step_graph_replays_match_eager_steps", |g, _| {
-        let pipe = Pipeline::load(g, &dir).unwrap();
+        let pipe = gpu_pipeline(g, &dir);
+        let g = pipe.engine();
         let run = |graphs: bool| {
             g.use_step_graphs(graphs);
-            let (latents, _) = pipe.denoise(g, &req, &mut |_, _| {}).unwrap();
+            let latents = tiny_runs::denoise_counting_steps(&pipe, &req);
             (latents, g.step_graph_report().unwrap())
         };
         let (eager, _) = run(false);
@@ -760,24 +763,20 @@ fn out_of_memory_names_the_stage_and_the_bytes() {
 /// latents equal the all-eager run bit for bit. The stream has left capture mode: the next loop captures and replays.
 #[test]
 fn a_failed_capture_falls_back_to_eager_steps() {
-    use sana::pipeline::Pipeline;
     let req = tiny_runs::golden_request("square_4steps_cfg_chi");
+    let steps = 4;
     let Some(g) = gpu(
         "a_failed_capture_falls_back_to_eager_steps",
         StorageDtype::Bf16,
     ) else {
         return;
     };
-    let pipe = Pipeline::load(&g, &tiny_model()).unwrap();
+    let pipe = gpu_pipeline(&g, &tiny_model());
+    let g = pipe.engine();
     let run = |graphs: bool, inject: bool| {
         g.use_step_graphs(graphs);
         g.inject_sync_during_capture(inject);
-        let mut seen = Vec::new();
-        let (latents, _) = pipe
-            .denoise(&g, &req, &mut |i, n| seen.push((i, n)))
-            .unwrap();
-        let want: Vec<_> = (1..=req.steps).map(|i| (i, req.steps)).collect();
-        assert_eq!(seen, want, "progress (graphs {graphs}, injected {inject})");
+        let latents = tiny_runs::denoise_counting_steps(&pipe, &req);
         (latents, g.step_graph_report().unwrap())
     };
     let (eager, _) = run(false, false);
@@ -791,7 +790,7 @@ fn a_failed_capture_falls_back_to_eager_steps() {
         why.contains("STREAM_CAPTURE"),
         "the reason names the driver's capture error: {why}"
     );
-    assert_eq!((report.eager, report.replayed), (req.steps, 0));
+    assert_eq!((report.eager, report.replayed), (steps, 0));
     assert_eq!(
         fallback.data(),
         eager.data(),
@@ -802,7 +801,7 @@ fn a_failed_capture_falls_back_to_eager_steps() {
         report.capture_error, None,
         "the engine captures again after a failed capture"
     );
-    assert_eq!((report.eager, report.replayed), (1, req.steps - 1));
+    assert_eq!((report.eager, report.replayed), (1, steps - 1));
     assert_eq!(
         replayed.data(),
         eager.data(),
@@ -943,4 +942,44 @@ fn kernel_lists_match_the_ptx_entries() {
         listed.sort();
         assert_eq!(listed, entries, "kernels/{}.cu", family.name());
     }
+}
+
+/// Cancelling from the callback while graph replays are queued stops the loop at that step with
+/// `Error::Cancelled`: step 2 reports and cancels while step 3 is already queued, so three steps ran and the fourth
+/// never did. The graph is released and the same pipeline then denoises the full request again, bit for bit.
+#[test]
+fn cancelling_a_replayed_loop_stops_it_and_the_pipeline_stays_usable() {
+    use sana::{Control, Event};
+    let req = tiny_runs::golden_request("square_4steps_cfg_chi");
+    let Some(g) = gpu(
+        "cancelling_a_replayed_loop_stops_it_and_the_pipeline_stays_usable",
+        StorageDtype::Bf16,
+    ) else {
+        return;
+    };
+    let pipe = gpu_pipeline(&g, &tiny_model());
+    let full = tiny_runs::denoise_counting_steps(&pipe, &req);
+    let mut seen = Vec::new();
+    let err = pipe
+        .denoise(&req, &mut |event| {
+            if let Event::Step { step, .. } = event {
+                seen.push(step);
+                if step == 2 {
+                    return Control::Cancel;
+                }
+            }
+            Control::Continue
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Cancelled), "{err}");
+    assert_eq!(seen, [1, 2]);
+    let report = pipe.engine().step_graph_report().unwrap();
+    assert_eq!(report.capture_error, None);
+    assert_eq!(
+        (report.eager, report.replayed),
+        (1, 2),
+        "steps 2 and 3 replayed, step 4 never queued"
+    );
+    let again = tiny_runs::denoise_counting_steps(&pipe, &req);
+    assert_eq!(again.data(), full.data(), "the run after a cancel");
 }

@@ -18,19 +18,19 @@ use sana::engine::cpu::CpuEngine;
 use sana::engine::emu::EmuEngine;
 use sana::engine::Engine;
 use sana::engine::StorageDtype;
-use sana::pipeline::{Pipeline, Request};
-use sana::text::PromptOptions;
+use sana::pipeline::Pipeline;
 use sana::HostTensor;
+use sana::{Control, Request};
 
 /// Final latents and decoded image of the golden 2-step request.
-fn run<E: Engine>(e: &E) -> (HostTensor, HostTensor) {
-    let (latents, image, _) = tiny_runs::pipeline_2step(e);
+fn run<E: Engine>(e: E) -> (HostTensor, HostTensor) {
+    let (latents, image, _) = tiny_runs::pipeline_2step(&tiny_runs::tiny_pipeline(e));
     (latents, image)
 }
 
 fn check(dtype: StorageDtype, u: f32) {
-    let (want_latents, want_image) = run(&CpuEngine);
-    let (latents, image) = run(&EmuEngine::new(dtype));
+    let (want_latents, want_image) = run(CpuEngine);
+    let (latents, image) = run(EmuEngine::new(dtype));
     let (tol_latents, tol_image) = if dtype == StorageDtype::F32 {
         (1e-4, 1e-4)
     } else {
@@ -69,23 +69,16 @@ fn emu_pipeline_matches_cpu_f32() {
 /// budget as the flow loop applies.
 fn check_sprint(dtype: StorageDtype, u: f32) {
     let dir = tiny_runs::sprint_model(&format!("emu-sprint-{dtype:?}"));
-    let mut prompt_options = PromptOptions::default();
-    prompt_options.complex_human_instruction.clear();
-    let req = Request {
-        prompt: "a lighthouse at dusk".into(),
-        height: 64,
-        width: 96,
-        steps: 2,
-        resolution_binning: false,
-        seed: 9,
-        prompt_options,
-        ..Request::default()
-    };
-    let cpu = Pipeline::load(&CpuEngine, &dir).unwrap();
-    let (want, _) = cpu.denoise(&CpuEngine, &req, &mut |_, _| {}).unwrap();
-    let emu = EmuEngine::new(dtype);
-    let pipe = Pipeline::load(&emu, &dir).unwrap();
-    let (got, _) = pipe.denoise(&emu, &req, &mut |_, _| {}).unwrap();
+    let req = Request::new("a lighthouse at dusk")
+        .size(96, 64)
+        .steps(2)
+        .resolution_binning(false)
+        .seed(9)
+        .complex_human_instruction(false);
+    let cpu = Pipeline::load(CpuEngine, &dir, Default::default()).unwrap();
+    let (want, _) = cpu.denoise(&req, &mut |_| Control::Continue).unwrap();
+    let pipe = Pipeline::load(EmuEngine::new(dtype), &dir, Default::default()).unwrap();
+    let (got, _) = pipe.denoise(&req, &mut |_| Control::Continue).unwrap();
     let err = relative_error(got.data(), want.data());
     let tol = if dtype == StorageDtype::F32 {
         1e-4

@@ -9,7 +9,7 @@ use std::io::BufReader;
 use common::scratch;
 use sana::image::{
     aspect_bins, resize_and_crop, resize_bilinear, resized_size, resolution_bin, to_rgb8,
-    write_png, Rgb8Image,
+    write_png, Image,
 };
 use sana::HostTensor;
 
@@ -221,8 +221,8 @@ fn rgb8_is_hwc_per_batch_element() {
 #[test]
 fn rgb8_needs_three_channels() {
     assert!(to_rgb8(&nchw([1, 4, 1, 1], vec![0.0; 4])).is_err());
-    assert!(Rgb8Image::new(2, 2, vec![0; 11]).is_err());
-    assert!(Rgb8Image::new(0, 2, vec![]).is_err());
+    assert!(Image::new(2, 2, vec![0; 11]).is_err());
+    assert!(Image::new(0, 2, vec![]).is_err());
 }
 
 fn read_png(path: &std::path::Path) -> (png::OutputInfo, Vec<u8>) {
@@ -240,10 +240,10 @@ fn png_round_trip() {
     let dir = scratch("roundtrip");
     let path = dir.join("out.png");
     let pixels: Vec<u8> = (0..3 * 5 * 3).map(|v| (v * 7 % 256) as u8).collect();
-    let image = Rgb8Image::new(5, 3, pixels.clone()).unwrap();
+    let image = Image::new(5, 3, pixels.clone()).unwrap();
     write_png(&path, &image).unwrap();
     // A second write replaces the first.
-    let image2 = Rgb8Image::new(5, 3, pixels.iter().map(|v| 255 - v).collect()).unwrap();
+    let image2 = Image::new(5, 3, pixels.iter().map(|v| 255 - v).collect()).unwrap();
     write_png(&path, &image2).unwrap();
 
     let (info, bytes) = read_png(&path);
@@ -263,7 +263,7 @@ fn png_round_trip() {
 fn png_unwritable_path_names_it() {
     let dir = scratch("unwritable");
     let path = dir.join("no-such-dir").join("out.png");
-    let err = write_png(&path, &Rgb8Image::new(1, 1, vec![1, 2, 3]).unwrap())
+    let err = write_png(&path, &Image::new(1, 1, vec![1, 2, 3]).unwrap())
         .unwrap_err()
         .to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");

@@ -9,11 +9,10 @@
 mod common;
 mod tiny_runs;
 
-use common::{assert_close, assert_pixels_match, golden, relative_error, tiny_model};
+use common::{assert_close, assert_pixels_match, golden, relative_error};
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
 use sana::model::vae_tiling::VaeTile;
-use sana::pipeline::Pipeline;
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;
 
@@ -22,12 +21,9 @@ const TOL: f32 = 1e-4;
 fn check_case(name: &str) {
     let g = SafetensorsFile::open(golden(&format!("pipeline_{name}.safetensors"))).unwrap();
     let get = |n: &str| g.get(n).unwrap().to_host().unwrap();
-    let e = CpuEngine;
-    let pipe = Pipeline::load(&e, &tiny_model()).unwrap();
+    let pipe = tiny_runs::tiny_pipeline(CpuEngine);
     let req = tiny_runs::golden_request(name);
-    let mut steps = 0;
-    let (latents, _) = pipe.denoise(&e, &req, &mut |_, _| steps += 1).unwrap();
-    assert_eq!(steps, req.steps, "{name}: progress reported every step");
+    let latents = tiny_runs::denoise_counting_steps(&pipe, &req);
     let final_latents = get("final_latents");
     eprintln!(
         "{name}: final latents relative error {:e}",
@@ -40,7 +36,7 @@ fn check_case(name: &str) {
         TOL,
     );
 
-    let decoded = pipe.decode(&e, &latents, VaeTile::Off).unwrap();
+    let decoded = pipe.decode(&latents, VaeTile::Off).unwrap();
     let [b, c, h, w] = [0, 1, 2, 3].map(|i| decoded.shape()[i]);
     let mut nhwc = vec![0.0f32; decoded.len()];
     for (i, v) in decoded.data().iter().enumerate() {

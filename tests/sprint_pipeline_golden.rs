@@ -13,37 +13,34 @@ use common::{
 use sana::engine::cpu::CpuEngine;
 use sana::image::to_rgb8;
 use sana::model::vae_tiling::VaeTile;
-use sana::pipeline::{Pipeline, Request};
+use sana::pipeline::Pipeline;
 use sana::weights::SafetensorsFile;
+use sana::{Control, Request};
 use tiny_runs::{sprint_model, SCM_CONFIG};
 
 fn check(steps: usize) {
     let name = format!("sprint_pipeline_{steps}step.safetensors");
     let g = SafetensorsFile::open(golden(&name)).unwrap();
     let get = |n: &str| g.get(n).unwrap().to_host().unwrap();
-    let e = CpuEngine;
     let dir = sprint_model(&format!("sprint-{steps}"));
-    let pipe = Pipeline::load(&e, &dir).unwrap();
+    let pipe = Pipeline::load(CpuEngine, &dir, Default::default()).unwrap();
     assert!(pipe.is_sprint());
-    let req = Request {
-        prompt: "a neon sign in the rain".into(),
-        height: 32,
-        width: 32,
-        steps,
-        guidance: 4.5,
-        resolution_binning: false,
-        latents: Some(get("latents")),
-        step_noise: Some((0..steps).map(|i| get(&format!("noise.{i}"))).collect()),
-        ..Request::default()
-    };
-    let (latents, _) = pipe.denoise(&e, &req, &mut |_, _| {}).unwrap();
+    let req = Request::new("a neon sign in the rain")
+        .size(32, 32)
+        .steps(steps)
+        .guidance(4.5)
+        .resolution_binning(false)
+        .latents(get("latents"))
+        .step_noise((0..steps).map(|i| get(&format!("noise.{i}"))).collect());
+    assert_eq!(pipe.plan(&req).unwrap().steps, steps);
+    let (latents, _) = pipe.denoise(&req, &mut |_| Control::Continue).unwrap();
     let want = get("final_latents");
     eprintln!(
         "{name}: final latents relative error {:e}",
         relative_error(latents.data(), want.data())
     );
     assert_close(&format!("{name}: final latents"), &latents, &want, 1e-4);
-    let pixels: Vec<u8> = to_rgb8(&pipe.decode(&e, &latents, VaeTile::Off).unwrap())
+    let pixels: Vec<u8> = to_rgb8(&pipe.decode(&latents, VaeTile::Off).unwrap())
         .unwrap()
         .iter()
         .flat_map(|p| p.pixels().to_vec())
@@ -70,7 +67,10 @@ fn sprint_weights_with_a_flow_scheduler_are_refused() {
         dir.join("scheduler/scheduler_config.json"),
     )
     .unwrap();
-    let err = Pipeline::load(&CpuEngine, &dir).err().unwrap().to_string();
+    let err = Pipeline::load(CpuEngine, &dir, Default::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("guidance_embeds") && err.contains("SCMScheduler"),
         "{err}"
@@ -82,6 +82,9 @@ fn scm_scheduler_with_non_sprint_weights_is_refused() {
     let dir = scratch("sprint-mismatch-2");
     copy_dir(&tiny_model(), &dir);
     std::fs::write(dir.join("scheduler/scheduler_config.json"), SCM_CONFIG).unwrap();
-    let err = Pipeline::load(&CpuEngine, &dir).err().unwrap().to_string();
+    let err = Pipeline::load(CpuEngine, &dir, Default::default())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("is not a Sana-Sprint model"), "{err}");
 }

@@ -26,7 +26,14 @@ fn tiled_decode_matches_diffusers() {
         tile: 32,
         stride: 24,
     };
-    let got = decode_tiled(&CpuEngine, &decoder(), &get("latent"), tiling).unwrap();
+    let got = decode_tiled(
+        &CpuEngine,
+        &decoder(),
+        &get("latent"),
+        tiling,
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
     let (tiled, untiled) = (get("tiled"), get("untiled"));
     eprintln!(
         "tiled vs diffusers tiled {:e}; diffusers tiled vs untiled {:e}",
@@ -40,7 +47,14 @@ fn tiled_decode_matches_diffusers() {
 fn a_latent_within_one_tile_decodes_untiled() {
     let g = SafetensorsFile::open(golden("vae_decode_square.safetensors")).unwrap();
     let latent = g.get("latent").unwrap().to_host().unwrap();
-    let got = decode_tiled(&CpuEngine, &decoder(), &latent, VaeTiling::with_tile(32)).unwrap();
+    let got = decode_tiled(
+        &CpuEngine,
+        &decoder(),
+        &latent,
+        VaeTiling::with_tile(32),
+        &mut |_, _| Ok(()),
+    )
+    .unwrap();
     assert_close(
         "one tile",
         &got,
@@ -53,14 +67,17 @@ fn a_latent_within_one_tile_decodes_untiled() {
 fn auto_tiles_only_above_the_budget() {
     let vae = decoder();
     // Widest stage of the tiny VAE: 16 channels at full resolution (4× the latent): 16·(4h·4w) f32 maps, 5 live.
-    assert_eq!(untiled_bytes(&vae, 10, 13), 16 * 40 * 52 * 5 * 4);
-    let budget = untiled_bytes(&vae, 10, 13);
+    assert_eq!(untiled_bytes(&vae.config, 10, 13), 16 * 40 * 52 * 5 * 4);
+    let budget = untiled_bytes(&vae.config, 10, 13);
     let auto = VaeTile::Auto {
         budget_bytes: budget,
     };
-    assert_eq!(resolve(&vae, auto, 10, 13), None);
-    assert_eq!(resolve(&vae, auto, 10, 14), Some(VaeTiling::DIFFUSERS));
-    assert_eq!(resolve(&vae, VaeTile::Off, 1000, 1000), None);
+    assert_eq!(resolve(&vae.config, auto, 10, 13), None);
+    assert_eq!(
+        resolve(&vae.config, auto, 10, 14),
+        Some(VaeTiling::DIFFUSERS)
+    );
+    assert_eq!(resolve(&vae.config, VaeTile::Off, 1000, 1000), None);
 }
 
 #[test]
@@ -81,7 +98,7 @@ fn tiles_off_the_latent_grid_are_refused() {
             stride: 0,
         },
     ] {
-        let err = decode_tiled(&CpuEngine, &decoder(), &latent, tiling)
+        let err = decode_tiled(&CpuEngine, &decoder(), &latent, tiling, &mut |_, _| Ok(()))
             .err()
             .unwrap();
         assert!(err.to_string().contains("VAE tiles"), "{err}");

@@ -432,7 +432,7 @@ impl<E: Engine> Engine for CountingEngine<E> {
         &self,
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         self.inner.repeat_steps(n, step, progress)
     }

@@ -339,18 +339,19 @@ pub trait Engine: Send + Sync {
     /// Moves `schedule` to its next step.
     fn advance_schedule(&self, schedule: &mut Self::State) -> Result<()>;
 
-    /// Runs `step` `n` times, calling `progress(i, n)` as step `i` completes. `step` must queue the same work every
+    /// Runs `step` `n` times, calling `progress(i, n)` as step `i` completes; an error from `progress` (a
+    /// cancellation) stops the loop at that step boundary and is returned. `step` must queue the same work every
     /// call, reading whatever changes between steps from state (the schedule), and must not read results back: a
     /// device engine runs the first call, captures the second as a graph and replays it for the rest.
     fn repeat_steps(
         &self,
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         for i in 0..n {
             step()?;
-            progress(i + 1, n);
+            progress(i + 1, n)?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::model::config::VaeConfig;
 use crate::model::dc_ae::DcAeDecoder;
 use crate::tensor::HostTensor;
 
@@ -58,17 +59,12 @@ pub const DEFAULT_BUDGET: usize = 4 << 30;
 
 /// Estimated peak activation bytes of an untiled decode of an `h × w` latent (batch 1, f32 host storage): the
 /// decoder's working set (`crate::gpu::arena::decode_elements`) in f32.
-pub fn untiled_bytes<E: Engine>(vae: &DcAeDecoder<E>, h: usize, w: usize) -> usize {
-    crate::gpu::arena::decode_elements(&vae.config, h, w) * std::mem::size_of::<f32>()
+pub fn untiled_bytes(vae: &VaeConfig, h: usize, w: usize) -> usize {
+    crate::gpu::arena::decode_elements(vae, h, w) * std::mem::size_of::<f32>()
 }
 
 /// The tiling `tile` resolves to for an `h × w` latent, or `None` for an untiled decode.
-pub fn resolve<E: Engine>(
-    vae: &DcAeDecoder<E>,
-    tile: VaeTile,
-    h: usize,
-    w: usize,
-) -> Option<VaeTiling> {
+pub fn resolve(vae: &VaeConfig, tile: VaeTile, h: usize, w: usize) -> Option<VaeTiling> {
     match tile {
         VaeTile::Off => None,
         VaeTile::On(t) => Some(t),
@@ -79,12 +75,14 @@ pub fn resolve<E: Engine>(
 }
 
 /// Decodes `z` `[B, C, h, w]` (already divided by the scaling factor) tile by tile; the raw image `[B, 3, H, W]`.
-/// diffusers decodes untiled when the latent fits in one tile; so does this.
+/// diffusers decodes untiled when the latent fits in one tile; so does this. `on_tile(i, n)` follows each of the `n`
+/// tiles; its error (a cancellation) stops the decode.
 pub fn decode_tiled<E: Engine>(
     e: &E,
     vae: &DcAeDecoder<E>,
     z: &HostTensor,
     tiling: VaeTiling,
+    on_tile: &mut dyn FnMut(usize, usize) -> Result<()>,
 ) -> Result<HostTensor> {
     let f = vae.config.spatial_factor();
     let VaeTiling { tile, stride } = tiling;
@@ -97,8 +95,12 @@ pub fn decode_tiled<E: Engine>(
     let [b, c, h, w] = [z.shape()[0], z.shape()[1], z.shape()[2], z.shape()[3]];
     let (tl, sl) = (tile / f, stride / f);
     if h <= tl && w <= tl {
-        return e.download(&vae.decode(e, &e.upload(z)?)?);
+        let out = e.download(&vae.decode(e, &e.upload(z)?)?)?;
+        on_tile(1, 1)?;
+        return Ok(out);
     }
+    let tiles = h.div_ceil(sl) * w.div_ceil(sl);
+    let mut done = 0;
     let blend = tile - stride;
     let (oh, ow) = (h * f, w * f);
     let mut out = HostTensor::zeros(vec![b, 3, oh, ow]);
@@ -116,6 +118,8 @@ pub fn decode_tiled<E: Engine>(
             }
             paste(&mut out, &t, (i * f, j * f), stride);
             row.push(t);
+            done += 1;
+            on_tile(done, tiles)?;
         }
         above = row;
     }

@@ -7,10 +7,10 @@ use std::path::Path;
 use sana::engine::Engine;
 use sana::model::sana_dit::SanaTransformer;
 use sana::model::vae_tiling::VaeTile;
-use sana::pipeline::{Pipeline, Request, StageTimes};
-use sana::text::PromptOptions;
+use sana::pipeline::Pipeline;
 use sana::weights::SafetensorsFile;
 use sana::HostTensor;
+use sana::{Control, Event, Request, StageTimes};
 
 use crate::common::{copy_dir, fixtures, golden, scratch, tiny_model, Scratch};
 
@@ -41,23 +41,40 @@ pub fn dit<E: Engine>(e: &E, model: &Path, golden_file: &str) -> HostTensor {
 }
 
 /// Final latents, decoded image and stage statistics of the golden 2-step request (no CFG, with the instruction
-/// prefix) from the golden's initial latents.
-pub fn pipeline_2step<E: Engine>(e: &E) -> (HostTensor, HostTensor, StageTimes) {
+/// prefix) from the golden's initial latents, on a pipeline of the tiny model.
+pub fn pipeline_2step<E: Engine>(pipe: &Pipeline<E>) -> (HostTensor, HostTensor, StageTimes) {
     let g = SafetensorsFile::open(golden("pipeline_square_2steps_nocfg_chi.safetensors")).unwrap();
-    let pipe = Pipeline::load(e, &tiny_model()).unwrap();
-    let req = Request {
-        prompt: "a bowl of cherries".into(),
-        height: 32,
-        width: 32,
-        steps: 2,
-        guidance: 1.0,
-        resolution_binning: false,
-        latents: Some(g.get("latents").unwrap().to_host().unwrap()),
-        ..Request::default()
-    };
-    let (latents, times) = pipe.denoise(e, &req, &mut |_, _| {}).unwrap();
-    let image = pipe.decode(e, &latents, VaeTile::Off).unwrap();
+    let req = Request::new("a bowl of cherries")
+        .size(32, 32)
+        .steps(2)
+        .guidance(1.0)
+        .resolution_binning(false)
+        .latents(g.get("latents").unwrap().to_host().unwrap());
+    let (latents, times) = pipe.denoise(&req, &mut |_| Control::Continue).unwrap();
+    let image = pipe.decode(&latents, VaeTile::Off).unwrap();
     (latents, image, times)
+}
+
+/// The tiny model on engine `e`.
+pub fn tiny_pipeline<E: Engine>(e: E) -> Pipeline<E> {
+    Pipeline::load(e, &tiny_model(), Default::default()).unwrap()
+}
+
+/// Runs `req`, counting the step events; asserts they come once per step, in order.
+pub fn denoise_counting_steps<E: Engine>(pipe: &Pipeline<E>, req: &Request) -> HostTensor {
+    let mut seen = Vec::new();
+    let (latents, _) = pipe
+        .denoise(req, &mut |event| {
+            if let Event::Step { step, steps } = event {
+                seen.push((step, steps));
+            }
+            Control::Continue
+        })
+        .unwrap();
+    let steps = pipe.plan(req).unwrap().steps;
+    let want: Vec<_> = (1..=steps).map(|i| (i, steps)).collect();
+    assert_eq!(seen, want, "step events");
+    latents
 }
 
 /// The request of golden `pipeline_<name>` (tools/make_fixtures.py), from its initial latents.
@@ -67,22 +84,15 @@ pub fn golden_request(name: &str) -> Request {
     )
     .unwrap();
     let g = SafetensorsFile::open(golden(&format!("pipeline_{name}.safetensors"))).unwrap();
-    let mut prompt_options = PromptOptions::default();
-    if !meta["chi"].as_bool().unwrap() {
-        prompt_options.complex_human_instruction.clear();
-    }
-    Request {
-        prompt: meta["prompt"].as_str().unwrap().into(),
-        negative_prompt: meta["negative_prompt"].as_str().unwrap().into(),
-        height: meta["height"].as_u64().unwrap() as usize,
-        width: meta["width"].as_u64().unwrap() as usize,
-        steps: meta["num_inference_steps"].as_u64().unwrap() as usize,
-        guidance: meta["guidance_scale"].as_f64().unwrap() as f32,
-        prompt_options,
-        resolution_binning: meta["use_resolution_binning"].as_bool().unwrap(),
-        latents: Some(g.get("latents").unwrap().to_host().unwrap()),
-        ..Request::default()
-    }
+    let number = |key: &str| meta[key].as_u64().unwrap() as usize;
+    Request::new(meta["prompt"].as_str().unwrap())
+        .negative_prompt(meta["negative_prompt"].as_str().unwrap())
+        .size(number("width"), number("height"))
+        .steps(number("num_inference_steps"))
+        .guidance(meta["guidance_scale"].as_f64().unwrap() as f32)
+        .complex_human_instruction(meta["chi"].as_bool().unwrap())
+        .resolution_binning(meta["use_resolution_binning"].as_bool().unwrap())
+        .latents(g.get("latents").unwrap().to_host().unwrap())
 }
 
 pub const SCM_CONFIG: &str = r#"{"_class_name": "SCMScheduler", "num_train_timesteps": 1000,

@@ -5,7 +5,7 @@
 //! an engine that is not available (`--engine cuda` without a GPU) is reported
 //! as skipped, with the reason, and the command still succeeds: the plan is printed either way.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -13,13 +13,10 @@ use sana::cost::roofline::{StageFloors, BF16_BYTES, DEVICES};
 use sana::cost::stages::{StageCosts, Workload};
 use sana::cost::Cost;
 use sana::engine::cuda::StepGraphReport;
-use sana::engine::Engine;
 use sana::inspect::Variant;
 use sana::memory::StageStats;
-use sana::model::gemma2::GemmaConfig;
-use sana::model::vae_tiling::{self, VaeTile};
-use sana::pipeline::{Pipeline, Request};
-use sana::text::{tokenize_prompts, GemmaTokenizer};
+use sana::text::{tokenize_prompts, GemmaTokenizer, PromptOptions};
+use sana::{Control, Device, Event, OpenOptions, Request, Sana};
 use serde_json::{json, Value};
 
 use crate::generate::demo_model;
@@ -127,59 +124,52 @@ fn source(args: &BenchArgs) -> sana::Result<Source> {
     }
 }
 
-/// The run's shapes and the model's cost of each stage.
+/// The run's request, as planned, and the model's cost of each stage.
 struct Plan {
     req: Request,
+    planned: sana::Plan,
     costs: StageCosts,
-    /// The pipeline will tile the decode (the model counts it untiled).
-    tiled_decode: bool,
 }
 
-fn make_plan<E: Engine>(e: &E, args: &BenchArgs, dir: &Path) -> sana::Result<(Pipeline<E>, Plan)> {
-    let mut pipe = Pipeline::load(e, dir)?;
-    // Reused Gemma stays resident (its load is not text encoding); a single run frees it before the DiT loads.
-    pipe.keep_text_encoder = args.warmup + args.runs.max(1) > 1;
-    let native = pipe.transformer_config.sample_size * pipe.vae_scale();
-    let req = Request {
-        prompt: PROMPT.into(),
-        height: args.height.unwrap_or(native),
-        width: args.width.unwrap_or(native),
-        steps: args.steps.unwrap_or_else(|| pipe.default_steps()),
-        guidance: args.guidance,
-        seed: SEED,
-        resolution_binning: false,
-        batch: args.batch,
-        vae_tile: VaeTile::default(),
-        ..Request::default()
-    };
-    let (h, w) = pipe.generation_size(&req)?;
-    let f = pipe.vae_scale();
-    let gemma = GemmaConfig::load(&dir.join("text_encoder/config.json"))?;
-    let tokenizer = GemmaTokenizer::from_dir(&dir.join("tokenizer"))?;
-    let tokens = tokenize_prompts(
-        &tokenizer,
-        &[&req.prompt],
-        &[&req.negative_prompt],
-        &req.prompt_options,
-    )?;
+fn make_plan(sana: &Sana, args: &BenchArgs) -> sana::Result<Plan> {
+    let mut req = Request::new(PROMPT)
+        .guidance(args.guidance)
+        .seed(SEED)
+        .resolution_binning(false)
+        .batch(args.batch);
+    match (args.width, args.height) {
+        (None, None) => {}
+        (w, h) => {
+            // One side given: the other is the model's trained size.
+            let native = sana.transformer_config().sample_size * sana.vae_config().spatial_factor();
+            req = req.size(w.unwrap_or(native), h.unwrap_or(native));
+        }
+    }
+    if let Some(steps) = args.steps {
+        req = req.steps(steps);
+    }
+    let planned = sana.plan(&req)?;
+    let tokenizer = GemmaTokenizer::from_dir(&sana.dir().join("tokenizer"))?;
+    let tokens = tokenize_prompts(&tokenizer, &[PROMPT], &[""], &PromptOptions::default())?;
     let work = Workload {
-        batch: req.batch,
-        latent: (h / f, w / f),
+        batch: planned.batch,
+        latent: (planned.latent_shape[2], planned.latent_shape[3]),
         prompt_tokens: tokens.prompt.len,
-        text_rows: req.prompt_options.max_sequence_length,
-        cfg: !pipe.is_sprint() && req.guidance > 1.0,
-        steps: req.steps,
+        text_rows: planned.text_rows,
+        cfg: planned.cfg,
+        steps: planned.steps,
     };
-    let costs = StageCosts::new(&gemma, &pipe.transformer_config, &pipe.vae.config, &work);
-    let tiled_decode = vae_tiling::resolve(&pipe.vae, req.vae_tile, h / f, w / f).is_some();
-    Ok((
-        pipe,
-        Plan {
-            req,
-            costs,
-            tiled_decode,
-        },
-    ))
+    let costs = StageCosts::new(
+        sana.text_encoder_config(),
+        sana.transformer_config(),
+        sana.vae_config(),
+        &work,
+    );
+    Ok(Plan {
+        req,
+        planned,
+        costs,
+    })
 }
 
 /// Median wall time and peak host (and device) memory of each stage over the timed runs.
@@ -203,18 +193,23 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-fn measure<E: Engine>(
-    e: &E,
-    pipe: &Pipeline<E>,
+fn measure(
+    sana: &Sana,
     req: &Request,
+    steps: usize,
     (warmup, runs): (usize, usize),
 ) -> sana::Result<Measured> {
     let mut samples: Vec<[Duration; 5]> = Vec::new();
     let (mut peaks, mut device_peaks) = ([None; 3], [None; 3]);
     for run in 0..warmup + runs.max(1) {
-        let mut marks = Vec::with_capacity(req.steps);
+        let mut marks = Vec::with_capacity(steps);
         let start = Instant::now();
-        let out = pipe.generate(e, req, &mut |_, _| marks.push(Instant::now()))?;
+        let out = sana.generate_with(req, |event| {
+            if let Event::Step { .. } = event {
+                marks.push(Instant::now());
+            }
+            Control::Continue
+        })?;
         let total = start.elapsed();
         if run < warmup {
             continue;
@@ -223,7 +218,7 @@ fn measure<E: Engine>(
         // One step: the median gap between progress calls (the first step also pays the text conditioning).
         let gaps: Vec<Duration> = marks.windows(2).map(|p| p[1] - p[0]).collect();
         let step = if gaps.is_empty() {
-            t.denoise.time / req.steps.max(1) as u32
+            t.denoise.time / steps.max(1) as u32
         } else {
             median(gaps)
         };
@@ -242,7 +237,7 @@ fn measure<E: Engine>(
     }
     let column = |i: usize| median(samples.iter().map(|s| s[i]).collect());
     Ok(Measured {
-        engine: e.name(),
+        engine: sana.engine_name(),
         text_encode: column(0),
         step: column(1),
         denoise: column(2),
@@ -250,20 +245,38 @@ fn measure<E: Engine>(
         total: column(4),
         peak_host: peaks,
         peak_device: device_peaks,
-        step_graph: e.step_graph_report(),
+        step_graph: sana.step_graph_report(),
     })
 }
 
 pub fn run(args: BenchArgs, dtype: Dtype) -> sana::Result<()> {
     let src = source(&args)?;
     // The plan needs no engine: configs, tokenizer and the cost model only (the CPU engine loads the VAE).
-    let (_, plan) = make_plan(&sana::engine::cpu::CpuEngine, &args, &src.dir)?;
+    // The plan needs no accelerator: configs, tokenizer and the cost model only (the CPU engine loads the VAE).
+    let plan = make_plan(&Sana::open(&src.dir, Device::Cpu)?, &args)?;
     let measured: Result<Option<Measured>, String> = if args.plan_only {
         Ok(None)
     } else {
-        let outcome = on_engine!(args.engine, dtype, step_graphs: !args.no_step_graph, |e| {
-            let (pipe, timed) = make_plan(e, &args, &src.dir)?;
-            measure(e, &pipe, &timed.req, (args.warmup, args.runs)).map(Some)
+        let runs = args.warmup + args.runs.max(1);
+        let outcome = args.engine.device().and_then(|device| {
+            let sana = OpenOptions::new(device)
+                .dtype(dtype.into())
+                .step_graphs(!args.no_step_graph)
+                // Reused Gemma stays resident (its load is not text encoding); a single run frees it before the
+                // transformer loads.
+                .keep_text_encoder(runs > 1)
+                .measure_host_memory(true)
+                .open(&src.dir)?;
+            if let Some(why) = sana.auto_fallback() {
+                eprintln!("note: running on the cpu engine: {why}");
+            }
+            measure(
+                &sana,
+                &plan.req,
+                plan.planned.steps,
+                (args.warmup, args.runs),
+            )
+            .map(Some)
         });
         match outcome {
             Ok(m) => Ok(m),
@@ -390,11 +403,11 @@ impl Report<'_> {
     }
 
     fn images_per_s(&self, time: Option<Duration>) -> Option<f64> {
-        time.map(|t| self.plan.req.batch as f64 / t.as_secs_f64().max(1e-9))
+        time.map(|t| self.plan.planned.batch as f64 / t.as_secs_f64().max(1e-9))
     }
 
     fn json(&self) -> Value {
-        let req = &self.plan.req;
+        let req = &self.plan.planned;
         let (status, reason) = self.status();
         let mut stages = serde_json::Map::new();
         let rows = self.rows();
@@ -424,14 +437,14 @@ impl Report<'_> {
             "engine": self.engine(),
             "status": status,
             "skipped_reason": reason,
-            "height": req.height,
-            "width": req.width,
+            "height": req.output_size.1,
+            "width": req.output_size.0,
             "batch": req.batch,
             "steps": req.steps,
             "guidance": req.guidance,
             "runs": self.args.runs.max(1),
             "warmup": self.args.warmup,
-            "tiled_decode": self.plan.tiled_decode,
+            "tiled_decode": self.plan.planned.vae_tiling.is_some(),
             "stages": stages,
             "images_per_s": self.images_per_s(total),
             "peak_device_bytes": self.peak_device(),
@@ -446,14 +459,14 @@ impl Report<'_> {
 
     fn table(&self) -> String {
         use std::fmt::Write;
-        let req = &self.plan.req;
+        let req = &self.plan.planned;
         let mut s = String::new();
         let _ = writeln!(
             s,
             "sana-run bench: {}, {}×{}, batch {}, {} steps, guidance {}, engine {}, median of {} runs ({} warm-up excluded)",
             self.label,
-            req.width,
-            req.height,
+            req.output_size.0,
+            req.output_size.1,
             req.batch,
             req.steps,
             req.guidance,
@@ -533,7 +546,7 @@ impl Report<'_> {
                 Some(why) => writeln!(s, "denoise: steps ran without a CUDA graph: {why}"),
             };
         }
-        if self.plan.tiled_decode {
+        if self.plan.planned.vae_tiling.is_some() {
             let _ = writeln!(
                 s,
                 "note: the decode runs tiled; its FLOPs are counted untiled"

@@ -4,13 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use sana::engine::Engine;
-use sana::image::write_png;
-use sana::model::vae_tiling::{VaeTile, VaeTiling};
-use sana::pipeline::{Pipeline, Request, Sampler};
 use sana::tensor_file::write_f32;
-use sana::text::PromptOptions;
 use sana::weights::SafetensorsFile;
+use sana::{Control, Event, OpenOptions, Request, Sampler, VaeTile, VaeTiling};
 
 use crate::progress::Progress;
 use crate::{Dtype, EngineKind};
@@ -24,12 +20,12 @@ pub struct GenerateArgs {
     prompt: String,
     #[arg(long, default_value = "")]
     negative_prompt: String,
-    /// Image height in pixels (a multiple of 32).
-    #[arg(long, default_value_t = 1024)]
-    height: usize,
-    /// Image width in pixels (a multiple of 32).
-    #[arg(long, default_value_t = 1024)]
-    width: usize,
+    /// Image height in pixels (a multiple of 32; default: the model's trained size, with --width).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Image width in pixels (a multiple of 32; default: the model's trained size, with --height).
+    #[arg(long)]
+    width: Option<usize>,
     /// Sampler steps (default: 20; 2 for Sana-Sprint).
     #[arg(long)]
     steps: Option<usize>,
@@ -97,10 +93,6 @@ pub fn demo_model() -> PathBuf {
 }
 
 pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
-    on_engine!(args.engine, dtype, step_graphs: !args.no_step_graph, |e| generate(e, &args))
-}
-
-fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
     let model = match &args.model {
         Some(m) => m.clone(),
         None => {
@@ -111,68 +103,73 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
             demo_model()
         }
     };
-    let latents = match &args.latents {
-        Some(path) => {
-            let t = SafetensorsFile::open(path)?.get("latents")?.to_host()?;
-            Some(if t.shape()[0] == 1 && args.batch > 1 {
-                let mut shape = t.shape().to_vec();
-                shape[0] = args.batch;
-                sana::HostTensor::new(shape, t.data().repeat(args.batch))?
-            } else {
-                t
-            })
-        }
-        None => None,
-    };
-    let mut prompt_options = PromptOptions::default();
-    if args.no_chi {
-        prompt_options.complex_human_instruction.clear();
+    let mut req = Request::new(args.prompt.clone())
+        .negative_prompt(args.negative_prompt.clone())
+        .guidance(args.guidance)
+        .seed(args.seed)
+        .batch(args.batch)
+        .resolution_binning(!args.no_resolution_binning)
+        .complex_human_instruction(!args.no_chi)
+        .vae_tile(args.vae_tile);
+    if let (Some(w), Some(h)) = (args.width, args.height) {
+        req = req.size(w, h);
+    } else if args.width.is_some() || args.height.is_some() {
+        return Err(sana::Error::InvalidInput(
+            "give both --width and --height, or neither (the model's trained size)".into(),
+        ));
     }
-    let req = Request {
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative_prompt.clone(),
-        height: args.height,
-        width: args.width,
-        steps: 0,
-        guidance: args.guidance,
-        seed: args.seed,
-        sampler: args.sampler.map(|s| match s {
+    if let Some(steps) = args.steps {
+        req = req.steps(steps);
+    }
+    if let Some(s) = args.sampler {
+        req = req.sampler(match s {
             SamplerArg::FlowDpmSolver => Sampler::FlowDpmSolver,
             SamplerArg::FlowEuler => Sampler::FlowEuler,
-        }),
-        prompt_options,
-        resolution_binning: !args.no_resolution_binning,
-        latents,
-        step_noise: None,
-        batch: args.batch,
-        vae_tile: args.vae_tile,
-    };
+        });
+    }
+    if let Some(path) = &args.latents {
+        let t = SafetensorsFile::open(path)?.get("latents")?.to_host()?;
+        req = req.latents(if t.shape().first() == Some(&1) && args.batch > 1 {
+            let mut shape = t.shape().to_vec();
+            shape[0] = args.batch;
+            sana::HostTensor::new(shape, t.data().repeat(args.batch))?
+        } else {
+            t
+        });
+    }
     let outputs = output_paths(&args.output, args.batch);
 
     let start = Instant::now();
-    let pipe = Pipeline::load(e, &model)?;
+    let sana = OpenOptions::new(args.engine.device()?)
+        .dtype(dtype.into())
+        .step_graphs(!args.no_step_graph)
+        .measure_host_memory(true)
+        .open(&model)?;
     let load = start.elapsed();
-    let req = Request {
-        steps: args.steps.unwrap_or_else(|| pipe.default_steps()),
-        ..req
-    };
-    let (gh, gw) = pipe.generation_size(&req)?;
+    if let Some(why) = sana.auto_fallback() {
+        eprintln!("note: running on the cpu engine: {why}");
+    }
+    let plan = sana.plan(&req)?;
+    let ((w, h), (gw, gh)) = (plan.output_size, plan.generation_size);
     eprintln!(
-        "generating {}×{} (at {gh}×{gw}), {} steps, guidance {}, engine {}",
-        req.width,
-        req.height,
-        req.steps,
-        req.guidance,
-        e.name()
+        "generating {w}×{h} (width×height; at {gw}×{gh}), {} steps, guidance {}, {}",
+        plan.steps,
+        plan.guidance,
+        sana.device_description()
     );
     let mut progress = Progress::new();
-    let out = pipe.generate(e, &req, &mut |i, n| progress.update(i, n))?;
+    let out = sana.generate_with(&req, |event| {
+        if let Event::Step { step, steps } = event {
+            progress.update(step, steps);
+        }
+        Control::Continue
+    })?;
 
     if let Some(path) = &args.save_latents {
         write_f32(path, &[("latents", &out.latents)])?;
     }
     for (image, path) in out.images.iter().zip(&outputs) {
-        write_png(path, image)?;
+        image.save_png(path)?;
         eprintln!("wrote {}", path.display());
     }
     let t = out.times;
@@ -181,10 +178,10 @@ fn generate<E: Engine>(e: &E, args: &GenerateArgs) -> sana::Result<()> {
         load.as_secs_f64(),
         t.text_encode.time.as_secs_f64(),
         t.denoise.time.as_secs_f64(),
-        t.denoise.time.as_secs_f64() / req.steps.max(1) as f64,
+        t.denoise.time.as_secs_f64() / plan.steps.max(1) as f64,
         t.decode.time.as_secs_f64()
     );
-    if let Some(r) = e.step_graph_report() {
+    if let Some(r) = sana.step_graph_report() {
         match &r.capture_error {
             None => eprintln!(
                 "denoise: {} of {} steps replayed from a CUDA graph (captured in {:.1} ms)",

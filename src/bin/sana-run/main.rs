@@ -135,6 +135,30 @@ enum EngineKind {
     Cuda,
 }
 
+impl EngineKind {
+    /// The library's device for this engine (`emu` only in builds with the `emu` feature).
+    fn device(self) -> sana::Result<sana::Device> {
+        Ok(match self {
+            EngineKind::Auto => sana::Device::Auto,
+            EngineKind::Cpu => sana::Device::Cpu,
+            EngineKind::Cuda => sana::Device::Cuda(0),
+            #[cfg(feature = "emu")]
+            EngineKind::Emu => sana::Device::Emu,
+            #[cfg(not(feature = "emu"))]
+            EngineKind::Emu => return Err(emu_not_built()),
+        })
+    }
+}
+
+/// `--engine emu` in a build without the emulation engine.
+#[cfg(not(feature = "emu"))]
+fn emu_not_built() -> sana::Error {
+    sana::Error::EngineUnavailable {
+        engine: "emu",
+        reason: "this sana-run was built without the `emu` feature".into(),
+    }
+}
+
 /// Storage dtype of the `cuda` and `emu` engines.
 #[derive(Clone, Copy, ValueEnum)]
 enum Dtype {
@@ -171,10 +195,7 @@ macro_rules! on_engine {
                 $body
             }
             #[cfg(not(feature = "emu"))]
-            EngineKind::Emu => Err(sana::Error::EngineUnavailable {
-                engine: "emu",
-                reason: "this sana-run was built without the `emu` feature".into(),
-            }),
+            EngineKind::Emu => Err($crate::emu_not_built()),
             // The macro's value is the error (not an early return), so callers can tell an unavailable engine apart.
             EngineKind::Cuda => match $crate::open_gpu($dtype) {
                 Ok(gpu) => {
@@ -307,9 +328,19 @@ fn run(cli: Cli) -> sana::Result<()> {
     }
 }
 
+/// The flag that sets request field `field` (`max_sequence_length` → `max-sequence-length`).
+fn flag_of(field: &str) -> String {
+    field.replace('_', "-")
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        // The library names a request's fields; the command line names its flags.
+        Err(sana::Error::Request { field, reason }) => {
+            eprintln!("error: --{} {reason}", flag_of(field));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             // Every variant's message already carries its cause; no chain to print.
             eprintln!("error: {e}");

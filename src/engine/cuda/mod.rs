@@ -983,7 +983,7 @@ impl Engine for CudaEngine {
         &self,
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         self.replay_steps(n, step, progress)
     }

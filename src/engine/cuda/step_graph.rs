@@ -41,7 +41,7 @@ impl CudaEngine {
         &self,
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
         let mut report = StepGraphReport::default();
         if n == 0 {
@@ -88,10 +88,36 @@ impl CudaEngine {
             None => None,
         };
         report.capture_seconds = capture_time.as_secs_f64();
-        progress(1, n);
+        let queued = self.queue_replays(n, step, progress, graph.as_ref(), &mut report);
+        // Whatever stopped the loop (the end, an error, a cancellation), the queued steps finish before the graph
+        // and its memory are released: at most one step runs on after a cancellation.
+        let finished = self.synchronize();
+        let in_graph = self.graph_memory.peak_used_bytes();
+        drop(graph);
+        let trimmed = self.graph_memory.trim();
+        *self.step_graph.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        queued?;
+        finished?;
+        trimmed?;
+        let mut peak = self.graph_peak.lock().unwrap_or_else(|p| p.into_inner());
+        *peak = (*peak).max(resident + in_graph?);
+        Ok(())
+    }
+
+    /// Queues steps 2..=n (graph replays, or eager steps without a graph), keeping one step queued ahead of the
+    /// one being waited for, and reports each finished step to `progress` (whose error stops the queueing).
+    fn queue_replays(
+        &self,
+        n: usize,
+        step: &mut dyn FnMut() -> Result<()>,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+        graph: Option<&CudaGraph>,
+        report: &mut StepGraphReport,
+    ) -> Result<()> {
+        progress(1, n)?;
         let mut pending: Option<CudaEvent> = None;
         for i in 1..n {
-            match &graph {
+            match graph {
                 Some(g) => {
                     g.launch()
                         .map_err(probe::driver(format!("replaying denoising step {}", i + 1)))?;
@@ -110,20 +136,14 @@ impl CudaEngine {
                 previous
                     .synchronize()
                     .map_err(probe::driver(format!("waiting for denoising step {i}")))?;
-                progress(i, n);
+                progress(i, n)?;
             }
         }
         if let Some(last) = pending {
             last.synchronize()
                 .map_err(probe::driver("waiting for the last denoising step"))?;
-            progress(n, n);
+            progress(n, n)?;
         }
-        let in_graph = self.graph_memory.peak_used_bytes()?;
-        drop(graph);
-        self.graph_memory.trim()?;
-        let mut peak = self.graph_peak.lock().unwrap_or_else(|p| p.into_inner());
-        *peak = (*peak).max(resident + in_graph);
-        *self.step_graph.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         Ok(())
     }
 

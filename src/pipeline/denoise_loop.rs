@@ -1,4 +1,4 @@
-//! The denoising loop, resident on the engine, that every sampler of the pipeline runs (src/pipeline.rs).
+//! The denoising loop, resident on the engine, that every sampler of the pipeline runs (src/pipeline/).
 
 use crate::cpu;
 use crate::engine::Engine;
@@ -29,7 +29,7 @@ impl<E: Engine> DenoiseLoop<'_, E> {
         &self,
         e: &E,
         latents: &HostTensor,
-        progress: &mut dyn FnMut(usize, usize),
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<HostTensor> {
         let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
         let (h, w) = (latents.shape()[2], latents.shape()[3]);

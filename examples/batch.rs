@@ -1,0 +1,73 @@
+//! Many prompts, one loaded model: a progress line per step, and Ctrl-C cancels the running generation at the next
+//! step (the model stays loaded; the program then stops).
+//!
+//! `cargo run --release --example batch -- [MODEL_DIR]` (default: the tiny demo model). Images go to
+//! `batch-<n>.png` in the current folder.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sana::{Control, Device, Error, Event, OpenOptions, Request, Stage};
+
+/// Set by SIGINT; read by the progress callback.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn main() -> sana::Result<()> {
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "tests/fixtures/tiny-sana".into());
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        )
+    };
+
+    // Many generations: keep the text encoder loaded between them.
+    let sana = OpenOptions::new(Device::Auto)
+        .keep_text_encoder(true)
+        .open(dir)?;
+    let prompts = [
+        "a red fox in the snow",
+        "a lighthouse at dusk, oil painting",
+        "a bowl of cherries on a wooden table",
+    ];
+    for (n, prompt) in prompts.iter().enumerate() {
+        let req = Request::new(*prompt).seed(n as u64);
+        let result = sana.generate_with(&req, |event| {
+            match event {
+                Event::Stage {
+                    stage: Stage::Decode,
+                } => eprintln!("\n  decoding"),
+                Event::Step { step, steps } => {
+                    eprint!("\r{prompt}: step {step}/{steps}");
+                    let _ = std::io::stderr().flush();
+                }
+                _ => {}
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                Control::Cancel
+            } else {
+                Control::Continue
+            }
+        });
+        match result {
+            Ok(out) => {
+                let path = format!("batch-{n}.png");
+                out.images[0].save_png(&path)?;
+                eprintln!("  wrote {path}");
+            }
+            Err(Error::Cancelled) => {
+                eprintln!("\ncancelled; {} prompt(s) not generated", prompts.len() - n);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! The denoising stage: the planned sampler's loop over the transformer, resident on the engine
+//! ([`DenoiseLoop`]) — Flow-DPM-Solver or Flow-Euler with classifier-free guidance, or Sana-Sprint's SCM.
+
+use crate::cpu;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::event::{Event, Observer};
+use crate::launch::sampler::schedule_table;
+use crate::model::config::SchedulerConfig;
+use crate::model::embeddings::timestep_sinusoid;
+use crate::model::sana_dit::SINUSOID_CHANNELS;
+use crate::noise::BatchNoise;
+use crate::request::Request;
+use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
+use crate::tensor::HostTensor;
+
+use super::denoise_loop::DenoiseLoop;
+use super::{Pipeline, Plan};
+
+impl<E: Engine> Pipeline<E> {
+    /// The final latents `[batch, C, h, w]` (f32) from `latents`, conditioned on `text` (the model batch's
+    /// embeddings and mask); `noise` continues the seeded stream of the initial latents (SCM draws from it).
+    pub(super) fn sample(
+        &self,
+        plan: &Plan,
+        req: &Request,
+        latents: HostTensor,
+        (text, mask): (&HostTensor, &HostTensor),
+        noise: &mut BatchNoise,
+        observer: &mut Observer<'_>,
+    ) -> Result<HostTensor> {
+        let e = &self.engine;
+        let mut progress = |step: usize, steps: usize| observer.emit(Event::Step { step, steps });
+        self.with_transformer(|dit| {
+            let text = dit.encode_text(e, text, mask)?;
+            match &plan.scheduler {
+                SchedulerConfig::Scm(config) => {
+                    let scheduler =
+                        ScmScheduler::new(config, ScmTimesteps::sprint_default(plan.steps))?;
+                    let sd = scheduler.sigma_data();
+                    let (timesteps, rules) = scheduler.rules();
+                    // Every step's noise drawn up front: the seeded stream's order is the per-step order.
+                    let mut step_noise = Vec::with_capacity(latents.len() * rules.len());
+                    for i in 0..rules.len() {
+                        let n = match &req.step_noise {
+                            Some(given) => given[i].clone(),
+                            None => noise.draw(latents.shape()),
+                        };
+                        step_noise.extend_from_slice(cpu::layout::nchw_to_tokens(&n)?.data());
+                    }
+                    // diffusers multiplies the guidance (in the text dtype) by `guidance_embeds_scale`, both f32
+                    // here.
+                    let scale = self.configs.transformer.guidance_embeds_scale as f32;
+                    let guidance = vec![plan.guidance * scale; plan.batch];
+                    let guidance = e.upload(&timestep_sinusoid(&guidance, SINUSOID_CHANNELS)?)?;
+                    let run = DenoiseLoop {
+                        dit,
+                        text: &text,
+                        schedule: schedule_table(&timesteps, &rules)?,
+                        guidance: None,
+                        guidance_sinusoid: Some(&guidance),
+                        noise: Some(HostTensor::new(vec![step_noise.len()], step_noise)?),
+                    };
+                    // SCM's loop runs on `x · σ_d` and returns the last `x0 / σ_d`.
+                    let x0 = run.run(e, &map(&latents, |v| v * sd)?, &mut progress)?;
+                    map(&x0, |v| v / sd)
+                }
+                config => {
+                    let scheduler = Scheduler::new(config, plan.steps)?;
+                    let timestep_scale = self.configs.transformer.timestep_scale as f32;
+                    let timesteps: Vec<f32> = scheduler
+                        .timesteps()
+                        .iter()
+                        .map(|&t| t * timestep_scale)
+                        .collect();
+                    let run = DenoiseLoop {
+                        dit,
+                        text: &text,
+                        schedule: schedule_table(&timesteps, &scheduler.rules())?,
+                        guidance: plan.cfg.then_some(plan.guidance),
+                        guidance_sinusoid: None,
+                        noise: None,
+                    };
+                    run.run(e, &latents, &mut progress)
+                }
+            }
+        })
+    }
+}
+
+pub(super) fn map(t: &HostTensor, f: impl Fn(f32) -> f32) -> Result<HostTensor> {
+    HostTensor::new(t.shape().to_vec(), t.data().iter().map(|&v| f(v)).collect())
+}

@@ -1,0 +1,293 @@
+//! The text-to-image pipeline (`SanaPipeline.__call__`, docs/numerics/sampling.md §2) on one engine: a diffusers
+//! folder opened once, then any number of generations. Each generation is a [`Plan`] (src/pipeline/plan.rs, checked
+//! before any model runs) carried out by three stages: conditioning (the text encoder, or the caller's
+//! embeddings), denoising (the sampler's loop, resident on the engine) and decoding (the VAE, then 8-bit pixels).
+//! [`crate::Sana`] is the front door over this; this type is the low-level one, generic over the engine.
+
+mod conditioning;
+mod decoding;
+pub(crate) mod denoise_loop;
+mod denoising;
+mod plan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub use plan::{Plan, WorkingSet};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::event::{Control, Event, Observer, Stage};
+use crate::generation::{Generation, StageTimes};
+use crate::memory::{stage, StageStats};
+use crate::model::config::{SchedulerConfig, TransformerConfig, VaeConfig};
+use crate::model::dc_ae::DcAeDecoder;
+use crate::model::gemma2::{Gemma2Model, GemmaConfig};
+use crate::model::sana_dit::SanaTransformer;
+use crate::noise::BatchNoise;
+use crate::request::Request;
+use crate::tensor::HostTensor;
+use crate::text::{GemmaTokenizer, TextEncoder};
+
+/// The configurations of a folder's models: all a [`Plan`] needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Configs {
+    pub(crate) transformer: TransformerConfig,
+    pub(crate) vae: VaeConfig,
+    pub(crate) scheduler: SchedulerConfig,
+    pub(crate) text_encoder: GemmaConfig,
+}
+
+/// How a [`Pipeline`] manages memory; set when it loads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineOptions {
+    /// Keep the text encoder loaded between generations (faster repeated prompts, more memory). By default it is
+    /// freed after each encoding, so it and the transformer are never resident together.
+    pub keep_text_encoder: bool,
+    /// Measure each stage's peak host memory. On Linux this resets the process's high-water mark
+    /// (`/proc/self/clear_refs`), which is process-wide state: off by default.
+    pub measure_host_memory: bool,
+}
+
+/// The models of one diffusers folder on engine `E`. Configs, the tokenizer and the VAE load up front; Gemma and the
+/// transformer load when first needed.
+pub struct Pipeline<E: Engine> {
+    engine: E,
+    dir: PathBuf,
+    options: PipelineOptions,
+    configs: Configs,
+    vae: DcAeDecoder<E>,
+    /// Parsed once at load (the real tokenizer.json is 17 MB of JSON); each Gemma load takes a copy.
+    tokenizer: GemmaTokenizer,
+    text_encoder: Mutex<Option<TextEncoder<E>>>,
+    transformer: Mutex<Option<SanaTransformer<E>>>,
+}
+
+impl<E: Engine> Pipeline<E> {
+    /// Opens a diffusers Sana folder on `engine`: reads every config and the tokenizer, checks they fit together,
+    /// loads the VAE; `text_encoder/` and `transformer/` weights load on first use.
+    pub fn load(engine: E, dir: &Path, options: PipelineOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model folder not found"),
+            ));
+        }
+        let tokenizer = GemmaTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let text_encoder = GemmaConfig::load(&dir.join("text_encoder/config.json"))?;
+        let transformer = TransformerConfig::load(&dir.join("transformer/config.json"))?;
+        let vae = DcAeDecoder::from_dir(&engine, &dir.join("vae"))?;
+        let scheduler = SchedulerConfig::load(&dir.join("scheduler/scheduler_config.json"))?;
+        let scm = matches!(scheduler, SchedulerConfig::Scm(_));
+        if scm != transformer.guidance_embeds {
+            return Err(Error::InvalidInput(format!(
+                "{}: the transformer {} a Sana-Sprint model (guidance_embeds = {}) but the scheduler is {}; \
+                 Sprint weights need SCMScheduler and SCMScheduler needs Sprint weights",
+                dir.display(),
+                if scm { "is not" } else { "is" },
+                transformer.guidance_embeds,
+                if scm { "SCMScheduler" } else { "a flow scheduler" }
+            )));
+        }
+        let (latent_in, latent_vae) = (transformer.in_channels, vae.config.latent_channels);
+        if latent_in != latent_vae {
+            return Err(Error::InvalidInput(format!(
+                "{}: the transformer takes {latent_in} latent channels but the VAE decodes {latent_vae}",
+                dir.display()
+            )));
+        }
+        let text_width = (text_encoder.hidden_size, transformer.caption_channels);
+        if text_width.0 != text_width.1 {
+            return Err(Error::InvalidInput(format!(
+                "{}: the text encoder's width is {} but the transformer's caption_channels is {}",
+                dir.display(),
+                text_width.0,
+                text_width.1
+            )));
+        }
+        Ok(Self {
+            configs: Configs {
+                transformer,
+                vae: vae.config.clone(),
+                scheduler,
+                text_encoder,
+            },
+            engine,
+            dir: dir.to_path_buf(),
+            options,
+            vae,
+            tokenizer,
+            text_encoder: Mutex::new(None),
+            transformer: Mutex::new(None),
+        })
+    }
+
+    /// The engine the models run on.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The folder this pipeline was opened from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The transformer's configuration.
+    pub fn transformer_config(&self) -> &TransformerConfig {
+        &self.configs.transformer
+    }
+
+    /// The VAE's configuration.
+    pub fn vae_config(&self) -> &VaeConfig {
+        &self.configs.vae
+    }
+
+    /// The text encoder's configuration.
+    pub fn text_encoder_config(&self) -> &GemmaConfig {
+        &self.configs.text_encoder
+    }
+
+    /// Sana-Sprint: the SCM sampler, guidance as a model input, no classifier-free guidance.
+    pub fn is_sprint(&self) -> bool {
+        matches!(self.configs.scheduler, SchedulerConfig::Scm(_))
+    }
+
+    /// Checks `req` against the model and resolves its defaults, without running anything.
+    pub fn plan(&self, req: &Request) -> Result<Plan> {
+        Plan::new(&self.configs, req)
+    }
+
+    /// The whole pipeline: prompt → embeddings → denoising → decode → 8-bit images at the requested size, with
+    /// `on_event` told of each stage, step and tile (and able to cancel at each; see [`crate::Sana::generate_with`]).
+    pub fn generate(
+        &self,
+        req: &Request,
+        on_event: &mut dyn FnMut(Event) -> Control,
+    ) -> Result<Generation> {
+        let mut observer = Observer::new(on_event);
+        let plan = self.plan(req)?;
+        let (latents, mut times) = self.conditioned_denoise(&plan, req, &mut observer)?;
+        observer.emit(Event::Stage {
+            stage: Stage::Decode,
+        })?;
+        let (images, stats) = self.run_stage("decode", plan.working_set.decode, || {
+            self.decode_images(&plan, &latents, &mut observer)
+        });
+        let images = images?;
+        times.decode = stats;
+        Ok(Generation {
+            images,
+            latents,
+            times,
+            plan,
+        })
+    }
+
+    /// The conditioning and denoising stages alone: the final latents `[batch, C, h, w]` (f32), before the VAE, and
+    /// the two stages' statistics.
+    pub fn denoise(
+        &self,
+        req: &Request,
+        on_event: &mut dyn FnMut(Event) -> Control,
+    ) -> Result<(HostTensor, StageTimes)> {
+        let plan = self.plan(req)?;
+        self.conditioned_denoise(&plan, req, &mut Observer::new(on_event))
+    }
+
+    fn conditioned_denoise(
+        &self,
+        plan: &Plan,
+        req: &Request,
+        observer: &mut Observer<'_>,
+    ) -> Result<(HostTensor, StageTimes)> {
+        let mut times = StageTimes::default();
+        let mut noise = BatchNoise::new(req.seed, plan.batch);
+        let latents = match &req.latents {
+            Some(l) => l.clone(),
+            None => noise.draw(&plan.latent_shape),
+        };
+        let (text, stats) = if self.needs_text_encoder(req) {
+            observer.emit(Event::Stage {
+                stage: Stage::TextEncode,
+            })?;
+            self.run_stage("text encode", plan.working_set.text_encode, || {
+                self.condition(plan, req)
+            })
+        } else {
+            (self.condition(plan, req), StageStats::default())
+        };
+        let (text, mask) = text?;
+        times.text_encode = stats;
+
+        observer.emit(Event::Stage {
+            stage: Stage::Denoise,
+        })?;
+        let (latents, stats) = self.run_stage("denoise", plan.working_set.denoise, || {
+            self.sample(plan, req, latents, (&text, &mask), &mut noise, observer)
+        });
+        times.denoise = stats;
+        Ok((latents?, times))
+    }
+
+    /// Runs `f` as stage `name`: the engine is told the stage's working set first (a device engine fails here,
+    /// before any work, when it cannot fit), then time and peak memory are measured.
+    fn run_stage<R>(
+        &self,
+        name: &'static str,
+        activation_elements: usize,
+        f: impl FnOnce() -> Result<R>,
+    ) -> (Result<R>, StageStats) {
+        if let Err(err) = self.engine.begin_stage(name, activation_elements) {
+            return (Err(err), StageStats::default());
+        }
+        let (out, mut stats) = stage(self.options.measure_host_memory, f);
+        stats.peak_device_bytes = self.engine.peak_device_bytes();
+        (out, stats)
+    }
+
+    /// Runs `f` on Gemma (loading it if needed), then frees it unless the options keep it.
+    fn with_text_encoder<R>(&self, f: impl FnOnce(&TextEncoder<E>) -> Result<R>) -> Result<R> {
+        with_loaded(
+            &self.text_encoder,
+            self.options.keep_text_encoder,
+            || {
+                Ok(TextEncoder {
+                    tokenizer: self.tokenizer.clone(),
+                    model: Gemma2Model::from_dir(&self.engine, &self.dir.join("text_encoder"))?,
+                })
+            },
+            f,
+        )
+    }
+
+    /// Runs `f` on the transformer, loading it on first use.
+    fn with_transformer<R>(&self, f: impl FnOnce(&SanaTransformer<E>) -> Result<R>) -> Result<R> {
+        with_loaded(
+            &self.transformer,
+            true,
+            || SanaTransformer::from_dir(&self.engine, &self.dir.join("transformer")),
+            f,
+        )
+    }
+}
+
+/// Runs `f` on the model in `slot`, loading it first if the slot is empty; keeps it there afterwards iff `keep`.
+/// A panic in an earlier call (a caller's callback) leaves the slot empty or holding a whole model, so the lock's
+/// poisoning is cleared rather than passed on.
+fn with_loaded<M, R>(
+    slot: &Mutex<Option<M>>,
+    keep: bool,
+    load: impl FnOnce() -> Result<M>,
+    f: impl FnOnce(&M) -> Result<R>,
+) -> Result<R> {
+    let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let model = match slot.take() {
+        Some(model) => model,
+        None => load()?,
+    };
+    let out = f(&model);
+    if keep {
+        *slot = Some(model);
+    }
+    out
+}

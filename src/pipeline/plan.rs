@@ -1,0 +1,353 @@
+//! The request plan: everything about one generation that follows from a [`Request`] and the model folder —
+//! validation, sizes, steps and defaults, the sampler, and the activation working set of each stage — computed once
+//! before any model runs, so a bad request fails in microseconds and the stages only carry it out.
+
+use crate::error::{Error, Result};
+
+/// The error for request field `field`; `reason` continues the sentence after the field's name.
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::Request {
+        field,
+        reason: reason.into(),
+    }
+}
+use crate::gpu::arena;
+use crate::image::resolution_bin;
+use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, VaeConfig};
+use crate::model::vae_tiling::{self, VaeTiling};
+use crate::request::{Conditioning, Request, Sampler};
+
+use super::Configs;
+
+/// diffusers checks `height % 32` and `width % 32` whatever the VAE (`SanaPipeline.check_inputs`).
+const SIZE_MULTIPLE: usize = 32;
+
+/// Steps when a request gives none: diffusers' 20, Sana-Sprint's 2.
+const DEFAULT_STEPS: usize = 20;
+const SPRINT_DEFAULT_STEPS: usize = 2;
+
+/// Guidance when a request gives none (diffusers' `SanaPipeline` and `SanaSprintPipeline` both use 4.5).
+const DEFAULT_GUIDANCE: f32 = 4.5;
+
+/// One generation, planned ([`crate::Sana::plan`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Plan {
+    /// Distinct prompts (or prompt embeddings).
+    pub prompts: usize,
+    /// Images per prompt.
+    pub images_per_prompt: usize,
+    /// Images in all: `prompts · images_per_prompt`.
+    pub batch: usize,
+    /// Size of the returned images, `(width, height)` in pixels.
+    pub output_size: (usize, usize),
+    /// Size the model generates at (the aspect-ratio bin when binning), `(width, height)`.
+    pub generation_size: (usize, usize),
+    /// Shape of the latents, `[batch, C, h, w]`.
+    pub latent_shape: [usize; 4],
+    /// Sampler steps.
+    pub steps: usize,
+    /// Guidance scale (classifier-free, or Sana-Sprint's model input).
+    pub guidance: f32,
+    /// Classifier-free guidance is on: the transformer runs `[unconditional; conditional]`, twice the batch.
+    pub cfg: bool,
+    /// The sampler that runs.
+    pub sampler: Sampler,
+    /// Rows of text conditioning per image (`max_sequence_length`).
+    pub text_rows: usize,
+    /// How the VAE decode is tiled, if it is.
+    pub vae_tiling: Option<VaeTiling>,
+    /// Activation elements each stage needs at once (what a device engine reserves before the stage).
+    pub working_set: WorkingSet,
+    /// The scheduler configuration the sampler runs with.
+    pub(crate) scheduler: SchedulerConfig,
+}
+
+/// Activation elements of each stage (src/gpu/arena.rs), in the engine's storage dtype.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkingSet {
+    /// Gemma over every prompt (and negative prompt) row.
+    pub text_encode: usize,
+    /// One denoising step of the whole model batch.
+    pub denoise: usize,
+    /// The decoder, per tile when tiled.
+    pub decode: usize,
+}
+
+impl Plan {
+    /// Checks `req` against the model and fills in the folder's defaults.
+    pub(crate) fn new(model: &Configs, req: &Request) -> Result<Self> {
+        let sprint = matches!(model.scheduler, SchedulerConfig::Scm(_));
+        let prompts = match &req.conditioning {
+            Conditioning::Text(p) => p.len(),
+            Conditioning::Embeddings(e) => e.prompt_embeds.shape().first().copied().unwrap_or(0),
+        };
+        if prompts == 0 {
+            return Err(invalid("prompt", "is missing: the request has no prompt"));
+        }
+        if req.batch == 0 {
+            return Err(invalid("batch", "0: images per prompt must be at least 1"));
+        }
+        let batch = prompts.checked_mul(req.batch).ok_or_else(|| {
+            invalid(
+                "batch",
+                format!("{}: {prompts} prompts × {0} images overflows", req.batch),
+            )
+        })?;
+        let native = model.transformer.sample_size * model.vae.spatial_factor();
+        let (width, height) = req.size.unwrap_or((native, native));
+        check_side("height", height)?;
+        check_side("width", width)?;
+        let (gen_h, gen_w) = if req.resolution_binning {
+            resolution_bin(model.transformer.sample_size, height, width)?
+        } else {
+            (height, width)
+        };
+        let f = model.vae.spatial_factor();
+        let latent_shape = [batch, model.transformer.in_channels, gen_h / f, gen_w / f];
+        latent_shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| {
+                invalid(
+                    "batch",
+                    format!("{}: latents of shape {latent_shape:?} overflow", req.batch),
+                )
+            })?;
+
+        let sampler = resolve_sampler(&model.scheduler, req.sampler)?;
+        let scheduler = scheduler_config(&model.scheduler, sampler);
+        let steps = req.steps.unwrap_or(if sprint {
+            SPRINT_DEFAULT_STEPS
+        } else {
+            DEFAULT_STEPS
+        });
+        let train = train_timesteps(&model.scheduler);
+        if steps == 0 || steps > train {
+            return Err(invalid(
+                "steps",
+                format!("{steps} is not between 1 and the model's {train} training timesteps"),
+            ));
+        }
+        let guidance = req.guidance.unwrap_or(DEFAULT_GUIDANCE);
+        if !guidance.is_finite() {
+            return Err(invalid(
+                "guidance",
+                format!("{guidance} is not a finite number"),
+            ));
+        }
+        let cfg = !sprint && guidance > 1.0;
+        let text_rows = req.prompt_options.max_sequence_length;
+        if text_rows == 0 {
+            return Err(invalid("max_sequence_length", "0: must be at least 1"));
+        }
+        check_inputs(model, req, &latent_shape, steps, sprint, cfg)?;
+
+        let vae_tiling =
+            vae_tiling::resolve(&model.vae, req.vae_tile, latent_shape[2], latent_shape[3]);
+        let model_batch = if cfg { 2 * batch } else { batch };
+        let working_set = WorkingSet {
+            text_encode: text_encode_elements(model, req, prompts, cfg),
+            denoise: arena::denoise_step_elements(
+                &model.transformer,
+                model_batch,
+                latent_shape[2],
+                latent_shape[3],
+                text_rows,
+            ),
+            decode: decode_elements(&model.vae, vae_tiling, latent_shape[2], latent_shape[3]),
+        };
+        Ok(Self {
+            prompts,
+            images_per_prompt: req.batch,
+            batch,
+            output_size: (width, height),
+            generation_size: (gen_w, gen_h),
+            latent_shape,
+            steps,
+            guidance,
+            cfg,
+            sampler,
+            text_rows,
+            vae_tiling,
+            working_set,
+            scheduler,
+        })
+    }
+
+    /// The transformer's batch: both classifier-free guidance halves.
+    pub fn model_batch(&self) -> usize {
+        if self.cfg {
+            2 * self.batch
+        } else {
+            self.batch
+        }
+    }
+}
+
+fn check_side(name: &'static str, value: usize) -> Result<()> {
+    if value == 0 || value % SIZE_MULTIPLE != 0 {
+        return Err(invalid(
+            name,
+            format!("{value} is not a positive multiple of {SIZE_MULTIPLE}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The request's initial latents, step noise and prompt embeddings against the planned shapes.
+fn check_inputs(
+    model: &Configs,
+    req: &Request,
+    latent_shape: &[usize; 4],
+    steps: usize,
+    sprint: bool,
+    cfg: bool,
+) -> Result<()> {
+    if let Some(l) = &req.latents {
+        if l.shape() != latent_shape {
+            return Err(invalid(
+                "latents",
+                format!(
+                    "have shape {:?}; this request needs {latent_shape:?} ([batch, C, h, w])",
+                    l.shape()
+                ),
+            ));
+        }
+    }
+    if let Some(noise) = &req.step_noise {
+        if !sprint {
+            return Err(invalid(
+                "step_noise",
+                "is an input of Sana-Sprint's SCM sampler only",
+            ));
+        }
+        if noise.len() != steps || noise.iter().any(|n| n.shape() != latent_shape) {
+            return Err(invalid(
+                "step_noise",
+                format!(
+                    "holds {} tensors; {steps} steps need one each, of shape {latent_shape:?}",
+                    noise.len()
+                ),
+            ));
+        }
+    }
+    if let Conditioning::Embeddings(e) = &req.conditioning {
+        let d = model.transformer.caption_channels;
+        let p = e.prompt_embeds.shape().first().copied().unwrap_or(0);
+        let rows = e.prompt_embeds.shape().get(1).copied().unwrap_or(0);
+        let mut pairs = vec![
+            ("prompt_embeds", e.prompt_embeds.shape(), vec![p, rows, d]),
+            (
+                "prompt_attention_mask",
+                e.prompt_attention_mask.shape(),
+                vec![p, rows],
+            ),
+        ];
+        if cfg {
+            pairs.push((
+                "negative_prompt_embeds",
+                e.negative_prompt_embeds.shape(),
+                vec![p, rows, d],
+            ));
+            pairs.push((
+                "negative_prompt_attention_mask",
+                e.negative_prompt_attention_mask.shape(),
+                vec![p, rows],
+            ));
+        }
+        for (name, actual, expected) in pairs {
+            if actual != expected.as_slice() || rows == 0 {
+                return Err(invalid(
+                    "embeddings",
+                    format!(
+                        "{name} has shape {actual:?}; expected {expected:?} (prompts, rows, the transformer's \
+                         caption width {d})"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sampler a request gets: its own if the model can run it, else the folder's.
+fn resolve_sampler(folder: &SchedulerConfig, requested: Option<Sampler>) -> Result<Sampler> {
+    let own = match folder {
+        SchedulerConfig::FlowDpmSolver(_) => Sampler::FlowDpmSolver,
+        SchedulerConfig::FlowEuler(_) => Sampler::FlowEuler,
+        SchedulerConfig::Scm(_) => Sampler::Scm,
+    };
+    match requested {
+        None => Ok(own),
+        Some(s) if (s == Sampler::Scm) == (own == Sampler::Scm) => Ok(s),
+        Some(s) => Err(invalid(
+            "sampler",
+            format!(
+                "{s:?} cannot run this model: Sana-Sprint models sample with SCM only, and SCM needs a \
+                 Sana-Sprint model (the folder's scheduler is {own:?})"
+            ),
+        )),
+    }
+}
+
+/// The folder's scheduler, or the requested flow sampler with the folder's flow shift.
+fn scheduler_config(folder: &SchedulerConfig, sampler: Sampler) -> SchedulerConfig {
+    let (train, shift) = match folder {
+        SchedulerConfig::FlowDpmSolver(c) => (c.num_train_timesteps, c.flow_shift),
+        SchedulerConfig::FlowEuler(c) => (c.num_train_timesteps, c.shift),
+        SchedulerConfig::Scm(c) => (c.num_train_timesteps, 1.0),
+    };
+    match (sampler, folder) {
+        (Sampler::FlowDpmSolver, c @ SchedulerConfig::FlowDpmSolver(_))
+        | (Sampler::FlowEuler, c @ SchedulerConfig::FlowEuler(_))
+        | (Sampler::Scm, c) => c.clone(),
+        // Sana's published DPM-Solver settings (docs/numerics/sampling.md §5).
+        (Sampler::FlowDpmSolver, _) => SchedulerConfig::FlowDpmSolver(DpmSolverConfig {
+            num_train_timesteps: train,
+            flow_shift: shift,
+            solver_order: 2,
+            lower_order_final: true,
+            euler_at_final: false,
+            final_sigma_zero: true,
+        }),
+        (Sampler::FlowEuler, _) => SchedulerConfig::FlowEuler(FlowEulerConfig {
+            num_train_timesteps: train,
+            shift,
+        }),
+    }
+}
+
+fn train_timesteps(folder: &SchedulerConfig) -> usize {
+    match folder {
+        SchedulerConfig::FlowDpmSolver(c) => c.num_train_timesteps,
+        SchedulerConfig::FlowEuler(c) => c.num_train_timesteps,
+        SchedulerConfig::Scm(c) => c.num_train_timesteps,
+    }
+}
+
+/// Gemma's working set (src/gpu/arena.rs) for the prompts (and, with CFG, their negatives). The instruction prefix
+/// is shorter than `max_sequence_length` tokens, so twice that bounds a prefixed prompt.
+fn text_encode_elements(model: &Configs, req: &Request, prompts: usize, cfg: bool) -> usize {
+    if matches!(req.conditioning, Conditioning::Embeddings(_)) {
+        return 0;
+    }
+    let opts = &req.prompt_options;
+    let prefix = if opts.complex_human_instruction.is_empty() {
+        1
+    } else {
+        2
+    };
+    let rows = if cfg { 2 * prompts } else { prompts };
+    arena::text_encode_elements(&model.text_encoder, rows, prefix * opts.max_sequence_length)
+}
+
+/// The decoder's working set for an `h × w` latent, per tile when tiled.
+fn decode_elements(vae: &VaeConfig, tiling: Option<VaeTiling>, h: usize, w: usize) -> usize {
+    let f = vae.spatial_factor();
+    let (h, w) = match tiling {
+        Some(t) => ((t.tile / f).min(h), (t.tile / f).min(w)),
+        None => (h, w),
+    };
+    arena::decode_elements(vae, h, w)
+}
