@@ -1,50 +1,66 @@
 //! # sana
 //!
 //! NVIDIA's Sana text-to-image models in Rust, reproducing Hugging Face diffusers numerically: prompt → Gemma-2 →
-//! linear-attention DiT in a flow-matching sampler → DC-AE decoder → image.
-//!
-//! ## Contents
-//! - [`engine`]: the [`engine::Engine`] trait (the op vocabulary) and its engines: [`engine::cpu`] (the f32
-//!   reference) and [`engine::emu`] (the CUDA kernels compiled for the host).
-//! - [`cpu`]: the reference ops behind the CPU engine, one module per kernel family.
-//! - [`launch`], [`gpu`]: launch plans shared by the CUDA and emulation engines; embedded PTX.
-//! - [`pipeline`]: the whole text-to-image pipeline: load a diffusers folder once, generate images.
-//! - [`model`]: configs and the models, generic over the engine ([`model::sana_dit`], [`model::dc_ae`]).
-//! - [`text`]: the Gemma tokenizer, Sana's prompt handling and `encode_prompt` ([`model::gemma2`] encodes).
-//! - [`scheduler`]: Flow-DPM-Solver and Flow-Euler, step for step as diffusers.
-//! - [`noise`]: the documented seeded Gaussian generator for initial latents.
-//! - [`image`]: resolution binning, resize-and-crop back to the requested size, 8-bit RGB and PNG output.
-//! - [`inspect`]: `sana-run inspect`: variant, parameter counts, dtypes, missing or unexpected tensors (headers only).
-//! - [`cost`]: FLOPs and bytes per op and per pipeline stage, from configs; roofline floors on named devices.
-//! - [`memory`]: peak host memory per stage.
-//! - [`weights`]: memory-mapped safetensors checkpoints (single, sharded, 16-bit variants), or synthetic ones.
-//! - [`synthetic_pipeline`]: a published variant's folder with synthetic weights (benchmarks at real sizes).
-//! - [`eval`]: the `sana-run eval …` subcommands: one component on tensors from a file.
-//! - [`tensor`], [`tensor_file`], [`error`]: host tensors, their files, and the error type.
+//! linear-attention DiT in a flow-matching sampler → DC-AE decoder → image, on the CPU or an NVIDIA GPU.
 //!
 //! ```no_run
-//! use sana::engine::{cpu::CpuEngine, Engine};
-//! use sana::model::sana_dit::SanaTransformer;
 //! # fn main() -> sana::Result<()> {
-//! let e = CpuEngine;
-//! let dit = SanaTransformer::from_dir(&e, "sana-1.6b/transformer".as_ref())?;
-//! # let (text, mask, latents) = (sana::HostTensor::zeros(vec![1, 300, 2304]), sana::HostTensor::zeros(vec![1, 300]), sana::HostTensor::zeros(vec![1, 32, 32, 32]));
-//! let cond = dit.encode_text(&e, &text, &mask)?; // once per prompt
-//! let velocity = dit.forward(&e, &latents, &cond, &[999.0], None)?;
-//! let velocity = e.download(&velocity)?;
+//! let sana = sana::Sana::open("sana-1.6b", sana::Device::Auto)?;
+//! let out = sana.generate(&sana::Request::new("a red fox in the snow").seed(42))?;
+//! out.images[0].save_png("fox.png")?;
 //! # Ok(()) }
 //! ```
+//!
+//! ## The front door
+//! - [`Sana`] opens a diffusers Sana folder (any published variant: 0.6B/1.6B, 512 px to 4K, Sana 1.5, Sana-Sprint)
+//!   on a [`Device`]; [`OpenOptions`] sets the storage dtype and memory policies.
+//! - [`Request`] is one generation, built with methods; what it leaves unset comes from the model folder.
+//!   [`Sana::plan`] shows the resolved [`Plan`] without running anything.
+//! - [`Sana::generate`] returns a [`Generation`]: [`Image`]s, the latents, and each stage's time and memory.
+//!   [`Sana::generate_with`] reports [`Event`]s and lets the callback cancel ([`Control`]).
+//! - [`Sana::encode_prompt`] returns [`PromptEmbeddings`] to reuse with [`Request::from_embeddings`].
+//! - Every failure is an [`Error`] naming what is at fault.
+//!
+//! ## Features
+//! - default: the `cpu` engine (pure Rust) and the `cuda` engine (the driver and cuBLASLt are opened at run time;
+//!   kernels are compiled by nvcc at build time when it is found, else the cuda engine reports that it was built
+//!   without them). Neither a C++ compiler nor a command-line parser is needed.
+//! - `emu`: the emulation engine ([`Device::Emu`]): the CUDA kernels compiled for the host by the system C++ compiler.
+//! - `cli`: the `sana-run` binary.
+//!
+//! ## Low level
+//! The modules below are the building blocks under [`Sana`], for custom loops and tools:
+//! - [`engine`]: the [`engine::Engine`] trait (the op vocabulary model code is written in) and its engines;
+//! - [`model`]: configurations and the models, generic over the engine;
+//! - [`pipeline`]: the engine-generic [`pipeline::Pipeline`] (its denoising loop is the graph-captured one);
+//! - [`scheduler`], [`noise`]: the samplers' schedules and the seeded initial noise;
+//! - [`text`]: the tokenizer, Sana's prompt handling and `encode_prompt`;
+//! - [`tensor`], [`weights`], [`image`], [`memory`]: host tensors, checkpoints, pixels, memory measurement.
+//!
+//! They are public API, less settled than the front door. Modules hidden from this documentation (`cpu`, `launch`,
+//! `gpu`, `eval`, `inspect`, `cost`, `synthetic_pipeline`, `tensor_file`) are public only for this crate's own
+//! binary, tests and benchmarks: they are not part of the API.
+//!
+//! The numerics each layer reproduces are written down in the repository's `docs/numerics/`.
 
+#![warn(missing_docs)]
+
+#[doc(hidden)]
 pub mod cost;
+#[doc(hidden)]
 pub mod cpu;
 pub mod engine;
-pub mod error;
+mod error;
+#[doc(hidden)]
 pub mod eval;
 mod event;
 mod generation;
+#[doc(hidden)]
 pub mod gpu;
 pub mod image;
+#[doc(hidden)]
 pub mod inspect;
+#[doc(hidden)]
 pub mod launch;
 pub mod memory;
 pub mod model;
@@ -53,8 +69,10 @@ pub mod pipeline;
 mod request;
 mod sana;
 pub mod scheduler;
+#[doc(hidden)]
 pub mod synthetic_pipeline;
 pub mod tensor;
+#[doc(hidden)]
 pub mod tensor_file;
 pub mod text;
 pub mod weights;
@@ -64,6 +82,7 @@ pub use error::{Error, Result};
 pub use event::{Control, Event, Stage};
 pub use generation::{Generation, StageTimes};
 pub use image::Image;
+pub use memory::StageStats;
 pub use model::vae_tiling::{VaeTile, VaeTiling};
 pub use pipeline::{Plan, WorkingSet};
 pub use request::{Request, Sampler};
