@@ -1,7 +1,8 @@
 //! Many prompts, one loaded model: a progress line per step, and Ctrl-C cancels the running generation at the next
 //! step (the model stays loaded; the program then stops).
 //!
-//! `cargo run --release --example batch -- [MODEL_DIR]` (default: the tiny demo model). Images go to
+//! `cargo run --release --example batch -- [MODEL_DIR [SIDE]]` (default: the tiny demo model at its trained size;
+//! SIDE: square images of that many pixels). Images go to
 //! `batch-<n>.png` in the current folder.
 
 use std::io::Write;
@@ -17,9 +18,17 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 fn main() -> sana::Result<()> {
-    let dir = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
         .unwrap_or_else(|| "tests/fixtures/tiny-sana".into());
+    let side: Option<usize> = match args.next() {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| Error::InvalidInput(format!("SIDE `{s}`: not a number")))?,
+        ),
+        None => None,
+    };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(
@@ -38,7 +47,10 @@ fn main() -> sana::Result<()> {
         "a bowl of cherries on a wooden table",
     ];
     for (n, prompt) in prompts.iter().enumerate() {
-        let req = Request::new(*prompt).seed(n as u64);
+        let mut req = Request::new(*prompt).seed(n as u64);
+        if let Some(side) = side {
+            req = req.size(side, side).resolution_binning(false);
+        }
         let result = sana.generate_with(&req, |event| {
             match event {
                 Event::Stage {

@@ -1,20 +1,33 @@
 //! Prompt embeddings computed once and reused across seeds: the text encoder runs for the first request only.
 //!
-//! `cargo run --release --example embeddings -- [MODEL_DIR]` (default: the tiny demo model). Images go to
+//! `cargo run --release --example embeddings -- [MODEL_DIR [SIDE]]` (default: the tiny demo model at its trained
+//! size; SIDE: square images of that many pixels). Images go to
 //! `seed-<s>.png` in the current folder.
 
-use sana::{Device, Request, Sana};
+use sana::{Device, Error, Request, Sana};
 
 fn main() -> sana::Result<()> {
-    let dir = std::env::args()
-        .nth(1)
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
         .unwrap_or_else(|| "tests/fixtures/tiny-sana".into());
+    let side: Option<usize> = match args.next() {
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| Error::InvalidInput(format!("SIDE `{s}`: not a number")))?,
+        ),
+        None => None,
+    };
     let sana = Sana::open(dir, Device::Auto)?;
     let embeddings = sana.encode_prompt(
         &Request::new("a watercolor of a quiet harbour").negative_prompt("blurry"),
     )?;
     for seed in 0..3 {
-        let out = sana.generate(&Request::from_embeddings(embeddings.clone()).seed(seed))?;
+        let mut req = Request::from_embeddings(embeddings.clone()).seed(seed);
+        if let Some(side) = side {
+            req = req.size(side, side).resolution_binning(false);
+        }
+        let out = sana.generate(&req)?;
         let path = format!("seed-{seed}.png");
         out.images[0].save_png(&path)?;
         eprintln!(

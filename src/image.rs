@@ -24,7 +24,9 @@ use crate::tensor::HostTensor;
 pub struct AspectBin {
     /// The table key, `float("0.25")` etc. in diffusers.
     pub ratio: f64,
+    /// Generation height in pixels.
     pub height: usize,
+    /// Generation width in pixels.
     pub width: usize,
 }
 

@@ -89,3 +89,8 @@ pub use request::{Request, Sampler};
 pub use sana::{Device, OpenOptions, Sana};
 pub use tensor::HostTensor;
 pub use text::PromptEmbeddings;
+
+// README.md's Rust example compiles as a doctest, so the front page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -57,6 +57,7 @@ impl Xoshiro256PlusPlus {
         }
     }
 
+    /// The next 64-bit output; advances the state.
     pub fn next_u64(&mut self) -> u64 {
         let [s0, s1, s2, s3] = &mut self.s;
         let out = s0.wrapping_add(*s3).rotate_left(23).wrapping_add(*s0);
@@ -79,6 +80,7 @@ pub struct GaussianNoise {
 }
 
 impl GaussianNoise {
+    /// The stream of `seed` (its generator seeded by [`Xoshiro256PlusPlus::seed_from_u64`]).
     pub fn new(seed: u64) -> Self {
         Self {
             bits: Xoshiro256PlusPlus::seed_from_u64(seed),
@@ -120,6 +122,7 @@ pub struct BatchNoise {
 }
 
 impl BatchNoise {
+    /// `batch` streams, seeded `seed`, `seed + 1`, ….
     pub fn new(seed: u64, batch: usize) -> Self {
         Self {
             streams: (0..batch as u64)

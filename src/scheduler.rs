@@ -12,11 +12,15 @@ use crate::tensor::HostTensor;
 /// A scheduler with its timesteps set for one generation. Call `step` once per entry of `timesteps()`, in order.
 #[derive(Clone, Debug)]
 pub enum Scheduler {
+    /// Flow-DPM-Solver++, the sampler Sana ships.
     FlowDpmSolver(FlowDpmSolver),
+    /// Flow-Euler.
     FlowEuler(FlowEuler),
 }
 
 impl Scheduler {
+    /// Sets the timesteps of `config` for `num_inference_steps` steps. Fails with [`Error::InvalidInput`] for 0
+    /// steps or an SCM config (use [`ScmScheduler`]).
     pub fn new(config: &SchedulerConfig, num_inference_steps: usize) -> Result<Self> {
         if num_inference_steps == 0 {
             return Err(Error::InvalidInput(
@@ -95,16 +99,31 @@ fn shift_sigma(shift: f64, s: f64) -> f64 {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StepRule {
     /// Flow-Euler: `x ← x + dt·v`.
-    Euler { dt: f32 },
+    Euler {
+        /// `σ_{i+1} − σ_i` (negative).
+        dt: f32,
+    },
     /// DPM-Solver++ first order: `x0 = x − σ·v; x ← ratio·x − c·x0`.
-    DpmFirst { sigma: f32, ratio: f32, c: f32 },
+    DpmFirst {
+        /// σ_s, this step's σ.
+        sigma: f32,
+        /// `σ_t / σ_s`, with σ_t the next step's σ.
+        ratio: f32,
+        /// `α_t·(e^{−h} − 1)`, with `α_t = 1 − σ_t` and `h = λ(σ_t) − λ(σ_s)`.
+        c: f32,
+    },
     /// DPM-Solver++ second order (midpoint): `x0 = x − σ·v; d = inv_r0·(x0 − x0_prev);
     /// x ← (ratio·x − c·x0) − half_c·d`, with `x0_prev` the previous step's `x0`.
     DpmSecond {
+        /// σ_s, this step's σ.
         sigma: f32,
+        /// `σ_t / σ_s`, with σ_t the next step's σ.
         ratio: f32,
+        /// `α_t·(e^{−h} − 1)`, with `α_t = 1 − σ_t` and `h = λ(σ_t) − λ(σ_s)`.
         c: f32,
+        /// `1 / r0`, with `r0 = (λ(σ_s) − λ(σ_{s−1})) / h`.
         inv_r0: f32,
+        /// `0.5·c`.
         half_c: f32,
     },
     /// Sana-Sprint's SCM step with the pipeline's TrigFlow transform (docs/numerics/sampling.md §10), `F` the model
@@ -112,13 +131,21 @@ pub enum StepRule {
     /// / k)·σ_d; x0 = cos_s·x − sin_s·f; x ← cos_t·x0 + sin_t·(n·σ_d)`, and `x0` is kept (the last one, / σ_d, is
     /// the result).
     Scm {
+        /// σ_d, the config's `sigma_data`.
         sigma_data: f32,
+        /// `sqrt(s² + (1 − s)²)`, with `s = sin τ_s / (cos τ_s + sin τ_s)` the model's timestep.
         k: f32,
+        /// `1 − 2s`.
         a: f32,
+        /// `1 − 2s + 2s²`.
         c: f32,
+        /// `cos τ_s`, this step's TrigFlow time.
         cos_s: f32,
+        /// `sin τ_s`.
         sin_s: f32,
+        /// `cos τ_t`, the next step's TrigFlow time.
         cos_t: f32,
+        /// `sin τ_t`.
         sin_t: f32,
     },
 }
@@ -304,9 +331,19 @@ pub struct ScmScheduler {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScmTimesteps {
     /// `[max, intermediate, 0]`; two steps only (the Sprint default: 1.5708, 1.3).
-    Intermediate { max: f32, intermediate: f32 },
+    Intermediate {
+        /// The first TrigFlow time (`max_timesteps`).
+        max: f32,
+        /// The middle one (`intermediate_timesteps`).
+        intermediate: f32,
+    },
     /// `linspace(max, 0, N + 1)` (PyTorch's f32 linspace).
-    Linspace { max: f32, steps: usize },
+    Linspace {
+        /// The first TrigFlow time (`max_timesteps`).
+        max: f32,
+        /// N, the number of steps.
+        steps: usize,
+    },
     /// User-given TrigFlow times, `N + 1` values.
     Custom(Vec<f32>),
 }
@@ -329,6 +366,8 @@ impl ScmTimesteps {
 }
 
 impl ScmScheduler {
+    /// Sets the TrigFlow times of `schedule`. Fails with [`Error::InvalidInput`] unless there are 1 to
+    /// `num_train_timesteps` steps.
     pub fn new(config: &ScmConfig, schedule: ScmTimesteps) -> Result<Self> {
         let timesteps = match schedule {
             ScmTimesteps::Intermediate { max, intermediate } => vec![max, intermediate, 0.0],
@@ -377,6 +416,7 @@ impl ScmScheduler {
             .unzip()
     }
 
+    /// σ_d (`sigma_data`, 0.5 for Sprint): scales the initial noise, the per-step noise and the model input.
     pub fn sigma_data(&self) -> f32 {
         self.sigma_data
     }

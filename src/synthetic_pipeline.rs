@@ -1,6 +1,6 @@
 //! A diffusers-layout folder for a published variant whose checkpoints are synthetic ([`crate::weights::synthetic`]):
 //! the real configs (the variant's transformer, Gemma-2-2B, DC-AE f32c32), key lists built by
-//! [`crate::inspect::keys`] from those configs, and a tokenizer taken from elsewhere (the real Gemma tokenizer is
+//! the inspector's key tables (src/inspect/keys.rs) from those configs, and a tokenizer taken from elsewhere (the real Gemma tokenizer is
 //! not shipped; the caller supplies one). `Pipeline::load` opens it like any folder; only kilobytes are written.
 
 use std::path::Path;

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 
+/// A dense, row-major f32 tensor in host memory: a shape and `shape.iter().product()` values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HostTensor {
     shape: Vec<usize>,
@@ -22,6 +23,7 @@ impl HostTensor {
         Ok(Self { shape, data })
     }
 
+    /// A tensor of `shape` filled with 0.
     pub fn zeros(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
         Self {
@@ -30,26 +32,32 @@ impl HostTensor {
         }
     }
 
+    /// The shape, outermost axis first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// The values, row-major (last axis contiguous).
     pub fn data(&self) -> &[f32] {
         &self.data
     }
 
+    /// The values, row-major, for writing in place.
     pub fn data_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
 
+    /// The values, row-major, without the shape.
     pub fn into_data(self) -> Vec<f32> {
         self.data
     }
 
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.data.len()
     }
 
+    /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }

@@ -155,6 +155,7 @@ impl GemmaTokenizer {
         })
     }
 
+    /// The id rows are padded with (`<pad>`, 0 for Gemma), from the config's `pad_token`.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }
@@ -304,15 +305,21 @@ pub fn tokenize_prompts(
 /// `[B, M]` 0/1 masks (f32 here; diffusers' are int64).
 #[derive(Clone, Debug)]
 pub struct PromptEmbeddings {
+    /// The prompts' Gemma `last_hidden_state` rows, `[B, M, hidden]`.
     pub prompt_embeds: HostTensor,
+    /// 1 for a prompt token, 0 for padding, `[B, M]`.
     pub prompt_attention_mask: HostTensor,
+    /// The negative prompts' embeddings, `[B, M, hidden]`.
     pub negative_prompt_embeds: HostTensor,
+    /// The negative prompts' mask, `[B, M]`.
     pub negative_prompt_attention_mask: HostTensor,
 }
 
 /// The tokenizer and Gemma-2 of a pipeline folder.
 pub struct TextEncoder<E: Engine> {
+    /// The tokenizer of `tokenizer/`.
     pub tokenizer: GemmaTokenizer,
+    /// The Gemma-2 of `text_encoder/`.
     pub model: Gemma2Model<E>,
 }
 

@@ -27,6 +27,7 @@ pub struct SafetensorsFile {
 }
 
 impl SafetensorsFile {
+    /// Maps `path` and parses its header; fails with [`Error::Io`] or [`Error::Safetensors`] naming the file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
@@ -51,14 +52,17 @@ impl SafetensorsFile {
         })
     }
 
+    /// The file this was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The key of every tensor in the file, in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
 
+    /// The tensor `name`, or `None` when the file has no such key.
     pub fn view(&self, name: &str) -> Option<TensorView<'_>> {
         let (key, info) = self.tensors.get_key_value(name)?;
         Some(self.view_of(key, info))
@@ -112,22 +116,27 @@ pub struct TensorView<'a> {
 }
 
 impl<'a> TensorView<'a> {
+    /// The full checkpoint key, e.g. `transformer_blocks.3.attn1.to_q.weight`.
     pub fn name(&self) -> &'a str {
         self.name
     }
 
+    /// The dtype stored on disk.
     pub fn dtype(&self) -> Dtype {
         self.dtype
     }
 
+    /// The shape stored on disk, outermost axis first.
     pub fn shape(&self) -> &'a [usize] {
         self.shape
     }
 
+    /// The raw little-endian data, row-major, in [`Self::dtype`].
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
 
+    /// The file that holds the tensor (the `*.synthetic.json` for a synthetic checkpoint).
     pub fn location(&self) -> &'a Path {
         self.location
     }
@@ -206,6 +215,7 @@ impl<'a> TensorView<'a> {
         }
     }
 
+    /// The tensor widened to an f32 [`HostTensor`] of its stored shape (floating-point dtypes only).
     pub fn to_host(&self) -> Result<HostTensor> {
         HostTensor::new(self.shape.to_vec(), self.to_f32()?)
     }
@@ -411,6 +421,7 @@ impl Weights {
         }
     }
 
+    /// Whether the checkpoint has the tensor `prefix.name`.
     pub fn contains(&self, name: &str) -> bool {
         let key = self.key(name);
         self.checkpoint.owner.contains_key(&key)

@@ -112,8 +112,8 @@ pub fn conv3x3(
     HostTensor::new(vec![b, oh * ow, cout], out)
 }
 
-/// Depthwise k×k convolution (k odd), stride 1, zero padding k/2, over channels-last tokens `x` [B, h·w, C]; `w`
-/// [C, k, k]; optional bias [C]; out [B, h·w, C]. The DC-AE's multi-scale branch (5×5, no bias).
+/// Depthwise k×k convolution (k odd), stride 1, zero padding k/2, over channels-last tokens `x` `[B, h·w, C]`; `w`
+/// `[C, k, k]`; optional bias `[C]`; out `[B, h·w, C]`. The DC-AE's multi-scale branch (5×5, no bias).
 pub fn depthwise_conv(
     x: &HostTensor,
     w: &HostTensor,

@@ -10,12 +10,15 @@ use crate::error::Result;
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
 
+/// An [`Engine`] that forwards every op to `E` and adds the op's flops and elements moved to a
+/// running [`Cost`].
 pub struct CountingEngine<E: Engine> {
     inner: E,
     tally: Mutex<Cost>,
 }
 
 impl<E: Engine> CountingEngine<E> {
+    /// Wraps `inner` with an empty tally.
     pub fn new(inner: E) -> Self {
         Self {
             inner,

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
 
+/// The f32 reference engine: tensors are [`HostTensor`]s and every op runs the Rust code of `crate::cpu`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuEngine;
 

@@ -25,10 +25,13 @@ use crate::weights::TensorView;
 /// Elementwise activation applied after a linear layer's bias (a cuBLASLt epilogue on the GPU) or on its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
+    /// None: `x`.
     Identity,
+    /// `x · sigmoid(x)` (SiLU / swish).
     Silu,
     /// GELU with the tanh approximation (diffusers `gelu_tanh`, transformers `gelu_pytorch_tanh`).
     GeluTanh,
+    /// `max(x, 0)`.
     Relu,
 }
 
@@ -47,7 +50,11 @@ pub struct CausalAttention {
     pub window: Option<usize>,
 }
 
+/// A backend that stores tensors and runs the model's ops on them: [`cpu::CpuEngine`] (the f32 reference),
+/// [`cuda::CudaEngine`] (the GPU) or, with the `emu` feature, `emu::EmuEngine` (the GPU kernels run on the host).
+/// Model code is generic over it; the layout conventions are in the module docs.
 pub trait Engine: Send + Sync {
+    /// The engine's tensor: dense, row-major, in the engine's storage dtype.
     type Tensor: Send + Sync;
     /// An f32 tensor of the sampler (the latents, the previous clean estimate and the step schedule of
     /// src/launch/sampler.rs): diffusers keeps latents in f32 whatever the model's dtype.
@@ -83,6 +90,7 @@ pub trait Engine: Send + Sync {
     /// Copies a tensor out as f32.
     fn download(&self, t: &Self::Tensor) -> Result<HostTensor>;
 
+    /// The tensor's shape, outermost axis first.
     fn shape<'a>(&self, t: &'a Self::Tensor) -> &'a [usize];
 
     /// Same data, new shape (element counts must agree).
@@ -97,6 +105,7 @@ pub trait Engine: Send + Sync {
         act: Activation,
     ) -> Result<Self::Tensor>;
 
+    /// `act(x)` elementwise, same shape.
     fn activation(&self, x: &Self::Tensor, act: Activation) -> Result<Self::Tensor>;
 
     /// `a + b`, same shapes.
@@ -231,8 +240,9 @@ pub trait Engine: Send + Sync {
     /// Tokens `[B, h·w, C]` → `[B, C, h, w]`.
     fn tokens_to_nchw(&self, x: &Self::Tensor, h: usize, w: usize) -> Result<Self::Tensor>;
 
-    /// 3×3 convolution, zero padding 1, stride 1 or 2, over `x` [B, h·w, Cin] seen as [B, h, w, Cin]; `w` [Cout, Cin,
-    /// 3, 3] (PyTorch's layout), optional bias [Cout]; out [B, h'·w', Cout] with `h' = (h − 1)/stride + 1`.
+    /// 3×3 convolution, zero padding 1, stride 1 or 2, over `x` `[B, h·w, Cin]` seen as `[B, h, w, Cin]`; `w`
+    /// `[Cout, Cin, 3, 3]` (PyTorch's layout), optional bias `[Cout]`; out `[B, h'·w', Cout]` with
+    /// `h' = (h − 1)/stride + 1`.
     fn conv3x3(
         &self,
         x: &Self::Tensor,
@@ -242,8 +252,8 @@ pub trait Engine: Send + Sync {
         stride: usize,
     ) -> Result<Self::Tensor>;
 
-    /// Depthwise k×k convolution (k odd), zero padding k/2, over `x` [B, h·w, C] seen as [B, h, w, C]; `w` [C, k, k],
-    /// optional bias [C]; out [B, h·w, C].
+    /// Depthwise k×k convolution (k odd), zero padding k/2, over `x` `[B, h·w, C]` seen as `[B, h, w, C]`; `w`
+    /// `[C, k, k]`, optional bias `[C]`; out `[B, h·w, C]`.
     fn depthwise_conv(
         &self,
         x: &Self::Tensor,
@@ -301,8 +311,10 @@ pub trait Engine: Send + Sync {
     /// Copies a host tensor in as sampler state (f32, unrounded).
     fn upload_state(&self, t: &HostTensor) -> Result<Self::State>;
 
+    /// Copies sampler state out (f32, exact).
     fn download_state(&self, s: &Self::State) -> Result<HostTensor>;
 
+    /// The state's shape, outermost axis first.
     fn state_shape<'a>(&self, s: &'a Self::State) -> &'a [usize];
 
     /// The transformer's input: `copies` copies of the f32 sample along the batch (`[x; x]` under CFG), in the

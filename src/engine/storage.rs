@@ -6,8 +6,11 @@ use half::{bf16, f16};
 /// Element type of activations and weights as the kernels store them; arithmetic is always f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StorageDtype {
+    /// IEEE single precision, 4 bytes.
     F32,
+    /// bfloat16 (8-bit exponent, 7-bit mantissa), 2 bytes.
     Bf16,
+    /// IEEE half precision (5-bit exponent, 10-bit mantissa), 2 bytes.
     F16,
 }
 
@@ -25,12 +28,16 @@ impl StorageDtype {
 /// as CUDA's `__float2bfloat16_rn` / `__float2half_rn` do.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Storage {
+    /// f32 values.
     F32(Vec<f32>),
+    /// bf16 values.
     Bf16(Vec<bf16>),
+    /// f16 values.
     F16(Vec<f16>),
 }
 
 impl Storage {
+    /// `data` rounded to `dtype` (to nearest even).
     pub fn from_f32(dtype: StorageDtype, data: &[f32]) -> Self {
         match dtype {
             StorageDtype::F32 => Storage::F32(data.to_vec()),
@@ -39,6 +46,7 @@ impl Storage {
         }
     }
 
+    /// `len` zeros in `dtype`.
     pub fn zeros(dtype: StorageDtype, len: usize) -> Self {
         match dtype {
             StorageDtype::F32 => Storage::F32(vec![0.0; len]),
@@ -56,6 +64,7 @@ impl Storage {
         }
     }
 
+    /// The element type held.
     pub fn dtype(&self) -> StorageDtype {
         match self {
             Storage::F32(_) => StorageDtype::F32,
@@ -64,6 +73,7 @@ impl Storage {
         }
     }
 
+    /// The values widened to f32 (exact).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
             Storage::F32(v) => v.clone(),

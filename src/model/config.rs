@@ -57,7 +57,9 @@ fn config_error(path: &Path, field: &str, reason: impl Into<String>) -> Error {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum PerStage<T> {
+    /// One value for every stage.
     One(T),
+    /// One value per stage, in stage order.
     Each(Vec<T>),
 }
 
@@ -169,27 +171,44 @@ pub enum VaeBlock {
 /// One decoder stage, as diffusers builds `decoder.up_blocks.{i}`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VaeStage {
+    /// Channels the stage works at (its entry of `decoder_block_out_channels` / `encoder_block_out_channels`).
     pub channels: usize,
+    /// Blocks in the stage (`decoder_layers_per_block` / `encoder_layers_per_block`); 0 means no blocks and no
+    /// resampler.
     pub layers: usize,
+    /// The kind of block (`decoder_block_types` / `encoder_block_types`).
     pub block: VaeBlock,
+    /// The ResBlock activation (`decoder_act_fns`; always SiLU in the encoder).
     pub activation: Activation,
+    /// Kernel sizes of the extra LiteMLA q/k/v branches (`*_qkv_multiscales`, e.g. `[5]`); used by EfficientViT
+    /// blocks only.
     pub multiscales: Vec<usize>,
 }
 
 /// The validated decoder configuration.
 #[derive(Clone, Debug)]
 pub struct VaeConfig {
+    /// The `vae/config.json` this was read from.
     pub source: PathBuf,
+    /// `in_channels`: image channels (3; diffusers default 3).
     pub in_channels: usize,
+    /// `latent_channels`: latent channels C (32; diffusers default 32).
     pub latent_channels: usize,
+    /// `attention_head_dim`: head size of every LiteMLA (32; diffusers default 32).
     pub attention_head_dim: usize,
     /// Stages in storage order (stage `i` works at 1/2^i of the image size); decoding runs them last to first.
     pub stages: Vec<VaeStage>,
     /// `true`: up-samplers are nearest ×2 + 3×3 conv (Sana); `false`: 3×3 conv to 4× channels + pixel shuffle.
     pub interpolate: bool,
+    /// `decoder_in_shortcut` (default true): `conv_in` adds each latent channel repeated to the deepest stage's
+    /// width.
     pub in_shortcut: bool,
+    /// `decoder_conv_act_fn` (default `"relu"`): the activation before `conv_out`.
     pub conv_activation: Activation,
+    /// `scaling_factor` (0.41407 for Sana; diffusers default 1.0): diffusion latents are `scaling_factor · z`, so
+    /// the pipeline divides by it before decoding.
     pub scaling_factor: f32,
+    /// The encoder side of the same file.
     pub encoder: VaeEncoderConfig,
 }
 
@@ -200,6 +219,7 @@ pub struct VaeEncoderConfig {
     pub stages: Vec<VaeStage>,
     /// `true`: down-samplers are a stride-2 3×3 conv (Sana's `"Conv"`); `false`: 3×3 conv + pixel unshuffle.
     pub strided_conv: bool,
+    /// `encoder_out_shortcut` (default true): `conv_out` adds the mean of each group of adjacent channels.
     pub out_shortcut: bool,
 }
 
@@ -454,49 +474,73 @@ impl VaeConfig {
     }
 }
 
-/// `transformer/config.json` of `SanaTransformer2DModel` (docs/numerics/transformer.md §2).
+/// `transformer/config.json` of `SanaTransformer2DModel` (docs/numerics/transformer.md §2). Each field is the
+/// same-named key; absent keys take the diffusers class default.
 #[derive(Clone, Debug, Deserialize)]
 pub struct TransformerConfig {
+    /// Latent channels C of the input (default 32).
     #[serde(default = "d32")]
     pub in_channels: usize,
+    /// Latent channels of the predicted velocity (default null, meaning `in_channels`); must equal `in_channels`.
     #[serde(default)]
     pub out_channels: Option<usize>,
+    /// Self-attention heads H_s (default 70; 36 for 0.6B); the model width D is this × `attention_head_dim`.
     #[serde(default = "d70")]
     pub num_attention_heads: usize,
+    /// Self-attention head size (default 32).
     #[serde(default = "d32")]
     pub attention_head_dim: usize,
+    /// Transformer blocks (default 20; 28 for 0.6B, 60 for SANA-1.5 4.8B).
     #[serde(default = "d20")]
     pub num_layers: usize,
+    /// Cross-attention heads H_c (default 20); H_c × `cross_attention_head_dim` must equal D.
     #[serde(default = "d20")]
     pub num_cross_attention_heads: usize,
+    /// Cross-attention head size d_c (default 112).
     #[serde(default = "d112")]
     pub cross_attention_head_dim: usize,
+    /// Width of the cross-attention key/value input, the projected caption (default 2240); must equal D.
     #[serde(default = "d2240")]
     pub cross_attention_dim: usize,
+    /// Width of the text-encoder embeddings the caption projection takes (default 2304, Gemma-2-2B's width).
     #[serde(default = "d2304")]
     pub caption_channels: usize,
+    /// Mix-FFN expansion: its hidden width is `int(mlp_ratio · D)` (default 2.5).
     #[serde(default = "d2_5")]
     pub mlp_ratio: f64,
+    /// Whether the self-attention q/k/v projections have a bias (default false).
     #[serde(default)]
     pub attention_bias: bool,
+    /// Latent side at the native resolution (default 32, i.e. 1024 px); picks the aspect-ratio table and the
+    /// position-embedding base.
     #[serde(default = "d32")]
     pub sample_size: usize,
+    /// Patch size of the patch embedding (default 1); only 1 is supported.
     #[serde(default = "d1")]
     pub patch_size: usize,
+    /// Whether the block LayerNorms have a weight and bias (default false); only false is supported.
     #[serde(default)]
     pub norm_elementwise_affine: bool,
+    /// Epsilon of the block and output LayerNorms (default 1e-6).
     #[serde(default = "d1e6")]
     pub norm_eps: f64,
+    /// Default null: no position embedding; a number (1.0 at 2K, 2.0 at 4K) adds the 2-D sin-cos position
+    /// embedding at that scale.
     #[serde(default)]
     pub interpolation_scale: Option<f64>,
+    /// Whether the model embeds a guidance value (default false; true for Sana-Sprint).
     #[serde(default)]
     pub guidance_embeds: bool,
+    /// Factor the pipeline applies to the guidance scale before embedding it (default 0.1).
     #[serde(default = "d0_1")]
     pub guidance_embeds_scale: f64,
+    /// Default null: no q/k norm; `"rms_norm_across_heads"` (SANA-1.5, Sprint) RMS-normalises q and k.
     #[serde(default)]
     pub qk_norm: Option<String>,
+    /// Factor the pipeline applies to the timestep before the transformer sees it (default 1.0).
     #[serde(default = "d1f")]
     pub timestep_scale: f64,
+    /// The `transformer/config.json` this was read from (not a JSON key).
     #[serde(skip)]
     pub source: PathBuf,
 }
@@ -617,6 +661,7 @@ impl TransformerConfig {
         self.num_attention_heads * self.attention_head_dim
     }
 
+    /// Channels of the predicted velocity: `out_channels`, or `in_channels` when it is null.
     pub fn out_channels(&self) -> usize {
         self.out_channels.unwrap_or(self.in_channels)
     }
@@ -626,6 +671,7 @@ impl TransformerConfig {
         (self.mlp_ratio * self.dim() as f64) as usize
     }
 
+    /// Whether the attention q and k are RMS-normalised (`qk_norm` is set).
     pub fn has_qk_norm(&self) -> bool {
         self.qk_norm.is_some()
     }
@@ -642,25 +688,37 @@ pub enum SchedulerConfig {
     Scm(ScmConfig),
 }
 
+/// The fields of a `DPMSolverMultistepScheduler` config that change its numbers (docs/numerics/sampling.md §5–6).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DpmSolverConfig {
+    /// `num_train_timesteps` (default 1000): σ starts from `shift(1 − 1/this)`; the model timestep is
+    /// `trunc(this · σ)`.
     pub num_train_timesteps: usize,
+    /// `flow_shift` (default 1.0; Sana ships 3.0, 6.0 at 4K): the time shift `σ ↦ shift·σ / (1 + (shift − 1)·σ)`.
     pub flow_shift: f64,
+    /// `solver_order` (default 2): 1 or 2.
     pub solver_order: usize,
+    /// `lower_order_final` (default true): the last step is first order when there are fewer than 15 steps.
     pub lower_order_final: bool,
+    /// `euler_at_final` (default false): the last step is always first order.
     pub euler_at_final: bool,
     /// true: the last σ is 0 (`final_sigmas_type = "zero"`); false: it repeats the smallest σ (`"sigma_min"`).
     pub final_sigma_zero: bool,
 }
 
+/// The fields of a `FlowMatchEulerDiscreteScheduler` config that change its numbers (docs/numerics/sampling.md §9).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowEulerConfig {
+    /// `num_train_timesteps` (default 1000): σ spans the training times 1 … this; the model timestep is `this · σ`.
     pub num_train_timesteps: usize,
+    /// `shift` (default 1.0; Sana uses 3.0, 6.0 at 4K): the time shift, which this scheduler applies twice.
     pub shift: f64,
 }
 
+/// The fields of an `SCMScheduler` config (Sana-Sprint, docs/numerics/sampling.md §10).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScmConfig {
+    /// `num_train_timesteps` (default 1000): the most sampling steps allowed.
     pub num_train_timesteps: usize,
     /// σ_d: scales the initial noise, the per-step noise and the model input.
     pub sigma_data: f64,

@@ -22,7 +22,10 @@ struct Map<T> {
     w: usize,
 }
 
+/// The DC-AE decoder: latent `[B, latent_channels, h, w]` → image `[B, 3, h·f, w·f]`, f the spatial factor (32
+/// for f32c32), with its weights on engine `E`.
 pub struct DcAeDecoder<E: Engine> {
+    /// The config the decoder was built from.
     pub config: VaeConfig,
     conv_in: Conv3x3<E>,
     /// Channel repeat of the latent added to `conv_in` (docs/numerics/dc-ae.md §4.1 step 1).
@@ -41,6 +44,7 @@ impl<E: Engine> DcAeDecoder<E> {
         Self::new(e, config, &weights)
     }
 
+    /// Builds the decoder from the `decoder.*` tensors of `w`, checking every shape against `config`.
     pub fn new(e: &E, config: VaeConfig, w: &Weights) -> Result<Self> {
         let w = w.prefix("decoder");
         let n = config.stages.len();
@@ -109,6 +113,7 @@ impl<E: Engine> DcAeDecoder<E> {
 /// The DC-AE encoder: image `[B, 3, H, W]` in [−1, 1] → latent `[B, latent_channels, H/f, W/f]` (before the
 /// scaling factor, which training code multiplies in; diffusers' `encode` returns it unscaled).
 pub struct DcAeEncoder<E: Engine> {
+    /// The config the encoder was built from (its encoder side is [`VaeConfig::encoder`]).
     pub config: VaeConfig,
     conv_in: Conv3x3<E>,
     /// `encoder.down_blocks.{i}`, run in order.
@@ -126,6 +131,7 @@ impl<E: Engine> DcAeEncoder<E> {
         Self::new(e, config, &weights)
     }
 
+    /// Builds the encoder from the `encoder.*` tensors of `w`, checking every shape against `config`.
     pub fn new(e: &E, config: VaeConfig, w: &Weights) -> Result<Self> {
         let w = w.prefix("encoder");
         let enc = &config.encoder;
@@ -152,6 +158,8 @@ impl<E: Engine> DcAeEncoder<E> {
             .count()
     }
 
+    /// Encodes `image` `[B, 3, H, W]` (H and W multiples of [`Self::spatial_factor`]) to the unscaled latent
+    /// `[B, latent_channels, H/f, W/f]`.
     pub fn encode(&self, e: &E, image: &E::Tensor) -> Result<E::Tensor> {
         self.encode_traced(e, image, &mut |_, _| Ok(()))
     }

@@ -22,20 +22,36 @@ pub type Trace<'a, T> = &'a mut dyn FnMut(&str, &T) -> Result<()>;
 /// 5.x form (`rope_parameters`, `layer_types`). Missing fields take `Gemma2Config`'s defaults (gemma-2-2b).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GemmaConfig {
+    /// `vocab_size`: rows of `embed_tokens` (default 256000).
     pub vocab_size: usize,
+    /// `hidden_size`: the model width, and the width of the embeddings Sana's caption projection takes
+    /// (default 2304).
     pub hidden_size: usize,
+    /// `intermediate_size`: the gated MLP's hidden width (default 9216).
     pub intermediate_size: usize,
+    /// `num_hidden_layers`: decoder layers (default 26).
     pub num_hidden_layers: usize,
+    /// `num_attention_heads`: query heads (default 8).
     pub num_attention_heads: usize,
+    /// `num_key_value_heads`: key/value heads, each shared by `num_attention_heads / num_key_value_heads` query
+    /// heads (default 4).
     pub num_key_value_heads: usize,
+    /// `head_dim`: size of every attention head (default 256); even, as RoPE rotates half-pairs.
     pub head_dim: usize,
+    /// `rms_norm_eps`: epsilon of every RMSNorm (default 1e-6).
     pub rms_norm_eps: f64,
+    /// RoPE base: `rope_parameters.rope_theta` (5.x), `rope_scaling.rope_theta` or the top-level `rope_theta`
+    /// (default 10000).
     pub rope_theta: f64,
+    /// `query_pre_attn_scalar`: the scores are scaled by its inverse square root (default 256).
     pub query_pre_attn_scalar: f64,
+    /// `attn_logit_softcapping`: the eager path's score soft-cap `c·tanh(s/c)` (default 50.0); null: none.
     pub attn_logit_softcapping: Option<f64>,
+    /// `attention_bias`: whether the q/k/v/o projections have a bias (default false).
     pub attention_bias: bool,
     /// Per layer: the sliding window, or `None` for a global layer.
     pub windows: Vec<Option<usize>>,
+    /// The `text_encoder/config.json` this was read from.
     pub source: PathBuf,
 }
 
@@ -236,13 +252,18 @@ fn rope_theta(raw: &RawGemmaConfig) -> std::result::Result<f64, (&'static str, S
 /// `attention_mask`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenBatch {
+    /// Token ids, `[batch, len]` row-major.
     pub ids: Vec<i64>,
+    /// 1 for a real token, 0 for padding, `[batch, len]` row-major.
     pub mask: Vec<i64>,
+    /// Rows (prompts).
     pub batch: usize,
+    /// Tokens per row, padding included.
     pub len: usize,
 }
 
 impl TokenBatch {
+    /// Checks that `ids` and `mask` both hold `batch · len` values ([`Error::InvalidInput`] otherwise).
     pub fn new(ids: Vec<i64>, mask: Vec<i64>, batch: usize, len: usize) -> Result<Self> {
         if ids.len() != batch * len || mask.len() != batch * len {
             return Err(Error::InvalidInput(format!(
@@ -268,7 +289,10 @@ impl TokenBatch {
     }
 }
 
+/// The Gemma-2 text encoder: token embedding, `num_hidden_layers` decoder layers and the final RMSNorm, with its
+/// weights on engine `E`.
 pub struct Gemma2Model<E: Engine> {
+    /// The config the model was built from.
     pub config: GemmaConfig,
     /// Soft-cap attention logits (transformers' eager path, the default); false reproduces the SDPA path of
     /// transformers 4.48–5.20, which drops the soft-cap.

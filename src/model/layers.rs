@@ -11,6 +11,8 @@ pub struct Linear<E: Engine> {
 }
 
 impl<E: Engine> Linear<E> {
+    /// Loads `weight` `[out_dim, in_dim]` and, if `bias`, `bias` `[out_dim]` from `w` (already at the layer's
+    /// prefix), checking both shapes.
     pub fn new(e: &E, w: &Weights, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         Self::load(e, w, &[out_dim, in_dim], in_dim, out_dim, bias)
     }
@@ -42,10 +44,12 @@ impl<E: Engine> Linear<E> {
         Ok(Self { weight, bias })
     }
 
+    /// `x · wᵀ + b` over the last axis: `[.., in]` → `[.., out]`.
     pub fn forward(&self, e: &E, x: &E::Tensor) -> Result<E::Tensor> {
         self.forward_act(e, x, Activation::Identity)
     }
 
+    /// `act(x · wᵀ + b)` over the last axis, the activation fused into the GEMM where the engine can.
     pub fn forward_act(&self, e: &E, x: &E::Tensor, act: Activation) -> Result<E::Tensor> {
         e.linear(x, &self.weight, self.bias.as_ref(), act)
     }

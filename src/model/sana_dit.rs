@@ -21,7 +21,9 @@ const MASK_BIAS: f32 = -10000.0;
 /// Receives named intermediates (`patch_embed`, `blocks.3.attn1`, …) for golden tests and debugging.
 pub type Trace<'a, T> = &'a mut dyn FnMut(&str, &T) -> Result<()>;
 
+/// `SanaTransformer2DModel`, the linear DiT that predicts the flow velocity, with its weights on engine `E`.
 pub struct SanaTransformer<E: Engine> {
+    /// The config the model was built from.
     pub config: TransformerConfig,
     patch_embed: Linear<E>,
     time_embed: TimeEmbed<E>,
@@ -48,6 +50,7 @@ pub struct TextConditioning<E: Engine> {
 }
 
 impl<E: Engine> TextConditioning<E> {
+    /// The projected, RMS-normalised captions `[B, L, D]`.
     pub fn caption(&self) -> &E::Tensor {
         &self.caption
     }
@@ -61,6 +64,8 @@ impl<E: Engine> SanaTransformer<E> {
         Self::new(e, config, &weights)
     }
 
+    /// Builds the model from the checkpoint keys of `w` (`patch_embed.proj`, `transformer_blocks.{i}`, …),
+    /// checking every shape against `config`.
     pub fn new(e: &E, config: TransformerConfig, w: &Weights) -> Result<Self> {
         let (c, d) = (config.in_channels, config.dim());
         let blocks = (0..config.num_layers)

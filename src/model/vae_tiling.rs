@@ -39,9 +39,13 @@ impl VaeTiling {
 pub enum VaeTile {
     /// Tile with diffusers' defaults when the untiled decoder's estimated activation memory exceeds the budget.
     Auto {
+        /// The largest untiled activation estimate ([`untiled_bytes`]) allowed, in bytes; default
+        /// [`DEFAULT_BUDGET`].
         budget_bytes: usize,
     },
+    /// Never tile.
     Off,
+    /// Always tile with this geometry (decodes untiled anyway when the latent fits in one tile).
     On(VaeTiling),
 }
 

@@ -28,13 +28,16 @@ const MARGIN: usize = 1 << 16;
 /// The JSON description.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SyntheticSpec {
+    /// Seeds the value pool and every tensor's offset into it.
     pub seed: u64,
     /// Values are uniform in `[−scale, scale)`: small enough that activations stay finite through deep stacks.
     pub scale: f32,
+    /// Every tensor's checkpoint key and shape.
     pub tensors: BTreeMap<String, Vec<usize>>,
 }
 
 impl SyntheticSpec {
+    /// Writes the spec as JSON to `path` (a `{stem}.synthetic.json`).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string(self).map_err(|e| Error::Json {
             path: path.to_path_buf(),
@@ -111,18 +114,22 @@ impl Synthetic {
         }
     }
 
+    /// The spec file this was read from, or the path given to [`Self::new`].
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Every tensor's key, in sorted order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
     }
 
+    /// Whether the spec lists the tensor `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
     }
 
+    /// The tensor `name` as a bf16 view into the pool, or `None` when the spec does not list it.
     pub fn view(&self, name: &str) -> Option<TensorView<'_>> {
         let (key, (shape, start)) = self.tensors.get_key_value(name)?;
         let n: usize = shape.iter().product();

@@ -24,8 +24,11 @@ use crate::error::{Error, Result};
 /// Problem size of one linear: `m` rows of `x`, `k` inputs, `n` outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct LinearShape {
+    /// Rows of `x` (all axes but the last, flattened).
     pub m: usize,
+    /// Input features: the last axis of `x`, and of the `[n, k]` weight.
     pub k: usize,
+    /// Output features: the last axis of the result.
     pub n: usize,
 }
 

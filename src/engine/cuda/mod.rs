@@ -9,7 +9,7 @@
 //!
 //! Every op runs a kernel except linear attention at head widths other than 32 (no published model has one; the tiny
 //! test VAE does), which runs the CPU reference on downloaded inputs and uploads the rounded result
-//! ([`host_fallback`]).
+//! (`host_fallback.rs`).
 
 mod ceilings;
 mod gemm;
@@ -46,6 +46,7 @@ use crate::launch::{self, DevicePtr};
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
 
+/// The GPU engine: one device, one stream, tensors ([`CudaTensor`]) in bf16 or f16 storage.
 pub struct CudaEngine {
     dtype: StorageDtype,
     info: DeviceInfo,
@@ -110,10 +111,12 @@ impl CudaEngine {
         })
     }
 
+    /// The device opened: ordinal, name, compute capability, total memory.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
     }
 
+    /// The storage dtype of every tensor (bf16 or f16).
     pub fn dtype(&self) -> StorageDtype {
         self.dtype
     }

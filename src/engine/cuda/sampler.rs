@@ -21,6 +21,7 @@ pub struct CudaState {
 }
 
 impl CudaState {
+    /// The state's shape, outermost axis first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }

@@ -12,14 +12,17 @@ pub struct CudaTensor {
 }
 
 impl CudaTensor {
+    /// The tensor's shape, outermost axis first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// Number of elements: the product of the shape.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
 
+    /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

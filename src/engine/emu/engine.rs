@@ -19,16 +19,19 @@ use crate::launch::layout::ChannelSpace;
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
 
+/// The emulation engine: kernels/*.cu run on the host, on [`HostTensor`]s whose values are rounded to `dtype`.
 #[derive(Clone, Copy, Debug)]
 pub struct EmuEngine {
     dtype: StorageDtype,
 }
 
 impl EmuEngine {
+    /// An engine storing activations and weights in `dtype`.
     pub fn new(dtype: StorageDtype) -> Self {
         Self { dtype }
     }
 
+    /// The storage dtype every op rounds its output to.
     pub fn dtype(&self) -> StorageDtype {
         self.dtype
     }

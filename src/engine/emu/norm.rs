@@ -21,7 +21,7 @@ emu_kernel!(fn rms_entry(RmsNormParams) = [
 
 /// RMSNorm over the last dimension through kernels/norm.cu: the diffusers form (`plus_one = false`, as
 /// [`crate::cpu::norm::rms_norm`], rounding before the weight multiply, then adding the optional bias) or Gemma's
-/// (`true`, as [`crate::cpu::norm::rms_norm_plus_one`]). `x` any rank, `w` and `b` [D]; inputs first rounded to
+/// (`true`, as [`crate::cpu::norm::rms_norm_plus_one`]). `x` any rank, `w` and `b` `[D]`; inputs first rounded to
 /// `dtype`.
 pub fn rms_norm(
     x: &HostTensor,
