@@ -741,7 +741,7 @@ fn out_of_memory_names_the_stage_and_the_bytes() {
     let msg = err.to_string();
     assert!(matches!(err, Error::OutOfDeviceMemory { .. }), "{msg}");
     assert!(
-        msg.contains("denoise") && msg.contains("MiB") && msg.contains("--batch"),
+        msg.contains("denoise") && msg.contains("MiB") && msg.contains("lower the batch"),
         "{msg}"
     );
     // An allocation larger than the device fails as an error value too, naming the stage set above: a linear

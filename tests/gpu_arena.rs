@@ -81,11 +81,11 @@ fn out_of_memory_error_names_stage_bytes_and_remedies() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("denoise") && msg.contains("201 MiB") && msg.contains("--batch"),
+        msg.contains("denoise") && msg.contains("201 MiB") && msg.contains("lower the batch"),
         "{msg}"
     );
     let decode = check_fits("decode", 2 * MIB, MIB, 4 * MIB)
         .unwrap_err()
         .to_string();
-    assert!(decode.contains("--vae-tile"), "{decode}");
+    assert!(decode.contains("tile the VAE decode"), "{decode}");
 }

@@ -70,11 +70,11 @@ pub fn check_fits(stage: &str, needed: usize, free: usize, total: usize) -> Resu
 /// The lower-memory options that help `stage`.
 fn hint(stage: &str) -> &'static str {
     if stage.starts_with("decode") {
-        "tile the decoder with --vae-tile 512 (or smaller), or generate a smaller image"
+        "tile the VAE decode (512-px tiles or smaller), or generate a smaller image"
     } else if stage.starts_with("text") {
         "free other GPU memory, or encode the prompt on another engine"
     } else {
-        "lower --batch or generate a smaller image (the text encoder is already freed before denoising unless it \
+        "lower the batch or generate a smaller image (the text encoder is already freed before denoising unless it \
          was asked to stay)"
     }
 }

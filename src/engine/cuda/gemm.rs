@@ -275,7 +275,7 @@ impl Gemm {
             StorageDtype::F32 => {
                 return Err(Error::EngineUnavailable {
                     engine: "cuda",
-                    reason: "the cuda engine stores bf16 or f16 (--dtype bf16|f16)".into(),
+                    reason: "the cuda engine stores bf16 or f16".into(),
                 })
             }
         };

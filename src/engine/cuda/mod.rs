@@ -76,9 +76,7 @@ impl CudaEngine {
         if dtype == StorageDtype::F32 {
             return Err(Error::EngineUnavailable {
                 engine: "cuda",
-                reason:
-                    "the cuda engine stores bf16 or f16 (--dtype bf16|f16); f32 is the cpu engine's"
-                        .into(),
+                reason: "the cuda engine stores bf16 or f16; f32 is the cpu engine's".into(),
             });
         }
         let (ctx, info) = probe::open(ordinal)?;
