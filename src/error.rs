@@ -158,6 +158,17 @@ pub enum Error {
         /// What is wrong, continuing the sentence after `field`.
         reason: String,
     },
+    /// A stage produced NaN or infinite values (from the weights, the inputs, or an f16 overflow): the generation
+    /// stops there instead of turning them into a flat image.
+    #[error("{stage}: {count} of {total} values are NaN or infinite (from the weights, the inputs or an f16 overflow)")]
+    NonFinite {
+        /// The stage whose output holds them: `text encode`, `denoise` or `decode`.
+        stage: &'static str,
+        /// How many values are not finite.
+        count: usize,
+        /// Values in the stage's output.
+        total: usize,
+    },
     /// The caller's callback answered [`crate::Control::Cancel`].
     #[error("cancelled")]
     Cancelled,

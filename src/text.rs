@@ -31,6 +31,10 @@ pub const COMPLEX_HUMAN_INSTRUCTION: [&str; 8] = [
 /// The pipeline's default `max_sequence_length`.
 pub const MAX_SEQUENCE_LENGTH: usize = 300;
 
+/// The largest `max_sequence_length` accepted: a prompt with the instruction prefix takes up to twice as many
+/// tokens, and 2 × 4096 is Gemma-2's 8192-token context.
+pub const SEQUENCE_LENGTH_LIMIT: usize = 4096;
+
 /// diffusers' `_text_preprocessing` with `clean_caption=False`: Python's `prompt.lower().strip()`.
 pub fn preprocess(prompt: &str) -> String {
     prompt
@@ -254,10 +258,12 @@ pub fn tokenize_prompts(
     opts: &PromptOptions,
 ) -> Result<PromptTokens> {
     let m = opts.max_sequence_length;
-    if prompts.is_empty() || m == 0 {
-        return Err(Error::InvalidInput(
-            "encode_prompt needs at least one prompt and max_sequence_length ≥ 1".into(),
-        ));
+    if prompts.is_empty() || m == 0 || m > SEQUENCE_LENGTH_LIMIT {
+        return Err(Error::InvalidInput(format!(
+            "encode_prompt needs at least one prompt and max_sequence_length between 1 and \
+             {SEQUENCE_LENGTH_LIMIT}, got {} prompts and {m}",
+            prompts.len()
+        )));
     }
     let negatives: Vec<&str> = match negative_prompts {
         [] => vec![""; prompts.len()],

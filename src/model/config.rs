@@ -53,6 +53,37 @@ fn config_error(path: &Path, field: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Most layers any config may declare: 4× the deepest published model (Gemma-2-2B's 26, the 1.6B DiT's 20), so a
+/// hostile count fails here instead of in an allocation or a load loop.
+pub(crate) const MAX_LAYERS: usize = 1024;
+
+/// `value` must be finite and above `min` (or at least `min` with `inclusive`): the arithmetic it enters is
+/// meaningless otherwise.
+pub(crate) fn check_positive(path: &Path, field: &str, value: f64, inclusive: bool) -> Result<()> {
+    let ok = value.is_finite() && if inclusive { value >= 0.0 } else { value > 0.0 };
+    if ok {
+        return Ok(());
+    }
+    let want = if inclusive { "≥ 0" } else { "> 0" };
+    Err(config_error(
+        path,
+        field,
+        format!("{value} is not a finite number {want}"),
+    ))
+}
+
+/// A layer count in `1..=MAX_LAYERS`.
+pub(crate) fn check_layers(path: &Path, field: &str, layers: usize) -> Result<()> {
+    if (1..=MAX_LAYERS).contains(&layers) {
+        return Ok(());
+    }
+    Err(config_error(
+        path,
+        field,
+        format!("{layers} layers: this crate reads between 1 and {MAX_LAYERS}"),
+    ))
+}
+
 /// A config field that diffusers accepts either as one value for every stage or as a per-stage list.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
@@ -439,6 +470,7 @@ impl VaeConfig {
             }
         }
         let encoder = encoder_config(path, &raw)?;
+        check_positive(path, "scaling_factor", raw.scaling_factor, false)?;
         Ok(Self {
             encoder,
             source: path.to_path_buf(),
@@ -653,6 +685,10 @@ impl TransformerConfig {
                 "the model width is zero",
             ));
         }
+        check_layers(p, "num_layers", self.num_layers)?;
+        check_positive(p, "norm_eps", self.norm_eps, true)?;
+        check_positive(p, "mlp_ratio", self.mlp_ratio, false)?;
+        check_positive(p, "timestep_scale", self.timestep_scale, false)?;
         Ok(())
     }
 
@@ -779,6 +815,21 @@ impl SchedulerConfig {
             off(field, v)?;
         }
         let num_train_timesteps = raw.num_train_timesteps.unwrap_or(1000);
+        if num_train_timesteps == 0 {
+            return Err(err(
+                "num_train_timesteps",
+                "0: the schedule needs at least one training timestep".into(),
+            ));
+        }
+        for (field, value) in [
+            ("flow_shift", raw.flow_shift),
+            ("shift", raw.shift),
+            ("sigma_data", raw.sigma_data),
+        ] {
+            if let Some(v) = value {
+                check_positive(path, field, v, false)?;
+            }
+        }
         match raw.class_name.as_deref() {
             Some("DPMSolverMultistepScheduler") => {
                 expect(path, "prediction_type", raw.prediction_type.as_deref(), "flow_prediction", "epsilon")?;

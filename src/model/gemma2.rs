@@ -113,6 +113,13 @@ impl GemmaConfig {
         let heads = raw.num_attention_heads.unwrap_or(8);
         let kv_heads = raw.num_key_value_heads.unwrap_or(4);
         let layers = raw.num_hidden_layers.unwrap_or(26);
+        crate::model::config::check_layers(path, "num_hidden_layers", layers)?;
+        crate::model::config::check_positive(
+            path,
+            "rms_norm_eps",
+            raw.rms_norm_eps.unwrap_or(1e-6),
+            true,
+        )?;
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
             return Err(err(
                 "num_key_value_heads",

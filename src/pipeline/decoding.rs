@@ -9,7 +9,7 @@ use crate::model::vae_tiling::{self, VaeTile};
 use crate::tensor::HostTensor;
 
 use super::denoising::map;
-use super::{Pipeline, Plan};
+use super::{check_finite, Pipeline, Plan};
 
 impl<E: Engine> Pipeline<E> {
     /// The images of `latents` at the plan's output size.
@@ -24,6 +24,7 @@ impl<E: Engine> Pipeline<E> {
             Some(tiling) => self.decode_with(latents, VaeTile::On(tiling), &mut on_tile)?,
             None => self.decode_with(latents, VaeTile::Off, &mut on_tile)?,
         };
+        check_finite("decode", &image)?;
         let (w, h) = plan.output_size;
         let image = if (image.shape()[2], image.shape()[3]) != (h, w) {
             resize_and_crop(&image, h, w)?

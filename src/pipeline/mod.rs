@@ -217,6 +217,7 @@ impl<E: Engine> Pipeline<E> {
             (self.condition(plan, req), StageStats::default())
         };
         let (text, mask) = text?;
+        check_finite("text encode", &text)?;
         times.text_encode = stats;
 
         observer.emit(Event::Stage {
@@ -226,7 +227,9 @@ impl<E: Engine> Pipeline<E> {
             self.sample(plan, req, latents, (&text, &mask), &mut noise, observer)
         });
         times.denoise = stats;
-        Ok((latents?, times))
+        let latents = latents?;
+        check_finite("denoise", &latents)?;
+        Ok((latents, times))
     }
 
     /// Runs `f` as stage `name`: the engine is told the stage's working set first (a device engine fails here,
@@ -269,6 +272,19 @@ impl<E: Engine> Pipeline<E> {
             f,
         )
     }
+}
+
+/// `Err(Error::NonFinite)` naming `stage` when `t` holds NaN or infinite values.
+pub(super) fn check_finite(stage: &'static str, t: &HostTensor) -> Result<()> {
+    let count = t.data().iter().filter(|v| !v.is_finite()).count();
+    if count == 0 {
+        return Ok(());
+    }
+    Err(Error::NonFinite {
+        stage,
+        count,
+        total: t.len(),
+    })
 }
 
 /// Runs `f` on the model in `slot`, loading it first if the slot is empty; keeps it there afterwards iff `keep`.

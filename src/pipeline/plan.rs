@@ -16,6 +16,7 @@ use crate::image::resolution_bin;
 use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, VaeConfig};
 use crate::model::vae_tiling::{self, VaeTiling};
 use crate::request::{Conditioning, Request, Sampler};
+use crate::text::SEQUENCE_LENGTH_LIMIT;
 
 use super::Configs;
 
@@ -25,6 +26,13 @@ const SIZE_MULTIPLE: usize = 32;
 /// Steps when a request gives none: diffusers' 20, Sana-Sprint's 2.
 const DEFAULT_STEPS: usize = 20;
 const SPRINT_DEFAULT_STEPS: usize = 2;
+
+/// The largest side generated, in pixels: 4× the largest trained resolution (4096). Larger requests fail here, before
+/// any allocation, rather than in one.
+const MAX_SIDE: usize = 16384;
+
+/// The most images one call generates; more is a loop of calls.
+const MAX_IMAGES: usize = 1024;
 
 /// Guidance when a request gives none (diffusers' `SanaPipeline` and `SanaSprintPipeline` both use 4.5).
 const DEFAULT_GUIDANCE: f32 = 4.5;
@@ -94,6 +102,15 @@ impl Plan {
                 format!("{}: {prompts} prompts × {0} images overflows", req.batch),
             )
         })?;
+        if batch > MAX_IMAGES {
+            return Err(invalid(
+                "batch",
+                format!(
+                    "{}: {batch} images in one call exceed the limit of {MAX_IMAGES}",
+                    req.batch
+                ),
+            ));
+        }
         let native = model.transformer.sample_size * model.vae.spatial_factor();
         let (width, height) = req.size.unwrap_or((native, native));
         check_side("height", height)?;
@@ -138,8 +155,11 @@ impl Plan {
         }
         let cfg = !sprint && guidance > 1.0;
         let text_rows = req.prompt_options.max_sequence_length;
-        if text_rows == 0 {
-            return Err(invalid("max_sequence_length", "0: must be at least 1"));
+        if text_rows == 0 || text_rows > SEQUENCE_LENGTH_LIMIT {
+            return Err(invalid(
+                "max_sequence_length",
+                format!("{text_rows} is not between 1 and {SEQUENCE_LENGTH_LIMIT} tokens"),
+            ));
         }
         check_inputs(model, req, &latent_shape, steps, sprint, cfg)?;
 
@@ -192,6 +212,12 @@ fn check_side(name: &'static str, value: usize) -> Result<()> {
             format!("{value} is not a positive multiple of {SIZE_MULTIPLE}"),
         ));
     }
+    if value > MAX_SIDE {
+        return Err(invalid(
+            name,
+            format!("{value} exceeds the largest side generated, {MAX_SIDE} px"),
+        ));
+    }
     Ok(())
 }
 
@@ -205,6 +231,13 @@ fn check_inputs(
     cfg: bool,
 ) -> Result<()> {
     if let Some(l) = &req.latents {
+        let bad = l.data().iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(invalid(
+                "latents",
+                format!("hold {bad} NaN or infinite values"),
+            ));
+        }
         if l.shape() != latent_shape {
             return Err(invalid(
                 "latents",

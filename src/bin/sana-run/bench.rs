@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use clap::builder::TypedValueParser;
 use clap::Args;
 use sana::cost::roofline::{StageFloors, BF16_BYTES, DEVICES};
 use sana::cost::stages::{StageCosts, Workload};
@@ -48,8 +49,8 @@ pub struct BenchArgs {
     /// Image width in pixels (default: the model's native size).
     #[arg(long)]
     width: Option<usize>,
-    /// Timed runs after the warm-up; each stage reports its median.
-    #[arg(long, default_value_t = 3)]
+    /// Timed runs after the warm-up (at least 1); each stage reports its median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     runs: usize,
     /// Untimed runs first (they load Gemma and the transformer and touch every page); 0 for a slow engine at
     /// real sizes, where the first run's text encode and first step then include loading.

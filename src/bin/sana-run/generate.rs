@@ -137,7 +137,14 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
             t
         });
     }
-    let outputs = output_paths(&args.output, args.batch);
+    // Before any model loads: a typo in an output path costs a second, not a generation. Every image of a batch
+    // goes to the first one's folder.
+    for path in [output_path(&args.output, args.batch, 0)]
+        .iter()
+        .chain(&args.save_latents)
+    {
+        check_writable(path)?;
+    }
 
     let start = Instant::now();
     let sana = OpenOptions::new(args.engine.device()?)
@@ -168,8 +175,9 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
     if let Some(path) = &args.save_latents {
         write_f32(path, &[("latents", &out.latents)])?;
     }
-    for (image, path) in out.images.iter().zip(&outputs) {
-        image.save_png(path)?;
+    for (i, image) in out.images.iter().enumerate() {
+        let path = output_path(&args.output, args.batch, i);
+        image.save_png(&path)?;
         eprintln!("wrote {}", path.display());
     }
     let t = out.times;
@@ -216,16 +224,33 @@ fn mib(bytes: Option<u64>) -> String {
     )
 }
 
-/// `out.png` for one image; `out-0.png`, `out-1.png`, … for a batch.
-fn output_paths(output: &Path, batch: usize) -> Vec<PathBuf> {
+/// Refuses an output path whose folder does not exist or that names a folder.
+fn check_writable(path: &Path) -> sana::Result<()> {
+    let fail = |reason: &str| sana::Error::Image {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    if path.is_dir() {
+        return Err(fail("is a folder; give a file name"));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(fail("its folder does not exist"));
+    }
+    Ok(())
+}
+
+/// Image `i`'s file: `out.png` for one image; `out-0.png`, `out-1.png`, … for a batch.
+fn output_path(output: &Path, batch: usize, i: usize) -> PathBuf {
     if batch <= 1 {
-        return vec![output.to_path_buf()];
+        return output.to_path_buf();
     }
     let stem = output.file_stem().unwrap_or_default().to_string_lossy();
     let ext = output
         .extension()
         .map_or_else(|| "png".into(), |x| x.to_string_lossy());
-    (0..batch)
-        .map(|i| output.with_file_name(format!("{stem}-{i}.{ext}")))
-        .collect()
+    output.with_file_name(format!("{stem}-{i}.{ext}"))
 }

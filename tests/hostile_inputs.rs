@@ -1,0 +1,260 @@
+//! `sana-run` on hostile input, as a user or a script would give it: every case must exit non-zero with a one-line
+//! `error:` naming the culprit, never panic or abort, write nothing, and finish in bounded time under an
+//! address-space limit (so an oversize request that tried to allocate would fail the case, not the machine).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{copy_dir, scratch, tiny_model, Scratch};
+use sana::tensor_file::write_f32;
+use sana::HostTensor;
+
+/// 8 GiB of address space: the tiny model needs far less; a request that allocated by its size would not fit.
+const ADDRESS_SPACE_KIB: u64 = 8 << 20;
+const TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// A case: `sana-run args…` in the scratch folder `dir`, which must hold only `inputs` afterwards.
+fn expect_clean_failure(dir: &Path, args: &[&str], culprit: &str) {
+    let before = listing(dir);
+    let start = Instant::now();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("ulimit -v {ADDRESS_SPACE_KIB}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_sana-run"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let what = format!("sana-run {}", args.join(" "));
+    // 1: our error, 2: a usage error from the argument parser; a panic exits 101, an abort or a signal has no code.
+    assert!(
+        matches!(out.status.code(), Some(1 | 2)),
+        "{what}: exit status {:?}\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{what}: panicked\n{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{what}: not one error line: {stderr}");
+    assert!(
+        errors[0].contains(culprit),
+        "{what}: the error does not name `{culprit}`: {}",
+        errors[0]
+    );
+    assert_eq!(listing(dir), before, "{what}: files were left behind");
+    assert!(took < TIME_LIMIT, "{what}: took {took:?}");
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `sana-run` with `extra` flags over those of a quick cpu generation on `model` writing `out.png` (a flag in `extra`
+/// replaces the quick one: clap refuses a flag given twice).
+fn run(dir: &Path, model: &Path, extra: &[&str], culprit: &str) {
+    let model = model.to_str().unwrap();
+    let quick = [
+        ("--engine", "cpu"),
+        ("--model", model),
+        ("--height", "32"),
+        ("--width", "32"),
+        ("--steps", "2"),
+        ("--output", "out.png"),
+    ];
+    let mut args: Vec<&str> = vec!["--no-resolution-binning"];
+    for (flag, value) in quick {
+        if !extra.contains(&flag) {
+            args.extend([flag, value]);
+        }
+    }
+    args.extend(extra);
+    expect_clean_failure(dir, &args, culprit);
+}
+
+/// The tiny model with key `key` of `file` (relative to the model folder) set to the JSON literal `value`. Text
+/// surgery, not a JSON round trip: real configs hold `-Infinity`, which strict JSON parsers refuse.
+fn model_with(test: &str, file: &str, key: &str, value: &str) -> Scratch {
+    let dir = scratch(test);
+    copy_dir(&tiny_model(), &dir);
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let quoted = format!("\"{key}\":");
+    let edited = match text.find(&quoted) {
+        Some(at) => {
+            let start = at + quoted.len();
+            let end = start + text[start..].find([',', '\n', '}']).unwrap();
+            format!("{} {value}{}", &text[..start], &text[end..])
+        }
+        None => text.replacen('{', &format!("{{{quoted} {value},"), 1),
+    };
+    std::fs::write(&path, edited).unwrap();
+    dir
+}
+
+#[test]
+fn oversize_requests_are_refused_before_any_allocation() {
+    let dir = scratch("hostile-sizes");
+    let model = tiny_model();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--height", "1000000", "--width", "1000000"],
+            "--height 1000000 exceeds",
+        ),
+        (
+            &["--height", "4611686018427387904"],
+            "--height 4611686018427387904 exceeds",
+        ),
+        (&["--width", "16416"], "--width 16416 exceeds"),
+        (&["--batch", "100000000000"], "--batch 100000000000"),
+        (&["--batch", "18446744073709551615"], "--batch"),
+        (
+            &["--steps", "1000000000000000000"],
+            "--steps 1000000000000000000",
+        ),
+        (&["--steps", "0"], "--steps 0"),
+        (&["--height", "40"], "--height 40"),
+    ];
+    for (extra, culprit) in cases {
+        run(&dir, &model, extra, culprit);
+    }
+    let model = model.to_str().unwrap();
+    expect_clean_failure(
+        &dir,
+        &[
+            "eval",
+            "encode-prompt",
+            "--model",
+            model,
+            "--prompt",
+            "x",
+            "--max-sequence-length",
+            "1000000000",
+            "--output",
+            "e.safetensors",
+        ],
+        "max_sequence_length",
+    );
+    expect_clean_failure(&dir, &["bench", "--runs", "0", "--engine", "cpu"], "--runs");
+}
+
+#[test]
+fn non_finite_values_are_errors_not_pictures() {
+    let dir = scratch("hostile-non-finite");
+    let model = tiny_model();
+    run(&dir, &model, &["--guidance", "nan"], "--guidance NaN");
+    run(&dir, &model, &["--guidance", "inf"], "--guidance inf");
+    // Finite initial latents near f32's largest value: the transformer's first sums overflow, the denoised latents
+    // are not finite, and nothing is decoded or written, the latents file included.
+    let latents = dir.join("latents-in.safetensors");
+    let huge = HostTensor::new(vec![1, 32, 8, 8], vec![3e38; 32 * 64]).unwrap();
+    write_f32(&latents, &[("latents", &huge)]).unwrap();
+    run(
+        &dir,
+        &model,
+        &[
+            "--latents",
+            "latents-in.safetensors",
+            "--save-latents",
+            "l.safetensors",
+        ],
+        "denoise",
+    );
+    let mut values = vec![0.5f32; 32 * 64];
+    values[3] = f32::NAN;
+    write_f32(
+        &latents,
+        &[(
+            "latents",
+            &HostTensor::new(vec![1, 32, 8, 8], values).unwrap(),
+        )],
+    )
+    .unwrap();
+    run(
+        &dir,
+        &model,
+        &["--latents", "latents-in.safetensors"],
+        "--latents hold 1 NaN",
+    );
+}
+
+#[test]
+fn user_tensors_of_any_rank_give_errors_not_panics() {
+    let dir = scratch("hostile-ranks");
+    let model = tiny_model();
+    for shape in [vec![], vec![0], vec![1, 2], vec![1, 32, 0, 0]] {
+        let n = shape.iter().product::<usize>();
+        let file = dir.join("latents-in.safetensors");
+        write_f32(
+            &file,
+            &[(
+                "latents",
+                &HostTensor::new(shape.clone(), vec![0.25; n]).unwrap(),
+            )],
+        )
+        .unwrap();
+        run(
+            &dir,
+            &model,
+            &["--latents", "latents-in.safetensors"],
+            "--latents",
+        );
+    }
+}
+
+#[test]
+fn meaningless_config_values_are_refused_naming_the_field() {
+    let cases = [
+        ("scheduler/scheduler_config.json", "flow_shift", "0.0"),
+        (
+            "scheduler/scheduler_config.json",
+            "num_train_timesteps",
+            "0",
+        ),
+        ("vae/config.json", "scaling_factor", "0.0"),
+        ("transformer/config.json", "norm_eps", "-1e-6"),
+        ("transformer/config.json", "num_layers", "0"),
+        (
+            "text_encoder/config.json",
+            "num_hidden_layers",
+            "10000000000",
+        ),
+        ("text_encoder/config.json", "rms_norm_eps", "-1.0"),
+    ];
+    let out = scratch("hostile-configs-out");
+    for (file, key, value) in cases {
+        let model = model_with(&format!("hostile-config-{key}"), file, key, value);
+        run(&out, &model, &[], key);
+    }
+}
+
+#[test]
+fn outputs_are_checked_before_the_models_load() {
+    let dir = scratch("hostile-outputs");
+    let model = tiny_model();
+    run(
+        &dir,
+        &model,
+        &["--output", "no-such-folder/out.png"],
+        "folder does not exist",
+    );
+    std::fs::create_dir(dir.join("a-folder")).unwrap();
+    run(&dir, &model, &["--output", "a-folder"], "is a folder");
+    run(
+        &dir,
+        &model,
+        &["--save-latents", "missing/l.safetensors"],
+        "folder does not exist",
+    );
+}
