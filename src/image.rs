@@ -6,11 +6,11 @@
 //! computed in f32, which mirrors an f32 VAE; with a bf16 VAE diffusers rounds the resize, `·0.5 + 0.5` and the clamp
 //! to bf16, so pixels may then differ by one 8-bit level (docs/numerics/sampling.md §11).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
+use crate::atomic_write::{stage, StagedFile};
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
@@ -458,57 +458,27 @@ pub fn to_rgb8(img: &HostTensor) -> Result<Vec<Image>> {
 // PNG output
 // ---------------------------------------------------------------------------------------------------------------------
 
-/// Distinguishes temporary files of concurrent writes from one process.
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes `image` as an 8-bit RGB PNG. The bytes go to a temporary file in the same directory, which is synced and
-/// renamed over `path` only once complete, so a failure never leaves a truncated PNG at `path`.
+/// Writes `image` as an 8-bit RGB PNG, complete or not at all (src/atomic_write.rs: a failure never leaves a
+/// truncated PNG at `path`; a device or FIFO is written into; a link is written through).
 pub fn write_png(path: &Path, image: &Image) -> Result<()> {
+    stage_png(path, image)?.commit()
+}
+
+/// [`write_png`] staged: the PNG is complete beside `path` and appears there when the returned file is committed.
+pub fn stage_png(path: &Path, image: &Image) -> Result<StagedFile> {
     let fail = |reason: String| Error::Image {
         path: path.to_path_buf(),
         reason,
     };
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail("the path does not name a file".into()))?;
     let width = u32::try_from(image.width)
         .map_err(|_| fail(format!("width {} exceeds the PNG limit", image.width)))?;
     let height = u32::try_from(image.height)
         .map_err(|_| fail(format!("height {} exceeds the PNG limit", image.height)))?;
-
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| {
-            fail(format!(
-                "cannot create temporary file {}: {e}",
-                tmp.display()
-            ))
-        })?;
-
-    let written = encode_png(file, width, height, &image.pixels).and_then(|()| {
-        std::fs::rename(&tmp, path)
-            .map_err(|e| format!("cannot rename {} into place: {e}", tmp.display()))
-    });
-    written.map_err(|reason| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(reason)
-    })
+    stage(path, |file| encode_png(file, width, height, &image.pixels)).map_err(fail)
 }
 
 fn encode_png(
-    file: File,
+    file: &mut File,
     width: u32,
     height: u32,
     pixels: &[u8],
@@ -524,9 +494,5 @@ fn encode_png(
         .write_image_data(pixels)
         .map_err(|e| format!("PNG data: {e}"))?;
     writer.finish().map_err(|e| format!("PNG end: {e}"))?;
-    out.flush().map_err(|e| format!("write: {e}"))?;
-    let file = out
-        .into_inner()
-        .map_err(|e| format!("write: {}", e.error()))?;
-    file.sync_all().map_err(|e| format!("sync: {e}"))
+    out.flush().map_err(|e| format!("write: {e}"))
 }

@@ -37,14 +37,16 @@
 //! - [`text`]: the tokenizer, Sana's prompt handling and `encode_prompt`;
 //! - [`tensor`], [`weights`], [`image`], [`memory`]: host tensors, checkpoints, pixels, memory measurement.
 //!
-//! They are public API, less settled than the front door. Modules hidden from this documentation (`cpu`, `launch`,
-//! `gpu`, `eval`, `inspect`, `cost`, `synthetic_pipeline`, `tensor_file`) are public only for this crate's own
+//! They are public API, less settled than the front door. Modules hidden from this documentation (`atomic_write`, `cpu`,
+//! `launch`, `gpu`, `eval`, `inspect`, `cost`, `synthetic_pipeline`, `tensor_file`) are public only for this crate's own
 //! binary, tests and benchmarks: they are not part of the API.
 //!
 //! The numerics each layer reproduces are written down in the repository's `docs/numerics/`.
 
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod atomic_write;
 #[doc(hidden)]
 pub mod cost;
 #[doc(hidden)]

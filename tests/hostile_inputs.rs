@@ -52,6 +52,18 @@ fn expect_clean_failure(dir: &Path, args: &[&str], culprit: &str) {
     assert!(took < TIME_LIMIT, "{what}: took {took:?}");
 }
 
+/// A one-tensor F32 safetensors file written by hand: the crate's own writer refuses NaN, and these inputs must hold it.
+fn write_raw_f32(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
+    let header = format!(
+        r#"{{"{name}":{{"dtype":"F32","shape":{shape:?},"data_offsets":[0,{}]}}}}"#,
+        4 * data.len()
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -173,14 +185,7 @@ fn non_finite_values_are_errors_not_pictures() {
     );
     let mut values = vec![0.5f32; 32 * 64];
     values[3] = f32::NAN;
-    write_f32(
-        &latents,
-        &[(
-            "latents",
-            &HostTensor::new(vec![1, 32, 8, 8], values).unwrap(),
-        )],
-    )
-    .unwrap();
+    write_raw_f32(&latents, "latents", &[1, 32, 8, 8], &values);
     run(
         &dir,
         &model,
@@ -257,4 +262,80 @@ fn outputs_are_checked_before_the_models_load() {
         &["--save-latents", "missing/l.safetensors"],
         "folder does not exist",
     );
+}
+
+#[test]
+fn special_files_are_written_into_and_links_written_through() {
+    let dir = scratch("hostile-special");
+    let model = tiny_model();
+    let quick = |output: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+            .args([
+                "--engine",
+                "cpu",
+                "--model",
+                model.to_str().unwrap(),
+                "--height",
+                "32",
+            ])
+            .args([
+                "--width",
+                "32",
+                "--steps",
+                "1",
+                "--no-resolution-binning",
+                "--output",
+                output,
+            ])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // A device is written into, not replaced by a regular file.
+    quick("/dev/null");
+    let null = std::fs::metadata("/dev/null").unwrap();
+    assert!(!null.is_file(), "/dev/null was replaced");
+    // A link is written through: the file it points to becomes the PNG, the link stays a link.
+    std::fs::create_dir(dir.join("real")).unwrap();
+    std::os::unix::fs::symlink("real/target.png", dir.join("link.png")).unwrap();
+    quick("link.png");
+    assert!(std::fs::symlink_metadata(dir.join("link.png"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let png = std::fs::read(dir.join("real/target.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert_eq!(
+        listing(&dir.join("real")),
+        ["target.png"],
+        "no temporary file stays"
+    );
+}
+
+#[test]
+fn a_failed_output_leaves_none_of_the_outputs() {
+    let dir = scratch("hostile-all-or-nothing");
+    // The PNG's link points into a missing folder: its write fails after the generation, and the latents file,
+    // which could have been written, must not appear either.
+    std::os::unix::fs::symlink("missing/x.png", dir.join("out.png")).unwrap();
+    run(
+        &dir,
+        &tiny_model(),
+        &["--save-latents", "l.safetensors"],
+        "out.png",
+    );
+    // The writer behind every `eval` output and `--save-latents` refuses non-finite tensors and writes nothing.
+    let mut values = vec![0.1f32; 8];
+    values[5] = f32::INFINITY;
+    let t = HostTensor::new(vec![2, 4], values).unwrap();
+    let err = write_f32(&dir.join("x.safetensors"), &[("output", &t)])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`output` holds 1 NaN or infinite"), "{err}");
+    assert_eq!(listing(&dir), ["out.png"], "only the link the test made");
 }

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use sana::tensor_file::write_f32;
+use sana::image::stage_png;
+use sana::tensor_file::stage_f32;
 use sana::weights::SafetensorsFile;
 use sana::{Control, Event, OpenOptions, Request, Sampler, VaeTile, VaeTiling};
 
@@ -172,12 +173,22 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
         Control::Continue
     })?;
 
-    if let Some(path) = &args.save_latents {
-        write_f32(path, &[("latents", &out.latents)])?;
-    }
+    // Every output is written in full beside its target first, then all are moved into place: a failure leaves
+    // none of them (not the latents when a PNG fails, not image 0 when image 1 fails).
+    let mut staged = Vec::with_capacity(out.images.len() + 1);
+    let mut paths = Vec::with_capacity(out.images.len());
     for (i, image) in out.images.iter().enumerate() {
         let path = output_path(&args.output, args.batch, i);
-        image.save_png(&path)?;
+        staged.push(stage_png(&path, image)?);
+        paths.push(path);
+    }
+    if let Some(path) = &args.save_latents {
+        staged.push(stage_f32(path, &[("latents", &out.latents)])?);
+    }
+    for file in staged {
+        file.commit()?;
+    }
+    for path in &paths {
         eprintln!("wrote {}", path.display());
     }
     let t = out.times;
