@@ -339,3 +339,47 @@ fn a_failed_output_leaves_none_of_the_outputs() {
     assert!(err.contains("`output` holds 1 NaN or infinite"), "{err}");
     assert_eq!(listing(&dir), ["out.png"], "only the link the test made");
 }
+
+#[test]
+fn a_dash_writes_the_png_to_standard_output() {
+    let dir = scratch("hostile-stdout");
+    let out = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+        .args([
+            "--engine",
+            "cpu",
+            "--model",
+            tiny_model().to_str().unwrap(),
+            "--height",
+            "32",
+        ])
+        .args([
+            "--width",
+            "32",
+            "--steps",
+            "1",
+            "--no-resolution-binning",
+            "--output",
+            "-",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        &out.stdout[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "a PNG on standard output"
+    );
+    assert!(listing(&dir).is_empty(), "nothing written to the folder");
+    run(
+        &dir,
+        &tiny_model(),
+        &["--output", "-", "--batch", "2"],
+        "--batch 2",
+    );
+    run(&dir, &tiny_model(), &["--vae-tile", "30"], "--vae-tile 30");
+}

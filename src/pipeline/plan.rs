@@ -165,6 +165,19 @@ impl Plan {
 
         let vae_tiling =
             vae_tiling::resolve(&model.vae, req.vae_tile, latent_shape[2], latent_shape[3]);
+        if let Some(VaeTiling { tile, stride }) = vae_tiling {
+            let f = model.vae.spatial_factor();
+            if tile == 0 || stride == 0 || stride > tile || tile % f != 0 || stride % f != 0 {
+                return Err(invalid(
+                    "vae_tile",
+                    format!(
+                        "{tile} px (tiles every {stride} px) does not fit the VAE: tile and stride must be \
+                         multiples of its factor {f}, so a tile overlapping by an eighth must be a multiple of {}",
+                        8 * f
+                    ),
+                ));
+            }
+        }
         let model_batch = if cfg { 2 * batch } else { batch };
         let working_set = WorkingSet {
             text_encode: text_encode_elements(model, req, prompts, cfg),

@@ -57,14 +57,15 @@ pub struct GenerateArgs {
     /// Write the final latents (before the VAE) as tensor `latents` to this safetensors file.
     #[arg(long)]
     save_latents: Option<PathBuf>,
-    /// Output PNG; with --batch N > 1, `stem-0.png`, `stem-1.png`, …
+    /// Output PNG (`-`: standard output); with --batch N > 1, `stem-0.png`, `stem-1.png`, …
     #[arg(long, default_value = "sana.png")]
     output: PathBuf,
     /// Images per prompt.
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Tiled VAE decoding: `auto` (tile with diffusers' 512/448-px tiles when an untiled decode would need more than
-    /// 4 GiB of activations), `off`, or a tile size in pixels (overlap: an eighth of it).
+    /// 4 GiB of activations), `off`, or a tile size in pixels overlapping by an eighth: a multiple of 8× the VAE's
+    /// factor (256, 512, 768, … for the published models).
     #[arg(long, default_value = "auto", value_parser = parse_vae_tile)]
     vae_tile: VaeTile,
 }
@@ -74,9 +75,11 @@ fn parse_vae_tile(s: &str) -> Result<VaeTile, String> {
         "auto" => Ok(VaeTile::default()),
         "off" => Ok(VaeTile::Off),
         size => match size.parse::<usize>() {
-            Ok(px) if px >= 8 => Ok(VaeTile::On(VaeTiling::with_tile(px))),
+            // The model decides which sizes fit its VAE (the request plan checks them before anything runs).
+            Ok(px) if px > 0 => Ok(VaeTile::On(VaeTiling::with_tile(px))),
             _ => Err(format!(
-                "`{size}` is not auto, off or a tile size in pixels (≥ 8)"
+                "`{size}` is not auto, off or a tile size in pixels (a multiple of 8× the VAE's factor: 256, \
+                 512, … for the published models)"
             )),
         },
     }
@@ -137,6 +140,12 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
         } else {
             t
         });
+    }
+    if args.output == Path::new("-") && args.batch > 1 {
+        return Err(sana::Error::InvalidInput(format!(
+            "--output - writes one PNG to standard output; --batch {} needs a file name",
+            args.batch
+        )));
     }
     // Before any model loads: a typo in an output path costs a second, not a generation. Every image of a batch
     // goes to the first one's folder.
@@ -256,6 +265,10 @@ fn check_writable(path: &Path) -> sana::Result<()> {
 
 /// Image `i`'s file: `out.png` for one image; `out-0.png`, `out-1.png`, … for a batch.
 fn output_path(output: &Path, batch: usize, i: usize) -> PathBuf {
+    if output == Path::new("-") {
+        // Standard output is written into like any device (src/atomic_write.rs).
+        return PathBuf::from("/dev/stdout");
+    }
     if batch <= 1 {
         return output.to_path_buf();
     }
