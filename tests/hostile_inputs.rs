@@ -64,6 +64,38 @@ fn write_raw_f32(path: &Path, name: &str, shape: &[usize], data: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A quick one-step cpu generation on the tiny model in `dir`, writing `output`; it must succeed.
+fn generate_ok(dir: &Path, output: &str) -> std::process::Output {
+    let model = tiny_model();
+    let out = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+        .args([
+            "--engine",
+            "cpu",
+            "--model",
+            model.to_str().unwrap(),
+            "--height",
+            "32",
+        ])
+        .args([
+            "--width",
+            "32",
+            "--steps",
+            "1",
+            "--no-resolution-binning",
+            "--output",
+            output,
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -267,43 +299,14 @@ fn outputs_are_checked_before_the_models_load() {
 #[test]
 fn special_files_are_written_into_and_links_written_through() {
     let dir = scratch("hostile-special");
-    let model = tiny_model();
-    let quick = |output: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_sana-run"))
-            .args([
-                "--engine",
-                "cpu",
-                "--model",
-                model.to_str().unwrap(),
-                "--height",
-                "32",
-            ])
-            .args([
-                "--width",
-                "32",
-                "--steps",
-                "1",
-                "--no-resolution-binning",
-                "--output",
-                output,
-            ])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
     // A device is written into, not replaced by a regular file.
-    quick("/dev/null");
+    generate_ok(&dir, "/dev/null");
     let null = std::fs::metadata("/dev/null").unwrap();
     assert!(!null.is_file(), "/dev/null was replaced");
     // A link is written through: the file it points to becomes the PNG, the link stays a link.
     std::fs::create_dir(dir.join("real")).unwrap();
     std::os::unix::fs::symlink("real/target.png", dir.join("link.png")).unwrap();
-    quick("link.png");
+    generate_ok(&dir, "link.png");
     assert!(std::fs::symlink_metadata(dir.join("link.png"))
         .unwrap()
         .file_type()
@@ -343,32 +346,7 @@ fn a_failed_output_leaves_none_of_the_outputs() {
 #[test]
 fn a_dash_writes_the_png_to_standard_output() {
     let dir = scratch("hostile-stdout");
-    let out = Command::new(env!("CARGO_BIN_EXE_sana-run"))
-        .args([
-            "--engine",
-            "cpu",
-            "--model",
-            tiny_model().to_str().unwrap(),
-            "--height",
-            "32",
-        ])
-        .args([
-            "--width",
-            "32",
-            "--steps",
-            "1",
-            "--no-resolution-binning",
-            "--output",
-            "-",
-        ])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = generate_ok(&dir, "-");
     assert_eq!(
         &out.stdout[..8],
         b"\x89PNG\r\n\x1a\n",
