@@ -2,7 +2,14 @@
 //! together): the bytes go to a temporary file beside the target, which is
 //! synced and renamed over it only once complete, so a failure never leaves a truncated file behind. What is not a
 //! regular file (a device, a FIFO such as `/dev/stdout` or a pipe) is written into, never replaced; a symbolic link
-//! is written through, replacing the file it points to.
+//! is written through, replacing the file it points to. The replacement keeps the permissions of the file it
+//! replaces; a new file gets the usual 0666 less the umask. A temporary file is registered where a signal handler
+//! can remove it ([`remove_pending_temps_in_signal_handler`]).
+
+#[cfg(unix)]
+mod pending_temps;
+#[cfg(unix)]
+pub use pending_temps::remove_pending_temps_in_signal_handler;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -19,6 +26,9 @@ pub struct StagedFile {
     /// The temporary file; `None` for a device or FIFO, which was written into directly.
     tmp: Option<PathBuf>,
     target: PathBuf,
+    /// Unregistered when dropped, after `tmp` was renamed or removed.
+    #[cfg(unix)]
+    _pending: Option<pending_temps::PendingTemp>,
 }
 
 impl StagedFile {
@@ -66,6 +76,8 @@ pub(crate) fn stage(
             return Ok(StagedFile {
                 tmp: None,
                 target: path.to_path_buf(),
+                #[cfg(unix)]
+                _pending: None,
             });
         }
         _ => {}
@@ -84,6 +96,8 @@ pub(crate) fn stage(
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
+    #[cfg(unix)]
+    let pending = pending_temps::PendingTemp::register(&tmp);
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -93,7 +107,14 @@ pub(crate) fn stage(
     let staged = StagedFile {
         tmp: Some(tmp),
         target,
+        #[cfg(unix)]
+        _pending: Some(pending),
     };
+    if let Ok(existing) = std::fs::metadata(&staged.target) {
+        // Replacing a file keeps its permissions, as writing into it would.
+        file.set_permissions(existing.permissions())
+            .map_err(|e| format!("cannot copy the permissions of the file it replaces: {e}"))?;
+    }
     write(&mut file)?;
     file.sync_all().map_err(|e| format!("sync: {e}"))?;
     Ok(staged)

@@ -361,3 +361,79 @@ fn a_dash_writes_the_png_to_standard_output() {
     );
     run(&dir, &tiny_model(), &["--vae-tile", "30"], "--vae-tile 30");
 }
+
+#[test]
+fn a_signal_mid_write_leaves_no_temporary_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = scratch("hostile-signal");
+    // A FIFO nobody reads: the latents write blocks on it after the PNG was staged beside `out.png`, so the signal
+    // arrives while a temporary file exists.
+    let fifo = dir.join("latents.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let model = tiny_model();
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+            .args(["--engine", "cpu", "--model", model.to_str().unwrap()])
+            .args(["--height", "32", "--width", "32", "--steps", "1"])
+            .args(["--no-resolution-binning", "--output", "out.png"])
+            .args(["--save-latents", "latents.fifo"])
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !listing(&dir).iter().any(|n| n.starts_with(".out.png.")) {
+            assert!(start.elapsed() < TIME_LIMIT, "the PNG was never staged");
+            assert!(child.try_wait().unwrap().is_none(), "sana-run ended early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill on a child process id this test owns.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(signal), "ended by the signal it got");
+        assert_eq!(
+            listing(&dir),
+            ["latents.fifo"],
+            "signal {signal}: files were left behind"
+        );
+    }
+}
+
+#[test]
+fn outputs_get_the_modes_a_user_expects() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("hostile-modes");
+    // The umask of this process, read by setting it (and put back at once).
+    // SAFETY: umask only swaps the process's file-creation mask.
+    let umask = unsafe {
+        let mask = libc::umask(0o022);
+        libc::umask(mask);
+        mask
+    } as u32;
+    let mode = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    generate_ok(&dir, "new.png");
+    let t = HostTensor::new(vec![2], vec![0.5, 1.5]).unwrap();
+    write_f32(&dir.join("new.safetensors"), &[("x", &t)]).unwrap();
+    assert_eq!(
+        mode("new.png"),
+        0o666 & !umask,
+        "a new PNG: 0666 less the umask"
+    );
+    assert_eq!(
+        mode("new.safetensors"),
+        0o666 & !umask,
+        "a new safetensors file"
+    );
+    // Replacing a file keeps its mode, as writing into it would.
+    std::fs::write(dir.join("kept.png"), b"old").unwrap();
+    std::fs::set_permissions(dir.join("kept.png"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    generate_ok(&dir, "kept.png");
+    assert_eq!(mode("kept.png"), 0o640, "the replaced file's mode");
+}

@@ -239,6 +239,8 @@ fn open_gpu(dtype: Dtype) -> sana::Result<sana::engine::cuda::CudaEngine> {
 // After the macro: textual scoping makes `on_engine!` visible to these modules.
 mod bench;
 mod generate;
+#[cfg(unix)]
+mod interrupt;
 mod progress;
 
 fn run(cli: Cli) -> sana::Result<()> {
@@ -334,6 +336,8 @@ fn flag_of(field: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    interrupt::install();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         // The library names a request's fields; the command line names its flags.
