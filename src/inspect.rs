@@ -103,6 +103,8 @@ pub struct WrongShape {
 pub enum Finding {
     /// A component folder (or file) the pipeline needs is absent.
     MissingComponent { component: String, path: PathBuf },
+    /// `tokenizer/tokenizer.json` is present but the tokenizer does not load from it (as generation would).
+    UnreadableTokenizer { reason: String },
     /// A component's weights could not be opened (absent, truncated, a shard missing, …).
     UnreadableWeights { component: String, reason: String },
     /// Tensors in a dtype the engines cannot load (they take F32, F16, BF16).
@@ -136,6 +138,7 @@ impl fmt::Display for Finding {
             Finding::MissingComponent { component, path } => {
                 write!(f, "{component}: missing ({} not found)", path.display())
             }
+            Finding::UnreadableTokenizer { reason } => write!(f, "tokenizer: {reason}"),
             Finding::UnreadableWeights { component, reason } => {
                 write!(f, "{component}: weights unreadable: {reason}")
             }
@@ -241,17 +244,23 @@ pub fn inspect(dir: &Path) -> Result<Report> {
     let vae_dir = folder("vae");
     let scheduler_dir = folder("scheduler");
 
-    let tokenizer = match tokenizer_dir.map(|d| d.join("tokenizer.json")) {
-        Some(path) if path.is_file() => Some(path),
-        Some(path) => {
+    let tokenizer = tokenizer_dir.and_then(|d| {
+        let path = d.join("tokenizer.json");
+        if !path.is_file() {
             findings.push(Finding::MissingComponent {
                 component: "tokenizer".into(),
                 path,
             });
-            None
+            return None;
         }
-        None => None,
-    };
+        // Loaded as generation loads it, so a tokenizer that generation refuses is a finding here.
+        if let Err(e) = crate::text::GemmaTokenizer::from_dir(&d) {
+            findings.push(Finding::UnreadableTokenizer {
+                reason: e.to_string(),
+            });
+        }
+        Some(path)
+    });
     let gemma = text_dir
         .as_ref()
         .map(|d| GemmaConfig::load(&d.join("config.json")))
@@ -662,12 +671,25 @@ impl fmt::Display for Report {
         }
 
         writeln!(f)?;
-        if self.findings.is_empty() {
+        // The tensor problems listed per component count as findings too: the summary never says "none" for a
+        // folder that would fail to load.
+        let mut lines: Vec<String> = self.findings.iter().map(ToString::to_string).collect();
+        for c in self.components.iter().filter(|c| !c.keys.is_clean()) {
+            let k = &c.keys;
+            lines.push(format!(
+                "{}: {} missing, {} unexpected, {} wrong-shape tensors (listed above)",
+                c.name,
+                k.missing.len(),
+                k.unexpected.len(),
+                k.wrong_shape.len()
+            ));
+        }
+        if lines.is_empty() {
             writeln!(f, "findings: none")
         } else {
-            writeln!(f, "findings ({}):", self.findings.len())?;
-            for finding in &self.findings {
-                writeln!(f, "  - {finding}")?;
+            writeln!(f, "findings ({}):", lines.len())?;
+            for line in &lines {
+                writeln!(f, "  - {line}")?;
             }
             Ok(())
         }

@@ -289,6 +289,20 @@ impl Weights {
         if synthetic.is_file() {
             return Ok(Self::from_synthetic(Synthetic::open(&synthetic)?));
         }
+        // A name that exists but is not a readable file (a link loop, a dangling link, a folder) is named with
+        // the OS's reason, not reported as absent.
+        let names = candidates
+            .iter()
+            .flat_map(|(single, index)| [single, index]);
+        for path in names.map(|name| dir.join(name)) {
+            if std::fs::symlink_metadata(&path).is_ok() {
+                let reason = match std::fs::metadata(&path) {
+                    Err(e) => e,
+                    Ok(_) => std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file"),
+                };
+                return Err(Error::io(path, reason));
+            }
+        }
         Err(Error::io(
             dir.join(&candidates[0].0),
             std::io::Error::new(

@@ -437,3 +437,46 @@ fn outputs_get_the_modes_a_user_expects() {
     generate_ok(&dir, "kept.png");
     assert_eq!(mode("kept.png"), 0o640, "the replaced file's mode");
 }
+
+#[test]
+fn inspect_and_the_loaders_name_what_is_wrong() {
+    let out = scratch("hostile-messages-out");
+    // A tokenizer.json that generation refuses is a finding of `inspect`, never "findings: none" with a failure.
+    let model = scratch("hostile-messages-tokenizer");
+    copy_dir(&tiny_model(), &model);
+    std::fs::write(model.join("tokenizer/tokenizer.json"), "{\"broken\": true}").unwrap();
+    let dir = model.to_str().unwrap();
+    expect_clean_failure(&out, &["inspect", dir], "the problems listed above");
+    let report = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+        .args(["inspect", dir])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(!report.contains("findings: none"), "{report}");
+    assert!(report.contains("  - tokenizer: tokenizer "), "{report}");
+    // inspect stays bounded on a config that claims a billion layers.
+    let huge = model_with(
+        "hostile-messages-layers",
+        "transformer/config.json",
+        "num_layers",
+        "1000000000",
+    );
+    expect_clean_failure(&out, &["inspect", huge.to_str().unwrap()], "num_layers");
+    // A weights file that is a loop of links is named with the OS's reason, not reported as absent.
+    let looped = scratch("hostile-messages-loop");
+    copy_dir(&tiny_model(), &looped);
+    let weights = looped.join("transformer/diffusion_pytorch_model.safetensors");
+    std::fs::remove_file(&weights).unwrap();
+    std::os::unix::fs::symlink("loop.safetensors", &weights).unwrap();
+    std::os::unix::fs::symlink(
+        "diffusion_pytorch_model.safetensors",
+        looped.join("transformer/loop.safetensors"),
+    )
+    .unwrap();
+    run(
+        &out,
+        &looped,
+        &[],
+        "diffusion_pytorch_model.safetensors: Too many levels of symbolic links",
+    );
+}
