@@ -983,3 +983,28 @@ fn cancelling_a_replayed_loop_stops_it_and_the_pipeline_stays_usable() {
     let again = tiny_runs::denoise_counting_steps(&pipe, &req);
     assert_eq!(again.data(), full.data(), "the run after a cancel");
 }
+
+/// A panic in the caller's callback while graph replays are queued unwinds out of the loop; the queued work
+/// finishes on its own, and the same pipeline then denoises the full request again, bit for bit.
+#[test]
+fn a_panicking_callback_mid_replay_leaves_the_pipeline_usable() {
+    use sana::{Control, Event};
+    let test = "a_panicking_callback_mid_replay_leaves_the_pipeline_usable";
+    let req = tiny_runs::golden_request("square_4steps_cfg_chi");
+    let Some(g) = gpu(test, StorageDtype::Bf16) else {
+        return;
+    };
+    let pipe = gpu_pipeline(&g, &tiny_model());
+    let full = tiny_runs::denoise_counting_steps(&pipe, &req);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pipe.denoise(&req, &mut |event| {
+            if let Event::Step { step: 2, .. } = event {
+                panic!("the caller's bug");
+            }
+            Control::Continue
+        })
+    }));
+    assert!(unwound.is_err(), "the panic reaches the caller");
+    let again = tiny_runs::denoise_counting_steps(&pipe, &req);
+    assert_eq!(again.data(), full.data(), "the run after the panic");
+}

@@ -88,7 +88,11 @@ impl CudaEngine {
             None => None,
         };
         report.capture_seconds = capture_time.as_secs_f64();
-        let queued = self.queue_replays(n, step, progress, graph.as_ref(), &mut report);
+        // A panic in the caller's progress callback is held until the queued steps have finished, as for a
+        // cancellation: unwinding would otherwise destroy the graph and free the step's buffers under running work.
+        let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.queue_replays(n, step, progress, graph.as_ref(), &mut report)
+        }));
         // Whatever stopped the loop (the end, an error, a cancellation), the queued steps finish before the graph
         // and its memory are released: at most one step runs on after a cancellation.
         let finished = self.synchronize();
@@ -96,6 +100,7 @@ impl CudaEngine {
         drop(graph);
         let trimmed = self.graph_memory.trim();
         *self.step_graph.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
+        let queued = queued.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         queued?;
         finished?;
         trimmed?;
