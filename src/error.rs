@@ -132,6 +132,19 @@ pub enum Error {
         /// The lower-memory options that help this stage.
         hint: &'static str,
     },
+    /// A stage's activations, on a host engine, would not fit in the memory the process can still get: refused
+    /// before anything is allocated, instead of the allocator aborting the process.
+    #[error("out of host memory in {stage}: the {engine} engine needs at least {needed_mib} MiB for it at this size and batch, and {available_mib} MiB are available; a smaller size or batch fits")]
+    OutOfHostMemory {
+        /// The pipeline stage: `text encode`, `denoise` or `decode`.
+        stage: &'static str,
+        /// The engine (`cpu` or `emu`).
+        engine: &'static str,
+        /// The stage's working set, a lower bound, in MiB (rounded up).
+        needed_mib: u64,
+        /// What the process can still allocate: available memory and swap, or its address-space limit.
+        available_mib: u64,
+    },
     /// Writing an output image failed.
     #[error("image output {path}: {reason}")]
     Image {

@@ -1,5 +1,6 @@
-//! Peak resident host memory per stage. Linux keeps the process's high-water mark in `/proc/self/status`
-//! (`VmHWM`) and resets it when `5` is written to `/proc/self/clear_refs`; elsewhere both calls do nothing.
+//! Host memory: peak resident memory per stage, and what the process can still allocate. Linux keeps the process's
+//! high-water mark in `/proc/self/status` (`VmHWM`) and resets it when `5` is written to `/proc/self/clear_refs`;
+//! elsewhere these calls report nothing.
 
 /// Starts a new measurement window.
 pub fn reset_peak() {
@@ -40,4 +41,54 @@ pub fn stage<R>(host_peak: bool, f: impl FnOnce() -> R) -> (R, StageStats) {
         peak_device_bytes: None,
     };
     (out, stats)
+}
+
+/// Bytes the process can still allocate: the system's available memory and free swap (`/proc/meminfo`), capped by
+/// what its address-space limit (`ulimit -v`) leaves; `None` where that cannot be read.
+pub fn available_host_bytes() -> Option<u64> {
+    let kib = |text: &str, key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let system = 1024 * (kib(&meminfo, "MemAvailable:")? + kib(&meminfo, "SwapFree:").unwrap_or(0));
+    Some(system.min(address_space_left().unwrap_or(u64::MAX)))
+}
+
+/// The address-space limit less the process's current size, when a limit is set.
+#[cfg(unix)]
+fn address_space_left() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } != 0
+        || limit.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let used = 1024 * line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(limit.rlim_cur.saturating_sub(used))
+}
+
+#[cfg(not(unix))]
+fn address_space_left() -> Option<u64> {
+    None
+}
+
+/// `Err(Error::OutOfHostMemory)` when `bytes` of `stage`'s activations on host engine `engine` exceed what the
+/// process can still allocate; `Ok` where that is unknown.
+pub fn check_host_fits(engine: &'static str, stage: &'static str, bytes: u64) -> crate::Result<()> {
+    match available_host_bytes() {
+        Some(available) if bytes > available => Err(crate::Error::OutOfHostMemory {
+            stage,
+            engine,
+            needed_mib: bytes.div_ceil(1 << 20),
+            available_mib: available >> 20,
+        }),
+        _ => Ok(()),
+    }
 }

@@ -138,7 +138,12 @@ fn model_with(test: &str, file: &str, key: &str, value: &str) -> Scratch {
     let edited = match text.find(&quoted) {
         Some(at) => {
             let start = at + quoted.len();
-            let end = start + text[start..].find([',', '\n', '}']).unwrap();
+            // A list ends at its bracket (the fixtures' lists of numbers hold no nested lists), a scalar at the line.
+            let end = if text[start..].trim_start().starts_with('[') {
+                start + text[start..].find(']').unwrap() + 1
+            } else {
+                start + text[start..].find([',', '\n', '}']).unwrap()
+            };
             format!("{} {value}{}", &text[..start], &text[end..])
         }
         None => text.replacen('{', &format!("{{{quoted} {value},"), 1),
@@ -161,6 +166,11 @@ fn oversize_requests_are_refused_before_any_allocation() {
             "--height 4611686018427387904 exceeds",
         ),
         (&["--width", "16416"], "--width 16416 exceeds"),
+        // Within the side limit, beyond the memory limit: refused before the latents are drawn, naming the stage.
+        (
+            &["--height", "16384", "--width", "16384"],
+            "out of host memory in denoise",
+        ),
         (&["--batch", "100000000000"], "--batch 100000000000"),
         (&["--batch", "18446744073709551615"], "--batch"),
         (
@@ -268,6 +278,24 @@ fn meaningless_config_values_are_refused_naming_the_field() {
             "10000000000",
         ),
         ("text_encoder/config.json", "rms_norm_eps", "-1.0"),
+        // Found by tests/loader_fuzz.rs: a stage of 2⁶³ layers made inspect build keys until memory ran out.
+        (
+            "vae/config.json",
+            "decoder_layers_per_block",
+            "[1, 1, 9223372036854775807]",
+        ),
+        (
+            "vae/config.json",
+            "decoder_block_out_channels",
+            "[8, 16, 4294967296]",
+        ),
+        (
+            "transformer/config.json",
+            "attention_head_dim",
+            "4294967296",
+        ),
+        ("text_encoder/config.json", "vocab_size", "1000000000000"),
+        ("text_encoder/config.json", "hidden_size", "0"),
     ];
     let out = scratch("hostile-configs-out");
     for (file, key, value) in cases {

@@ -70,6 +70,14 @@ pub trait Engine: Send + Sync {
         Ok(())
     }
 
+    /// Checks, before a generation allocates anything, that `stage`'s activation working set (in elements, as for
+    /// [`Self::begin_stage`]) can fit at all: host engines compare it with the memory the process can still get
+    /// ([`crate::Error::OutOfHostMemory`]); a device engine checks in [`Self::begin_stage`], when it knows what is
+    /// resident.
+    fn check_fits(&self, _stage: &'static str, _activation_elements: usize) -> Result<()> {
+        Ok(())
+    }
+
     /// Peak device memory in use since the last [`Self::begin_stage`], for engines with a device.
     fn peak_device_bytes(&self) -> Option<u64> {
         None

@@ -84,6 +84,56 @@ pub(crate) fn check_layers(path: &Path, field: &str, layers: usize) -> Result<()
     ))
 }
 
+/// Widest channel count, head count or head size any config may declare: 16× the widest published tensor side
+/// (Gemma-2-2B's 9216-wide MLP is the largest), so products of widths cannot overflow and a hostile width fails
+/// here instead of in a shape computation or an allocation.
+pub(crate) const MAX_WIDTH: usize = 1 << 16;
+
+/// Most VAE stages: a spatial factor of 2¹¹ (the published DC-AEs have 4 to 6 stages, factor 8 to 32).
+pub(crate) const MAX_VAE_STAGES: usize = 12;
+
+/// A width in `1..=MAX_WIDTH`.
+pub(crate) fn check_width(path: &Path, field: &str, width: usize) -> Result<()> {
+    if (1..=MAX_WIDTH).contains(&width) {
+        return Ok(());
+    }
+    Err(config_error(
+        path,
+        field,
+        format!("{width}: this crate reads widths between 1 and {MAX_WIDTH}"),
+    ))
+}
+
+/// A per-stage list of a VAE: `1..=MAX_VAE_STAGES` stages, each with at most `MAX_LAYERS` layers (0 allowed) and
+/// `channels` widths in `1..=MAX_WIDTH`.
+fn check_vae_stages(
+    path: &Path,
+    (channels_field, channels): (&str, &[usize]),
+    (layers_field, layers): (&str, &[usize]),
+) -> Result<()> {
+    if channels.is_empty() || channels.len() > MAX_VAE_STAGES {
+        return Err(config_error(
+            path,
+            channels_field,
+            format!(
+                "{} stages: this crate reads between 1 and {MAX_VAE_STAGES}",
+                channels.len()
+            ),
+        ));
+    }
+    for &c in channels {
+        check_width(path, channels_field, c)?;
+    }
+    if let Some(&l) = layers.iter().find(|&&l| l > MAX_LAYERS) {
+        return Err(config_error(
+            path,
+            layers_field,
+            format!("{l} layers in a stage: this crate reads at most {MAX_LAYERS}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A config field that diffusers accepts either as one value for every stage or as a per-stage list.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
@@ -275,6 +325,14 @@ fn activation_named(path: &Path, field: &str, name: &str) -> Result<Activation> 
 
 fn encoder_config(path: &Path, raw: &RawVaeConfig) -> Result<VaeEncoderConfig> {
     let err = |field: &str, reason: String| config_error(path, field, reason);
+    check_vae_stages(
+        path,
+        (
+            "encoder_block_out_channels",
+            &raw.encoder_block_out_channels,
+        ),
+        ("encoder_layers_per_block", &raw.encoder_layers_per_block),
+    )?;
     let n = raw.encoder_block_out_channels.len();
     if n == 0 || raw.encoder_layers_per_block.len() != n || raw.encoder_qkv_multiscales.len() != n {
         return Err(err(
@@ -359,8 +417,25 @@ impl VaeConfig {
         let raw: RawVaeConfig = read_config(path)?;
         let n = raw.decoder_block_out_channels.len();
         let err = |field: &str, reason: String| config_error(path, field, reason);
-        if n == 0 {
-            return Err(err("decoder_block_out_channels", "no stages".into()));
+        check_vae_stages(
+            path,
+            (
+                "decoder_block_out_channels",
+                &raw.decoder_block_out_channels,
+            ),
+            ("decoder_layers_per_block", &raw.decoder_layers_per_block),
+        )?;
+        check_width(path, "latent_channels", raw.latent_channels)?;
+        check_width(path, "in_channels", raw.in_channels)?;
+        check_width(path, "attention_head_dim", raw.attention_head_dim)?;
+        for (field, lists) in [
+            ("decoder_qkv_multiscales", &raw.decoder_qkv_multiscales),
+            ("encoder_qkv_multiscales", &raw.encoder_qkv_multiscales),
+        ] {
+            // Published DC-AEs use kernel 5 at most; a hostile one would size a depthwise convolution.
+            if let Some(k) = lists.iter().flatten().find(|&&k| k > 63) {
+                return Err(err(field, format!("kernel size {k}: at most 63 is read")));
+            }
         }
         if raw.decoder_layers_per_block.len() != n {
             return Err(err(
@@ -622,6 +697,25 @@ impl TransformerConfig {
 
     fn validate(&self) -> Result<()> {
         let p = &self.source;
+        // Each factor first, so that the width products below cannot overflow.
+        check_width(p, "num_attention_heads", self.num_attention_heads)?;
+        check_width(p, "attention_head_dim", self.attention_head_dim)?;
+        check_width(
+            p,
+            "num_cross_attention_heads",
+            self.num_cross_attention_heads,
+        )?;
+        check_width(p, "cross_attention_head_dim", self.cross_attention_head_dim)?;
+        if self.dim() > MAX_WIDTH {
+            return Err(config_error(
+                p,
+                "num_attention_heads",
+                format!("a model width of {} exceeds {MAX_WIDTH}", self.dim()),
+            ));
+        }
+        check_width(p, "in_channels", self.in_channels)?;
+        check_width(p, "caption_channels", self.caption_channels)?;
+        check_width(p, "sample_size", self.sample_size)?;
         if let Some(q) = &self.qk_norm {
             if q != "rms_norm_across_heads" {
                 return Err(config_error(
@@ -678,16 +772,16 @@ impl TransformerConfig {
                 "must equal in_channels (Sana predicts a velocity of the latent's shape)",
             ));
         }
-        if self.dim() == 0 || self.in_channels == 0 {
-            return Err(config_error(
-                p,
-                "num_attention_heads",
-                "the model width is zero",
-            ));
-        }
         check_layers(p, "num_layers", self.num_layers)?;
         check_positive(p, "norm_eps", self.norm_eps, true)?;
         check_positive(p, "mlp_ratio", self.mlp_ratio, false)?;
+        if self.mlp_ratio * self.dim() as f64 > MAX_WIDTH as f64 {
+            return Err(config_error(
+                p,
+                "mlp_ratio",
+                format!("{} makes the MLP wider than {MAX_WIDTH}", self.mlp_ratio),
+            ));
+        }
         check_positive(p, "timestep_scale", self.timestep_scale, false)?;
         Ok(())
     }

@@ -194,7 +194,23 @@ impl GemmaConfig {
             windows,
             source: path.to_path_buf(),
         };
-        if cfg.head_dim == 0 || cfg.head_dim % 2 != 0 {
+        use crate::model::config::check_width;
+        check_width(path, "hidden_size", cfg.hidden_size)?;
+        check_width(path, "intermediate_size", cfg.intermediate_size)?;
+        check_width(path, "num_attention_heads", cfg.num_attention_heads)?;
+        check_width(path, "head_dim", cfg.head_dim)?;
+        // Gemma's vocabulary is 256000 rows; the embedding is read whole, so a hostile count is bounded here.
+        if !(1..=1 << 20).contains(&cfg.vocab_size) {
+            return Err(err(
+                "vocab_size",
+                format!(
+                    "{}: this crate reads between 1 and {}",
+                    cfg.vocab_size,
+                    1 << 20
+                ),
+            ));
+        }
+        if cfg.head_dim % 2 != 0 {
             return Err(err(
                 "head_dim",
                 format!(

@@ -92,14 +92,16 @@ impl<E: Engine> Pipeline<E> {
         let (latent_in, latent_vae) = (transformer.in_channels, vae.config.latent_channels);
         if latent_in != latent_vae {
             return Err(Error::InvalidInput(format!(
-                "{}: the transformer takes {latent_in} latent channels but the VAE decodes {latent_vae}",
+                "{}: the transformer takes {latent_in} latent channels (transformer/config.json in_channels) but the VAE \
+                 decodes {latent_vae} (vae/config.json latent_channels)",
                 dir.display()
             )));
         }
         let text_width = (text_encoder.hidden_size, transformer.caption_channels);
         if text_width.0 != text_width.1 {
             return Err(Error::InvalidInput(format!(
-                "{}: the text encoder's width is {} but the transformer's caption_channels is {}",
+                "{}: the text encoder's width is {} (text_encoder/config.json hidden_size) but the transformer's \
+                 caption_channels is {} (transformer/config.json)",
                 dir.display(),
                 text_width.0,
                 text_width.1
@@ -200,6 +202,14 @@ impl<E: Engine> Pipeline<E> {
         req: &Request,
         observer: &mut Observer<'_>,
     ) -> Result<(HostTensor, StageTimes)> {
+        // Every stage's working set at once, before the latents or anything else is allocated; the latents (and
+        // the sampler's copies of them) join the denoising working set.
+        let latents_elements = plan.latent_shape.iter().product::<usize>();
+        let ws = &plan.working_set;
+        self.engine.check_fits("text encode", ws.text_encode)?;
+        self.engine
+            .check_fits("denoise", ws.denoise.saturating_add(3 * latents_elements))?;
+        self.engine.check_fits("decode", ws.decode)?;
         let mut times = StageTimes::default();
         let mut noise = BatchNoise::new(req.seed, plan.batch);
         let latents = match &req.latents {

@@ -51,6 +51,11 @@ impl Engine for EmuEngine {
         "emu"
     }
 
+    fn check_fits(&self, stage: &'static str, activation_elements: usize) -> Result<()> {
+        // Activations are f32 host tensors.
+        crate::memory::check_host_fits(self.name(), stage, 4 * activation_elements as u64)
+    }
+
     fn upload(&self, t: &HostTensor) -> Result<HostTensor> {
         self.round(t.clone())
     }
