@@ -173,10 +173,16 @@ pub enum Error {
     },
     /// A stage produced NaN or infinite values (from the weights, the inputs, or an f16 overflow): the generation
     /// stops there instead of turning them into a flat image.
-    #[error("{stage}: {count} of {total} values are NaN or infinite (from the weights, the inputs or an f16 overflow)")]
+    #[error(
+        "{stage}{}: {count} of {total} values are NaN or infinite (from the weights, the inputs or an f16 overflow)",
+        step.map(|(s, n)| format!(" (step {s} of {n})")).unwrap_or_default()
+    )]
     NonFinite {
         /// The stage whose output holds them: `text encode`, `denoise` or `decode`.
         stage: &'static str,
+        /// The first denoising step whose latents hold them, of how many, where the engine can tell without a
+        /// transfer (host engines); a device engine checks the final latents once.
+        step: Option<(usize, usize)>,
         /// How many values are not finite.
         count: usize,
         /// Values in the stage's output.

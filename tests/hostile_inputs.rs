@@ -223,7 +223,7 @@ fn non_finite_values_are_errors_not_pictures() {
             "--save-latents",
             "l.safetensors",
         ],
-        "denoise",
+        "denoise (step 1 of 2): ",
     );
     let mut values = vec![0.5f32; 32 * 64];
     values[3] = f32::NAN;

@@ -18,6 +18,10 @@ impl Engine for CpuEngine {
         "cpu"
     }
 
+    fn non_finite_in_state(&self, state: &HostTensor) -> Option<usize> {
+        Some(state.data().iter().filter(|v| !v.is_finite()).count())
+    }
+
     fn check_fits(&self, stage: &'static str, activation_elements: usize) -> Result<()> {
         // Activations are f32 host tensors.
         crate::memory::check_host_fits(self.name(), stage, 4 * activation_elements as u64)

@@ -78,6 +78,13 @@ pub trait Engine: Send + Sync {
         Ok(())
     }
 
+    /// How many values of `state` are NaN or infinite, where the engine can count them without a transfer or a
+    /// wait (host engines: the denoising loop then names the first step that produced them); `None` on a device,
+    /// whose final latents are checked once after the loop.
+    fn non_finite_in_state(&self, _state: &Self::State) -> Option<usize> {
+        None
+    }
+
     /// Peak device memory in use since the last [`Self::begin_stage`], for engines with a device.
     fn peak_device_bytes(&self) -> Option<u64> {
         None

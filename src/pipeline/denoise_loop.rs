@@ -2,7 +2,7 @@
 
 use crate::cpu;
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::sana_dit::{SanaTransformer, TextConditioning, SINUSOID_CHANNELS};
 use crate::tensor::HostTensor;
 
@@ -41,6 +41,7 @@ impl<E: Engine> DenoiseLoop<'_, E> {
         let noise = self.noise.as_ref().map(|n| e.upload_state(n)).transpose()?;
         let copies = if self.guidance.is_some() { 2 } else { 1 };
         let model_batch = copies * latents.shape()[0];
+        let mut done = 0;
         let mut step = || -> Result<()> {
             let input = e.model_input(&x, copies, &schedule)?;
             let t = e.step_sinusoid(&schedule, model_batch, SINUSOID_CHANNELS)?;
@@ -61,7 +62,19 @@ impl<E: Engine> DenoiseLoop<'_, E> {
                 &mut x,
                 &mut x0,
             )?;
-            e.advance_schedule(&mut schedule)
+            e.advance_schedule(&mut schedule)?;
+            done += 1;
+            // Where counting is free (host engines), name the first step that went non-finite.
+            let sample = if noise.is_some() { &x0 } else { &x };
+            match e.non_finite_in_state(sample) {
+                Some(count) if count > 0 => Err(Error::NonFinite {
+                    stage: "denoise",
+                    step: Some((done, steps)),
+                    count,
+                    total: tokens.len(),
+                }),
+                _ => Ok(()),
+            }
         };
         e.repeat_steps(steps, &mut step, progress)?;
         let result = if self.noise.is_some() { &x0 } else { &x };

@@ -292,6 +292,7 @@ pub(super) fn check_finite(stage: &'static str, t: &HostTensor) -> Result<()> {
     }
     Err(Error::NonFinite {
         stage,
+        step: None,
         count,
         total: t.len(),
     })
