@@ -131,6 +131,14 @@ impl BatchNoise {
         }
     }
 
+    /// One stream per seed, in batch order: element `b` draws from `seeds[b]`'s stream, as a lone element with that
+    /// seed would.
+    pub fn from_seeds(seeds: &[u64]) -> Self {
+        Self {
+            streams: seeds.iter().map(|&s| GaussianNoise::new(s)).collect(),
+        }
+    }
+
     /// The next values of `shape` = `[batch, …]`: element `b`'s block from stream `b`. A rank-0 shape is one value
     /// of the first stream.
     pub fn draw(&mut self, shape: &[usize]) -> HostTensor {

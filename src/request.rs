@@ -40,6 +40,7 @@ pub struct Request {
     pub(crate) steps: Option<usize>,
     pub(crate) guidance: Option<f32>,
     pub(crate) seed: u64,
+    pub(crate) image_seeds: Option<Vec<u64>>,
     pub(crate) sampler: Option<Sampler>,
     pub(crate) prompt_options: PromptOptions,
     pub(crate) resolution_binning: bool,
@@ -78,6 +79,7 @@ impl Request {
             steps: None,
             guidance: None,
             seed: 0,
+            image_seeds: None,
             sampler: None,
             prompt_options: PromptOptions::default(),
             resolution_binning: true,
@@ -109,6 +111,14 @@ impl Request {
     /// Seed of the initial noise ([`crate::noise`]); image `i` of the batch uses `seed + i` (default 0).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// One seed per image, in image order, instead of `seed + i`: image `i` is then the image a lone request with
+    /// seed `seeds[i]` gives. This is how separate requests for different prompts and seeds are merged into one batch
+    /// (an HTTP service's batching); the plan refuses a list whose length is not the number of images.
+    pub fn image_seeds(mut self, seeds: Vec<u64>) -> Self {
+        self.image_seeds = Some(seeds);
         self
     }
 

@@ -142,6 +142,7 @@ fn bad_requests_fail_before_any_model_runs_and_name_the_field() {
         (small("x").max_sequence_length(0), "max_sequence_length"),
         (small("x").sampler(sana::Sampler::Scm), "SCM"),
         (Request::for_prompts(Vec::<String>::new()), "no prompt"),
+        (small("x").batch(2).image_seeds(vec![1]), "image_seeds"),
     ];
     for (req, culprit) in cases {
         let mut ran = false;
@@ -186,6 +187,33 @@ fn several_prompts_in_one_call_match_separate_calls() {
         let err = relative_error(got, alone.latents.data());
         // The same f32 arithmetic per batch element; only the GEMM blocking of a larger batch may differ.
         assert!(err <= 1e-5, "prompt {p}: {err:e}");
+    }
+}
+
+#[test]
+fn image_k_of_a_merged_batch_is_the_lone_image_of_its_seed() {
+    let sana = open();
+    // Two callers' requests merged as an HTTP service batches them: "a red fox" with seeds 5 and 6, "a blue whale"
+    // with seed 40.
+    let merged = sana
+        .generate(
+            &Request::for_prompts(["a red fox", "a red fox", "a blue whale"])
+                .image_seeds(vec![5, 6, 40])
+                .size(64, 64)
+                .steps(2)
+                .seed(11)
+                .resolution_binning(false),
+        )
+        .unwrap();
+    for (k, (prompt, seed)) in [("a red fox", 5), ("a red fox", 6), ("a blue whale", 40)]
+        .into_iter()
+        .enumerate()
+    {
+        let alone = sana.generate(&small(prompt).seed(seed)).unwrap();
+        assert_eq!(
+            merged.images[k], alone.images[0],
+            "image {k}: {prompt}, seed {seed}"
+        );
     }
 }
 

@@ -211,7 +211,10 @@ impl<E: Engine> Pipeline<E> {
             .check_fits("denoise", ws.denoise.saturating_add(3 * latents_elements))?;
         self.engine.check_fits("decode", ws.decode)?;
         let mut times = StageTimes::default();
-        let mut noise = BatchNoise::new(req.seed, plan.batch);
+        let mut noise = match &req.image_seeds {
+            Some(seeds) => BatchNoise::from_seeds(seeds),
+            None => BatchNoise::new(req.seed, plan.batch),
+        };
         let latents = match &req.latents {
             Some(l) => l.clone(),
             None => noise.draw(&plan.latent_shape),

@@ -111,6 +111,17 @@ impl Plan {
                 ),
             ));
         }
+        if let Some(seeds) = &req.image_seeds {
+            if seeds.len() != batch {
+                return Err(invalid(
+                    "image_seeds",
+                    format!(
+                        "hold {} seeds; this request generates {batch} images, one seed each",
+                        seeds.len()
+                    ),
+                ));
+            }
+        }
         let native = model.transformer.sample_size * model.vae.spatial_factor();
         let (width, height) = req.size.unwrap_or((native, native));
         check_side("height", height)?;
