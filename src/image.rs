@@ -6,7 +6,6 @@
 //! computed in f32, which mirrors an f32 VAE; with a bf16 VAE diffusers rounds the resize, `·0.5 + 0.5` and the clamp
 //! to bf16, so pixels may then differ by one 8-bit level (docs/numerics/sampling.md §11).
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
@@ -419,6 +418,15 @@ impl Image {
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         write_png(path.as_ref(), self)
     }
+
+    /// The image as the bytes of an 8-bit RGB PNG file, in memory (to send rather than save).
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let (width, height) = png_size(self).map_err(|reason| Error::InvalidInput(reason))?;
+        encode_png(&mut bytes, width, height, &self.pixels)
+            .map_err(|reason| Error::InvalidInput(format!("PNG encoding: {reason}")))?;
+        Ok(bytes)
+    }
 }
 
 /// One decoded value to an 8-bit level, as `VaeImageProcessor.postprocess(output_type="pil")`:
@@ -470,20 +478,26 @@ pub fn stage_png(path: &Path, image: &Image) -> Result<StagedFile> {
         path: path.to_path_buf(),
         reason,
     };
-    let width = u32::try_from(image.width)
-        .map_err(|_| fail(format!("width {} exceeds the PNG limit", image.width)))?;
-    let height = u32::try_from(image.height)
-        .map_err(|_| fail(format!("height {} exceeds the PNG limit", image.height)))?;
-    stage(path, |file| encode_png(file, width, height, &image.pixels)).map_err(fail)
+    let (width, height) = png_size(image).map_err(fail)?;
+    stage(path, |file| {
+        encode_png(BufWriter::new(file), width, height, &image.pixels)
+    })
+    .map_err(fail)
+}
+
+/// The image's sides as a PNG header holds them.
+fn png_size(image: &Image) -> std::result::Result<(u32, u32), String> {
+    let side =
+        |name, v: usize| u32::try_from(v).map_err(|_| format!("{name} {v} exceeds the PNG limit"));
+    Ok((side("width", image.width)?, side("height", image.height)?))
 }
 
 fn encode_png(
-    file: &mut File,
+    mut out: impl Write,
     width: u32,
     height: u32,
     pixels: &[u8],
 ) -> std::result::Result<(), String> {
-    let mut out = BufWriter::new(file);
     let mut encoder = png::Encoder::new(&mut out, width, height);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
