@@ -45,6 +45,9 @@ enum Command {
         #[command(subcommand)]
         component: EvalComponent,
     },
+    /// Serve images over HTTP (OpenAI Images API): batched, one worker per device, bounded queue (feature `server`).
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -242,12 +245,16 @@ mod generate;
 #[cfg(unix)]
 mod interrupt;
 mod progress;
+#[cfg(feature = "server")]
+mod serve;
 
 fn run(cli: Cli) -> sana::Result<()> {
     match cli.command {
         None => generate::run(cli.generate, cli.dtype),
         Some(Command::Generate(args)) => generate::run(args, cli.dtype),
         Some(Command::Bench(args)) => bench::run(args, cli.dtype),
+        #[cfg(feature = "server")]
+        Some(Command::Serve(args)) => serve::run(args, cli.dtype),
         Some(Command::Inspect { dir }) => {
             let report = sana::inspect::inspect(&dir)?;
             print!("{report}");

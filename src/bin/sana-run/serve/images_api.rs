@@ -1,0 +1,162 @@
+//! The OpenAI Images API as this service speaks it: `POST /v1/images/generations`' JSON body read field by field
+//! (so a wrong field is named in `param`), and the `{"created", "data": [{"b64_json"}]}` answer.
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use super::errors::ApiError;
+
+/// OpenAI's bounds on `n`.
+const MAX_IMAGES_PER_REQUEST: u64 = 10;
+
+/// One parsed `POST /v1/images/generations` body.
+#[derive(Clone, Debug)]
+pub struct ImagesRequest {
+    pub prompt: String,
+    pub n: usize,
+    /// `(width, height)`; absent, the model's trained size.
+    pub size: Option<(usize, usize)>,
+    pub negative_prompt: String,
+    /// Image `i` uses `seed + i`; absent, a random seed (answered in each image's `seed`).
+    pub seed: Option<u64>,
+    pub steps: Option<usize>,
+    pub guidance_scale: Option<f32>,
+    pub resolution_binning: bool,
+}
+
+impl ImagesRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(None, format!("the body is not valid JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(ApiError::bad_request(
+                None,
+                "the body must be a JSON object",
+            ));
+        };
+        let prompt = match fields.get("prompt") {
+            Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
+            Some(Value::String(_)) => {
+                return Err(ApiError::bad_request(Some("prompt"), "prompt is empty"))
+            }
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    Some("prompt"),
+                    "prompt must be a string",
+                ))
+            }
+            None => return Err(ApiError::bad_request(Some("prompt"), "prompt is required")),
+        };
+        let n = match unsigned(&fields, "n")? {
+            None => 1,
+            Some(n @ 1..=MAX_IMAGES_PER_REQUEST) => n as usize,
+            Some(n) => {
+                return Err(ApiError::bad_request(
+                    Some("n"),
+                    format!("n is {n}; it must be between 1 and {MAX_IMAGES_PER_REQUEST}"),
+                ))
+            }
+        };
+        match string(&fields, "response_format")? {
+            None | Some("b64_json") => {}
+            Some("url") => return Err(ApiError::bad_request(
+                Some("response_format"),
+                "response_format `url` is not served: this service keeps no files; use `b64_json`",
+            )),
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    Some("response_format"),
+                    format!("response_format `{other}` is unknown; use `b64_json`"),
+                ))
+            }
+        }
+        if fields.contains_key("lora") {
+            return Err(ApiError::bad_request(
+                Some("lora"),
+                "LoRA adapters are not supported by this version",
+            ));
+        }
+        let size = string(&fields, "size")?.map(parse_size).transpose()?;
+        let guidance_scale = match fields.get("guidance_scale") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(g)) => g.as_f64().map(|g| g as f32),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    Some("guidance_scale"),
+                    "guidance_scale must be a number",
+                ))
+            }
+        };
+        let resolution_binning = match fields.get("resolution_binning") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    Some("resolution_binning"),
+                    "resolution_binning must be true or false",
+                ))
+            }
+        };
+        Ok(Self {
+            prompt,
+            n,
+            size,
+            negative_prompt: string(&fields, "negative_prompt")?
+                .unwrap_or_default()
+                .to_string(),
+            seed: unsigned(&fields, "seed")?,
+            steps: unsigned(&fields, "steps")?.map(|s| s as usize),
+            guidance_scale,
+            resolution_binning,
+        })
+    }
+}
+
+/// `"WxH"` in pixels.
+fn parse_size(size: &str) -> Result<(usize, usize), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            Some("size"),
+            format!("size `{size}` is not WIDTHxHEIGHT in pixels, e.g. 1024x1024"),
+        )
+    };
+    let (w, h) = size.split_once('x').ok_or_else(bad)?;
+    Ok((w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?))
+}
+
+fn string<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<&'a str>, ApiError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::bad_request(
+            Some(name),
+            format!("{name} must be a string"),
+        )),
+    }
+}
+
+fn unsigned(fields: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, ApiError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::bad_request(Some(name), format!("{name} must be a non-negative integer"))
+        }),
+    }
+}
+
+/// The answer: each image as a base64 PNG with the seed that made it (an extension; OpenAI has no seeds).
+pub fn answer(created: u64, images: &[(Vec<u8>, u64)]) -> Value {
+    let data: Vec<Value> = images
+        .iter()
+        .map(|(png, seed)| {
+            serde_json::json!({
+                "b64_json": base64::engine::general_purpose::STANDARD.encode(png),
+                "seed": seed,
+            })
+        })
+        .collect();
+    serde_json::json!({ "created": created, "data": data })
+}
