@@ -1,0 +1,570 @@
+//! `sana-run serve` through a real HTTP client on loopback, on the tiny model and the cpu engine: concurrent clients
+//! get the pixels `sana-run` gives for their seeds, batched; every error class is OpenAI-shaped; a burst past
+//! `--max-queue` is refused with Retry-After and nothing hangs; a client that leaves cancels its generation; /health
+//! and /metrics; SIGTERM finishes in-flight work (or cancels it at the deadline) and exits 0.
+
+mod common;
+#[path = "common/http.rs"]
+mod http;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{scratch, tiny_model};
+use http::{receive, request, send, Response};
+
+/// A running `sana-run serve`, killed when dropped; its stderr (the JSON log) collected.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the service on a free port with `flags` and waits until /health says ready.
+    fn start(flags: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+            .args([
+                "serve",
+                "--engine",
+                "cpu",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--model",
+            ])
+            .arg(tiny_model())
+            .args(flags)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("first line: {line:?}"))
+            .to_string();
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let server = Self { child, addr, log };
+        let start = Instant::now();
+        while server.get("/health").status != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never ready: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn get(&self, path: &str) -> Response {
+        request(&self.addr, "GET", path, &[], "")
+    }
+
+    fn generate(&self, body: &serde_json::Value) -> Response {
+        request(
+            &self.addr,
+            "POST",
+            "/v1/images/generations",
+            &[],
+            &body.to_string(),
+        )
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn metrics(&self) -> String {
+        let m = self.get("/metrics");
+        assert_eq!(m.status, 200);
+        m.text()
+    }
+
+    /// Sends SIGTERM and waits (at most `within`) for the exit status.
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) },
+            0
+        );
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < within,
+                "still running {within:?} after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request body for a 64×64 image in `steps` steps, as `sana-run --width 64 --height 64 --no-resolution-binning`.
+fn body(prompt: &str, seed: u64, n: usize, steps: usize) -> serde_json::Value {
+    serde_json::json!({
+        "prompt": prompt, "n": n, "size": "64x64", "steps": steps, "seed": seed,
+        "resolution_binning": false, "response_format": "b64_json",
+    })
+}
+
+/// The RGB pixels of a `b64_json` PNG.
+fn pixels(b64: &str) -> Vec<u8> {
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    read_png(png::Decoder::new(std::io::Cursor::new(png)))
+}
+
+fn read_png<R: std::io::BufRead + std::io::Seek>(decoder: png::Decoder<R>) -> Vec<u8> {
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+/// `sana-run` images of `prompt` for seeds `seed`, `seed + 1`, … (`--batch`: image b uses seed + b, as
+/// tests/generate_cli.rs checks).
+fn sana_run_images(dir: &Path, prompt: &str, seed: u64, count: usize) -> Vec<Vec<u8>> {
+    let out = dir.join(format!("{}.png", prompt.replace(' ', "-")));
+    let status = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+        .args(["--engine", "cpu", "--model"])
+        .arg(tiny_model())
+        .args([
+            "--prompt", prompt, "--width", "64", "--height", "64", "--steps", "2",
+        ])
+        .args(["--no-resolution-binning", "--seed", &seed.to_string()])
+        .args(["--batch", &count.to_string(), "--output"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("{}-{i}.png", prompt.replace(' ', "-")));
+            read_png(png::Decoder::new(BufReader::new(
+                std::fs::File::open(path).unwrap(),
+            )))
+        })
+        .collect()
+}
+
+/// The value of the metric line that starts with `name` (labels included).
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no `{name}` in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn eight_concurrent_clients_get_the_pixels_of_sana_run_for_their_seeds_batched() {
+    let server = Server::start(&["--max-batch", "4", "--batch-window", "200"]);
+    let prompts = ["a red fox", "a blue whale"];
+    // Client i: prompt i % 2, seed 10 + i, one or two images; image k of a request is seed + k.
+    let clients: Vec<_> = (0..8usize)
+        .map(|i| {
+            let body = body(prompts[i % 2], 10 + i as u64, 1 + i % 2, 2).to_string();
+            let addr = server.addr.clone();
+            std::thread::spawn(move || request(&addr, "POST", "/v1/images/generations", &[], &body))
+        })
+        .collect();
+    let answers: Vec<Response> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+
+    let dir = scratch("serve-pixels");
+    let reference: Vec<_> = prompts
+        .iter()
+        .map(|p| sana_run_images(&dir, p, 10, 10))
+        .collect();
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.status, 200, "client {i}: {}", answer.text());
+        let json = answer.json();
+        assert!(json["created"].as_u64().unwrap() > 0);
+        let data = json["data"].as_array().unwrap();
+        assert_eq!(data.len(), 1 + i % 2, "client {i}: n images");
+        for (k, image) in data.iter().enumerate() {
+            let seed = 10 + i + k;
+            assert_eq!(image["seed"], seed, "client {i} image {k}");
+            assert!(
+                pixels(image["b64_json"].as_str().unwrap()) == reference[i % 2][seed - 10],
+                "client {i} image {k}: not the pixels of sana-run --seed {seed}"
+            );
+        }
+    }
+    let metrics = server.metrics();
+    let generations = metric(&metrics, "sana_batch_images_count");
+    assert_eq!(
+        metric(&metrics, "sana_batch_images_sum"),
+        12.0,
+        "four requests of one image and four of two"
+    );
+    assert!(
+        generations < 8.0,
+        "requests were merged: {generations} generations for 8 requests"
+    );
+}
+
+#[test]
+fn each_error_class_is_openai_shaped_with_the_right_status_and_param() {
+    let dir = scratch("serve-errors");
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let server = Server::start(&["--api-key-file", key_file.to_str().unwrap()]);
+    let post = |headers: &[(&str, &str)], body: &str| {
+        request(
+            &server.addr,
+            "POST",
+            "/v1/images/generations",
+            headers,
+            body,
+        )
+    };
+    let good = body("a cat", 1, 1, 1).to_string();
+    for (headers, what) in [
+        (vec![], "no key"),
+        (vec![("Authorization", "Bearer wrong")], "wrong key"),
+        (vec![("Authorization", "s3cret")], "not a bearer token"),
+    ] {
+        let r = post(&headers, &good);
+        assert_eq!(r.status, 401, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "authentication_error", "{what}");
+    }
+    let auth = [("Authorization", "Bearer s3cret")];
+    let with = |change: serde_json::Value| {
+        let mut b = body("a cat", 1, 1, 1);
+        for (k, v) in change.as_object().unwrap() {
+            if v.is_null() {
+                b.as_object_mut().unwrap().remove(k);
+            } else {
+                b[k] = v.clone();
+            }
+        }
+        b.to_string()
+    };
+    let cases = [
+        ("{\"prompt\": ".to_string(), None, "malformed JSON"),
+        ("[1, 2]".to_string(), None, "not an object"),
+        (
+            with(serde_json::json!({"prompt": null})),
+            Some("prompt"),
+            "missing prompt",
+        ),
+        (
+            with(serde_json::json!({"prompt": 7})),
+            Some("prompt"),
+            "prompt not a string",
+        ),
+        (
+            with(serde_json::json!({"size": "65x64"})),
+            Some("size"),
+            "size not a multiple of 32",
+        ),
+        (
+            with(serde_json::json!({"size": "64x32768"})),
+            Some("size"),
+            "size beyond the limit",
+        ),
+        (
+            with(serde_json::json!({"size": "big"})),
+            Some("size"),
+            "size not WxH",
+        ),
+        (with(serde_json::json!({"n": 0})), Some("n"), "n = 0"),
+        (with(serde_json::json!({"n": 11})), Some("n"), "n = 11"),
+        (
+            with(serde_json::json!({"steps": 0})),
+            Some("steps"),
+            "steps = 0",
+        ),
+        (
+            with(serde_json::json!({"seed": -1})),
+            Some("seed"),
+            "negative seed",
+        ),
+        (
+            with(serde_json::json!({"response_format": "url"})),
+            Some("response_format"),
+            "url",
+        ),
+    ];
+    for (body, param, what) in cases {
+        let r = post(&auth, &body);
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        let error = &r.json()["error"];
+        assert_eq!(error["type"], "invalid_request_error", "{what}");
+        assert_eq!(error["param"].as_str(), param, "{what}: {error}");
+        assert!(!error["message"].as_str().unwrap().is_empty(), "{what}");
+    }
+    assert_eq!(
+        post(&auth, &good).status,
+        200,
+        "the good request with the key"
+    );
+    assert_eq!(server.get("/health").status, 200, "probes need no key");
+    let r = server.get("/v2/nothing");
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"]["message"].is_string());
+    // 400s are counted, and logged one line each with the request's id and status.
+    assert_eq!(
+        metric(&server.metrics(), "sana_requests_total{status=\"400\"}"),
+        12.0
+    );
+    assert!(server.log().contains("\"status\":401"), "{}", server.log());
+}
+
+#[test]
+fn a_burst_past_max_queue_is_refused_with_retry_after_and_the_rest_served() {
+    let server = Server::start(&[
+        "--max-queue",
+        "2",
+        "--max-batch",
+        "1",
+        "--batch-window",
+        "0",
+    ]);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..10u64)
+        .map(|i| {
+            let body = body("a lighthouse", i, 1, 20).to_string();
+            let addr = server.addr.clone();
+            std::thread::spawn(move || request(&addr, "POST", "/v1/images/generations", &[], &body))
+        })
+        .collect();
+    let answers: Vec<Response> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let served = answers.iter().filter(|r| r.status == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(
+        served + refused.len(),
+        10,
+        "only 200 or 429: {:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    assert!(
+        !refused.is_empty(),
+        "10 at once past a queue of 2 must refuse some"
+    );
+    assert!(
+        served >= 3,
+        "one generating and two queued are served: {served}"
+    );
+    for r in refused {
+        let retry: u64 = r
+            .header("retry-after")
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+        assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+    }
+    assert!(started.elapsed() < Duration::from_secs(60), "nothing hangs");
+    assert_eq!(metric(&server.metrics(), "sana_queue_depth"), 0.0);
+}
+
+#[test]
+fn a_client_that_disconnects_cancels_its_generation() {
+    let server = Server::start(&["--max-batch", "1"]);
+    // A generation of many seconds (400 steps at ~0.1 s on the tiny model), abandoned once it runs.
+    let long = send(
+        &server.addr,
+        "POST",
+        "/v1/images/generations",
+        &[],
+        &body("a long walk", 1, 1, 400).to_string(),
+    );
+    let start = Instant::now();
+    while !server.log().contains("\"event\":\"request\"")
+        && metric(&server.metrics(), "sana_queue_depth") > 0.0
+    {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(long);
+    let start = Instant::now();
+    let next = server.generate(&body("a short walk", 2, 1, 2));
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "the abandoned generation kept the worker busy for {:?}",
+        start.elapsed()
+    );
+    let metrics = server.metrics();
+    assert_eq!(
+        metric(&metrics, "sana_requests_total{status=\"499\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "sana_images_total"),
+        1.0,
+        "the cancelled generation made no image"
+    );
+    assert!(
+        server.log().contains("generation cancelled"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn health_and_metrics_report_the_service() {
+    let server = Server::start(&[]);
+    assert_eq!(server.get("/health").json()["status"], "ready");
+    let r = server.generate(&body("a teapot", 3, 2, 2));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = server.get("/metrics");
+    assert!(m.header("content-type").unwrap().starts_with("text/plain"));
+    let m = m.text();
+    for (name, want) in [
+        ("sana_requests_total{status=\"200\"}", Some(1.0)),
+        ("sana_queue_depth", Some(0.0)),
+        ("sana_ready", Some(1.0)),
+        ("sana_batch_images_count", Some(1.0)),
+        ("sana_batch_images_sum", Some(2.0)),
+        ("sana_images_total", Some(2.0)),
+        ("sana_stage_seconds_count{stage=\"queue\"}", Some(1.0)),
+        ("sana_stage_seconds_count{stage=\"text_encode\"}", Some(1.0)),
+        ("sana_stage_seconds_count{stage=\"denoise\"}", Some(1.0)),
+        ("sana_stage_seconds_count{stage=\"decode\"}", Some(1.0)),
+        ("sana_stage_seconds_count{stage=\"request\"}", Some(1.0)),
+        (
+            "sana_stage_seconds_bucket{stage=\"denoise\",le=\"+Inf\"}",
+            Some(1.0),
+        ),
+        ("sana_images_per_second", None),
+    ] {
+        let got = metric(&m, name);
+        if let Some(want) = want {
+            assert_eq!(got, want, "{name}");
+        } else {
+            assert!(got > 0.0, "{name}: {got}");
+        }
+    }
+    assert!(m.contains("# TYPE sana_stage_seconds histogram"));
+    assert!(m.contains("# TYPE sana_device_memory_peak_bytes gauge"));
+    // One log line for the request: its id, size, steps, batch and stage times.
+    let log = server.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"event\":\"request\""))
+        .unwrap();
+    let line: serde_json::Value = serde_json::from_str(line).unwrap();
+    for field in [
+        "id",
+        "size",
+        "steps",
+        "batch",
+        "queue_s",
+        "text_encode_s",
+        "denoise_s",
+        "decode_s",
+        "total_s",
+    ] {
+        assert!(!line[field].is_null(), "{field} in {line}");
+    }
+    assert_eq!(line["size"], "64x64");
+}
+
+#[test]
+fn sigterm_finishes_in_flight_work_and_exits_0() {
+    let mut server = Server::start(&[]);
+    let in_flight = send(
+        &server.addr,
+        "POST",
+        "/v1/images/generations",
+        &[],
+        &body("a sunset", 4, 1, 20).to_string(),
+    );
+    while metric(&server.metrics(), "sana_queue_depth") > 0.0
+        || !server.log().contains("\"event\":\"ready\"")
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::thread::scope(|s| {
+        let answer = s.spawn(|| receive(in_flight));
+        let status = server.terminate(Duration::from_secs(30));
+        let answer = answer.join().unwrap();
+        assert_eq!(
+            answer.status,
+            200,
+            "the in-flight request is finished: {}",
+            answer.text()
+        );
+        status
+    });
+    assert!(status.success(), "{status:?}: {}", server.log());
+    assert!(server.log().contains("\"event\":\"shutdown\""));
+}
+
+#[test]
+fn sigterm_cancels_what_is_left_at_the_deadline_and_exits_0() {
+    let mut server = Server::start(&["--shutdown-deadline", "1"]);
+    let in_flight = send(
+        &server.addr,
+        "POST",
+        "/v1/images/generations",
+        &[],
+        &body("a very long night", 5, 1, 1000).to_string(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let status = std::thread::scope(|s| {
+        let answer = s.spawn(|| receive(in_flight));
+        let status = server.terminate(Duration::from_secs(20));
+        let answer = answer.join().unwrap();
+        assert_eq!(
+            answer.status,
+            503,
+            "cancelled at the deadline: {}",
+            answer.text()
+        );
+        assert!(answer.header("retry-after").is_some());
+        status
+    });
+    assert!(status.success(), "{status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        server.log().contains("shutdown_deadline"),
+        "{}",
+        server.log()
+    );
+}
