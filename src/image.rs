@@ -422,7 +422,7 @@ impl Image {
     /// The image as the bytes of an 8-bit RGB PNG file, in memory (to send rather than save).
     pub fn to_png(&self) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        let (width, height) = png_size(self).map_err(|reason| Error::InvalidInput(reason))?;
+        let (width, height) = png_size(self).map_err(Error::InvalidInput)?;
         encode_png(&mut bytes, width, height, &self.pixels)
             .map_err(|reason| Error::InvalidInput(format!("PNG encoding: {reason}")))?;
         Ok(bytes)

@@ -405,14 +405,8 @@ fn a_client_that_disconnects_cancels_its_generation() {
         &[],
         &body("a long walk", 1, 1, 400).to_string(),
     );
-    let start = Instant::now();
-    while !server.log().contains("\"event\":\"request\"")
-        && metric(&server.metrics(), "sana_queue_depth") > 0.0
-    {
-        assert!(start.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    // Long enough for the worker to take it and run a few steps.
+    std::thread::sleep(Duration::from_secs(1));
     drop(long);
     let start = Instant::now();
     let next = server.generate(&body("a short walk", 2, 1, 2));
@@ -509,12 +503,8 @@ fn sigterm_finishes_in_flight_work_and_exits_0() {
         &[],
         &body("a sunset", 4, 1, 20).to_string(),
     );
-    while metric(&server.metrics(), "sana_queue_depth") > 0.0
-        || !server.log().contains("\"event\":\"ready\"")
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // Taken by the worker (20 steps take about 2 s here) before the signal.
+    std::thread::sleep(Duration::from_millis(500));
     let status = std::thread::scope(|s| {
         let answer = s.spawn(|| receive(in_flight));
         let status = server.terminate(Duration::from_secs(30));

@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 client over `std::net::TcpStream` for the server tests: one request per connection
 //! (`Connection: close`), the whole answer read to the end. Enough for loopback tests without an HTTP client crate.
+#![allow(dead_code)] // the server tests and examples/serve_load.rs each use their own subset
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -64,9 +64,7 @@ pub async fn drain(
     let _ = tokio::time::timeout(AFTER_DEADLINE, server).await;
 }
 
-/// The shared notifier as an owned future for axum's `with_graceful_shutdown`.
-pub fn when_notified(
-    notify: Arc<Notify>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move { notify.notified().await }
+/// Resolves when `notify` is notified (an owned future, as axum's `with_graceful_shutdown` takes).
+pub async fn when_notified(notify: Arc<Notify>) {
+    notify.notified().await;
 }
