@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sana::{Control, Event, Request, Sana, Stage};
 
+use super::log;
 use super::metrics::{GenerationRecord, Metrics};
 use super::queue::{BatchKey, Job, Queue};
 
@@ -77,12 +78,12 @@ impl Worker {
                 let error = match err {
                     sana::Error::Cancelled => JobError::Aborted,
                     err => {
-                        eprintln!(
-                            "{}",
+                        let ids: Vec<_> = batch.iter().map(|j| format!("req-{}", j.id)).collect();
+                        log::event(
+                            "generation_failed",
                             serde_json::json!({
-                                "event": "generation_failed", "device": self.device, "stage": stage,
-                                "error": err.to_string(), "requests": batch.iter().map(|j| j.id).collect::<Vec<_>>(),
-                            })
+                                "device": self.device, "stage": stage, "error": err.to_string(), "requests": ids,
+                            }),
                         );
                         JobError::Failed {
                             stage,
@@ -145,7 +146,7 @@ impl Worker {
 
 /// The batch as one library request: each job's prompt once per image, each image with its own seed, and the shared
 /// options of the batch key.
-pub fn merged_request(batch: &[Job]) -> Request {
+fn merged_request(batch: &[Job]) -> Request {
     let prompts = batch
         .iter()
         .flat_map(|j| std::iter::repeat_n(j.request.prompt.clone(), j.request.n));
@@ -160,7 +161,7 @@ pub fn merged_request(batch: &[Job]) -> Request {
 }
 
 /// `request` with the options of `key`.
-pub fn with_key(request: Request, key: &BatchKey) -> Request {
+fn with_key(request: Request, key: &BatchKey) -> Request {
     request
         .size(key.size.0, key.size.1)
         .steps(key.steps)
