@@ -558,3 +558,34 @@ fn sigterm_cancels_what_is_left_at_the_deadline_and_exits_0() {
         server.log()
     );
 }
+
+#[test]
+fn two_workers_each_with_their_own_model_share_the_queue() {
+    let server = Server::start(&[
+        "--devices",
+        "0,1",
+        "--max-batch",
+        "1",
+        "--batch-window",
+        "0",
+    ]);
+    let clients: Vec<_> = (0..6u64)
+        .map(|i| {
+            let body = body("a harbour", 30 + i, 1, 6).to_string();
+            let addr = server.addr.clone();
+            std::thread::spawn(move || request(&addr, "POST", "/v1/images/generations", &[], &body))
+        })
+        .collect();
+    for c in clients {
+        let r = c.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let log = server.log();
+    for device in ["cpu:0", "cpu:1"] {
+        assert!(
+            log.lines().any(|l| l.contains("\"event\":\"request\"")
+                && l.contains(&format!("\"device\":\"{device}\""))),
+            "no request served by {device}:\n{log}"
+        );
+    }
+}
