@@ -27,6 +27,21 @@ struct Server {
 impl Server {
     /// Starts the service on a free port with `flags` and waits until /health says ready.
     fn start(flags: &[&str]) -> Self {
+        let server = Self::spawn(flags);
+        let start = Instant::now();
+        while server.get("/health").status != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never ready: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Starts the service and returns once it listens (its models may still be loading).
+    fn spawn(flags: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sana-run"))
             .args([
                 "serve",
@@ -64,17 +79,7 @@ impl Server {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        let server = Self { child, addr, log };
-        let start = Instant::now();
-        while server.get("/health").status != 200 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "never ready: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        Self { child, addr, log }
     }
 
     fn get(&self, path: &str) -> Response {
@@ -588,4 +593,27 @@ fn two_workers_each_with_their_own_model_share_the_queue() {
             "no request served by {device}:\n{log}"
         );
     }
+}
+
+#[test]
+fn health_and_requests_answer_503_until_the_models_are_loaded() {
+    // Four workers' models load (and warm up) on two cores: long enough to be asked while loading.
+    let server = Server::spawn(&["--devices", "0,1,2,3"]);
+    let health = server.get("/health");
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["status"], "loading");
+    let early = server.generate(&body("too early", 1, 1, 1));
+    assert_eq!(early.status, 503, "{}", early.text());
+    assert!(early.header("retry-after").is_some());
+    assert_eq!(metric(&server.metrics(), "sana_ready"), 0.0);
+    let start = Instant::now();
+    while server.get("/health").status != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never ready: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.generate(&body("in time", 1, 1, 1)).status, 200);
 }
