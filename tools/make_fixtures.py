@@ -5,6 +5,7 @@ Run from the repository root (dev-only; pinned versions in tools/requirements-fi
 
     python3 -m venv .venv && .venv/bin/pip install -r tools/requirements-fixtures.txt
     .venv/bin/python tools/make_fixtures.py
+    .venv/bin/python tools/make_fixtures.py lora   # the LoRA fixtures alone
 
 Deterministic: every random draw comes from a seeded torch.Generator, so reruns give byte-identical files.
 Every weight is redrawn after construction so that nothing is zero or the identity (the default initialisation
@@ -12,10 +13,11 @@ zeroes some layers, which would hide bugs).
 """
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import inspect
 
@@ -437,6 +439,56 @@ def scm_trace(steps, name, generator, **schedule):
     save(out, GOLDEN / f"{name}.safetensors")
 
 
+# Every Linear family of the DiT and the Mix-FFN's 1x1 convolutions; `conv_depth` (3x3) stays out.
+LORA_TARGETS = r".*(attn[12]\.(to_q|to_k|to_v|to_out\.0)|caption_projection\.linear_[12]|time_embed\.emb\.timestep_embedder\.linear_[12]|time_embed\.linear|ff\.conv_inverted|ff\.conv_point)$"
+LORA_ADAPTERS = {
+    # alpha != r, with per-module rank and alpha patterns (written into lora_adapter_metadata).
+    "lora_a": dict(r=4, lora_alpha=6, target_modules=LORA_TARGETS, rank_pattern={"attn2.to_k": 2}, alpha_pattern={"ff.conv_point": 3}),
+    # A second adapter on a subset of the layers, overlapping the first.
+    "lora_b": dict(r=2, lora_alpha=1, target_modules=r".*(attn1\.to_v|attn2\.to_out\.0|ff\.conv_inverted|time_embed\.linear)$"),
+}
+# (adapter weights given to set_adapters, golden name)
+LORA_RUNS = [({"lora_a": 1.0}, "pipeline_lora_a"), ({"lora_a": 0.8, "lora_b": -1.5}, "pipeline_lora_ab")]
+
+
+def lora_fixtures():
+    """Two random LoRA adapters for tiny-sana saved by SanaPipeline.save_lora_weights (diffusers/PEFT layout with
+    lora_adapter_metadata), and SanaPipeline's final latents of the golden 4-step CFG request with them loaded by
+    load_lora_weights + set_adapters. Runs on the saved tiny model with its own generator, so every other fixture
+    is unchanged."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    generator = torch.Generator().manual_seed(20261202)
+    folder = ROOT / "lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, config in LORA_ADAPTERS.items():
+        dit = SanaTransformer2DModel.from_pretrained(MODEL / "transformer")
+        config = LoraConfig(init_lora_weights=False, **config)
+        dit.add_adapter(config, adapter_name=name)
+        with torch.no_grad():
+            for key, p in dit.named_parameters():
+                if "lora_" in key:
+                    # B is zero at PEFT's initialisation, which would hide every bug; scale keeps the delta O(0.1 W).
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.3 / p[0].numel() ** 0.5)
+        layers = get_peft_model_state_dict(dit, adapter_name=name)
+        SanaPipeline.save_lora_weights(folder, transformer_lora_layers=layers, transformer_lora_adapter_metadata=config.to_dict(), weight_name=f"{name}.safetensors")
+
+    base = load_file(str(GOLDEN / "pipeline_square_4steps_cfg_chi.safetensors"))
+    run = json.loads((GOLDEN / "pipeline_square_4steps_cfg_chi.json").read_text())
+    for weights, golden_name in LORA_RUNS:
+        pipe = SanaPipeline.from_pretrained(MODEL)
+        pipe.set_progress_bar_config(disable=True)
+        for name in weights:
+            pipe.load_lora_weights(folder / f"{name}.safetensors", adapter_name=name)
+        pipe.set_adapters(list(weights), list(weights.values()))
+        latents = base["latents"]
+        with torch.no_grad():
+            final = pipe(prompt=run["prompt"], height=run["height"], width=run["width"], num_inference_steps=run["num_inference_steps"], guidance_scale=run["guidance_scale"], latents=latents.clone(), use_resolution_binning=False, output_type="latent").images
+        save({"latents": latents, "final_latents": final}, GOLDEN / f"{golden_name}.safetensors")
+        (GOLDEN / f"{golden_name}.json").write_text(json.dumps(run | {"adapters": weights}, indent=1) + "\n")
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -474,10 +526,12 @@ def main():
     vae_encode_golden(autoencoder, "nonsquare", 16, 20)
     sprint_pipeline_goldens(tok, gemma, autoencoder)
     vae_tiled_golden(autoencoder)
+    lora_fixtures()
 
     index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    # `make_fixtures.py lora` rebuilds the LoRA fixtures alone, from the tiny model already on disk.
+    lora_fixtures() if sys.argv[1:] == ["lora"] else main()
