@@ -45,6 +45,16 @@ pub enum Error {
         /// What is wrong with its value.
         reason: String,
     },
+    /// A LoRA adapter file is malformed, targets a layer the model does not have, or does not fit it.
+    #[error("LoRA adapter {path}: `{key}`: {reason}")]
+    Lora {
+        /// The adapter file.
+        path: PathBuf,
+        /// The tensor key (or metadata field) at fault, as spelled in the file.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A tensor the model needs is absent from the checkpoint.
     #[error("tensor `{name}` not found in {location}")]
     MissingTensor {

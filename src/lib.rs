@@ -64,6 +64,7 @@ pub mod image;
 pub mod inspect;
 #[doc(hidden)]
 pub mod launch;
+pub mod lora;
 pub mod memory;
 pub mod model;
 pub mod noise;

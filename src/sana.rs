@@ -11,6 +11,7 @@ use crate::engine::{Engine, StorageDtype};
 use crate::error::Result;
 use crate::event::{Control, Event};
 use crate::generation::Generation;
+use crate::lora::{Adapter, LoraMode};
 use crate::model::config::{TransformerConfig, VaeConfig};
 use crate::model::gemma2::GemmaConfig;
 use crate::pipeline::{Pipeline, PipelineOptions, Plan};
@@ -247,6 +248,14 @@ impl Sana {
     /// The folder this model was opened from.
     pub fn dir(&self) -> &Path {
         on_pipeline!(&self.pipeline, |p| p.dir())
+    }
+
+    /// Applies LoRA `adapters` to the transformer, replacing any before (an empty list removes them). Waits for
+    /// a running generation; see [`crate::pipeline::Pipeline::set_adapters`] for how `mode` applies them. Adding,
+    /// re-weighting or removing unmerged adapters never reloads the base weights.
+    pub fn set_adapters(&self, adapters: &[Adapter], mode: LoraMode) -> Result<()> {
+        let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        on_pipeline!(&self.pipeline, |p| p.set_adapters(adapters, mode))
     }
 
     /// The transformer's configuration (low level: sizes for cost models).

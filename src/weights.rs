@@ -15,6 +15,7 @@ use safetensors::tensor::{Dtype, SafeTensorError, TensorInfo};
 use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
+use crate::lora::{LoraLayers, LoraTarget};
 use crate::tensor::HostTensor;
 use synthetic::Synthetic;
 
@@ -84,6 +85,12 @@ impl SafetensorsFile {
             bytes: &self.mmap[self.data_start + start..self.data_start + end],
             location: &self.path,
         }
+    }
+
+    /// The value of `key` in the header's free-form `__metadata__` map (e.g. diffusers' `lora_adapter_metadata`).
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        let (_, header) = SafeTensors::read_metadata(&self.mmap).ok()?;
+        header.metadata().as_ref()?.get(key).cloned()
     }
 
     /// The tensor `name` or an error naming it and this file.
@@ -240,6 +247,8 @@ impl<'a> TensorView<'a> {
 pub struct Weights {
     checkpoint: Arc<Checkpoint>,
     prefix: String,
+    /// LoRA adapters the layers loaded through this view apply ([`crate::model::layers::Linear`]).
+    lora: Option<Arc<LoraLayers>>,
 }
 
 struct Checkpoint {
@@ -398,6 +407,7 @@ impl Weights {
                 synthetic: None,
             }),
             prefix: String::new(),
+            lora: None,
         })
     }
 
@@ -411,6 +421,7 @@ impl Weights {
                 synthetic: Some(synthetic),
             }),
             prefix: String::new(),
+            lora: None,
         }
     }
 
@@ -424,7 +435,20 @@ impl Weights {
         Self {
             checkpoint: Arc::clone(&self.checkpoint),
             prefix,
+            lora: self.lora.clone(),
         }
+    }
+
+    /// The same checkpoint with LoRA adapters that the linear layers loaded through it apply.
+    pub fn with_lora(mut self, lora: Option<Arc<LoraLayers>>) -> Self {
+        self.lora = lora;
+        self
+    }
+
+    /// The adapters' terms on the layer at this prefix, if any adapter targets it.
+    pub fn lora_target(&self) -> Option<(&LoraTarget, bool)> {
+        let lora = self.lora.as_deref()?;
+        Some((lora.target(&self.prefix)?, lora.merged()))
     }
 
     fn key(&self, name: &str) -> String {

@@ -2,12 +2,15 @@
 
 use crate::engine::{Activation, Engine};
 use crate::error::Result;
+use crate::lora::LoraTarget;
 use crate::weights::Weights;
 
 /// `y = act(x · wᵀ + b)`; keys `{prefix}.weight` [out, in] (or [out, in, 1, 1] for a 1×1 conv) and `{prefix}.bias`.
 pub struct Linear<E: Engine> {
     weight: E::Tensor,
     bias: Option<E::Tensor>,
+    /// Unmerged LoRA: every adapter's `A` stacked `[Σr, in]` and `B` `[out, Σr]` (scales folded in).
+    lora: Option<(E::Tensor, E::Tensor)>,
 }
 
 impl<E: Engine> Linear<E> {
@@ -24,7 +27,11 @@ impl<E: Engine> Linear<E> {
 
     /// A linear layer from tensors already on the engine (e.g. several checkpoint matrices stacked into one GEMM).
     pub fn from_tensors(weight: E::Tensor, bias: Option<E::Tensor>) -> Self {
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
     }
 
     fn load(
@@ -35,13 +42,39 @@ impl<E: Engine> Linear<E> {
         out_dim: usize,
         bias: bool,
     ) -> Result<Self> {
-        let weight = e.load(&w.get_shaped("weight", stored)?, &[out_dim, in_dim])?;
+        let view = w.get_shaped("weight", stored)?;
+        let lora = w.lora_target();
+        let weight = match lora {
+            // One layer's f32 copy at a time, rounded once to the storage dtype by the upload.
+            Some((target, true)) => e.upload(&target.merge(&view, out_dim, in_dim)?)?,
+            _ => e.load(&view, &[out_dim, in_dim])?,
+        };
         let bias = if bias {
             Some(e.load(&w.get_shaped("bias", &[out_dim])?, &[out_dim])?)
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        let mut layer = Self {
+            weight,
+            bias,
+            lora: None,
+        };
+        if let Some((target, false)) = lora {
+            layer.set_lora(e, Some(target))?;
+        }
+        Ok(layer)
+    }
+
+    /// Replaces the unmerged LoRA terms (none: the base layer alone); the base weight is untouched.
+    pub fn set_lora(&mut self, e: &E, target: Option<&LoraTarget>) -> Result<()> {
+        self.lora = match target {
+            Some(t) => {
+                let (down, up) = t.stacked()?;
+                Some((e.upload(&down)?, e.upload(&up)?))
+            }
+            None => None,
+        };
+        Ok(())
     }
 
     /// `x · wᵀ + b` over the last axis: `[.., in]` → `[.., out]`.
@@ -51,7 +84,16 @@ impl<E: Engine> Linear<E> {
 
     /// `act(x · wᵀ + b)` over the last axis, the activation fused into the GEMM where the engine can.
     pub fn forward_act(&self, e: &E, x: &E::Tensor, act: Activation) -> Result<E::Tensor> {
-        e.linear(x, &self.weight, self.bias.as_ref(), act)
+        let Some((down, up)) = &self.lora else {
+            return e.linear(x, &self.weight, self.bias.as_ref(), act);
+        };
+        let y = e.linear(x, &self.weight, self.bias.as_ref(), Activation::Identity)?;
+        let low = e.linear(x, down, None, Activation::Identity)?;
+        let y = e.add(&y, &e.linear(&low, up, None, Activation::Identity)?)?;
+        match act {
+            Activation::Identity => Ok(y),
+            act => e.activation(&y, act),
+        }
     }
 }
 

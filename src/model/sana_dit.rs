@@ -1,10 +1,11 @@
 //! `SanaTransformer2DModel` (docs/numerics/transformer.md), generic over the engine. Structs mirror the checkpoint's
 //! module tree; key names appear verbatim.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::engine::{Activation, Engine};
 use crate::error::{Error, Result};
+use crate::lora::LoraLayers;
 use crate::model::config::TransformerConfig;
 use crate::model::embeddings::{sincos_position_embedding, timestep_sinusoid};
 use crate::model::layers::{param, Linear};
@@ -59,9 +60,95 @@ impl<E: Engine> TextConditioning<E> {
 impl<E: Engine> SanaTransformer<E> {
     /// Loads `dir/config.json` and the weights of a diffusers `transformer/` folder.
     pub fn from_dir(e: &E, dir: &std::path::Path) -> Result<Self> {
+        Self::from_dir_with_lora(e, dir, None)
+    }
+
+    /// [`Self::from_dir`] with LoRA adapters resolved against this folder's weights ([`LoraLayers::resolve`]),
+    /// merged into the weights or kept as extra GEMMs as `lora` says.
+    pub fn from_dir_with_lora(
+        e: &E,
+        dir: &std::path::Path,
+        lora: Option<Arc<LoraLayers>>,
+    ) -> Result<Self> {
         let config = TransformerConfig::load(&dir.join("config.json"))?;
-        let weights = Weights::open(dir, "diffusion_pytorch_model")?;
+        let weights = Weights::open(dir, "diffusion_pytorch_model")?.with_lora(lora);
         Self::new(e, config, &weights)
+    }
+
+    /// Replaces the unmerged LoRA terms of every layer (`None` or a layer no adapter targets: the base layer
+    /// alone), without touching the base weights. Adapters merged at load stay merged: reload to remove them.
+    pub fn set_unmerged_lora(&mut self, e: &E, lora: Option<&LoraLayers>) -> Result<()> {
+        let mut applied = std::collections::HashSet::new();
+        for (module, linear) in self.linears_mut() {
+            let target = lora.and_then(|l| l.target(&module));
+            if target.is_some() {
+                applied.insert(module);
+            }
+            linear.set_lora(e, target)?;
+        }
+        // resolve() admits only linear layers and 1×1 convolutions, which linears_mut lists; this guards that.
+        match lora.and_then(|l| l.modules().find(|m| !applied.contains(*m))) {
+            Some(module) => Err(Error::InvalidInput(format!(
+                "LoRA target `{module}` is not a layer this transformer applies adapters to"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Every linear layer (and 1×1 convolution) with its checkpoint module path.
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear<E>)> {
+        let mut out = vec![
+            ("patch_embed.proj".to_string(), &mut self.patch_embed),
+            ("proj_out".to_string(), &mut self.proj_out),
+            (
+                "caption_projection.linear_1".to_string(),
+                &mut self.caption_projection.linear_1,
+            ),
+            (
+                "caption_projection.linear_2".to_string(),
+                &mut self.caption_projection.linear_2,
+            ),
+        ];
+        let time = &mut self.time_embed;
+        out.push(("time_embed.linear".to_string(), &mut time.linear));
+        let embedders = [
+            (
+                if time.guidance_embedder.is_some() {
+                    "time_embed.timestep_embedder"
+                } else {
+                    "time_embed.emb.timestep_embedder"
+                },
+                Some(&mut time.timestep_embedder),
+            ),
+            (
+                "time_embed.guidance_embedder",
+                time.guidance_embedder.as_mut(),
+            ),
+        ];
+        for (name, mlp) in embedders {
+            if let Some(mlp) = mlp {
+                out.push((format!("{name}.linear_1"), &mut mlp.linear_1));
+                out.push((format!("{name}.linear_2"), &mut mlp.linear_2));
+            }
+        }
+        for (i, blk) in self.blocks.iter_mut().enumerate() {
+            let p = format!("transformer_blocks.{i}");
+            let a1 = &mut blk.attn1;
+            let a2 = &mut blk.attn2;
+            out.extend([
+                (format!("{p}.attn1.to_q"), &mut a1.to_q),
+                (format!("{p}.attn1.to_k"), &mut a1.to_k),
+                (format!("{p}.attn1.to_v"), &mut a1.to_v),
+                (format!("{p}.attn1.to_out.0"), &mut a1.to_out),
+                (format!("{p}.attn2.to_q"), &mut a2.to_q),
+                (format!("{p}.attn2.to_k"), &mut a2.to_k),
+                (format!("{p}.attn2.to_v"), &mut a2.to_v),
+                (format!("{p}.attn2.to_out.0"), &mut a2.to_out),
+                (format!("{p}.ff.conv_inverted"), &mut blk.ff.conv_inverted),
+                (format!("{p}.ff.conv_point"), &mut blk.ff.conv_point),
+            ]);
+        }
+        out
     }
 
     /// Builds the model from the checkpoint keys of `w` (`patch_embed.proj`, `transformer_blocks.{i}`, …),

@@ -11,7 +11,7 @@ mod denoising;
 mod plan;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub use plan::{Plan, WorkingSet};
 
@@ -19,6 +19,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Control, Event, Observer, Stage};
 use crate::generation::{Generation, StageTimes};
+use crate::lora::{Adapter, LoraLayers, LoraMode};
 use crate::memory::{stage, StageStats};
 use crate::model::config::{SchedulerConfig, TransformerConfig, VaeConfig};
 use crate::model::dc_ae::DcAeDecoder;
@@ -28,6 +29,7 @@ use crate::noise::BatchNoise;
 use crate::request::Request;
 use crate::tensor::HostTensor;
 use crate::text::{GemmaTokenizer, TextEncoder};
+use crate::weights::Weights;
 
 /// The configurations of a folder's models: all a [`Plan`] needs.
 #[derive(Clone, Debug)]
@@ -61,6 +63,9 @@ pub struct Pipeline<E: Engine> {
     tokenizer: GemmaTokenizer,
     text_encoder: Mutex<Option<TextEncoder<E>>>,
     transformer: Mutex<Option<SanaTransformer<E>>>,
+    /// The LoRA adapters the transformer applies (when loaded) or will apply (when it next loads). Locked after
+    /// `transformer` wherever both are.
+    lora: Mutex<Option<Arc<LoraLayers>>>,
 }
 
 impl<E: Engine> Pipeline<E> {
@@ -121,6 +126,7 @@ impl<E: Engine> Pipeline<E> {
             tokenizer,
             text_encoder: Mutex::new(None),
             transformer: Mutex::new(None),
+            lora: Mutex::new(None),
         })
     }
 
@@ -276,12 +282,52 @@ impl<E: Engine> Pipeline<E> {
         )
     }
 
+    /// Applies `adapters` (replacing any before; none removes them all). They are checked against the
+    /// transformer's checkpoint first, so a wrong file changes nothing. [`LoraMode::Auto`] merges them when the
+    /// transformer is not loaded and keeps them unmerged when it is; merged adapters on a loaded transformer are
+    /// removed by reloading it (on next use), unmerged ones are swapped in place.
+    pub fn set_adapters(&self, adapters: &[Adapter], mode: LoraMode) -> Result<()> {
+        let mut transformer = self.transformer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.lora.lock().unwrap_or_else(|p| p.into_inner());
+        let merged = match mode {
+            LoraMode::Merged => true,
+            LoraMode::Unmerged => false,
+            LoraMode::Auto => transformer.is_none(),
+        };
+        let lora = if adapters.is_empty() {
+            None
+        } else {
+            let base = Weights::open(self.dir.join("transformer"), "diffusion_pytorch_model")?;
+            Some(Arc::new(LoraLayers::resolve(adapters, &base, merged)?))
+        };
+        let had_merged = current.as_ref().is_some_and(|l| l.merged());
+        match transformer.as_mut() {
+            Some(model) if !merged && !had_merged => {
+                if let Err(e) = model.set_unmerged_lora(&self.engine, lora.as_deref()) {
+                    // Half-swapped layers are dropped; the next use reloads with the adapters before.
+                    *transformer = None;
+                    return Err(e);
+                }
+            }
+            _ => *transformer = None,
+        }
+        *current = lora;
+        Ok(())
+    }
+
     /// Runs `f` on the transformer, loading it on first use.
     fn with_transformer<R>(&self, f: impl FnOnce(&SanaTransformer<E>) -> Result<R>) -> Result<R> {
         with_loaded(
             &self.transformer,
             true,
-            || SanaTransformer::from_dir(&self.engine, &self.dir.join("transformer")),
+            || {
+                let lora = self.lora.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                SanaTransformer::from_dir_with_lora(
+                    &self.engine,
+                    &self.dir.join("transformer"),
+                    lora,
+                )
+            },
             f,
         )
     }

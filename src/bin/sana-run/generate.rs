@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use sana::image::stage_png;
+use sana::lora::{Adapter, LoraMode};
 use sana::tensor_file::stage_f32;
 use sana::weights::SafetensorsFile;
 use sana::{Control, Event, OpenOptions, Request, Sampler, VaeTile, VaeTiling};
@@ -68,6 +69,21 @@ pub struct GenerateArgs {
     /// factor (256, 512, 768, … for the published models).
     #[arg(long, default_value = "auto", value_parser = parse_vae_tile)]
     vae_tile: VaeTile,
+    /// A LoRA adapter for the transformer (diffusers/PEFT or Kohya safetensors), its ΔW times WEIGHT (default 1.0);
+    /// repeat for several at once.
+    #[arg(long, value_name = "FILE[:WEIGHT]")]
+    lora: Vec<String>,
+    /// How adapters apply: `merged` into the weights at load (no per-step cost), `unmerged` (two small GEMMs per
+    /// targeted layer), or `auto` (merged here: one generation per run).
+    #[arg(long, value_enum, default_value_t = LoraModeArg::Auto)]
+    lora_mode: LoraModeArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LoraModeArg {
+    Auto,
+    Merged,
+    Unmerged,
 }
 
 fn parse_vae_tile(s: &str) -> Result<VaeTile, String> {
@@ -156,12 +172,32 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
         check_writable(path)?;
     }
 
+    // Read before the model: a wrong adapter file fails in milliseconds.
+    let adapters = args
+        .lora
+        .iter()
+        .map(|spec| {
+            let (path, weight) = Adapter::parse_spec(spec)?;
+            Adapter::open(path, weight)
+        })
+        .collect::<sana::Result<Vec<_>>>()?;
+
     let start = Instant::now();
     let sana = OpenOptions::new(args.engine.device()?)
         .dtype(dtype.into())
         .step_graphs(!args.no_step_graph)
         .measure_host_memory(true)
         .open(&model)?;
+    if !adapters.is_empty() {
+        sana.set_adapters(
+            &adapters,
+            match args.lora_mode {
+                LoraModeArg::Auto => LoraMode::Auto,
+                LoraModeArg::Merged => LoraMode::Merged,
+                LoraModeArg::Unmerged => LoraMode::Unmerged,
+            },
+        )?;
+    }
     let load = start.elapsed();
     if let Some(why) = sana.auto_fallback() {
         eprintln!("note: running on the cpu engine: {why}");
