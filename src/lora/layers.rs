@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::{Adapter, LayerName};
+use crate::cpu::parallel::for_each_row;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 use crate::weights::{TensorView, Weights};
@@ -125,9 +126,10 @@ impl LoraTarget {
     ) -> Result<HostTensor> {
         weight.expect_elements_of(&[out_dim, in_dim])?;
         let mut w = weight.to_f32()?;
-        for t in &self.terms {
-            let (a, b, r) = (t.down.data(), t.up.data(), t.down.shape()[0]);
-            for (o, row) in w.chunks_exact_mut(in_dim).enumerate() {
+        // 2·r·out·in flops per term: Sana-1.6B's targets at rank 32 are ~100 GFLOP, so every core takes rows.
+        for_each_row(&mut w, in_dim, |o, row| {
+            for t in &self.terms {
+                let (a, b, r) = (t.down.data(), t.up.data(), t.down.shape()[0]);
                 for k in 0..r {
                     let s = t.scale * b[o * r + k];
                     for (x, &ai) in row.iter_mut().zip(&a[k * in_dim..(k + 1) * in_dim]) {
@@ -135,7 +137,7 @@ impl LoraTarget {
                     }
                 }
             }
-        }
+        });
         HostTensor::new(vec![out_dim, in_dim], w)
     }
 
