@@ -342,10 +342,25 @@ fn flag_of(field: &str) -> String {
     field.replace('_', "-")
 }
 
+/// `sana-run serve`: it drains on SIGTERM (serve/shutdown.rs) and writes no files, so it keeps the runtime's
+/// signal handling; every other command ends at once on a signal, removing its temporary files.
+#[cfg(unix)]
+fn serves(cli: &Cli) -> bool {
+    #[cfg(feature = "server")]
+    if matches!(cli.command, Some(Command::Serve(_))) {
+        return true;
+    }
+    let _ = cli;
+    false
+}
+
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     #[cfg(unix)]
-    interrupt::install();
-    match run(Cli::parse()) {
+    if !serves(&cli) {
+        interrupt::install();
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         // The library names a request's fields; the command line names its flags.
         Err(sana::Error::Request { field, reason }) => {

@@ -84,7 +84,6 @@ pub fn run(args: ServeArgs, dtype: Dtype) -> sana::Result<()> {
             )));
         }
     }
-    shutdown::take_over_signals();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

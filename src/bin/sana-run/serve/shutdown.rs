@@ -16,18 +16,6 @@ use super::App;
 /// How long the cancelled requests get to be answered after the deadline.
 const AFTER_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Gives SIGTERM and SIGINT back their default action before the runtime installs its own handlers. sana-run's
-/// handler (src/bin/sana-run/interrupt.rs) ends the process at once, and the runtime's handler would chain to it;
-/// the service writes no files for it to clean up, and drains instead.
-pub fn take_over_signals() {
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: restores the default disposition; no handler code runs.
-        unsafe {
-            libc::signal(signal, libc::SIG_DFL);
-        }
-    }
-}
-
 /// Resolves on SIGTERM or SIGINT.
 pub async fn requested() {
     let mut term = match signal(SignalKind::terminate()) {
