@@ -475,8 +475,16 @@ fn health_and_metrics_report_the_service() {
     }
     assert!(m.contains("# TYPE sana_stage_seconds histogram"));
     assert!(m.contains("# TYPE sana_device_memory_peak_bytes gauge"));
-    // One log line for the request: its id, size, steps, batch and stage times.
-    let log = server.log();
+    // One log line for the request: its id, size, steps, batch and stage times. It is written once the answer is
+    // sent, so it may trail the response a little on a loaded machine.
+    let start = Instant::now();
+    let log = loop {
+        let log = server.log();
+        if log.contains("\"event\":\"request\"") || start.elapsed() > Duration::from_secs(10) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let line = log
         .lines()
         .find(|l| l.contains("\"event\":\"request\""))
