@@ -160,9 +160,17 @@ fn read_png<R: std::io::BufRead + std::io::Seek>(decoder: png::Decoder<R>) -> Ve
 }
 
 /// `sana-run` images of `prompt` for seeds `seed`, `seed + 1`, … (`--batch`: image b uses seed + b, as
-/// tests/generate_cli.rs checks).
-fn sana_run_images(dir: &Path, prompt: &str, seed: u64, count: usize) -> Vec<Vec<u8>> {
-    let out = dir.join(format!("{}.png", prompt.replace(' ', "-")));
+/// tests/generate_cli.rs checks), with `extra` flags.
+fn sana_run_images(
+    dir: &Path,
+    prompt: &str,
+    seed: u64,
+    count: usize,
+    extra: &[&str],
+) -> Vec<Vec<u8>> {
+    let flags = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), extra);
+    let stem = format!("{}-{flags:x}", prompt.replace(' ', "-"));
+    let out = dir.join(format!("{stem}.png"));
     let status = Command::new(env!("CARGO_BIN_EXE_sana-run"))
         .args(["--engine", "cpu", "--model"])
         .arg(tiny_model())
@@ -170,7 +178,9 @@ fn sana_run_images(dir: &Path, prompt: &str, seed: u64, count: usize) -> Vec<Vec
             "--prompt", prompt, "--width", "64", "--height", "64", "--steps", "2",
         ])
         .args(["--no-resolution-binning", "--seed", &seed.to_string()])
-        .args(["--batch", &count.to_string(), "--output"])
+        .args(["--batch", &count.to_string()])
+        .args(extra)
+        .arg("--output")
         .arg(&out)
         .stderr(Stdio::null())
         .status()
@@ -178,7 +188,10 @@ fn sana_run_images(dir: &Path, prompt: &str, seed: u64, count: usize) -> Vec<Vec
     assert!(status.success());
     (0..count)
         .map(|i| {
-            let path = dir.join(format!("{}-{i}.png", prompt.replace(' ', "-")));
+            let path = match count {
+                1 => out.clone(),
+                _ => dir.join(format!("{stem}-{i}.png")),
+            };
             read_png(png::Decoder::new(BufReader::new(
                 std::fs::File::open(path).unwrap(),
             )))
@@ -213,7 +226,7 @@ fn eight_concurrent_clients_get_the_pixels_of_sana_run_for_their_seeds_batched()
     let dir = scratch("serve-pixels");
     let reference: Vec<_> = prompts
         .iter()
-        .map(|p| sana_run_images(&dir, p, 10, 10))
+        .map(|p| sana_run_images(&dir, p, 10, 10, &[]))
         .collect();
     for (i, answer) in answers.iter().enumerate() {
         assert_eq!(answer.status, 200, "client {i}: {}", answer.text());
@@ -325,6 +338,11 @@ fn each_error_class_is_openai_shaped_with_the_right_status_and_param() {
             Some("response_format"),
             "url",
         ),
+        (
+            with(serde_json::json!({"lora": "style"})),
+            Some("lora"),
+            "lora without --lora-dir",
+        ),
     ];
     for (body, param, what) in cases {
         let r = post(&auth, &body);
@@ -346,9 +364,129 @@ fn each_error_class_is_openai_shaped_with_the_right_status_and_param() {
     // 400s are counted, and logged one line each with the request's id and status.
     assert_eq!(
         metric(&server.metrics(), "sana_requests_total{status=\"400\"}"),
-        12.0
+        13.0
     );
     assert!(server.log().contains("\"status\":401"), "{}", server.log());
+}
+
+#[test]
+fn lora_requests_get_the_pixels_of_sana_run_with_those_adapters() {
+    let dir = scratch("serve-lora");
+    let adapters = dir.join("adapters");
+    std::fs::create_dir_all(&adapters).unwrap();
+    let lora = common::fixtures().join("lora");
+    for (file, name) in [("lora_a", "style"), ("lora_b", "detail")] {
+        std::fs::copy(
+            lora.join(format!("{file}.safetensors")),
+            adapters.join(format!("{name}.safetensors")),
+        )
+        .unwrap();
+    }
+    let server = Server::start(&[
+        "--lora-dir",
+        adapters.to_str().unwrap(),
+        "--max-batch",
+        "4",
+        "--batch-window",
+        "200",
+    ]);
+    // Concurrent requests with different adapters: each batch applies its own, whatever ran before it.
+    let choices = [
+        serde_json::json!("style:0.8"),
+        serde_json::json!(["style:0.8", "detail"]),
+        serde_json::Value::Null,
+        serde_json::json!("style:0.8"),
+    ];
+    let clients: Vec<_> = choices
+        .iter()
+        .map(|lora| {
+            let mut b = body("a red fox", 3, 1, 2);
+            b["lora"] = lora.clone();
+            let addr = server.addr.clone();
+            std::thread::spawn(move || {
+                request(&addr, "POST", "/v1/images/generations", &[], &b.to_string())
+            })
+        })
+        .collect();
+    let answers: Vec<Response> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+
+    let (style, detail) = (
+        lora.join("lora_a.safetensors"),
+        lora.join("lora_b.safetensors"),
+    );
+    let style = format!("{}:0.8", style.display());
+    let detail = detail.to_str().unwrap();
+    let unmerged = ["--lora-mode", "unmerged"];
+    let reference = [
+        sana_run_images(
+            &dir,
+            "a red fox",
+            3,
+            1,
+            &[&["--lora", &style][..], &unmerged].concat(),
+        ),
+        sana_run_images(
+            &dir,
+            "a red fox",
+            3,
+            1,
+            &[&["--lora", &style, "--lora", detail][..], &unmerged].concat(),
+        ),
+        sana_run_images(&dir, "a red fox", 3, 1, &[]),
+    ];
+    assert!(
+        reference[0] != reference[2] && reference[1] != reference[0],
+        "the adapters change the picture"
+    );
+    // Client i is drawn as reference[expected[i]].
+    let expected = [0, 1, 2, 0];
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer.status, 200, "client {i}: {}", answer.text());
+        let b64 = answer.json()["data"][0]["b64_json"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            pixels(&b64) == reference[expected[i]][0],
+            "client {i} ({}): not the pixels of sana-run with those adapters",
+            choices[i]
+        );
+    }
+    for (lora, what) in [
+        (serde_json::json!("nope"), "unknown adapter"),
+        (serde_json::json!("style:heavy"), "weight not a number"),
+        (serde_json::json!("style:inf"), "weight not finite"),
+        (serde_json::json!(["style", 7]), "not a string"),
+        (serde_json::json!(vec!["style"; 9]), "too many adapters"),
+    ] {
+        let mut b = body("a red fox", 3, 1, 1);
+        b["lora"] = lora;
+        let r = server.generate(&b);
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], "lora", "{what}");
+    }
+    assert!(
+        server.get("/health").status == 200,
+        "bad adapter requests leave the service ready"
+    );
+}
+
+#[test]
+fn a_lora_dir_without_adapters_stops_the_service_at_start() {
+    let dir = scratch("serve-lora-empty");
+    let out = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+        .args(["serve", "--engine", "cpu", "--port", "0", "--model"])
+        .arg(tiny_model())
+        .arg("--lora-dir")
+        .arg(dir.as_ref())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--lora-dir") && stderr.contains("no .safetensors"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// A file holding the API key: requests to /v1/ must then send `Authorization: Bearer KEY`.
     #[arg(long)]
     pub api_key_file: Option<PathBuf>,
+    /// A folder of LoRA adapters (`NAME.safetensors`, diffusers/PEFT or Kohya) that requests apply by name with the
+    /// `lora` field (`"NAME[:WEIGHT]"` or a list); read and checked against the model at start.
+    #[arg(long)]
+    pub lora_dir: Option<PathBuf>,
     /// On SIGTERM, how long in-flight and queued requests may still run, in seconds, before they are cancelled.
     #[arg(long, default_value_t = 30)]
     pub shutdown_deadline: u64,

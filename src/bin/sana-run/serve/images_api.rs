@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+use super::adapters::{parse_choices, AdapterChoice};
 use super::errors::ApiError;
 
 /// OpenAI's bounds on `n`.
@@ -22,6 +23,8 @@ pub struct ImagesRequest {
     pub steps: Option<usize>,
     pub guidance_scale: Option<f32>,
     pub resolution_binning: bool,
+    /// LoRA adapters of `--lora-dir` by name, with their weights, in the order given.
+    pub lora: Vec<AdapterChoice>,
 }
 
 impl ImagesRequest {
@@ -70,12 +73,6 @@ impl ImagesRequest {
                 ))
             }
         }
-        if fields.contains_key("lora") {
-            return Err(ApiError::bad_request(
-                Some("lora"),
-                "LoRA adapters are not supported by this version",
-            ));
-        }
         let size = string(&fields, "size")?.map(parse_size).transpose()?;
         let guidance_scale = match fields.get("guidance_scale") {
             None | Some(Value::Null) => None,
@@ -108,6 +105,7 @@ impl ImagesRequest {
             steps: unsigned(&fields, "steps")?.map(|s| s as usize),
             guidance_scale,
             resolution_binning,
+            lora: parse_choices(fields.get("lora").unwrap_or(&Value::Null))?,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! and says when it is full. It keeps no state between requests, so it scales out as replicas behind any load
 //! balancer (deploy/, README "Serving over HTTP").
 
+mod adapters;
 mod args;
 mod auth;
 mod errors;
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use sana::{OpenOptions, Request, Sana};
 use tokio::sync::Notify;
 
+use adapters::AdapterLibrary;
 pub use args::ServeArgs;
 use auth::ApiKey;
 use metrics::Metrics;
@@ -35,6 +37,8 @@ pub struct App {
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     api_key: Option<ApiKey>,
+    /// The LoRA adapters requests may name (none without `--lora-dir`).
+    adapters: Arc<AdapterLibrary>,
     /// The first worker's model, once every worker's is loaded: requests are planned (checked) on it.
     planner: OnceLock<Arc<Sana>>,
     /// Shutting down: new requests are refused, /health answers 503.
@@ -73,6 +77,11 @@ impl App {
 
 pub fn run(args: ServeArgs, dtype: Dtype) -> sana::Result<()> {
     let api_key = args.api_key_file.as_deref().map(ApiKey::read).transpose()?;
+    // Read before the models: a wrong adapter file fails in milliseconds.
+    let adapters = match &args.lora_dir {
+        Some(dir) => AdapterLibrary::open(dir)?,
+        None => AdapterLibrary::default(),
+    };
     for (flag, value) in [
         ("--max-batch", args.max_batch),
         ("--max-queue", args.max_queue),
@@ -88,13 +97,18 @@ pub fn run(args: ServeArgs, dtype: Dtype) -> sana::Result<()> {
         .enable_all()
         .build()
         .map_err(|e| sana::Error::InvalidInput(format!("cannot start the async runtime: {e}")))?;
-    let served = runtime.block_on(serve(args, dtype, api_key));
+    let served = runtime.block_on(serve(args, dtype, api_key, adapters));
     // The worker threads are blocked in the queue or in a cancelled generation; they end with the process.
     runtime.shutdown_timeout(Duration::from_secs(1));
     served
 }
 
-async fn serve(args: ServeArgs, dtype: Dtype, api_key: Option<ApiKey>) -> sana::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    dtype: Dtype,
+    api_key: Option<ApiKey>,
+    adapters: AdapterLibrary,
+) -> sana::Result<()> {
     let bind_error = |source| {
         sana::Error::InvalidInput(format!(
             "cannot listen on {}:{}: {source}",
@@ -113,6 +127,7 @@ async fn serve(args: ServeArgs, dtype: Dtype, api_key: Option<ApiKey>) -> sana::
         queue: Arc::new(Queue::new(args.max_queue)),
         metrics: Arc::new(Metrics::default()),
         api_key,
+        adapters: Arc::new(adapters),
         planner: OnceLock::new(),
         draining: AtomicBool::new(false),
         abort: Arc::new(AtomicBool::new(false)),
@@ -152,6 +167,7 @@ fn start_workers(args: &ServeArgs, dtype: Dtype, app: Arc<App>) {
         .iter()
         .map(|&ordinal| {
             let (model, engine) = (args.model.clone(), args.engine);
+            let adapters = Arc::clone(&app.adapters);
             std::thread::spawn(move || -> sana::Result<(String, Sana)> {
                 let start = Instant::now();
                 let sana = OpenOptions::new(device(engine, ordinal)?)
@@ -159,6 +175,7 @@ fn start_workers(args: &ServeArgs, dtype: Dtype, app: Arc<App>) {
                     .keep_text_encoder(true)
                     .open(&model)?;
                 warm_up(&sana)?;
+                adapters.check_against(&sana)?;
                 let name = format!("{}:{ordinal}", sana.engine_name());
                 log::event(
                     "worker_loaded",
@@ -192,12 +209,16 @@ fn start_workers(args: &ServeArgs, dtype: Dtype, app: Arc<App>) {
                 queue: Arc::clone(&app.queue),
                 metrics: Arc::clone(&app.metrics),
                 abort: Arc::clone(&app.abort),
+                adapters: Arc::clone(&app.adapters),
                 max_batch,
                 batch_window,
             };
             std::thread::spawn(move || worker.run());
         }
-        log::event("ready", serde_json::json!({ "workers": app.workers }));
+        log::event(
+            "ready",
+            serde_json::json!({ "workers": app.workers, "lora": app.adapters.names() }),
+        );
     });
 }
 

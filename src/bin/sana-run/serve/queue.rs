@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::adapters::AdapterChoice;
 use super::images_api::ImagesRequest;
 use super::worker::JobResult;
 
@@ -21,6 +22,7 @@ pub struct BatchKey {
     pub guidance: f32,
     pub resolution_binning: bool,
     pub negative_prompt: String,
+    pub lora: Vec<AdapterChoice>,
 }
 
 /// One request waiting for, or in, a generation.

@@ -99,6 +99,7 @@ async fn images(
         return Err(ApiError::unavailable("the models are still loading", 5));
     };
     let request = ImagesRequest::parse(body)?;
+    app.adapters.check(&request.lora)?;
     let seed = request.seed.unwrap_or_else(|| random_seed(in_flight.id));
     let plan = planner
         .plan(&lone_request(&request, seed))
@@ -114,6 +115,7 @@ async fn images(
         guidance: plan.guidance,
         resolution_binning: request.resolution_binning,
         negative_prompt: request.negative_prompt.clone(),
+        lora: request.lora.clone(),
     };
     let log = &mut in_flight.log;
     log.insert(
@@ -123,6 +125,9 @@ async fn images(
     log.insert("n".into(), json!(request.n));
     log.insert("steps".into(), json!(key.steps));
     log.insert("seed".into(), json!(seed));
+    if !key.lora.is_empty() {
+        log.insert("lora".into(), json!(key.lora));
+    }
 
     let (reply, answer_rx) = oneshot::channel();
     let job = Job {

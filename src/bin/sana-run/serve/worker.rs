@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sana::lora::LoraMode;
 use sana::{Control, Event, Request, Sana, Stage};
 
+use super::adapters::{AdapterChoice, AdapterLibrary};
 use super::log;
 use super::metrics::{GenerationRecord, Metrics};
 use super::queue::{BatchKey, Job, Queue};
@@ -44,6 +46,7 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Set at the shutdown deadline: the running generation is cancelled.
     pub abort: Arc<AtomicBool>,
+    pub adapters: Arc<AdapterLibrary>,
     pub max_batch: usize,
     pub batch_window: Duration,
 }
@@ -51,26 +54,46 @@ pub struct Worker {
 impl Worker {
     /// Runs batches until the queue is closed and empty.
     pub fn run(self) {
+        // The adapters applied now: unmerged, so a batch with other adapters swaps only their small factors.
+        let mut applied: Vec<AdapterChoice> = Vec::new();
         while let Some(batch) = self.queue.next_batch(self.max_batch, self.batch_window) {
-            self.generate(batch);
+            self.generate(batch, &mut applied);
         }
     }
 
-    fn generate(&self, batch: Vec<Job>) {
+    /// Makes `wanted` the applied adapters, when they are not already (a failure changes nothing).
+    fn apply_adapters(
+        &self,
+        wanted: &[AdapterChoice],
+        applied: &mut Vec<AdapterChoice>,
+    ) -> sana::Result<()> {
+        if wanted != applied.as_slice() {
+            self.sana
+                .set_adapters(&self.adapters.resolve(wanted), LoraMode::Unmerged)?;
+            *applied = wanted.to_vec();
+        }
+        Ok(())
+    }
+
+    fn generate(&self, batch: Vec<Job>, applied: &mut Vec<AdapterChoice>) {
         let started = Instant::now();
         let request = merged_request(&batch);
         let images = batch.iter().map(|j| j.request.n).sum();
-        let mut stage = "text encode";
-        let result = self.sana.generate_with(&request, |event| {
-            if let Event::Stage { stage: s } = event {
-                stage = stage_name(s);
-            }
-            let everyone_left = batch.iter().all(Job::is_cancelled);
-            if everyone_left || self.abort.load(Ordering::Relaxed) {
-                Control::Cancel
-            } else {
-                Control::Continue
-            }
+        let mut stage = "lora";
+        let wanted = &batch[0].key.lora;
+        let result = self.apply_adapters(wanted, applied).and_then(|()| {
+            stage = "text encode";
+            self.sana.generate_with(&request, |event| {
+                if let Event::Stage { stage: s } = event {
+                    stage = stage_name(s);
+                }
+                let everyone_left = batch.iter().all(Job::is_cancelled);
+                if everyone_left || self.abort.load(Ordering::Relaxed) {
+                    Control::Cancel
+                } else {
+                    Control::Continue
+                }
+            })
         });
         let generation = match result {
             Ok(g) => g,
