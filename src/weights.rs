@@ -15,7 +15,6 @@ use safetensors::tensor::{Dtype, SafeTensorError, TensorInfo};
 use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
-use crate::lora::{LoraLayers, LoraTarget};
 use crate::tensor::HostTensor;
 use synthetic::Synthetic;
 
@@ -247,8 +246,6 @@ impl<'a> TensorView<'a> {
 pub struct Weights {
     checkpoint: Arc<Checkpoint>,
     prefix: String,
-    /// LoRA adapters the layers loaded through this view apply ([`crate::model::layers::Linear`]).
-    lora: Option<Arc<LoraLayers>>,
 }
 
 struct Checkpoint {
@@ -407,7 +404,6 @@ impl Weights {
                 synthetic: None,
             }),
             prefix: String::new(),
-            lora: None,
         })
     }
 
@@ -421,7 +417,6 @@ impl Weights {
                 synthetic: Some(synthetic),
             }),
             prefix: String::new(),
-            lora: None,
         }
     }
 
@@ -435,20 +430,7 @@ impl Weights {
         Self {
             checkpoint: Arc::clone(&self.checkpoint),
             prefix,
-            lora: self.lora.clone(),
         }
-    }
-
-    /// The same checkpoint with LoRA adapters that the linear layers loaded through it apply.
-    pub fn with_lora(mut self, lora: Option<Arc<LoraLayers>>) -> Self {
-        self.lora = lora;
-        self
-    }
-
-    /// The adapters' terms on the layer at this prefix, if any adapter targets it.
-    pub fn lora_target(&self) -> Option<(&LoraTarget, bool)> {
-        let lora = self.lora.as_deref()?;
-        Some((lora.target(&self.prefix)?, lora.merged()))
     }
 
     fn key(&self, name: &str) -> String {

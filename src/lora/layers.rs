@@ -31,7 +31,8 @@ impl LoraLayers {
     /// Checks `adapters` against the transformer checkpoint `base`: each layer they name must be a linear layer or
     /// a 1×1 convolution of it (`<module>.weight` `[out, in]` or `[out, in, 1, 1]`), with `A` `[r, in]` and `B`
     /// `[out, r]`; errors name the adapter file and key. Kohya names are matched against the checkpoint's modules
-    /// with `.` spelled `_`. `merged` selects how [`crate::model::layers::Linear`] applies them.
+    /// with `.` spelled `_`. `merged`: the transformer folds the terms into its weights
+    /// at load, else applies them as extra GEMMs.
     pub fn resolve(adapters: &[Adapter], base: &Weights, merged: bool) -> Result<Self> {
         let kohya: HashMap<String, String> = base
             .keys()

@@ -3,7 +3,7 @@
 use crate::engine::{Activation, Engine};
 use crate::error::Result;
 use crate::lora::LoraTarget;
-use crate::weights::Weights;
+use crate::weights::{TensorView, Weights};
 
 /// `y = act(x · wᵀ + b)`; keys `{prefix}.weight` [out, in] (or [out, in, 1, 1] for a 1×1 conv) and `{prefix}.bias`.
 pub struct Linear<E: Engine> {
@@ -42,27 +42,30 @@ impl<E: Engine> Linear<E> {
         out_dim: usize,
         bias: bool,
     ) -> Result<Self> {
-        let view = w.get_shaped("weight", stored)?;
-        let lora = w.lora_target();
-        let weight = match lora {
-            // One layer's f32 copy at a time, rounded once to the storage dtype by the upload.
-            Some((target, true)) => e.upload(&target.merge(&view, out_dim, in_dim)?)?,
-            _ => e.load(&view, &[out_dim, in_dim])?,
-        };
+        let weight = e.load(&w.get_shaped("weight", stored)?, &[out_dim, in_dim])?;
         let bias = if bias {
             Some(e.load(&w.get_shaped("bias", &[out_dim])?, &[out_dim])?)
         } else {
             None
         };
-        let mut layer = Self {
+        Ok(Self {
             weight,
             bias,
             lora: None,
-        };
-        if let Some((target, false)) = lora {
-            layer.set_lora(e, Some(target))?;
-        }
-        Ok(layer)
+        })
+    }
+
+    /// Replaces the weight by `stored + Σ scale·B·A`, `stored` being this layer's checkpoint weight (`[out, in]`
+    /// or `[out, in, 1, 1]`): one layer's f32 copy at a time, rounded once to the storage dtype by the upload.
+    pub fn merge_lora(
+        &mut self,
+        e: &E,
+        stored: &TensorView<'_>,
+        target: &LoraTarget,
+    ) -> Result<()> {
+        let (out_dim, in_dim) = (stored.shape()[0], stored.shape()[1]);
+        self.weight = e.upload(&target.merge(stored, out_dim, in_dim)?)?;
+        Ok(())
     }
 
     /// Replaces the unmerged LoRA terms (none: the base layer alone); the base weight is untouched.

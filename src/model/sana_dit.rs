@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::engine::{Activation, Engine};
 use crate::error::{Error, Result};
-use crate::lora::LoraLayers;
+use crate::lora::{LoraLayers, LoraTarget};
 use crate::model::config::TransformerConfig;
 use crate::model::embeddings::{sincos_position_embedding, timestep_sinusoid};
 use crate::model::layers::{param, Linear};
@@ -71,20 +71,45 @@ impl<E: Engine> SanaTransformer<E> {
         lora: Option<Arc<LoraLayers>>,
     ) -> Result<Self> {
         let config = TransformerConfig::load(&dir.join("config.json"))?;
-        let weights = Weights::open(dir, "diffusion_pytorch_model")?.with_lora(lora);
-        Self::new(e, config, &weights)
+        let weights = Weights::open(dir, "diffusion_pytorch_model")?;
+        let mut model = Self::new(e, config, &weights)?;
+        match lora.as_deref() {
+            Some(lora) if lora.merged() => model.merge_lora(e, &weights, lora)?,
+            Some(lora) => model.set_unmerged_lora(e, Some(lora))?,
+            None => {}
+        }
+        Ok(model)
+    }
+
+    /// Folds `lora`'s terms into the weights of the layers it targets, each merged from its checkpoint weight in
+    /// `w` (the folder this model was loaded from).
+    fn merge_lora(&mut self, e: &E, w: &Weights, lora: &LoraLayers) -> Result<()> {
+        self.for_each_layer(Some(lora), |module, linear, target| match target {
+            Some(target) => linear.merge_lora(e, &w.get(&format!("{module}.weight"))?, target),
+            None => Ok(()),
+        })
     }
 
     /// Replaces the unmerged LoRA terms of every layer (`None` or a layer no adapter targets: the base layer
     /// alone), without touching the base weights. Adapters merged at load stay merged: reload to remove them.
     pub fn set_unmerged_lora(&mut self, e: &E, lora: Option<&LoraLayers>) -> Result<()> {
+        self.for_each_layer(lora, |_, linear, target| linear.set_lora(e, target))
+    }
+
+    /// Calls `apply` on every layer adapters may target, with `lora`'s terms on it, and fails on a target that is
+    /// not such a layer.
+    fn for_each_layer(
+        &mut self,
+        lora: Option<&LoraLayers>,
+        mut apply: impl FnMut(&str, &mut Linear<E>, Option<&LoraTarget>) -> Result<()>,
+    ) -> Result<()> {
         let mut applied = std::collections::HashSet::new();
         for (module, linear) in self.linears_mut() {
             let target = lora.and_then(|l| l.target(&module));
+            apply(&module, linear, target)?;
             if target.is_some() {
                 applied.insert(module);
             }
-            linear.set_lora(e, target)?;
         }
         // resolve() admits only linear layers and 1×1 convolutions, which linears_mut lists; this guards that.
         match lora.and_then(|l| l.modules().find(|m| !applied.contains(*m))) {
