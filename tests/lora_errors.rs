@@ -199,3 +199,20 @@ fn lora_kohya_keys_match_diffusers() {
     let want = g.get("final_latents").unwrap().to_host().unwrap();
     assert_close("kohya lora_a: final latents", &latents, &want, 1e-4);
 }
+
+/// A PEFT-layout file without `lora_adapter_metadata` (as older trainers write them) scales each layer by α/r with
+/// α = r, diffusers' default: every term counts once, whatever its rank.
+#[test]
+fn lora_file_without_metadata_takes_alpha_equal_to_rank() {
+    let dir = scratch("lora-no-metadata");
+    let path = dir.join("bare.safetensors");
+    let (tensors, _) = lora_a();
+    write(&path, &tensors, None);
+    let file = sana::lora::LoraFile::open(&path).unwrap();
+    let mut layers = 0;
+    for (_, layer) in file.layers() {
+        assert_eq!(layer.scale, 1.0, "{}", layer.down_key);
+        layers += 1;
+    }
+    assert_eq!(layers * 2, tensors.len(), "every pair read");
+}
