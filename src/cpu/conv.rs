@@ -2,11 +2,15 @@
 //! §11), over channels-last tokens `[B, h·w, 2F]` with zero padding of one pixel.
 
 use crate::cpu::elementwise::activate;
+use crate::cpu::gemm::{gemm, MatrixLayout};
 use crate::cpu::norm::dims3;
 use crate::cpu::parallel::for_each_row;
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
+
+/// Bytes of one im2col tile of [`conv3x3`]: a share of a typical L2, so a tile stays in cache while the GEMM packs it.
+const IM2COL_TILE_BYTES: usize = 1 << 20;
 
 pub fn dwconv3x3_glu(
     x: &HostTensor,
@@ -52,8 +56,9 @@ pub fn dwconv3x3_glu(
 
 /// Full 3×3 convolution, zero padding 1, stride 1 or 2 (PyTorch `Conv2d(Cin, Cout, 3, stride, 1)`), over
 /// channels-last tokens `x` [B, h·w, Cin]; `w` [Cout, Cin, 3, 3] as PyTorch stores it; out [B, h'·w', Cout] with
-/// `h' = (h − 1) / stride + 1`. The weight is first transposed to [tap, Cin, Cout] so the inner loop runs over
-/// contiguous output channels; f32 accumulation.
+/// `h' = (h − 1) / stride + 1`. Tiled im2col: a tile of output pixels gathers its 3×3 neighbourhoods into rows of
+/// `Cin·9` in the weight's own (channel, tap) order, so one GEMM per tile multiplies them by the untransposed weight;
+/// tiles are sized for the caches, so no full im2col buffer exists even at 4K. f32 accumulation.
 pub fn conv3x3(
     x: &HostTensor,
     w: &HostTensor,
@@ -77,38 +82,45 @@ pub fn conv3x3(
     if let Some(bias) = bias {
         bias.expect_shape("conv3x3 (bias)", &[Some(cout)])?;
     }
-    let mut wt = vec![0.0f32; 9 * cin * cout];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for tap in 0..9 {
-                wt[(tap * cin + ci) * cout + co] = w.data()[(co * cin + ci) * 9 + tap];
-            }
+    let k = 9 * cin;
+    let pixels = b * oh * ow;
+    let mut out = vec![0.0f32; pixels * cout];
+    if let (Some(bias), 1..) = (bias, cout) {
+        for row in out.chunks_exact_mut(cout) {
+            row.copy_from_slice(bias.data());
         }
     }
-    let mut out = vec![0.0f32; b * oh * ow * cout];
-    for_each_row(&mut out, cout, |row, o| {
-        let (bi, p) = (row / (oh * ow), row % (oh * ow));
-        let (i, j) = (p / ow * stride, p % ow * stride);
-        match bias {
-            Some(bias) => o.copy_from_slice(bias.data()),
-            None => o.fill(0.0),
-        }
-        for di in 0..3 {
-            for dj in 0..3 {
-                let (ii, jj) = ((i + di).wrapping_sub(1), (j + dj).wrapping_sub(1));
-                if ii >= h || jj >= width {
-                    continue;
-                }
-                let xs = &x.data()[(bi * n + ii * width + jj) * cin..][..cin];
-                let taps = &wt[(di * 3 + dj) * cin * cout..][..cin * cout];
-                for (&xv, wrow) in xs.iter().zip(taps.chunks_exact(cout)) {
-                    for (y, &wv) in o.iter_mut().zip(wrow) {
-                        *y += xv * wv;
-                    }
+    if k == 0 || pixels == 0 || cout == 0 {
+        return HostTensor::new(vec![b, oh * ow, cout], out);
+    }
+    let tile = (IM2COL_TILE_BYTES / (4 * k)).clamp(1, pixels);
+    let mut patches = vec![0.0f32; tile * k];
+    for first in (0..pixels).step_by(tile) {
+        let rows = tile.min(pixels - first);
+        for (r, patch) in patches.chunks_exact_mut(k).take(rows).enumerate() {
+            let (bi, p) = ((first + r) / (oh * ow), (first + r) % (oh * ow));
+            let (i, j) = (p / ow * stride, p % ow * stride);
+            for tap in 0..9 {
+                let (ii, jj) = ((i + tap / 3).wrapping_sub(1), (j + tap % 3).wrapping_sub(1));
+                let inside = ii < h && jj < width;
+                let xs =
+                    &x.data()[(bi * n + if inside { ii * width + jj } else { 0 }) * cin..][..cin];
+                for (ci, &xv) in xs.iter().enumerate() {
+                    patch[ci * 9 + tap] = if inside { xv } else { 0.0 };
                 }
             }
         }
-    });
+        gemm(
+            1.0,
+            (&patches, MatrixLayout::row_major(rows, k, k)),
+            (w.data(), MatrixLayout::row_major(cout, k, k).t()),
+            1.0,
+            (
+                &mut out[first * cout..],
+                MatrixLayout::row_major(rows, cout, cout),
+            ),
+        );
+    }
     HostTensor::new(vec![b, oh * ow, cout], out)
 }
 

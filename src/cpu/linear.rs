@@ -1,7 +1,8 @@
-//! Reference GEMM: `act(x · wᵀ + b)`. Rows of `x` and of `w` are both contiguous in the reduction dimension, so each
-//! output is one dot product; eight partial sums let the compiler vectorise it. f32 accumulation, as cuBLAS.
+//! Linear layers and grouped 1×1 convolutions on the CPU: `act(x · wᵀ + b)` as one GEMM over all rows ([`gemm`]),
+//! then bias and activation in one pass. f32 accumulation, as cuBLAS.
 
 use crate::cpu::elementwise::activate;
+use crate::cpu::gemm::{gemm, MatrixLayout};
 use crate::cpu::parallel::for_each_row;
 use crate::engine::Activation;
 use crate::error::{Error, Result};
@@ -30,34 +31,26 @@ pub fn linear(
     }
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("checked non-empty above") = out_dim;
-    let mut out = vec![0.0f32; x.rows() * out_dim];
-    for_each_row(&mut out, out_dim, |r, row| {
-        let xr = &x.data()[r * in_dim..(r + 1) * in_dim];
-        for (o, y) in row.iter_mut().enumerate() {
-            let acc = dot(xr, &w.data()[o * in_dim..(o + 1) * in_dim]);
-            let acc = acc + b.map_or(0.0, |b| b.data()[o]);
-            *y = activate(acc, act);
-        }
-    });
-    HostTensor::new(shape, out)
-}
-
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (xa, xb) in (&mut ca).zip(&mut cb) {
-        for l in 0..8 {
-            lanes[l] += xa[l] * xb[l];
-        }
+    let rows = x.rows();
+    let mut out = vec![0.0f32; rows * out_dim];
+    gemm(
+        1.0,
+        (x.data(), MatrixLayout::row_major(rows, in_dim, in_dim)),
+        (
+            w.data(),
+            MatrixLayout::row_major(out_dim, in_dim, in_dim).t(),
+        ),
+        0.0,
+        (&mut out, MatrixLayout::row_major(rows, out_dim, out_dim)),
+    );
+    if b.is_some() || act != Activation::Identity {
+        for_each_row(&mut out, out_dim, |_, row| {
+            for (o, y) in row.iter_mut().enumerate() {
+                *y = activate(*y + b.map_or(0.0, |b| b.data()[o]), act);
+            }
+        });
     }
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    lanes.iter().sum::<f32>() + tail
+    HostTensor::new(shape, out)
 }
 
 /// Grouped 1×1 convolution without bias (PyTorch `Conv2d(Cin, Cout, 1, groups=G)`) on channels-last rows: `x`
@@ -80,16 +73,29 @@ pub fn grouped_linear(x: &HostTensor, w: &HostTensor, groups: usize) -> Result<H
     let group_out = out_dim / groups;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().expect("checked non-empty above") = out_dim;
-    let mut out = vec![0.0f32; x.rows() * out_dim];
-    for_each_row(&mut out, out_dim, |r, row| {
-        let xr = &x.data()[r * in_dim..(r + 1) * in_dim];
-        for (o, y) in row.iter_mut().enumerate() {
-            let g = o / group_out;
-            *y = dot(
-                &xr[g * group_in..(g + 1) * group_in],
-                &w.data()[o * group_in..(o + 1) * group_in],
-            );
-        }
-    });
+    let rows = x.rows();
+    let mut out = vec![0.0f32; rows * out_dim];
+    if rows == 0 {
+        return HostTensor::new(shape, out);
+    }
+    // Group g: out[:, g·Go..] = x[:, g·Gi..] · w[g·Go.., :]ᵀ, each a strided view of the whole tensors.
+    for g in 0..groups {
+        gemm(
+            1.0,
+            (
+                &x.data()[g * group_in..],
+                MatrixLayout::row_major(rows, group_in, in_dim),
+            ),
+            (
+                &w.data()[g * group_out * group_in..],
+                MatrixLayout::row_major(group_out, group_in, group_in).t(),
+            ),
+            0.0,
+            (
+                &mut out[g * group_out..],
+                MatrixLayout::row_major(rows, group_out, out_dim),
+            ),
+        );
+    }
     HostTensor::new(shape, out)
 }
