@@ -1,10 +1,15 @@
-//! Reference softmax attention with an additive per-key bias (Sana's cross-attention, docs/numerics/transformer.md §9):
-//! `softmax(q kᵀ/√d + bias) v` per head, max-subtracted, sums in f64.
+//! Softmax attention with an additive per-key bias (Sana's cross-attention, docs/numerics/transformer.md §9):
+//! `softmax(q kᵀ/√d + bias) v` per head, max-subtracted. Tiles of queries per core, each head's two products as
+//! GEMMs on the tile ([`gemm_serial`]), so the scores are never `[N, L]` at once; f32 accumulation as PyTorch's.
 
+use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
-use crate::cpu::parallel::for_each_row;
+use crate::cpu::parallel::for_each_block;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
+
+/// Query rows per tile: a tile's scores (`QUERY_TILE × L`) stay in cache.
+const QUERY_TILE: usize = 64;
 
 pub fn attention(
     q: &HostTensor,
@@ -25,41 +30,73 @@ pub fn attention(
         ));
     }
     let d = dim / heads;
-    let scale = 1.0 / (d as f64).sqrt();
+    let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0.0f32; b * n * dim];
-    for_each_row(&mut out, dim, |row, o| {
-        let bi = row / n;
-        let bias = &key_bias.data()[bi * l..(bi + 1) * l];
-        let mut scores = vec![0.0f64; l];
-        for h in 0..heads {
-            let qh = &q.data()[row * dim + h * d..][..d];
-            for (m, s) in scores.iter_mut().enumerate() {
-                let kh = &k.data()[(bi * l + m) * dim + h * d..][..d];
-                let dot: f64 = qh
-                    .iter()
-                    .zip(kh)
-                    .map(|(&a, &c)| f64::from(a) * f64::from(c))
-                    .sum();
-                *s = dot * scale + f64::from(bias[m]);
-            }
-            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let mut total = 0.0;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            // Value rows are contiguous: accumulate p·v row by row rather than column by column.
-            let mut acc = vec![0.0f64; d];
-            for (m, &p) in scores.iter().enumerate() {
-                let vh = &v.data()[(bi * l + m) * dim + h * d..][..d];
-                for (a, &x) in acc.iter_mut().zip(vh) {
-                    *a += p * f64::from(x);
+    if l == 0 {
+        return HostTensor::new(vec![b, n, dim], out);
+    }
+    for_each_block(&mut out, dim, |first, block| {
+        let rows = block.len() / dim;
+        let mut scores = vec![0.0f32; QUERY_TILE.min(rows) * l];
+        let mut r = 0;
+        while r < rows {
+            let row = first + r;
+            let bi = row / n;
+            // A tile never crosses into the next batch element's queries.
+            let t = QUERY_TILE.min(rows - r).min(n - row % n);
+            let bias = &key_bias.data()[bi * l..][..l];
+            let keys = bi * l * dim;
+            let s = &mut scores[..t * l];
+            for h in 0..heads {
+                gemm_serial(
+                    scale,
+                    (
+                        &q.data()[row * dim + h * d..],
+                        MatrixLayout::row_major(t, d, dim),
+                    ),
+                    (
+                        &k.data()[keys + h * d..],
+                        MatrixLayout::row_major(l, d, dim).t(),
+                    ),
+                    0.0,
+                    (s, MatrixLayout::row_major(t, l, l)),
+                );
+                for scores in s.chunks_exact_mut(l) {
+                    for (x, &bias) in scores.iter_mut().zip(bias) {
+                        *x += bias;
+                    }
+                    softmax(scores);
                 }
+                gemm_serial(
+                    1.0,
+                    (s, MatrixLayout::row_major(t, l, l)),
+                    (
+                        &v.data()[keys + h * d..],
+                        MatrixLayout::row_major(l, d, dim),
+                    ),
+                    0.0,
+                    (
+                        &mut block[r * dim + h * d..],
+                        MatrixLayout::row_major(t, d, dim),
+                    ),
+                );
             }
-            for (y, a) in o[h * d..(h + 1) * d].iter_mut().zip(&acc) {
-                *y = (a / total) as f32;
-            }
+            r += t;
         }
     });
     HostTensor::new(vec![b, n, dim], out)
+}
+
+/// Replaces a row of scores by its softmax, max-subtracted; the sum in f64 (rows can be thousands of keys long).
+pub fn softmax(scores: &mut [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0.0f64;
+    for x in scores.iter_mut() {
+        *x = (*x - max).exp();
+        total += f64::from(*x);
+    }
+    let inv = (1.0 / total) as f32;
+    for x in scores.iter_mut() {
+        *x *= inv;
+    }
 }

@@ -1,16 +1,22 @@
 //! Reference causal softmax self-attention as transformers' eager Gemma-2 path computes it
 //! (docs/numerics/text-encoder.md §9.4, §10): grouped-query heads, `scale · q·k`, optional soft-cap `c·tanh(s/c)`, then
-//! causal, key-padding and sliding-window masks, softmax over the keys left. Dot products and softmax sums in f64; the
-//! scale and soft-cap steps in f32, as PyTorch rounds them.
+//! causal, key-padding and sliding-window masks, softmax over the keys left. Tiles of queries per core, each head's
+//! two products as GEMMs on the tile (f32 accumulation, as PyTorch's); the scale and soft-cap steps in f32 after the
+//! product, as PyTorch rounds them; softmax sums in f64.
 //!
 //! A query with no key left (only possible when key 0 is padding) gets the mean of all values: eager adds
 //! `finfo(f32).min` to masked scores, which absorbs every score, so softmax is uniform over all keys.
 
+use crate::cpu::attention::softmax;
+use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
-use crate::cpu::parallel::for_each_row;
+use crate::cpu::parallel::for_each_block;
 use crate::engine::CausalAttention;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
+
+/// Query rows per tile: a tile's scores (`QUERY_TILE × L`) stay in cache.
+const QUERY_TILE: usize = 64;
 
 /// `q`: [B, L, heads·d]; `k`, `v`: [B, L, kv_heads·d]; `key_mask`: [B, L], non-zero = attend. Out [B, L, heads·d].
 pub fn causal_attention(
@@ -38,53 +44,65 @@ pub fn causal_attention(
     let group = heads / kv_heads;
     let window = p.window.unwrap_or(usize::MAX);
     let mut out = vec![0.0f32; b * l * qdim];
-    for_each_row(&mut out, qdim, |row, o| {
-        let (bi, i) = (row / l, row % l);
-        let mask = &key_mask.data()[bi * l..][..l];
-        let mut keys: Vec<usize> = (0..=i)
-            .filter(|&j| mask[j] != 0.0 && i - j < window)
-            .collect();
-        let uniform = keys.is_empty();
-        if uniform {
-            keys = (0..l).collect();
-        }
-        for h in 0..heads {
-            let kvh = h / group;
-            let mut weights = vec![0.0f64; l];
-            let qh = &q.data()[row * qdim + h * d..][..d];
-            let mut max = 0.0f64;
-            if !uniform {
-                max = f64::NEG_INFINITY;
-                for &j in &keys {
-                    let kh = &k.data()[(bi * l + j) * kvdim + kvh * d..][..d];
-                    let dot: f64 = qh
-                        .iter()
-                        .zip(kh)
-                        .map(|(&a, &c)| f64::from(a) * f64::from(c))
-                        .sum();
-                    let mut s = dot as f32 * p.scale;
-                    if let Some(cap) = p.softcap {
-                        s = (s / cap).tanh() * cap;
+    for_each_block(&mut out, qdim, |first, block| {
+        let rows = block.len() / qdim;
+        let mut scores = vec![0.0f32; QUERY_TILE.min(rows) * l];
+        let mut r = 0;
+        while r < rows {
+            let row = first + r;
+            let (bi, i0) = (row / l, row % l);
+            // A tile never crosses into the next batch element's queries.
+            let t = QUERY_TILE.min(rows - r).min(l - i0);
+            let mask = &key_mask.data()[bi * l..][..l];
+            let keys = bi * l * kvdim;
+            let s = &mut scores[..t * l];
+            for h in 0..heads {
+                let kvh = h / group;
+                gemm_serial(
+                    1.0,
+                    (
+                        &q.data()[row * qdim + h * d..],
+                        MatrixLayout::row_major(t, d, qdim),
+                    ),
+                    (
+                        &k.data()[keys + kvh * d..],
+                        MatrixLayout::row_major(l, d, kvdim).t(),
+                    ),
+                    0.0,
+                    (s, MatrixLayout::row_major(t, l, l)),
+                );
+                for (ti, scores) in s.chunks_exact_mut(l).enumerate() {
+                    let i = i0 + ti;
+                    let attends = |j: usize| j <= i && mask[j] != 0.0 && i - j < window;
+                    if !(0..=i).any(attends) {
+                        scores.fill(1.0 / l as f32);
+                        continue;
                     }
-                    weights[j] = f64::from(s);
-                    max = max.max(weights[j]);
+                    for (j, x) in scores.iter_mut().enumerate() {
+                        *x = if attends(j) {
+                            let s = *x * p.scale;
+                            p.softcap.map_or(s, |cap| (s / cap).tanh() * cap)
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                    }
+                    softmax(scores);
                 }
+                gemm_serial(
+                    1.0,
+                    (s, MatrixLayout::row_major(t, l, l)),
+                    (
+                        &v.data()[keys + kvh * d..],
+                        MatrixLayout::row_major(l, d, kvdim),
+                    ),
+                    0.0,
+                    (
+                        &mut block[r * qdim + h * d..],
+                        MatrixLayout::row_major(t, d, qdim),
+                    ),
+                );
             }
-            let mut total = 0.0;
-            for &j in &keys {
-                weights[j] = (weights[j] - max).exp();
-                total += weights[j];
-            }
-            let mut acc = vec![0.0f64; d];
-            for &j in &keys {
-                let value = &v.data()[(bi * l + j) * kvdim + kvh * d..][..d];
-                for (a, &x) in acc.iter_mut().zip(value) {
-                    *a += weights[j] * f64::from(x);
-                }
-            }
-            for (y, a) in o[h * d..][..d].iter_mut().zip(acc) {
-                *y = (a / total) as f32;
-            }
+            r += t;
         }
     });
     HostTensor::new(vec![b, l, qdim], out)

@@ -1,5 +1,5 @@
 //! The CPU engine's one matrix multiply, `C = α·A·B + β·C` over strided f32 views, on `matrixmultiply`'s packed,
-//! cache-blocked kernels (runtime AVX/FMA dispatch, its own thread pool). Every GEMM-shaped op of the CPU engine
+//! cache-blocked kernels (runtime AVX/FMA dispatch), row blocks over the cores. Every GEMM-shaped op of the CPU engine
 //! (linear layers, grouped 1×1 convolutions, 3×3 convolutions as tiled im2col, attention's two products) comes here,
 //! so one place decides how the machine's cores and caches are used. f32 accumulation throughout.
 
@@ -44,12 +44,58 @@ impl MatrixLayout {
     }
 }
 
-/// `c = alpha · a · b + beta · c` for `a` `m × k`, `b` `k × n`, `c` `m × n`, each a view into its slice.
+/// Below this many flops a GEMM runs on the calling thread: splitting it costs more than it saves.
+const PARALLEL_FLOPS: usize = 1 << 22;
+
+/// `c = alpha · a · b + beta · c` for `a` `m × k`, `b` `k × n`, `c` `m × n`, each a view into its slice, with the
+/// rows of `c` split over the machine's cores (each block one single-threaded GEMM, so there is no nested pool).
 ///
 /// # Panics
 /// When the shapes do not chain or a view reaches past its slice: callers check user shapes first, so this is a
-/// programming error, and the bounds check is what makes the unsafe call below sound.
+/// programming error, and the bounds check is what makes the unsafe call in [`gemm_serial`] sound.
 pub fn gemm(
+    alpha: f32,
+    a: (&[f32], MatrixLayout),
+    b: (&[f32], MatrixLayout),
+    beta: f32,
+    c: (&mut [f32], MatrixLayout),
+) {
+    let ((a, la), (c, lc)) = (a, c);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let flops = 2 * la.rows * la.cols * lc.cols;
+    // Row blocks of `c` are disjoint slices only when a row's elements come before the next row's.
+    let splittable = lc.col_stride == 1 && lc.row_stride >= lc.cols;
+    if threads == 1 || flops < PARALLEL_FLOPS || lc.rows < 2 * threads || !splittable {
+        return gemm_serial(alpha, (a, la), b, beta, (c, lc));
+    }
+    let per = lc.rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut rest = c;
+        for first in (0..lc.rows).step_by(per) {
+            let rows = per.min(lc.rows - first);
+            let take = if first + rows == lc.rows {
+                rest.len()
+            } else {
+                rows * lc.row_stride
+            };
+            let (block, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            rest = tail;
+            let a_block = (
+                &a[(first * la.row_stride).min(a.len())..],
+                MatrixLayout { rows, ..la },
+            );
+            let c_block = MatrixLayout { rows, ..lc };
+            scope.spawn(move || gemm_serial(alpha, a_block, b, beta, (block, c_block)));
+        }
+    });
+}
+
+/// [`gemm`] on the calling thread: for callers that already spread independent GEMMs over the cores (attention's
+/// heads).
+///
+/// # Panics
+/// As [`gemm`].
+pub fn gemm_serial(
     alpha: f32,
     a: (&[f32], MatrixLayout),
     b: (&[f32], MatrixLayout),

@@ -6,6 +6,19 @@ pub fn for_each_row<F>(out: &mut [f32], row_len: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
 {
+    for_each_block(out, row_len, |first, block| {
+        for (i, row) in block.chunks_exact_mut(row_len).enumerate() {
+            f(first + i, row);
+        }
+    });
+}
+
+/// Calls `f(first_row, rows)` once per core with that core's contiguous block of `row_len`-sized rows of `out`:
+/// for ops that tile their rows themselves (attention runs its GEMMs on tiles of a block).
+pub fn for_each_block<F>(out: &mut [f32], row_len: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
     if row_len == 0 || out.is_empty() {
         return;
     }
@@ -14,20 +27,13 @@ where
         .map_or(1, |n| n.get())
         .min(rows);
     if threads <= 1 {
-        for (i, row) in out.chunks_exact_mut(row_len).enumerate() {
-            f(i, row);
-        }
-        return;
+        return f(0, out);
     }
     let rows_per_thread = rows.div_ceil(threads);
     std::thread::scope(|s| {
         for (t, block) in out.chunks_mut(rows_per_thread * row_len).enumerate() {
             let f = &f;
-            s.spawn(move || {
-                for (i, row) in block.chunks_exact_mut(row_len).enumerate() {
-                    f(t * rows_per_thread + i, row);
-                }
-            });
+            s.spawn(move || f(t * rows_per_thread, block));
         }
     });
 }
