@@ -29,6 +29,13 @@ pub fn dwconv3x3_glu(
     w.expect_shape("dwconv3x3_glu (weight)", &[Some(c2), Some(9)])?;
     bias.expect_shape("dwconv3x3_glu (bias)", &[Some(c2)])?;
     let f = c2 / 2;
+    // Taps [9, 2F]: the inner loop runs over contiguous channels of one input pixel and one tap.
+    let mut taps = vec![0.0f32; 9 * c2];
+    for c in 0..c2 {
+        for tap in 0..9 {
+            taps[tap * c2 + c] = w.data()[c * 9 + tap];
+        }
+    }
     let mut out = vec![0.0f32; b * n * f];
     for_each_row(&mut out, f, |row, o| {
         let (bi, p) = (row / n, row % n);
@@ -42,8 +49,9 @@ pub fn dwconv3x3_glu(
                     continue;
                 }
                 let xs = &x.data()[(bi * n + ii * width + jj) * c2..][..c2];
-                for (c, (a, &xv)) in acc.iter_mut().zip(xs).enumerate() {
-                    *a += w.data()[c * 9 + di * 3 + dj] * xv;
+                let ws = &taps[(di * 3 + dj) * c2..][..c2];
+                for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
+                    *a += wv * xv;
                 }
             }
         }
@@ -150,22 +158,37 @@ pub fn depthwise_conv(
         bias.expect_shape("depthwise_conv (bias)", &[Some(c)])?;
     }
     let r = k / 2;
+    // Taps [k·k, C]: the inner loop runs over contiguous channels of one input pixel and one tap.
+    let mut taps = vec![0.0f32; k * k * c];
+    for ch in 0..c {
+        for tap in 0..k * k {
+            taps[tap * c + ch] = w.data()[ch * k * k + tap];
+        }
+    }
     let mut out = vec![0.0f32; b * n * c];
     for_each_row(&mut out, c, |row, o| {
         let (bi, p) = (row / n, row % n);
         let (i, j) = (p / width, p % width);
-        for (ch, y) in o.iter_mut().enumerate() {
-            let mut acc = bias.map_or(0.0, |bias| bias.data()[ch]);
-            for di in 0..k {
-                for dj in 0..k {
-                    let (ii, jj) = ((i + di).wrapping_sub(r), (j + dj).wrapping_sub(r));
-                    if ii < h && jj < width {
-                        acc += w.data()[(ch * k + di) * k + dj]
-                            * x.data()[(bi * n + ii * width + jj) * c + ch];
-                    }
+        match bias {
+            Some(bias) => o.copy_from_slice(bias.data()),
+            None => o.fill(0.0),
+        }
+        for di in 0..k {
+            let ii = (i + di).wrapping_sub(r);
+            if ii >= h {
+                continue;
+            }
+            for dj in 0..k {
+                let jj = (j + dj).wrapping_sub(r);
+                if jj >= width {
+                    continue;
+                }
+                let xs = &x.data()[(bi * n + ii * width + jj) * c..][..c];
+                let ws = &taps[(di * k + dj) * c..][..c];
+                for ((y, &xv), &wv) in o.iter_mut().zip(xs).zip(ws) {
+                    *y += wv * xv;
                 }
             }
-            *y = acc;
         }
     });
     HostTensor::new(vec![b, n, c], out)
