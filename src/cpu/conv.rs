@@ -9,8 +9,9 @@ use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
-/// Bytes of one im2col tile of [`conv3x3`]: a share of a typical L2, so a tile stays in cache while the GEMM packs it.
-const IM2COL_TILE_BYTES: usize = 1 << 20;
+/// Bytes of one im2col tile of [`conv3x3`]: hundreds of pixels at the DC-AE's widths, so the GEMM's packing of the
+/// weight (redone per tile) stays small beside its products, and still no full im2col buffer at 4K.
+const IM2COL_TILE_BYTES: usize = 8 << 20;
 
 pub fn dwconv3x3_glu(
     x: &HostTensor,

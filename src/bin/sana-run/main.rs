@@ -242,6 +242,8 @@ fn open_gpu(dtype: Dtype) -> sana::Result<sana::engine::cuda::CudaEngine> {
 // After the macro: textual scoping makes `on_engine!` visible to these modules.
 mod bench;
 mod generate;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod heap;
 #[cfg(unix)]
 mod interrupt;
 mod progress;
@@ -355,6 +357,8 @@ fn serves(cli: &Cli) -> bool {
 }
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    heap::reuse_freed_tensors();
     let cli = Cli::parse();
     #[cfg(unix)]
     if !serves(&cli) {
