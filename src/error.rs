@@ -163,6 +163,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// An input image (image-to-image's init image) could not be read or decoded.
+    #[error("image input {path}: {reason}")]
+    ImageInput {
+        /// The image file being read.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The tokenizer could not be loaded (unparsable, or no usable pad token) or failed to encode a prompt.
     #[error("tokenizer {path}: {reason}")]
     Tokenizer {

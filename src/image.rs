@@ -13,6 +13,9 @@ use crate::atomic_write::{stage, StagedFile};
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
+mod input;
+pub use input::{decode_png, read_png, resize_lanczos, to_vae_input};
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Resolution binning (docs/numerics/sampling.md §3.1)
 // ---------------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! One generation request: prompts (or their precomputed embeddings) and every option, built with methods. What a
 //! request leaves unset comes from the model folder when the request is planned ([`crate::Plan`]).
 
+use crate::image::Image;
 use crate::model::vae_tiling::VaeTile;
 use crate::tensor::HostTensor;
 use crate::text::{PromptEmbeddings, PromptOptions};
@@ -48,7 +49,13 @@ pub struct Request {
     pub(crate) step_noise: Option<Vec<HostTensor>>,
     pub(crate) batch: usize,
     pub(crate) vae_tile: VaeTile,
+    pub(crate) init_image: Option<Image>,
+    pub(crate) strength: f64,
 }
+
+/// How much of the schedule image-to-image runs when a request gives no strength (diffusers'
+/// `SanaSprintImg2ImgPipeline` default).
+pub(crate) const DEFAULT_STRENGTH: f64 = 0.6;
 
 impl Request {
     /// A request for one prompt, with diffusers' defaults: the complex human instruction prefix, resolution
@@ -87,6 +94,8 @@ impl Request {
             step_noise: None,
             batch: 1,
             vae_tile: VaeTile::default(),
+            init_image: None,
+            strength: DEFAULT_STRENGTH,
         }
     }
 
@@ -181,6 +190,23 @@ impl Request {
     /// Tiled VAE decoding (default: automatic, when an untiled decode would need over 4 GiB of activations).
     pub fn vae_tile(mut self, tile: VaeTile) -> Self {
         self.vae_tile = tile;
+        self
+    }
+
+    /// Sana-Sprint image-to-image (`SanaSprintImg2ImgPipeline`): start from `image` instead of pure noise. It is
+    /// resized to the generation size (PIL's Lanczos, no crop), encoded by the VAE, times the scaling factor, and
+    /// noised to the first TrigFlow time of the schedule [`Self::strength`] keeps. With [`Self::latents`], those are
+    /// the standard-normal noise mixed in (the seeded stream's first draw otherwise). Sprint folders only.
+    pub fn init_image(mut self, image: Image) -> Self {
+        self.init_image = Some(image);
+        self
+    }
+
+    /// Image-to-image strength in (0, 1] (default 0.6; f64, as the Python float diffusers computes with): of the
+    /// `steps`-step schedule, the steps from `t_start = int(steps − steps · strength)` on run, as diffusers'
+    /// `get_timesteps` truncates it; 1 runs them all from pure noise's time.
+    pub fn strength(mut self, strength: f64) -> Self {
+        self.strength = strength;
         self
     }
 }

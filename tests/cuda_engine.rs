@@ -697,6 +697,35 @@ fn step_graph_replays_match_eager_steps() {
     });
 }
 
+/// Sana-Sprint image-to-image on the GPU against the CPU engine: the golden `sprint_img2img_4step_s0.5_resized`
+/// request (the VAE encoder on the resized init image, then two SCM steps, the second replayed from the graph).
+/// 60u: the encoder's 20u plus the SCM loop's 40u, as tests/emu_pipeline.rs derives.
+#[test]
+fn sprint_img2img_matches_cpu() {
+    let dir = tiny_runs::sprint_model("cuda-sprint-img2img");
+    let (req, _) = tiny_runs::sprint_img2img_request("sprint_img2img_4step_s0.5_resized");
+    let cpu = sana::pipeline::Pipeline::load(CpuEngine, &dir, Default::default()).unwrap();
+    let (want, _) = cpu.denoise(&req, &mut |_| sana::Control::Continue).unwrap();
+    on_each_gpu("sprint_img2img_matches_cpu", |g, u| {
+        let pipe = gpu_pipeline(g, &dir);
+        let (got, _) = pipe
+            .denoise(&req, &mut |_| sana::Control::Continue)
+            .unwrap();
+        let report = pipe.engine().step_graph_report().expect("a loop ran");
+        assert_eq!(
+            report.capture_error, None,
+            "the img2img step must be capturable"
+        );
+        assert_eq!((report.eager, report.replayed), (1, 1));
+        check(
+            &format!("Sprint img2img latents {:?}", g.dtype()),
+            &got,
+            &want,
+            60.0 * u,
+        );
+    });
+}
+
 /// Sana-Sprint's 3-step SCM loop (seeded per-step noise) with steps 2 and 3 replayed from the graph, against the
 /// same loop queued op by op: bit-identical latents.
 #[test]

@@ -8,7 +8,8 @@
 //! = 40u. The decoder's channel norms renormalise each stage and its ~25 sequential roundings add ~√25·u = 5u, so
 //! the image gets the same 40u: 1.6e-1 (bf16), 2.0e-2 (f16); measured 2026-12-01: 2.5u and 4.3u (bf16), 2.8u and
 //! 2.3u (f16). In f32 only summation order differs: 1e-4, as the goldens. Sana-Sprint's 2-step SCM loop gets the
-//! same budget (see `check_sprint`); measured 2026-12-01: 1.9u (bf16), 2.0u (f16).
+//! same budget (see `check_sprint`); measured 2026-12-01: 1.9u (bf16), 2.0u (f16). Sana-Sprint image-to-image adds
+//! the VAE encoder before that loop (see `check_sprint_img2img`).
 
 mod common;
 mod tiny_runs;
@@ -100,4 +101,41 @@ fn emu_sprint_pipeline_matches_cpu_bf16() {
 #[test]
 fn emu_sprint_pipeline_matches_cpu_f16() {
     check_sprint(StorageDtype::F16, 2f32.powi(-11));
+}
+
+/// Sana-Sprint image-to-image (the golden `sprint_img2img_4step_s0.5_resized` request: a resized init image through
+/// the VAE encoder, noised to the third of four TrigFlow times, two SCM steps) on the emulation engine against the
+/// CPU engine. The encoded latents enter the start `cos τ₀·z + sin τ₀·n` with a coefficient below 1 and carry the
+/// encoder's rounding, within 20u (tests/emu_vae.rs); the two steps add the SCM loop's 40u (`check_sprint`): 60u.
+fn check_sprint_img2img(dtype: StorageDtype, u: f32) {
+    let dir = tiny_runs::sprint_model(&format!("emu-img2img-{dtype:?}"));
+    let (req, _) = tiny_runs::sprint_img2img_request("sprint_img2img_4step_s0.5_resized");
+    let cpu = Pipeline::load(CpuEngine, &dir, Default::default()).unwrap();
+    let (want, _) = cpu.denoise(&req, &mut |_| Control::Continue).unwrap();
+    let pipe = Pipeline::load(EmuEngine::new(dtype), &dir, Default::default()).unwrap();
+    let (got, _) = pipe.denoise(&req, &mut |_| Control::Continue).unwrap();
+    let err = relative_error(got.data(), want.data());
+    let tol = if dtype == StorageDtype::F32 {
+        1e-4
+    } else {
+        60.0 * u
+    };
+    eprintln!(
+        "{dtype:?}: Sprint img2img final latents {err:e} (tol {tol:e}, {:.1}u)",
+        err / u.max(f32::MIN_POSITIVE)
+    );
+    assert!(
+        err.is_finite() && err <= tol,
+        "{dtype:?} Sprint img2img latents {err:e}"
+    );
+}
+
+#[test]
+fn emu_sprint_img2img_matches_cpu_bf16() {
+    check_sprint_img2img(StorageDtype::Bf16, 2f32.powi(-8));
+}
+
+#[test]
+fn emu_sprint_img2img_matches_cpu_f16() {
+    check_sprint_img2img(StorageDtype::F16, 2f32.powi(-11));
 }

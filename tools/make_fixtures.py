@@ -489,6 +489,65 @@ def lora_fixtures():
         (GOLDEN / f"{golden_name}.json").write_text(json.dumps(run | {"adapters": weights}, indent=1) + "\n")
 
 
+# (golden name, init PNG (width, height), generation (width, height), steps, strength): the default strength with the
+# whole 2-step schedule, a strength that starts at the intermediate time, and 4 linspace steps entered half-way with an
+# init image that PIL's Lanczos resizes down to a non-square generation size. (Pillow 13.0 runs some resizes that widen
+# and shorten an image, e.g. 45×37 → 64×32, vertical pass first, unlike the horizontal-first order of its
+# Resample.c that src/image/input.rs follows; this one it runs horizontal first.)
+IMG2IMG_RUNS = [
+    ("sprint_img2img_2step_s0.6", (32, 32), (32, 32), 2, 0.6),
+    ("sprint_img2img_2step_s0.4", (32, 32), (32, 32), 2, 0.4),
+    ("sprint_img2img_4step_s0.5_resized", (90, 74), (64, 32), 4, 0.5),
+]
+
+
+def img2img_fixtures():
+    """SanaSprintImg2ImgPipeline runs on the Sprint pipeline of sprint_pipeline_goldens (from the saved tiny model), from
+    random 8-bit RGB PNGs (tests/fixtures/golden/img2img_init_WxH.png) opened with PIL as a user would. The generator
+    draws the initial noise (`prepare_latents`), then one tensor per step; both are replayed from a second generator
+    and stored (`noise`, `noise.{i}`) with the preprocessed image (`image`, `VaeImageProcessor.preprocess`), so a
+    port can inject them. Its own generators: every other fixture is unchanged."""
+    import numpy as np
+    from PIL import Image
+    from diffusers import SanaSprintImg2ImgPipeline
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    for name, (iw, ih), (w, h), steps, strength in IMG2IMG_RUNS:
+        png = GOLDEN / f"img2img_init_{iw}x{ih}.png"
+        if not png.exists():
+            pixels = torch.Generator().manual_seed(20261205 + 1000 * iw + ih)
+            array = torch.randint(0, 256, (ih, iw, 3), generator=pixels, dtype=torch.uint8).numpy()
+            Image.fromarray(array, mode="RGB").save(png)
+        pipe = SanaSprintImg2ImgPipeline(
+            tokenizer=GemmaTokenizerFast.from_pretrained(MODEL / "tokenizer"),
+            text_encoder=Gemma2Model.from_pretrained(MODEL / "text_encoder", attn_implementation="eager"),
+            vae=AutoencoderDC.from_pretrained(MODEL / "vae"),
+            transformer=SanaTransformer2DModel.from_pretrained(ROOT / "variants" / "sprint" / "transformer"),
+            scheduler=SCMScheduler(num_train_timesteps=1000, prediction_type="trigflow", sigma_data=0.5),
+        )
+        pipe.set_progress_bar_config(disable=True)
+        init = Image.open(png)
+        seed = 20261206 + steps
+        kwargs = dict(prompt="a neon sign in the rain", image=init, strength=strength, height=h, width=w, num_inference_steps=steps, guidance_scale=4.5, use_resolution_binning=False)
+        if steps != 2:
+            kwargs["intermediate_timesteps"] = None
+        with torch.no_grad():
+            final = pipe(**kwargs, generator=torch.Generator().manual_seed(seed), output_type="latent").images
+            image = pipe(**kwargs, generator=torch.Generator().manual_seed(seed), output_type="np").images
+            prepared = pipe.prepare_image(init, w, h, "cpu", torch.float32)
+        run_steps = len(pipe.scheduler.timesteps) - 1 - (pipe.scheduler.begin_index or 0)
+        replay = torch.Generator().manual_seed(seed)
+        shape = (1, 32, h // 4, w // 4)
+        noise = {"noise": torch.randn(shape, generator=replay)}
+        noise.update({f"noise.{i}": torch.randn(shape, generator=replay) for i in range(run_steps)})
+        image = torch.from_numpy(image)
+        image_u8 = torch.from_numpy((image.numpy() * 255).round().astype("uint8"))
+        save({"image": prepared, "final_latents": final, "image_u8": image_u8, **noise}, GOLDEN / f"{name}.safetensors")
+        meta = {"prompt": kwargs["prompt"], "init_image": png.name, "width": w, "height": h, "num_inference_steps": steps, "strength": strength, "guidance_scale": 4.5, "steps_run": run_steps, "use_resolution_binning": False}
+        (GOLDEN / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -534,4 +593,5 @@ def main():
 
 if __name__ == "__main__":
     # `make_fixtures.py lora` rebuilds the LoRA fixtures alone, from the tiny model already on disk.
-    lora_fixtures() if sys.argv[1:] == ["lora"] else main()
+    # `make_fixtures.py img2img` the Sana-Sprint image-to-image goldens alone.
+    {"lora": lora_fixtures, "img2img": img2img_fixtures}.get(sys.argv[1] if sys.argv[1:] else None, main)()

@@ -3,7 +3,7 @@
 
 use crate::cpu;
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{Event, Observer};
 use crate::launch::sampler::schedule_table;
 use crate::model::config::SchedulerConfig;
@@ -19,12 +19,13 @@ use super::{Pipeline, Plan};
 
 impl<E: Engine> Pipeline<E> {
     /// The final latents `[batch, C, h, w]` (f32) from `latents`, conditioned on `text` (the model batch's
-    /// embeddings and mask); `noise` continues the seeded stream of the initial latents (SCM draws from it).
+    /// embeddings and mask); `noise` continues the seeded stream of the initial latents (SCM draws from it). With
+    /// image-to-image's `init` (the scaled image latents), `latents` is the noise mixed into them.
     pub(super) fn sample(
         &self,
         plan: &Plan,
         req: &Request,
-        latents: HostTensor,
+        (latents, init): (HostTensor, Option<&HostTensor>),
         (text, mask): (&HostTensor, &HostTensor),
         noise: &mut BatchNoise,
         observer: &mut Observer<'_>,
@@ -35,8 +36,20 @@ impl<E: Engine> Pipeline<E> {
             let text = dit.encode_text(e, text, mask)?;
             match &plan.scheduler {
                 SchedulerConfig::Scm(config) => {
-                    let scheduler =
-                        ScmScheduler::new(config, ScmTimesteps::sprint_default(plan.steps))?;
+                    let scheduler = match plan.image_to_image {
+                        None => {
+                            ScmScheduler::new(config, ScmTimesteps::sprint_default(plan.steps))?
+                        }
+                        Some(i2i) => {
+                            // `get_timesteps`: the whole schedule's TrigFlow times from the first step that runs.
+                            let full = ScmScheduler::new(
+                                config,
+                                ScmTimesteps::sprint_default(i2i.schedule_steps),
+                            )?;
+                            let times = full.timesteps()[i2i.first_step..].to_vec();
+                            ScmScheduler::new(config, ScmTimesteps::Custom(times))?
+                        }
+                    };
                     let sd = scheduler.sigma_data();
                     let (timesteps, rules) = scheduler.rules();
                     // Every step's noise drawn up front: the seeded stream's order is the per-step order.
@@ -61,8 +74,33 @@ impl<E: Engine> Pipeline<E> {
                         guidance_sinusoid: Some(&guidance),
                         noise: Some(HostTensor::new(vec![step_noise.len()], step_noise)?),
                     };
-                    // SCM's loop runs on `x · σ_d` and returns the last `x0 / σ_d`.
-                    let x0 = run.run(e, &map(&latents, |v| v * sd)?, &mut progress)?;
+                    // SCM's loop runs on `x · σ_d` and returns the last `x0 / σ_d`. Image-to-image starts from
+                    // `cos τ₀ · (z · σ_d) + sin τ₀ · (n · σ_d)` (`prepare_latents`, each product rounded in f32).
+                    let start = match init {
+                        None => map(&latents, |v| v * sd)?,
+                        Some(z) => {
+                            if z.shape() != latents.shape() {
+                                return Err(Error::shape(
+                                    "image-to-image",
+                                    format!(
+                                        "image latents {:?} and noise {:?} differ",
+                                        z.shape(),
+                                        latents.shape()
+                                    ),
+                                ));
+                            }
+                            let tau = scheduler.timesteps()[0];
+                            let (cos, sin) = (tau.cos(), tau.sin());
+                            let data = z
+                                .data()
+                                .iter()
+                                .zip(latents.data())
+                                .map(|(&z, &n)| cos * (z * sd) + sin * (n * sd))
+                                .collect();
+                            HostTensor::new(latents.shape().to_vec(), data)?
+                        }
+                    };
+                    let x0 = run.run(e, &start, &mut progress)?;
                     map(&x0, |v| v / sd)
                 }
                 config => {

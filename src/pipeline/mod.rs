@@ -13,7 +13,7 @@ mod plan;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use plan::{Plan, WorkingSet};
+pub use plan::{ImageToImage, Plan, WorkingSet};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -22,7 +22,7 @@ use crate::generation::{Generation, StageTimes};
 use crate::lora::{Adapter, LoraLayers, LoraMode};
 use crate::memory::{stage, StageStats};
 use crate::model::config::{SchedulerConfig, TransformerConfig, VaeConfig};
-use crate::model::dc_ae::DcAeDecoder;
+use crate::model::dc_ae::{DcAeDecoder, DcAeEncoder};
 use crate::model::gemma2::{Gemma2Model, GemmaConfig};
 use crate::model::sana_dit::SanaTransformer;
 use crate::noise::BatchNoise;
@@ -225,6 +225,12 @@ impl<E: Engine> Pipeline<E> {
             Some(l) => l.clone(),
             None => noise.draw(&plan.latent_shape),
         };
+        let init_latents = match &req.init_image {
+            Some(image) if plan.image_to_image.is_some() => {
+                Some(self.encode_init_image(plan, image)?)
+            }
+            _ => None,
+        };
         let (text, stats) = if self.needs_text_encoder(req) {
             observer.emit(Event::Stage {
                 stage: Stage::TextEncode,
@@ -243,12 +249,38 @@ impl<E: Engine> Pipeline<E> {
             stage: Stage::Denoise,
         })?;
         let (latents, stats) = self.run_stage("denoise", plan.working_set.denoise, || {
-            self.sample(plan, req, latents, (&text, &mask), &mut noise, observer)
+            self.sample(
+                plan,
+                req,
+                (latents, init_latents.as_ref()),
+                (&text, &mask),
+                &mut noise,
+                observer,
+            )
         });
         times.denoise = stats;
         let latents = latents?;
         check_finite("denoise", &latents)?;
         Ok((latents, times))
+    }
+
+    /// Image-to-image's `image_latents` `[batch, C, h, w]`: `image` at the generation size
+    /// ([`crate::image::to_vae_input`]) through the VAE encoder (loaded for this call), times the scaling factor,
+    /// repeated over the batch (`SanaSprintImg2ImgPipeline.prepare_latents`, before its `· sigma_data`).
+    fn encode_init_image(&self, plan: &Plan, image: &crate::image::Image) -> Result<HostTensor> {
+        let (w, h) = plan.generation_size;
+        let pixels = crate::image::to_vae_input(image, w, h)?;
+        let encoder = DcAeEncoder::from_dir(&self.engine, &self.dir.join("vae"))?;
+        let z = self
+            .engine
+            .download(&encoder.encode(&self.engine, &self.engine.upload(&pixels)?)?)?;
+        let sf = self.configs.vae.scaling_factor;
+        let one: Vec<f32> = z.data().iter().map(|v| v * sf).collect();
+        let mut shape = z.shape().to_vec();
+        shape[0] = plan.batch;
+        let z = HostTensor::new(shape, one.repeat(plan.batch))?;
+        check_finite("image encode", &z)?;
+        Ok(z)
     }
 
     /// Runs `f` as stage `name`: the engine is told the stage's working set first (a device engine fails here,

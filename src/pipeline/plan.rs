@@ -67,8 +67,51 @@ pub struct Plan {
     pub vae_tiling: Option<VaeTiling>,
     /// Activation elements each stage needs at once (what a device engine reserves before the stage).
     pub working_set: WorkingSet,
+    /// Sana-Sprint image-to-image: where in the schedule the steps start.
+    pub image_to_image: Option<ImageToImage>,
     /// The scheduler configuration the sampler runs with.
     pub(crate) scheduler: SchedulerConfig,
+}
+
+/// Where image-to-image enters the schedule (`SanaSprintImg2ImgPipeline.get_timesteps`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ImageToImage {
+    /// The request's strength, in (0, 1].
+    pub strength: f64,
+    /// Steps of the whole schedule (the request's steps); [`Plan::steps`] of them run.
+    pub schedule_steps: usize,
+    /// The first step that runs: `int(schedule_steps − schedule_steps · strength)`; the init image is noised to
+    /// this step's TrigFlow time.
+    pub first_step: usize,
+}
+
+impl ImageToImage {
+    /// diffusers' truncation, in f64 as Python computes it; refuses a strength outside (0, 1] or one that leaves no
+    /// step.
+    fn new(strength: f64, schedule_steps: usize) -> Result<Self> {
+        if !(strength > 0.0 && strength <= 1.0) {
+            return Err(invalid(
+                "strength",
+                format!("{strength} is outside (0, 1]: 1 starts from pure noise, smaller keeps more of the image"),
+            ));
+        }
+        let n = schedule_steps as f64;
+        let init = (n * strength).min(n);
+        // Python's `int()` of a non-negative float: truncation.
+        let first_step = (n - init).max(0.0) as usize;
+        if first_step >= schedule_steps {
+            return Err(invalid(
+                "strength",
+                format!("{strength} leaves none of the {schedule_steps} steps to run (int(steps − steps · strength) = {first_step})"),
+            ));
+        }
+        Ok(Self {
+            strength,
+            schedule_steps,
+            first_step,
+        })
+    }
 }
 
 /// Activation elements of each stage (src/gpu/arena.rs), in the engine's storage dtype.
@@ -157,6 +200,18 @@ impl Plan {
                 format!("{steps} is not between 1 and the model's {train} training timesteps"),
             ));
         }
+        let image_to_image = match &req.init_image {
+            None => None,
+            Some(_) if !sprint => {
+                return Err(invalid(
+                    "init_image",
+                    "is for Sana-Sprint folders only (SanaSprintImg2ImgPipeline): this folder's scheduler is not \
+                     SCMScheduler",
+                ))
+            }
+            Some(_) => Some(ImageToImage::new(req.strength, steps)?),
+        };
+        let steps = image_to_image.map_or(steps, |i| steps - i.first_step);
         let guidance = req.guidance.unwrap_or(DEFAULT_GUIDANCE);
         if !guidance.is_finite() {
             return Err(invalid(
@@ -215,6 +270,7 @@ impl Plan {
             text_rows,
             vae_tiling,
             working_set,
+            image_to_image,
             scheduler,
         })
     }

@@ -110,3 +110,29 @@ pub fn sprint_model(test: &str) -> Scratch {
     std::fs::write(dir.join("scheduler/scheduler_config.json"), SCM_CONFIG).unwrap();
     dir
 }
+
+/// The request of golden `sprint_img2img_<name>` (tools/make_fixtures.py `img2img`) with PyTorch's initial and per-step
+/// noise injected, for a [`sprint_model`] pipeline; and the golden's metadata.
+pub fn sprint_img2img_request(name: &str) -> (Request, serde_json::Value) {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden(&format!("{name}.json"))).unwrap())
+            .unwrap();
+    let g = SafetensorsFile::open(golden(&format!("{name}.safetensors"))).unwrap();
+    let get = |n: &str| g.get(n).unwrap().to_host().unwrap();
+    let number = |key: &str| meta[key].as_u64().unwrap() as usize;
+    let init = sana::image::read_png(&golden(meta["init_image"].as_str().unwrap())).unwrap();
+    let req = Request::new(meta["prompt"].as_str().unwrap())
+        .size(number("width"), number("height"))
+        .steps(number("num_inference_steps"))
+        .guidance(meta["guidance_scale"].as_f64().unwrap() as f32)
+        .resolution_binning(false)
+        .init_image(init)
+        .strength(meta["strength"].as_f64().unwrap())
+        .latents(get("noise"))
+        .step_noise(
+            (0..number("steps_run"))
+                .map(|i| get(&format!("noise.{i}")))
+                .collect(),
+        );
+    (req, meta)
+}

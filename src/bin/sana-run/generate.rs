@@ -73,6 +73,14 @@ pub struct GenerateArgs {
     /// repeat for several at once.
     #[arg(long, value_name = "FILE[:WEIGHT]")]
     lora: Vec<String>,
+    /// Sana-Sprint image-to-image (SanaSprintImg2ImgPipeline): start from this PNG, resized to the generation size
+    /// (Lanczos, no crop), encoded by the VAE and noised to the schedule's starting time. Sprint folders only.
+    #[arg(long, value_name = "PNG")]
+    init_image: Option<PathBuf>,
+    /// How much of the schedule image-to-image runs, in (0, 1] (default 0.6): 1 starts from pure noise's time,
+    /// smaller keeps more of --init-image.
+    #[arg(long, requires = "init_image")]
+    strength: Option<f64>,
     /// How adapters apply: `merged` into the weights at load (no per-step cost), `unmerged` (two small GEMMs per
     /// targeted layer), or `auto` (merged here: one generation per run).
     #[arg(long, value_enum, default_value_t = LoraModeArg::Auto)]
@@ -156,6 +164,12 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
         } else {
             t
         });
+    }
+    if let Some(path) = &args.init_image {
+        req = req.init_image(sana::image::read_png(path)?);
+        if let Some(strength) = args.strength {
+            req = req.strength(strength);
+        }
     }
     if args.output == Path::new("-") && args.batch > 1 {
         return Err(sana::Error::InvalidInput(format!(
