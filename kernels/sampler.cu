@@ -7,8 +7,9 @@
 // lives in the schedule, an f32 buffer the host fills once per generation (src/launch/sampler.rs):
 //   schedule[0]                 the index i of the step to run (advance_schedule adds 1 after each step)
 //   schedule[1 + i·ROW + k]     row i: TIMESTEP (the transformer's timestep), RULE, then the coefficients of
-//                               src/scheduler.rs `StepRule`: SIGMA, RATIO, C, INV_R0, HALF_C, DT for the flow rules;
-//                               SD, K, A, SC, COS_S, SIN_S, COS_T, SIN_T for Sana-Sprint's SCM rule
+//                               src/scheduler.rs `StepRule`: SIGMA, RATIO, C, INV_R0, HALF_C, DT for the flow rules
+//                               (and PAG, the step's perturbed-attention guidance scale); SD, K, A, SC, COS_S,
+//                               SIN_S, COS_T, SIN_T for Sana-Sprint's SCM rule
 // Sana-Sprint also reads its per-step noise, drawn on the host up front: noise[i·len + j] for step i.
 //
 // Formulas (CPU reference: src/cpu/sampler.rs, which the host scheduler itself uses):
@@ -16,7 +17,9 @@
 //                      under RULE_SCM the TrigFlow input (x / σ_d)·k instead
 //   step_sinusoid_*    out[b, j] = cos(t·f_j), out[b, half + j] = sin(t·f_j), f_j = exp(−ln(10⁴)·j / half), t the
 //                      row's TIMESTEP; diffusers' get_timestep_embedding(flip_sin_to_cos=True, shift 0)
-//   flow_step_*        v = u + g·(c − u) from the model output [uncond; cond] (cfg) or v = output (no cfg), then
+//   flow_step_*        v = u + g·(c − u) from the model output [uncond; cond] (guide bit 1, CFG) or v = output
+//                      (no CFG); with guide bit 2 (PAG) the output ends with the perturbed chunk p and
+//                      v ← v + s·(c − p), s the row's PAG scale (diffusers' PAGMixin order), then
 //                      RULE_EULER:      x ← x + dt·v
 //                      RULE_DPM_FIRST:  x0 = x − σ·v;  x ← ratio·x − c·x0;  x0_prev ← x0
 //                      RULE_DPM_SECOND: x0 = x − σ·v;  d = inv_r0·(x0 − x0_prev);  x ← (ratio·x − c·x0) − half_c·d;
@@ -37,7 +40,8 @@
 
 // Mirror the constants of src/launch/sampler.rs.
 constexpr unsigned ROW = 10;
-constexpr unsigned TIMESTEP = 0, RULE = 1, SIGMA = 2, RATIO = 3, C = 4, INV_R0 = 5, HALF_C = 6, DT = 7;
+constexpr unsigned TIMESTEP = 0, RULE = 1, SIGMA = 2, RATIO = 3, C = 4, INV_R0 = 5, HALF_C = 6, DT = 7, PAG = 8;
+constexpr unsigned GUIDE_CFG = 1, GUIDE_PAG = 2;
 constexpr unsigned SD = 2, K = 3, A = 4, SC = 5, COS_S = 6, SIN_S = 7, COS_T = 8, SIN_T = 9;
 constexpr unsigned RULE_EULER = 0, RULE_DPM_FIRST = 1, RULE_DPM_SECOND = 2, RULE_SCM = 3;
 
@@ -86,7 +90,7 @@ struct FlowStepParams {
     const float* noise;      // RULE_SCM: [steps, len]; else unused
     unsigned long long len;  // elements of x
     float guidance;
-    unsigned cfg;    // 1: output is [uncond; cond]
+    unsigned guide;  // GUIDE_CFG: output leads with [uncond; cond]; GUIDE_PAG: it ends with the perturbed copy
     unsigned steps;  // rows of the schedule
     unsigned pad;
 };
@@ -134,7 +138,13 @@ __device__ __forceinline__ void flow_step(const FlowStepParams& p) {
     if (i >= p.len || row == nullptr) return;
     const T* out = static_cast<const T*>(p.output);
     float v = sana::to_float(out[i]);
-    if (p.cfg) v = __fadd_rn(v, __fmul_rn(p.guidance, __fsub_rn(sana::to_float(out[p.len + i]), v)));
+    if (p.guide & GUIDE_CFG) v = __fadd_rn(v, __fmul_rn(p.guidance, __fsub_rn(sana::to_float(out[p.len + i]), v)));
+    if (p.guide & GUIDE_PAG) {
+        const size_t cond = (p.guide & GUIDE_CFG) ? 1 : 0;
+        const float c = sana::to_float(out[cond * p.len + i]);
+        const float ptb = sana::to_float(out[(cond + 1) * p.len + i]);
+        v = __fadd_rn(v, __fmul_rn(row[PAG], __fsub_rn(c, ptb)));
+    }
     const float x = p.x[i];
     const unsigned rule = static_cast<unsigned>(row[RULE]);
     if (rule == RULE_SCM) {

@@ -51,6 +51,9 @@ pub struct Request {
     pub(crate) vae_tile: VaeTile,
     pub(crate) init_image: Option<Image>,
     pub(crate) strength: f64,
+    pub(crate) pag_scale: f32,
+    pub(crate) pag_adaptive_scale: f32,
+    pub(crate) pag_layers: Option<Vec<String>>,
 }
 
 /// How much of the schedule image-to-image runs when a request gives no strength (diffusers'
@@ -96,6 +99,9 @@ impl Request {
             vae_tile: VaeTile::default(),
             init_image: None,
             strength: DEFAULT_STRENGTH,
+            pag_scale: 0.0,
+            pag_adaptive_scale: 0.0,
+            pag_layers: None,
         }
     }
 
@@ -207,6 +213,29 @@ impl Request {
     /// `get_timesteps` truncates it; 1 runs them all from pure noise's time.
     pub fn strength(mut self, strength: f64) -> Self {
         self.strength = strength;
+        self
+    }
+
+    /// Perturbed-attention guidance (`SanaPAGPipeline`), on above 0 (default 0: off): the transformer also runs a copy
+    /// of the batch whose self-attention in [`Self::pag_layers`] is the identity (`to_out(to_v(x))`), and the
+    /// velocity gains `scale·(cond − perturbed)`. Flow samplers only (not Sana-Sprint).
+    pub fn pag_scale(mut self, scale: f32) -> Self {
+        self.pag_scale = scale;
+        self
+    }
+
+    /// PAG's adaptive scaling (default 0: off): the scale at timestep `t` (0–1000) is
+    /// `max(0, pag_scale − adaptive · (1000 − t))`, as diffusers' `_get_pag_scale`.
+    pub fn pag_adaptive_scale(mut self, adaptive: f32) -> Self {
+        self.pag_adaptive_scale = adaptive;
+        self
+    }
+
+    /// The self-attention layers PAG perturbs, as diffusers names them (default `["transformer_blocks.0"]`). Each is
+    /// matched as diffusers matches it, as a prefix of `transformer_blocks.{i}.attn1`: `transformer_blocks.1` also
+    /// takes blocks 10–19 of a model that has them.
+    pub fn pag_layers<S: Into<String>>(mut self, layers: impl IntoIterator<Item = S>) -> Self {
+        self.pag_layers = Some(layers.into_iter().map(Into::into).collect());
         self
     }
 }

@@ -640,10 +640,17 @@ fn sampler_ops_match_cpu() {
             );
             let out = rounded(&rng.tensor(&[copies * 2, 299, 32], -1.0, 1.0), dtype);
             let gout = g.upload(&out).unwrap();
-            g.flow_step(&s, &gout, guidance, Some(&gn), &mut gx, &mut gp)
+            g.flow_step(&s, &gout, guidance.into(), Some(&gn), &mut gx, &mut gp)
                 .unwrap();
             CpuEngine
-                .flow_step(&cpu_s, &out, guidance, Some(&noise), &mut cpu_x, &mut cpu_p)
+                .flow_step(
+                    &cpu_s,
+                    &out,
+                    guidance.into(),
+                    Some(&noise),
+                    &mut cpu_x,
+                    &mut cpu_p,
+                )
                 .unwrap();
             g.advance_schedule(&mut s).unwrap();
             CpuEngine.advance_schedule(&mut cpu_s).unwrap();
@@ -694,6 +701,49 @@ fn step_graph_replays_match_eager_steps() {
         assert_eq!(report.capture_error, None, "the step must be capturable");
         assert_eq!((report.eager, report.replayed), (1, steps - 1));
         assert_eq!(replayed.data(), eager.data(), "graph replay vs eager steps");
+    });
+}
+
+/// Perturbed-attention guidance's identity self-attention in one DiT forward: 20u, as the DiT.
+#[test]
+fn tiny_dit_perturbed_matches_cpu() {
+    let want = tiny_runs::dit_perturbed(&CpuEngine);
+    on_each_gpu("tiny_dit_perturbed_matches_cpu", |g, u| {
+        let got = tiny_runs::dit_perturbed(g);
+        check(
+            &format!("perturbed DiT {:?}", g.dtype()),
+            &got,
+            &want,
+            20.0 * u,
+        );
+    });
+}
+
+/// The PAG golden request without CFG, 2 steps, with the second replayed from the step graph (the perturbed copy
+/// and the 2-chunk step must capture): 280u as tests/emu_pipeline.rs derives.
+#[test]
+fn pag_pipeline_matches_cpu() {
+    let req = tiny_runs::pag_request("pag_nocfg_adaptive").steps(2);
+    let (want, _) = tiny_runs::tiny_pipeline(CpuEngine)
+        .denoise(&req, &mut |_| sana::Control::Continue)
+        .unwrap();
+    on_each_gpu("pag_pipeline_matches_cpu", |g, u| {
+        let pipe = gpu_pipeline(g, &tiny_model());
+        let (got, _) = pipe
+            .denoise(&req, &mut |_| sana::Control::Continue)
+            .unwrap();
+        let report = pipe.engine().step_graph_report().expect("a loop ran");
+        assert_eq!(
+            report.capture_error, None,
+            "the PAG step must be capturable"
+        );
+        assert_eq!((report.eager, report.replayed), (1, 1));
+        check(
+            &format!("PAG latents {:?}", g.dtype()),
+            &got,
+            &want,
+            280.0 * u,
+        );
     });
 }
 

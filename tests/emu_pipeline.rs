@@ -139,3 +139,63 @@ fn emu_sprint_img2img_matches_cpu_bf16() {
 fn emu_sprint_img2img_matches_cpu_f16() {
     check_sprint_img2img(StorageDtype::F16, 2f32.powi(-11));
 }
+
+/// Perturbed-attention guidance's identity self-attention (the `keep`/`identity` mixing after the linear attention)
+/// in one DiT forward on the emulation engine against the CPU engine: one forward's 20u (tests/emu_engine.rs).
+fn check_dit_perturbed(dtype: StorageDtype, u: f32) {
+    let want = tiny_runs::dit_perturbed(&CpuEngine);
+    let got = tiny_runs::dit_perturbed(&EmuEngine::new(dtype));
+    let err = relative_error(got.data(), want.data());
+    eprintln!(
+        "{dtype:?}: perturbed DiT {err:e} ({:.1}u, tol 20u)",
+        err / u
+    );
+    assert!(
+        err.is_finite() && err <= 20.0 * u,
+        "{dtype:?} perturbed DiT {err:e}"
+    );
+}
+
+#[test]
+fn emu_perturbed_dit_matches_cpu_bf16() {
+    check_dit_perturbed(StorageDtype::Bf16, 2f32.powi(-8));
+}
+
+#[test]
+fn emu_perturbed_dit_matches_cpu_f16() {
+    check_dit_perturbed(StorageDtype::F16, 2f32.powi(-11));
+}
+
+/// The PAG golden request without CFG (`pag_nocfg_adaptive`, batch [cond, perturbed]), 2 steps, on the emulation
+/// engine against the CPU engine. Each step's velocity `c + s·(c − p)` (s ≤ 3) weighs the two outputs' errors, each
+/// within one forward's 20u, by at most 1 + 2s = 7: 2 steps × 7 × 20u = 280u, loose in bf16 (1.09) but a check
+/// that the perturbed copy and the 2-chunk step run on the engine at all; the kernels themselves are checked
+/// bit-exactly (tests/sampler.rs) and the forward at 20u (`check_dit_perturbed`).
+fn check_pag_pipeline(dtype: StorageDtype, u: f32) {
+    let req = tiny_runs::pag_request("pag_nocfg_adaptive").steps(2);
+    let (want, _) = tiny_runs::tiny_pipeline(CpuEngine)
+        .denoise(&req, &mut |_| Control::Continue)
+        .unwrap();
+    let (got, _) = tiny_runs::tiny_pipeline(EmuEngine::new(dtype))
+        .denoise(&req, &mut |_| Control::Continue)
+        .unwrap();
+    let err = relative_error(got.data(), want.data());
+    eprintln!(
+        "{dtype:?}: PAG final latents {err:e} ({:.1}u, tol 280u)",
+        err / u
+    );
+    assert!(
+        err.is_finite() && err <= 280.0 * u,
+        "{dtype:?} PAG latents {err:e}"
+    );
+}
+
+#[test]
+fn emu_pag_pipeline_matches_cpu_bf16() {
+    check_pag_pipeline(StorageDtype::Bf16, 2f32.powi(-8));
+}
+
+#[test]
+fn emu_pag_pipeline_matches_cpu_f16() {
+    check_pag_pipeline(StorageDtype::F16, 2f32.powi(-11));
+}

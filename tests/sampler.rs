@@ -14,7 +14,8 @@
 //!   are within 1 f32 ulp of the host's at values ≤ 1: `0.5·ulp + 4U·max(t, 1)` absolute.
 //!
 //! Every output starts poisoned with NaN in emulation, so an unwritten element fails. Sizes: lengths that are not a
-//! multiple of the 256-thread block (1, 299, 554 latent tokens × 32 channels, 7·5·3), batch 1 and 2, CFG on and off.
+//! multiple of the 256-thread block (1, 299, 554 latent tokens × 32 channels, 7·5·3), batch 1 and 2, CFG on and off,
+//! perturbed-attention guidance on and off.
 
 mod emu_check;
 
@@ -23,7 +24,7 @@ use sana::cpu::sampler as cpu;
 use sana::engine::emu;
 use sana::engine::StorageDtype;
 use sana::gpu::kernels::Family;
-use sana::launch::sampler::{decode_row, schedule_table, step_index};
+use sana::launch::sampler::{decode_row, schedule_table, set_pag_scales, step_index, Guidance};
 use sana::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
 use sana::scheduler::{Scheduler, ScmScheduler, ScmTimesteps, StepRule};
 use sana::HostTensor;
@@ -148,10 +149,27 @@ fn sampler_flow_step_matches_cpu_bit_for_bit() {
                 for shape in SHAPES {
                     let len: usize = shape.iter().product();
                     let noise = sprint.then(|| rng.tensor(&[steps * len], -2.5, 2.5));
-                    // Sana-Sprint has no CFG.
-                    let cfgs: &[Option<f32>] = if sprint { &[None] } else { &[None, Some(4.5)] };
-                    for &guidance in cfgs {
-                        let copies = if guidance.is_some() { 2 } else { 1 };
+                    // Sana-Sprint has no CFG or PAG.
+                    let cfgs: &[(Option<f32>, bool)] = if sprint {
+                        &[(None, false)]
+                    } else {
+                        &[
+                            (None, false),
+                            (Some(4.5), false),
+                            (None, true),
+                            (Some(4.5), true),
+                        ]
+                    };
+                    for &(cfg, pag) in cfgs {
+                        let guidance = Guidance { cfg, pag };
+                        let copies = guidance.copies();
+                        let mut s = s.clone();
+                        if pag {
+                            // A PAG scale per row, with an adaptive-scaling zero among them.
+                            let scales: Vec<f32> =
+                                (0..steps).map(|r| [2.75, 0.0, 1.3][r % 3]).collect();
+                            set_pag_scales(&mut s, &scales).expect("pag scales");
+                        }
                         let out_shape = [copies * shape[0], shape[1], shape[2]];
                         let output = rounded(&rng.tensor(&out_shape, -2.0, 2.0), dtype);
                         let x = rng.tensor(&shape, -3.0, 3.0);
@@ -162,7 +180,7 @@ fn sampler_flow_step_matches_cpu_bit_for_bit() {
                             .expect("emu");
                         let (mut wx, mut wp) = (x.clone(), prev.clone());
                         cpu::flow_step(&s, &output, guidance, n, &mut wx, &mut wp).expect("cpu");
-                        let case = format!("{what} step {i} {dtype:?} {shape:?} cfg {guidance:?}");
+                        let case = format!("{what} step {i} {dtype:?} {shape:?} {guidance:?}");
                         assert_within(&format!("{case}: x"), gx.data(), wx.data(), |_| 0.0);
                         assert_within(&format!("{case}: x0_prev"), gp.data(), wp.data(), |_| 0.0);
                         assert!(
@@ -199,7 +217,7 @@ fn sampler_schedule_reproduces_the_host_scheduler() {
             emu::flow_step(
                 &schedule,
                 &v,
-                None,
+                Guidance::default(),
                 None,
                 &mut x,
                 &mut prev,
@@ -215,7 +233,15 @@ fn sampler_schedule_reproduces_the_host_scheduler() {
             |_| 0.0,
         );
         assert!(
-            cpu::flow_step(&schedule, &x.clone(), None, None, &mut x.clone(), &mut prev).is_err(),
+            cpu::flow_step(
+                &schedule,
+                &x.clone(),
+                Guidance::default(),
+                None,
+                &mut x.clone(),
+                &mut prev
+            )
+            .is_err(),
             "{what}: a step past the schedule must be refused"
         );
     }
@@ -266,7 +292,7 @@ fn sampler_scm_schedule_reproduces_the_host_scheduler() {
             emu::flow_step(
                 &schedule,
                 &f,
-                None,
+                Guidance::default(),
                 Some(&noise),
                 &mut x,
                 &mut x0,
@@ -285,7 +311,15 @@ fn sampler_scm_schedule_reproduces_the_host_scheduler() {
         let again = at_step(&schedule, 0);
         let f = rng.tensor(&shape, -1.0, 1.0);
         assert!(
-            cpu::flow_step(&again, &f, None, None, &mut x.clone(), &mut x0).is_err(),
+            cpu::flow_step(
+                &again,
+                &f,
+                Guidance::default(),
+                None,
+                &mut x.clone(),
+                &mut x0
+            )
+            .is_err(),
             "an SCM step without noise must be refused"
         );
     }
@@ -339,7 +373,16 @@ fn sampler_tolerance_catches_wrong_kernels() {
     let x = rng.tensor(&shape, -3.0, 3.0);
     let prev = rng.tensor(&shape, -3.0, 3.0);
     let (mut gx, mut gp) = (x.clone(), prev.clone());
-    emu::flow_step(&schedule, &output, Some(4.5), None, &mut gx, &mut gp, dtype).expect("emu");
+    emu::flow_step(
+        &schedule,
+        &output,
+        Some(4.5).into(),
+        None,
+        &mut gx,
+        &mut gp,
+        dtype,
+    )
+    .expect("emu");
     let (_, rule) = decode_row(&schedule, 1).expect("row");
     let StepRule::DpmSecond {
         sigma,

@@ -548,6 +548,45 @@ def img2img_fixtures():
         (GOLDEN / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+# (golden name, pag_applied_layers (None: the pipeline's default), guidance, pag scale, adaptive scale): PAG on a chosen
+# layer under CFG ([uncond, cond, perturbed]), and on the default layer without CFG ([cond, perturbed]) with adaptive
+# scaling: 3 − 0.008·(1000 − t) at t = 999, 899, 749, 499 is 2.992, 2.192, 0.992, then −1.008, clamped to 0.
+PAG_RUNS = [
+    ("pag_cfg_layer1", ["transformer_blocks.1"], 4.5, 3.0, 0.0),
+    ("pag_nocfg_adaptive", None, 1.0, 3.0, 0.008),
+]
+
+
+def pag_fixtures():
+    """SanaPAGPipeline runs on the saved tiny model (4 steps of its DPM-Solver, 32×32, binning off) from the initial
+    latents of `pipeline_square_4steps_cfg_chi`, so every other fixture is unchanged."""
+    from diffusers import SanaPAGPipeline
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    base = load_file(str(GOLDEN / "pipeline_square_4steps_cfg_chi.safetensors"))
+    for name, layers, guidance, pag_scale, adaptive in PAG_RUNS:
+        extra = {} if layers is None else {"pag_applied_layers": layers}
+        pipe = SanaPAGPipeline(
+            tokenizer=GemmaTokenizerFast.from_pretrained(MODEL / "tokenizer"),
+            text_encoder=Gemma2Model.from_pretrained(MODEL / "text_encoder", attn_implementation="eager"),
+            vae=AutoencoderDC.from_pretrained(MODEL / "vae"),
+            transformer=SanaTransformer2DModel.from_pretrained(MODEL / "transformer"),
+            scheduler=DPMSolverMultistepScheduler.from_pretrained(MODEL / "scheduler"),
+            **extra,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        kwargs = dict(prompt="A red fox in the snow", height=32, width=32, num_inference_steps=4, guidance_scale=guidance, pag_scale=pag_scale, pag_adaptive_scale=adaptive, use_resolution_binning=False)
+        with torch.no_grad():
+            final = pipe(**kwargs, latents=base["latents"].clone(), output_type="latent").images
+            image = pipe(**kwargs, latents=base["latents"].clone(), output_type="np").images
+        image = torch.from_numpy(image)
+        image_u8 = torch.from_numpy((image.numpy() * 255).round().astype("uint8"))
+        save({"latents": base["latents"], "final_latents": final, "image_u8": image_u8}, GOLDEN / f"{name}.safetensors")
+        meta = {k: v for k, v in kwargs.items()} | {"pag_applied_layers": layers, "negative_prompt": ""}
+        (GOLDEN / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -593,5 +632,5 @@ def main():
 
 if __name__ == "__main__":
     # `make_fixtures.py lora` rebuilds the LoRA fixtures alone, from the tiny model already on disk.
-    # `make_fixtures.py img2img` the Sana-Sprint image-to-image goldens alone.
-    {"lora": lora_fixtures, "img2img": img2img_fixtures}.get(sys.argv[1] if sys.argv[1:] else None, main)()
+    # `make_fixtures.py img2img` the Sana-Sprint image-to-image goldens alone; `pag` the PAG goldens alone.
+    {"lora": lora_fixtures, "img2img": img2img_fixtures, "pag": pag_fixtures}.get(sys.argv[1] if sys.argv[1:] else None, main)()

@@ -3,7 +3,7 @@
 //! schedule (layout in src/launch/sampler.rs).
 
 use crate::error::{Error, Result};
-use crate::launch::sampler::{decode_row, schedule_steps, step_index};
+use crate::launch::sampler::{decode_row, pag_scale, schedule_steps, step_index, Guidance};
 use crate::model::embeddings::timestep_sinusoid;
 use crate::scheduler::StepRule;
 use crate::tensor::HostTensor;
@@ -92,17 +92,25 @@ pub fn step_sinusoid(schedule: &HostTensor, batch: usize, channels: usize) -> Re
     timestep_sinusoid(&vec![t; batch], channels)
 }
 
-/// One sampler step on `x` (and `x0_prev`) from the model output (`[uncond; cond]` when `guidance` is given), by
-/// the current row of `schedule`; `noise` holds every step's noise (`[steps, …x]`) for SCM schedules.
+/// Perturbed-attention guidance on top: `v + s·(c − p)` in f32 with `c` the conditional and `p` the perturbed chunk
+/// (diffusers' `_apply_perturbed_attention_guidance`).
+pub fn guide_pag(v: &mut [f32], cond: &[f32], perturbed: &[f32], s: f32) {
+    for ((v, &c), &p) in v.iter_mut().zip(cond).zip(perturbed) {
+        *v += s * (c - p);
+    }
+}
+
+/// One sampler step on `x` (and `x0_prev`) from the model output (its chunks as `guidance` says), by the current
+/// row of `schedule`; `noise` holds every step's noise (`[steps, …x]`) for SCM schedules.
 pub fn flow_step(
     schedule: &HostTensor,
     output: &HostTensor,
-    guidance: Option<f32>,
+    guidance: Guidance,
     noise: Option<&HostTensor>,
     x: &mut HostTensor,
     x0_prev: &mut HostTensor,
 ) -> Result<()> {
-    let copies = if guidance.is_some() { 2 } else { 1 };
+    let copies = guidance.copies();
     if output.len() != copies * x.len() || x0_prev.len() != x.len() {
         return Err(Error::shape(
             "flow_step",
@@ -132,10 +140,19 @@ pub fn flow_step(
         }
         _ => &[],
     };
-    let v = match guidance {
-        Some(g) => guide(output.data(), g),
-        None => output.data().to_vec(),
+    let out = output.data();
+    let mut v = match guidance.cfg {
+        Some(g) => guide(&out[..2 * len], g),
+        None => out[..len].to_vec(),
     };
+    if guidance.pag {
+        let cond = usize::from(guidance.cfg.is_some());
+        let (c, p) = (
+            &out[cond * len..(cond + 1) * len],
+            &out[(cond + 1) * len..(cond + 2) * len],
+        );
+        guide_pag(&mut v, c, p, pag_scale(schedule, i)?);
+    }
     apply_rule(rule, &v, step_noise, x.data_mut(), x0_prev.data_mut());
     Ok(())
 }

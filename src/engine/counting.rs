@@ -409,7 +409,7 @@ impl<E: Engine> Engine for CountingEngine<E> {
         &self,
         schedule: &E::State,
         output: &E::Tensor,
-        guidance: Option<f32>,
+        guidance: crate::launch::sampler::Guidance,
         noise: Option<&E::State>,
         x: &mut E::State,
         x0_prev: &mut E::State,

@@ -350,14 +350,14 @@ pub trait Engine: Send + Sync {
     ) -> Result<Self::Tensor>;
 
     /// One sampler step in place, by the current row of `schedule`: `x` (and `x0_prev`, the clean estimate, for
-    /// the DPM-Solver and SCM) advance given the model output, which is `[uncond; cond]` guided by `g` when
-    /// `guidance` is `Some(g)`. The output has the sample's layout. SCM schedules also read this step's slice of
+    /// the DPM-Solver and SCM) advance given the model output, whose batch chunks `guidance` names (`[uncond;
+    /// cond]` under CFG, a perturbed-attention copy last under PAG). The output has the sample's layout. SCM schedules also read this step's slice of
     /// `noise` (every step's draw, `[steps, …x]`).
     fn flow_step(
         &self,
         schedule: &Self::State,
         output: &Self::Tensor,
-        guidance: Option<f32>,
+        guidance: crate::launch::sampler::Guidance,
         noise: Option<&Self::State>,
         x: &mut Self::State,
         x0_prev: &mut Self::State,

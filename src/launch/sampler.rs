@@ -20,6 +20,8 @@ const C: usize = 4;
 const INV_R0: usize = 5;
 const HALF_C: usize = 6;
 const DT: usize = 7;
+/// Perturbed-attention guidance's scale of the step (flow rows only; SCM rows use the column).
+const PAG: usize = 8;
 // The SCM rule's.
 const SD: usize = 2;
 const K: usize = 3;
@@ -85,6 +87,62 @@ pub fn schedule_table(timesteps: &[f32], rules: &[StepRule]) -> Result<HostTenso
         }
     }
     HostTensor::new(vec![table.len()], table)
+}
+
+/// How one sampler step forms its velocity from the model output's batch chunks, each the size of the sample:
+/// `[cond]`; `[uncond; cond]` under classifier-free guidance (`u + g·(c − u)`); with perturbed-attention guidance a
+/// perturbed copy last, `[cond; perturbed]` or `[uncond; cond; perturbed]`, adding `s·(c − p)` with the step's PAG
+/// scale `s` from the schedule ([`set_pag_scales`]), in that order as diffusers' `PAGMixin` does.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Guidance {
+    /// The classifier-free guidance scale, when on.
+    pub cfg: Option<f32>,
+    /// Perturbed-attention guidance is on.
+    pub pag: bool,
+}
+
+impl From<Option<f32>> for Guidance {
+    fn from(cfg: Option<f32>) -> Self {
+        Self { cfg, pag: false }
+    }
+}
+
+impl Guidance {
+    /// Chunks of the model output (copies of the sample in the model batch).
+    pub fn copies(self) -> usize {
+        1 + usize::from(self.cfg.is_some()) + usize::from(self.pag)
+    }
+
+    /// The kernel's `guide` bits: 1 classifier-free, 2 perturbed-attention.
+    fn bits(self) -> u32 {
+        u32::from(self.cfg.is_some()) | (u32::from(self.pag) << 1)
+    }
+}
+
+/// Writes each step's perturbed-attention guidance scale into its (flow) row of `schedule`.
+pub fn set_pag_scales(schedule: &mut HostTensor, scales: &[f32]) -> Result<()> {
+    let steps = schedule_steps(schedule)?;
+    if scales.len() != steps {
+        return Err(Error::InvalidInput(format!(
+            "{} PAG scales for a {steps}-step schedule",
+            scales.len()
+        )));
+    }
+    for (i, &s) in scales.iter().enumerate() {
+        schedule.data_mut()[1 + i * ROW + PAG] = s;
+    }
+    Ok(())
+}
+
+/// The PAG scale of row `i` (0 unless [`set_pag_scales`] wrote one).
+pub fn pag_scale(schedule: &HostTensor, i: usize) -> Result<f32> {
+    let steps = schedule_steps(schedule)?;
+    if i >= steps {
+        return Err(Error::InvalidInput(format!(
+            "row {i} of a {steps}-step schedule"
+        )));
+    }
+    Ok(schedule.data()[1 + i * ROW + PAG])
 }
 
 /// Steps in a schedule.
@@ -253,8 +311,9 @@ pub struct FlowStepParams {
     pub noise: DevicePtr,
     pub len: u64,
     pub guidance: f32,
-    /// 1: the output is `[uncond; cond]` and is guided by `guidance`.
-    pub cfg: u32,
+    /// [`Guidance`] bits: 1, the output leads with `[uncond; cond]`, guided by `guidance`; 2, it ends with the
+    /// perturbed-attention copy, guided by the row's PAG scale.
+    pub guide: u32,
     /// Rows of the schedule.
     pub steps: u32,
     pub pad: u32,
@@ -274,16 +333,16 @@ pub struct FlowStepBuffers {
 }
 
 /// Plans one sampler step over a sample of shape `x` from a model output of shape `output`, by a schedule of
-/// `steps` rows; `guidance` is `Some(g)` under classifier-free guidance (the output then holds both halves).
+/// `steps` rows; `guidance` says which chunks the output holds.
 pub fn flow_step(
     x: &[usize],
     output: &[usize],
-    guidance: Option<f32>,
+    guidance: Guidance,
     steps: usize,
     buffers: FlowStepBuffers,
 ) -> Result<Plan<FlowStepParams>> {
     const OP: &str = "flow_step";
-    let copies = if guidance.is_some() { 2 } else { 1 };
+    let copies = guidance.copies();
     let (len, out_len) = (
         x.iter().product::<usize>(),
         output.iter().product::<usize>(),
@@ -311,8 +370,8 @@ pub fn flow_step(
             schedule: buffers.schedule,
             noise: buffers.noise.map_or(0, |(p, _)| p),
             len: len as u64,
-            guidance: guidance.unwrap_or(1.0),
-            cfg: u32::from(guidance.is_some()),
+            guidance: guidance.cfg.unwrap_or(1.0),
+            guide: guidance.bits(),
             steps: to_u32(OP, "steps", steps)?,
             pad: 0,
         },

@@ -48,6 +48,16 @@ pub struct TextConditioning<E: Engine> {
     caption: E::Tensor,
     key_bias: E::Tensor,
     keys_values: Vec<(E::Tensor, E::Tensor)>,
+    perturbation: Option<Perturbation<E>>,
+}
+
+/// Perturbed-attention guidance's identity self-attention (diffusers' `PAG(CFG)IdentitySanaLinearAttnProcessor2_0`):
+/// in `blocks`, rows of the batch where `identity` is 1 take `to_v(x)` in place of the attention, before `to_out`;
+/// `keep` is 1 on the other rows. Both `[B, h·w, D]`, so mixing is two exact products and an exact sum.
+struct Perturbation<E: Engine> {
+    blocks: Vec<usize>,
+    keep: E::Tensor,
+    identity: E::Tensor,
 }
 
 impl<E: Engine> TextConditioning<E> {
@@ -230,7 +240,48 @@ impl<E: Engine> SanaTransformer<E> {
             caption,
             key_bias,
             keys_values,
+            perturbation: None,
         })
+    }
+
+    /// Perturbed-attention guidance: the last `perturbed_rows` rows of `text`'s batch (the perturbed copy) run
+    /// `blocks`' self-attention as the identity, on an `h·w = tokens` latent grid.
+    pub fn perturb_self_attention(
+        &self,
+        e: &E,
+        text: &mut TextConditioning<E>,
+        blocks: &[usize],
+        perturbed_rows: usize,
+        tokens: usize,
+    ) -> Result<()> {
+        let b = e.shape(&text.caption)[0];
+        if perturbed_rows == 0
+            || perturbed_rows > b
+            || blocks.iter().any(|&i| i >= self.blocks.len())
+        {
+            return Err(Error::InvalidInput(format!(
+                "perturbed attention on {perturbed_rows} of {b} rows in blocks {blocks:?} of {}",
+                self.blocks.len()
+            )));
+        }
+        let row = tokens * self.config.dim();
+        let keep: Vec<f32> = (0..b * row)
+            .map(|i| {
+                if i / row < b - perturbed_rows {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let identity: Vec<f32> = keep.iter().map(|k| 1.0 - k).collect();
+        let shape = vec![b, tokens, self.config.dim()];
+        text.perturbation = Some(Perturbation {
+            blocks: blocks.to_vec(),
+            keep: e.upload(&HostTensor::new(shape.clone(), keep)?)?,
+            identity: e.upload(&HostTensor::new(shape, identity)?)?,
+        });
+        Ok(())
     }
 
     /// One forward pass: latents `[B, C, h, w]`, one timestep per batch element (already × `timestep_scale`),
@@ -344,7 +395,17 @@ impl<E: Engine> SanaTransformer<E> {
         trace("timestep_mod", &modulation)?;
         trace("caption", &text.caption)?;
         for (i, (blk, kv)) in self.blocks.iter().zip(&text.keys_values).enumerate() {
-            x = blk.forward(e, &x, kv, &text.key_bias, &modulation, (h, w), i, trace)?;
+            let perturb = text.perturbation.as_ref().filter(|p| p.blocks.contains(&i));
+            x = blk.forward(
+                e,
+                &x,
+                (kv, &text.key_bias),
+                perturb,
+                &modulation,
+                (h, w),
+                i,
+                trace,
+            )?;
             trace(&format!("blocks.{i}"), &x)?;
         }
         let m = e.modulation(&self.scale_shift_table, &emb)?;
@@ -472,8 +533,8 @@ impl<E: Engine> SanaBlock<E> {
         &self,
         e: &E,
         x: &E::Tensor,
-        text_kv: &(E::Tensor, E::Tensor),
-        key_bias: &E::Tensor,
+        (text_kv, key_bias): (&(E::Tensor, E::Tensor), &E::Tensor),
+        perturb: Option<&Perturbation<E>>,
         modulation: &E::Tensor,
         grid: (usize, usize),
         index: usize,
@@ -482,7 +543,7 @@ impl<E: Engine> SanaBlock<E> {
         // rows: shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
         let m = e.modulation(&self.scale_shift_table, modulation)?;
         let z = e.layer_norm_modulate(x, &m, 0, 1, self.eps)?;
-        let a = self.attn1.forward(e, &z)?;
+        let a = self.attn1.forward(e, &z, perturb)?;
         trace(&format!("blocks.{index}.attn1"), &a)?;
         let x = e.gated_residual(x, &a, &m, 2)?;
         let a = self.attn2.forward(e, &x, text_kv, key_bias)?;
@@ -543,19 +604,21 @@ impl<E: Engine> LinearSelfAttention<E> {
         })
     }
 
-    fn forward(&self, e: &E, z: &E::Tensor) -> Result<E::Tensor> {
-        let q = maybe_norm(
-            e,
-            self.to_q.forward(e, z)?,
-            self.norm.as_ref().map(|n| &n.q),
-        )?;
-        let k = maybe_norm(
-            e,
-            self.to_k.forward(e, z)?,
-            self.norm.as_ref().map(|n| &n.k),
-        )?;
+    fn forward(
+        &self,
+        e: &E,
+        z: &E::Tensor,
+        perturb: Option<&Perturbation<E>>,
+    ) -> Result<E::Tensor> {
+        // diffusers' PAG processors never apply norm_q/norm_k, on any row of a perturbed layer: so neither do we.
+        let norm = self.norm.as_ref().filter(|_| perturb.is_none());
+        let q = maybe_norm(e, self.to_q.forward(e, z)?, norm.map(|n| &n.q))?;
+        let k = maybe_norm(e, self.to_k.forward(e, z)?, norm.map(|n| &n.k))?;
         let v = self.to_v.forward(e, z)?;
-        let a = e.linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?;
+        let mut a = e.linear_attention(&q, &k, &v, self.heads, LINEAR_ATTN_EPS)?;
+        if let Some(p) = perturb {
+            a = e.add(&e.mul(&a, &p.keep)?, &e.mul(&v, &p.identity)?)?;
+        }
         self.to_out.forward(e, &a)
     }
 }

@@ -1,5 +1,6 @@
 //! The conditioning stage: the prompts through Gemma (or the caller's embeddings), laid out as the transformer's
-//! batch — each prompt's rows once per image, and with classifier-free guidance `[negatives; prompts]`.
+//! batch — each prompt's rows once per image, with classifier-free guidance `[negatives; prompts]`, and with
+//! perturbed-attention guidance the prompts once more at the end (`PAGMixin._prepare_perturbed_attention_guidance`).
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -52,13 +53,18 @@ impl<E: Engine> Pipeline<E> {
         };
         let n = plan.images_per_prompt;
         let (embeds, mask) = (repeat_each(&embeds, n)?, repeat_each(&mask, n)?);
-        match negative {
-            Some((neg, neg_mask)) => Ok((
+        let (mut all, mut all_mask) = match negative {
+            Some((neg, neg_mask)) => (
                 concat_batch(&repeat_each(&neg, n)?, &embeds)?,
                 concat_batch(&repeat_each(&neg_mask, n)?, &mask)?,
-            )),
-            None => Ok((embeds, mask)),
+            ),
+            None => (embeds.clone(), mask.clone()),
+        };
+        if plan.pag.is_some() {
+            all = concat_batch(&all, &embeds)?;
+            all_mask = concat_batch(&all_mask, &mask)?;
         }
+        Ok((all, all_mask))
     }
 
     /// `SanaPipeline.encode_prompt` for the request's prompts and negative prompt (both, whatever the guidance, so

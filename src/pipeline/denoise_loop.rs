@@ -3,6 +3,7 @@
 use crate::cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::launch::sampler::Guidance;
 use crate::model::sana_dit::{SanaTransformer, TextConditioning, SINUSOID_CHANNELS};
 use crate::tensor::HostTensor;
 
@@ -14,8 +15,9 @@ pub(crate) struct DenoiseLoop<'a, E: Engine> {
     pub(crate) dit: &'a SanaTransformer<E>,
     pub(crate) text: &'a TextConditioning<E>,
     pub(crate) schedule: HostTensor,
-    /// Classifier-free guidance scale: the model batch is `[uncond; cond]`.
-    pub(crate) guidance: Option<f32>,
+    /// The model batch's chunks: `[uncond; cond]` under classifier-free guidance, a perturbed-attention copy last
+    /// under PAG (whose per-step scale is in the schedule).
+    pub(crate) guidance: Guidance,
     /// Sana-Sprint's guidance embedding input.
     pub(crate) guidance_sinusoid: Option<&'a E::Tensor>,
     /// `[steps · B·h·w·C]`, token layout (SCM).
@@ -39,7 +41,7 @@ impl<E: Engine> DenoiseLoop<'_, E> {
         // Written before it is read: the first flow step is first order, and SCM steps only write it.
         let mut x0 = e.upload_state(&tokens)?;
         let noise = self.noise.as_ref().map(|n| e.upload_state(n)).transpose()?;
-        let copies = if self.guidance.is_some() { 2 } else { 1 };
+        let copies = self.guidance.copies();
         let model_batch = copies * latents.shape()[0];
         let mut done = 0;
         let mut step = || -> Result<()> {

@@ -5,7 +5,7 @@ use crate::cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, Observer};
-use crate::launch::sampler::schedule_table;
+use crate::launch::sampler::{schedule_table, set_pag_scales, Guidance};
 use crate::model::config::SchedulerConfig;
 use crate::model::embeddings::timestep_sinusoid;
 use crate::model::sana_dit::SINUSOID_CHANNELS;
@@ -33,7 +33,11 @@ impl<E: Engine> Pipeline<E> {
         let e = &self.engine;
         let mut progress = |step: usize, steps: usize| observer.emit(Event::Step { step, steps });
         self.with_transformer(|dit| {
-            let text = dit.encode_text(e, text, mask)?;
+            let mut text = dit.encode_text(e, text, mask)?;
+            if let Some(pag) = &plan.pag {
+                let tokens = latents.shape()[2] * latents.shape()[3];
+                dit.perturb_self_attention(e, &mut text, &pag.blocks, plan.batch, tokens)?;
+            }
             match &plan.scheduler {
                 SchedulerConfig::Scm(config) => {
                     let scheduler = match plan.image_to_image {
@@ -70,7 +74,7 @@ impl<E: Engine> Pipeline<E> {
                         dit,
                         text: &text,
                         schedule: schedule_table(&timesteps, &rules)?,
-                        guidance: None,
+                        guidance: Guidance::default(),
                         guidance_sinusoid: Some(&guidance),
                         noise: Some(HostTensor::new(vec![step_noise.len()], step_noise)?),
                     };
@@ -105,17 +109,33 @@ impl<E: Engine> Pipeline<E> {
                 }
                 config => {
                     let scheduler = Scheduler::new(config, plan.steps)?;
-                    let timestep_scale = self.configs.transformer.timestep_scale as f32;
+                    // SanaPAGPipeline passes `t` to the transformer without SanaPipeline's `timestep_scale`.
+                    let timestep_scale = match plan.pag {
+                        Some(_) => 1.0,
+                        None => self.configs.transformer.timestep_scale as f32,
+                    };
                     let timesteps: Vec<f32> = scheduler
                         .timesteps()
                         .iter()
                         .map(|&t| t * timestep_scale)
                         .collect();
+                    let mut schedule = schedule_table(&timesteps, &scheduler.rules())?;
+                    if let Some(pag) = &plan.pag {
+                        let scales: Vec<f32> = scheduler
+                            .timesteps()
+                            .iter()
+                            .map(|&t| pag.scale_at(t))
+                            .collect();
+                        set_pag_scales(&mut schedule, &scales)?;
+                    }
                     let run = DenoiseLoop {
                         dit,
                         text: &text,
-                        schedule: schedule_table(&timesteps, &scheduler.rules())?,
-                        guidance: plan.cfg.then_some(plan.guidance),
+                        schedule,
+                        guidance: Guidance {
+                            cfg: plan.cfg.then_some(plan.guidance),
+                            pag: plan.pag.is_some(),
+                        },
                         guidance_sinusoid: None,
                         noise: None,
                     };

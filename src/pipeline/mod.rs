@@ -13,7 +13,7 @@ mod plan;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use plan::{ImageToImage, Plan, WorkingSet};
+pub use plan::{ImageToImage, Pag, Plan, WorkingSet};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};

@@ -69,8 +69,96 @@ pub struct Plan {
     pub working_set: WorkingSet,
     /// Sana-Sprint image-to-image: where in the schedule the steps start.
     pub image_to_image: Option<ImageToImage>,
+    /// Perturbed-attention guidance, when on: the transformer runs a third (without CFG, second) copy of the batch.
+    pub pag: Option<Pag>,
     /// The scheduler configuration the sampler runs with.
     pub(crate) scheduler: SchedulerConfig,
+}
+
+/// Perturbed-attention guidance (`SanaPAGPipeline`).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Pag {
+    /// `pag_scale`, above 0.
+    pub scale: f32,
+    /// `pag_adaptive_scale` (0: the scale is constant).
+    pub adaptive_scale: f32,
+    /// The transformer blocks whose self-attention is the identity in the perturbed copy, ascending.
+    pub blocks: Vec<usize>,
+}
+
+/// The layer PAG perturbs when a request names none (`SanaPAGPipeline`'s default).
+const DEFAULT_PAG_LAYER: &str = "transformer_blocks.0";
+
+impl Pag {
+    /// The scale of the step at scheduler timestep `t`: diffusers' `_get_pag_scale`, in f32 as its tensors compute
+    /// it (`t` is an integer there, so `1000 − t` is exact).
+    pub fn scale_at(&self, t: f32) -> f32 {
+        if self.adaptive_scale > 0.0 {
+            (self.scale - self.adaptive_scale * (1000.0 - t)).max(0.0)
+        } else {
+            self.scale
+        }
+    }
+
+    fn new(req: &Request, sprint: bool, num_layers: usize) -> Result<Option<Self>> {
+        let (scale, adaptive_scale) = (req.pag_scale, req.pag_adaptive_scale);
+        for (field, v) in [("pag_scale", scale), ("pag_adaptive_scale", adaptive_scale)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(field, format!("{v} is not a finite number ≥ 0")));
+            }
+        }
+        if scale == 0.0 {
+            return Ok(None);
+        }
+        if sprint {
+            return Err(invalid(
+                "pag_scale",
+                "is for the flow samplers (SanaPAGPipeline); a Sana-Sprint folder has no PAG pipeline",
+            ));
+        }
+        let named: Vec<&str> = match &req.pag_layers {
+            Some(layers) => layers.iter().map(String::as_str).collect(),
+            None => vec![DEFAULT_PAG_LAYER],
+        };
+        if named.is_empty() {
+            return Err(invalid("pag_layers", "is empty: name at least one layer"));
+        }
+        let mut blocks = Vec::new();
+        for layer in named {
+            let index = layer
+                .strip_prefix("transformer_blocks.")
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let Some(index) = index else {
+                return Err(invalid(
+                    "pag_layers",
+                    format!("`{layer}` is not a layer name of the form transformer_blocks.N"),
+                ));
+            };
+            // diffusers' `re.search(layer, name)` over `transformer_blocks.{i}.attn1`: a prefix of the index.
+            let matched: Vec<usize> = (0..num_layers)
+                .filter(|i| i.to_string().starts_with(index))
+                .collect();
+            if matched.is_empty() {
+                return Err(invalid(
+                    "pag_layers",
+                    format!(
+                        "`{layer}` names no layer: the transformer has {num_layers} blocks, transformer_blocks.0 to \
+                         transformer_blocks.{}",
+                        num_layers.saturating_sub(1)
+                    ),
+                ));
+            }
+            blocks.extend(matched);
+        }
+        blocks.sort_unstable();
+        blocks.dedup();
+        Ok(Some(Self {
+            scale,
+            adaptive_scale,
+            blocks,
+        }))
+    }
 }
 
 /// Where image-to-image enters the schedule (`SanaSprintImg2ImgPipeline.get_timesteps`).
@@ -220,6 +308,7 @@ impl Plan {
             ));
         }
         let cfg = !sprint && guidance > 1.0;
+        let pag = Pag::new(req, sprint, model.transformer.num_layers)?;
         let text_rows = req.prompt_options.max_sequence_length;
         if text_rows == 0 || text_rows > SEQUENCE_LENGTH_LIMIT {
             return Err(invalid(
@@ -244,7 +333,7 @@ impl Plan {
                 ));
             }
         }
-        let model_batch = if cfg { 2 * batch } else { batch };
+        let model_batch = (1 + usize::from(cfg) + usize::from(pag.is_some())) * batch;
         let working_set = WorkingSet {
             text_encode: text_encode_elements(model, req, prompts, cfg),
             denoise: arena::denoise_step_elements(
@@ -271,17 +360,14 @@ impl Plan {
             vae_tiling,
             working_set,
             image_to_image,
+            pag,
             scheduler,
         })
     }
 
-    /// The transformer's batch: both classifier-free guidance halves.
+    /// The transformer's batch: both classifier-free guidance halves, and PAG's perturbed copy.
     pub fn model_batch(&self) -> usize {
-        if self.cfg {
-            2 * self.batch
-        } else {
-            self.batch
-        }
+        (1 + usize::from(self.cfg) + usize::from(self.pag.is_some())) * self.batch
     }
 }
 

@@ -40,6 +40,30 @@ pub fn dit<E: Engine>(e: &E, model: &Path, golden_file: &str) -> HostTensor {
     e.download(&out).unwrap()
 }
 
+/// The tiny DiT on the inputs of `transformer_square` (batch 2) with perturbed-attention guidance's identity
+/// self-attention on the second row in both blocks (its first row runs the ordinary attention).
+pub fn dit_perturbed<E: Engine>(e: &E) -> HostTensor {
+    let dit = SanaTransformer::from_dir(e, &tiny_model().join("transformer")).unwrap();
+    let g = SafetensorsFile::open(golden("transformer_square.safetensors")).unwrap();
+    let get = |name: &str| g.get(name).unwrap().to_host().unwrap();
+    let mask = g
+        .get("encoder_attention_mask")
+        .unwrap()
+        .to_mask_host()
+        .unwrap();
+    let mut text = dit
+        .encode_text(e, &get("encoder_hidden_states"), &mask)
+        .unwrap();
+    let x = get("hidden_states");
+    let tokens = x.shape()[2] * x.shape()[3];
+    dit.perturb_self_attention(e, &mut text, &[0, 1], 1, tokens)
+        .unwrap();
+    let out = dit
+        .forward(e, &x, &text, get("timestep").data(), None)
+        .unwrap();
+    e.download(&out).unwrap()
+}
+
 /// Final latents, decoded image and stage statistics of the golden 2-step request (no CFG, with the instruction
 /// prefix) from the golden's initial latents, on a pipeline of the tiny model.
 pub fn pipeline_2step<E: Engine>(pipe: &Pipeline<E>) -> (HostTensor, HostTensor, StageTimes) {
@@ -135,4 +159,27 @@ pub fn sprint_img2img_request(name: &str) -> (Request, serde_json::Value) {
                 .collect(),
         );
     (req, meta)
+}
+
+/// The request of golden `pag_<name>` (tools/make_fixtures.py `pag`) on the tiny model, from its initial latents.
+pub fn pag_request(name: &str) -> Request {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden(&format!("{name}.json"))).unwrap())
+            .unwrap();
+    let g = SafetensorsFile::open(golden(&format!("{name}.safetensors"))).unwrap();
+    let number = |key: &str| meta[key].as_u64().unwrap() as usize;
+    let scale = |key: &str| meta[key].as_f64().unwrap() as f32;
+    let mut req = Request::new(meta["prompt"].as_str().unwrap())
+        .negative_prompt(meta["negative_prompt"].as_str().unwrap())
+        .size(number("width"), number("height"))
+        .steps(number("num_inference_steps"))
+        .guidance(scale("guidance_scale"))
+        .resolution_binning(false)
+        .pag_scale(scale("pag_scale"))
+        .pag_adaptive_scale(scale("pag_adaptive_scale"))
+        .latents(g.get("latents").unwrap().to_host().unwrap());
+    if let Some(layers) = meta["pag_applied_layers"].as_array() {
+        req = req.pag_layers(layers.iter().map(|l| l.as_str().unwrap().to_string()));
+    }
+    req
 }

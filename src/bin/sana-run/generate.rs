@@ -81,6 +81,22 @@ pub struct GenerateArgs {
     /// smaller keeps more of --init-image.
     #[arg(long, requires = "init_image")]
     strength: Option<f64>,
+    /// Perturbed-attention guidance (SanaPAGPipeline) at this scale (off at 0): the transformer also runs a copy of
+    /// the batch whose self-attention in --pag-layers is the identity. Flow samplers only.
+    #[arg(long, value_name = "S")]
+    pag_scale: Option<f32>,
+    /// PAG's adaptive scaling: the scale at timestep t is max(0, S − A·(1000 − t)) (default 0: constant).
+    #[arg(long, value_name = "A", requires = "pag_scale")]
+    pag_adaptive_scale: Option<f32>,
+    /// The self-attention layers PAG perturbs, comma-separated, as diffusers names them (default
+    /// transformer_blocks.0); each also takes the blocks whose index it prefixes, as diffusers' regex match does.
+    #[arg(
+        long,
+        value_name = "transformer_blocks.N,…",
+        value_delimiter = ',',
+        requires = "pag_scale"
+    )]
+    pag_layers: Option<Vec<String>>,
     /// How adapters apply: `merged` into the weights at load (no per-step cost), `unmerged` (two small GEMMs per
     /// targeted layer), or `auto` (merged here: one generation per run).
     #[arg(long, value_enum, default_value_t = LoraModeArg::Auto)]
@@ -164,6 +180,15 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
         } else {
             t
         });
+    }
+    if let Some(scale) = args.pag_scale {
+        req = req.pag_scale(scale);
+    }
+    if let Some(adaptive) = args.pag_adaptive_scale {
+        req = req.pag_adaptive_scale(adaptive);
+    }
+    if let Some(layers) = &args.pag_layers {
+        req = req.pag_layers(layers.clone());
     }
     if let Some(path) = &args.init_image {
         req = req.init_image(sana::image::read_png(path)?);

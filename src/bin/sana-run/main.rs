@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate images from a prompt (the default when no subcommand is given).
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Time the pipeline per stage (median of --runs after a warm-up) beside its FLOP/byte model and roofline
     /// floors; `--variant` builds a published architecture with synthetic weights in memory.
     Bench(BenchArgs),
@@ -253,7 +253,7 @@ mod serve;
 fn run(cli: Cli) -> sana::Result<()> {
     match cli.command {
         None => generate::run(cli.generate, cli.dtype),
-        Some(Command::Generate(args)) => generate::run(args, cli.dtype),
+        Some(Command::Generate(args)) => generate::run(*args, cli.dtype),
         Some(Command::Bench(args)) => bench::run(args, cli.dtype),
         #[cfg(feature = "server")]
         Some(Command::Serve(args)) => serve::run(args, cli.dtype),

@@ -968,7 +968,7 @@ impl Engine for CudaEngine {
         &self,
         schedule: &CudaState,
         output: &CudaTensor,
-        guidance: Option<f32>,
+        guidance: crate::launch::sampler::Guidance,
         noise: Option<&CudaState>,
         x: &mut CudaState,
         x0_prev: &mut CudaState,

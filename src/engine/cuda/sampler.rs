@@ -113,7 +113,7 @@ impl CudaEngine {
         &self,
         schedule: &CudaState,
         output: &CudaTensor,
-        guidance: Option<f32>,
+        guidance: crate::launch::sampler::Guidance,
         noise: Option<&CudaState>,
         x: &mut CudaState,
         x0_prev: &mut CudaState,

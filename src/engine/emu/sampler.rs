@@ -65,7 +65,7 @@ pub fn step_sinusoid(
 pub fn flow_step(
     schedule: &HostTensor,
     output: &HostTensor,
-    guidance: Option<f32>,
+    guidance: crate::launch::sampler::Guidance,
     noise: Option<&HostTensor>,
     x: &mut HostTensor,
     x0_prev: &mut HostTensor,
