@@ -54,6 +54,8 @@ pub struct Request {
     pub(crate) pag_scale: f32,
     pub(crate) pag_adaptive_scale: f32,
     pub(crate) pag_layers: Option<Vec<String>>,
+    pub(crate) control_image: Option<Image>,
+    pub(crate) control_scale: f32,
 }
 
 /// How much of the schedule image-to-image runs when a request gives no strength (diffusers'
@@ -102,6 +104,8 @@ impl Request {
             pag_scale: 0.0,
             pag_adaptive_scale: 0.0,
             pag_layers: None,
+            control_image: None,
+            control_scale: 1.0,
         }
     }
 
@@ -236,6 +240,21 @@ impl Request {
     /// takes blocks 10–19 of a model that has them.
     pub fn pag_layers<S: Into<String>>(mut self, layers: impl IntoIterator<Item = S>) -> Self {
         self.pag_layers = Some(layers.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// ControlNet (`SanaControlNetPipeline`): condition on `image` through the folder's `controlnet/`. The image is
+    /// resized to the generation size (PIL's Lanczos, no crop), encoded by the VAE, times the scaling factor; each
+    /// step the ControlNet's block outputs, times [`Self::control_scale`], are added after the transformer's blocks
+    /// 1, 2, …. Flow samplers only.
+    pub fn control_image(mut self, image: Image) -> Self {
+        self.control_image = Some(image);
+        self
+    }
+
+    /// ControlNet's conditioning scale (diffusers' `controlnet_conditioning_scale`, default 1.0).
+    pub fn control_scale(mut self, scale: f32) -> Self {
+        self.control_scale = scale;
         self
     }
 }

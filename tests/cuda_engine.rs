@@ -747,6 +747,34 @@ fn pag_pipeline_matches_cpu() {
     });
 }
 
+/// ControlNet (the golden `controlnet_nocfg_resized` request, 2 steps) with the second step, ControlNet included,
+/// replayed from the graph: 100u as tests/emu_pipeline.rs derives.
+#[test]
+fn controlnet_pipeline_matches_cpu() {
+    let dir = tiny_runs::controlnet_model("cuda-controlnet");
+    let req = tiny_runs::controlnet_request("controlnet_nocfg_resized").steps(2);
+    let cpu = sana::pipeline::Pipeline::load(CpuEngine, &dir, Default::default()).unwrap();
+    let (want, _) = cpu.denoise(&req, &mut |_| sana::Control::Continue).unwrap();
+    on_each_gpu("controlnet_pipeline_matches_cpu", |g, u| {
+        let pipe = gpu_pipeline(g, &dir);
+        let (got, _) = pipe
+            .denoise(&req, &mut |_| sana::Control::Continue)
+            .unwrap();
+        let report = pipe.engine().step_graph_report().expect("a loop ran");
+        assert_eq!(
+            report.capture_error, None,
+            "the ControlNet step must be capturable"
+        );
+        assert_eq!((report.eager, report.replayed), (1, 1));
+        check(
+            &format!("ControlNet latents {:?}", g.dtype()),
+            &got,
+            &want,
+            100.0 * u,
+        );
+    });
+}
+
 /// Sana-Sprint image-to-image on the GPU against the CPU engine: the golden `sprint_img2img_4step_s0.5_resized`
 /// request (the VAE encoder on the resized init image, then two SCM steps, the second replayed from the graph).
 /// 60u: the encoder's 20u plus the SCM loop's 40u, as tests/emu_pipeline.rs derives.

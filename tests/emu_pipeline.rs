@@ -199,3 +199,35 @@ fn emu_pag_pipeline_matches_cpu_bf16() {
 fn emu_pag_pipeline_matches_cpu_f16() {
     check_pag_pipeline(StorageDtype::F16, 2f32.powi(-11));
 }
+
+/// ControlNet (the golden `controlnet_nocfg_resized` request, 2 steps) on the emulation engine against the CPU
+/// engine. Each step runs the ControlNet's forward, whose residuals join the transformer's blocks: as one forward of
+/// twice the depth, 2 × 20u per step, over 2 steps 80u; the control latents carry the VAE encoder's 20u
+/// (tests/emu_vae.rs): 100u.
+fn check_controlnet(dtype: StorageDtype, u: f32) {
+    let dir = tiny_runs::controlnet_model(&format!("emu-controlnet-{dtype:?}"));
+    let req = tiny_runs::controlnet_request("controlnet_nocfg_resized").steps(2);
+    let cpu = Pipeline::load(CpuEngine, &dir, Default::default()).unwrap();
+    let (want, _) = cpu.denoise(&req, &mut |_| Control::Continue).unwrap();
+    let pipe = Pipeline::load(EmuEngine::new(dtype), &dir, Default::default()).unwrap();
+    let (got, _) = pipe.denoise(&req, &mut |_| Control::Continue).unwrap();
+    let err = relative_error(got.data(), want.data());
+    eprintln!(
+        "{dtype:?}: ControlNet final latents {err:e} ({:.1}u, tol 100u)",
+        err / u
+    );
+    assert!(
+        err.is_finite() && err <= 100.0 * u,
+        "{dtype:?} ControlNet latents {err:e}"
+    );
+}
+
+#[test]
+fn emu_controlnet_matches_cpu_bf16() {
+    check_controlnet(StorageDtype::Bf16, 2f32.powi(-8));
+}
+
+#[test]
+fn emu_controlnet_matches_cpu_f16() {
+    check_controlnet(StorageDtype::F16, 2f32.powi(-11));
+}

@@ -587,6 +587,68 @@ def pag_fixtures():
         (GOLDEN / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
+# (golden name, control PNG, guidance, conditioning scale): under CFG with a control image at the generation size, and
+# without CFG with one PIL resizes (Lanczos) to it.
+CONTROLNET_RUNS = [
+    ("controlnet_cfg", "img2img_init_32x32.png", 4.5, 0.7),
+    ("controlnet_nocfg_resized", "img2img_init_90x74.png", 1.0, 1.0),
+]
+
+
+def controlnet_fixtures():
+    """A tiny random SanaControlNetModel for tiny-sana (2 blocks, every weight redrawn: zero_module's zeros would hide
+    every bug), saved as SanaControlNetPipeline.save_pretrained writes its controlnet/ folder, in
+    variants/controlnet/controlnet; and SanaControlNetPipeline runs with it (4 DPM-Solver steps, 32×32, binning off)
+    from the initial latents of `pipeline_square_4steps_cfg_chi` and the img2img PNGs. Its own generator: every
+    other fixture is unchanged."""
+    from PIL import Image
+    from diffusers import SanaControlNetModel, SanaControlNetPipeline
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(20261207)
+    controlnet = SanaControlNetModel(
+        in_channels=32,
+        out_channels=32,
+        num_attention_heads=2,
+        attention_head_dim=32,
+        num_layers=2,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=32,
+        cross_attention_dim=64,
+        caption_channels=CAPTION_CHANNELS,
+        mlp_ratio=2.5,
+        sample_size=32,
+        patch_size=1,
+        norm_eps=1e-6,
+        norm_elementwise_affine=False,
+        attention_bias=False,
+    )
+    redraw_(controlnet, generator)
+    controlnet.eval()
+    controlnet.save_pretrained(ROOT / "variants" / "controlnet" / "controlnet")
+    base = load_file(str(GOLDEN / "pipeline_square_4steps_cfg_chi.safetensors"))
+    for name, png, guidance, scale in CONTROLNET_RUNS:
+        pipe = SanaControlNetPipeline(
+            tokenizer=GemmaTokenizerFast.from_pretrained(MODEL / "tokenizer"),
+            text_encoder=Gemma2Model.from_pretrained(MODEL / "text_encoder", attn_implementation="eager"),
+            vae=AutoencoderDC.from_pretrained(MODEL / "vae"),
+            transformer=SanaTransformer2DModel.from_pretrained(MODEL / "transformer"),
+            controlnet=SanaControlNetModel.from_pretrained(ROOT / "variants" / "controlnet" / "controlnet"),
+            scheduler=DPMSolverMultistepScheduler.from_pretrained(MODEL / "scheduler"),
+        )
+        pipe.set_progress_bar_config(disable=True)
+        kwargs = dict(prompt="A red fox in the snow", control_image=Image.open(GOLDEN / png), controlnet_conditioning_scale=scale, height=32, width=32, num_inference_steps=4, guidance_scale=guidance, use_resolution_binning=False)
+        with torch.no_grad():
+            final = pipe(**kwargs, latents=base["latents"].clone(), output_type="latent").images
+            image = pipe(**kwargs, latents=base["latents"].clone(), output_type="np").images
+        image = torch.from_numpy(image)
+        image_u8 = torch.from_numpy((image.numpy() * 255).round().astype("uint8"))
+        save({"latents": base["latents"], "final_latents": final, "image_u8": image_u8}, GOLDEN / f"{name}.safetensors")
+        meta = {k: v for k, v in kwargs.items() if k != "control_image"} | {"control_image": png, "negative_prompt": ""}
+        (GOLDEN / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
 def main():
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
@@ -632,5 +694,6 @@ def main():
 
 if __name__ == "__main__":
     # `make_fixtures.py lora` rebuilds the LoRA fixtures alone, from the tiny model already on disk.
-    # `make_fixtures.py img2img` the Sana-Sprint image-to-image goldens alone; `pag` the PAG goldens alone.
-    {"lora": lora_fixtures, "img2img": img2img_fixtures, "pag": pag_fixtures}.get(sys.argv[1] if sys.argv[1:] else None, main)()
+    # `make_fixtures.py img2img` the Sana-Sprint image-to-image goldens alone; `pag` the PAG goldens alone;
+    # `controlnet` the tiny ControlNet and its goldens alone.
+    {"lora": lora_fixtures, "img2img": img2img_fixtures, "pag": pag_fixtures, "controlnet": controlnet_fixtures}.get(sys.argv[1] if sys.argv[1:] else None, main)()

@@ -12,6 +12,10 @@ use crate::model::layers::{param, Linear};
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
 
+mod controlnet;
+
+pub use controlnet::SanaControlNet;
+
 /// Linear-attention ε: diffusers 1e-15 (NVlabs uses 1e-8; docs/numerics/transformer.md §14).
 const LINEAR_ATTN_EPS: f32 = 1e-15;
 /// Caption norm and q/k norms use eps 1e-5 (the `Attention`/`RMSNorm` defaults).
@@ -218,30 +222,13 @@ impl<E: Engine> SanaTransformer<E> {
         encoder_hidden_states: &HostTensor,
         mask: &HostTensor,
     ) -> Result<TextConditioning<E>> {
-        let cc = self.config.caption_channels;
-        encoder_hidden_states.expect_shape("encoder_hidden_states", &[None, None, Some(cc)])?;
-        let (b, l) = (
-            encoder_hidden_states.shape()[0],
-            encoder_hidden_states.shape()[1],
-        );
-        mask.expect_shape("encoder_attention_mask", &[Some(b), Some(l)])?;
-        let bias: Vec<f32> = mask.data().iter().map(|&m| (1.0 - m) * MASK_BIAS).collect();
-        let key_bias = e.upload(&HostTensor::new(vec![b, l], bias)?)?;
-        let y = self
-            .caption_projection
-            .forward(e, &e.upload(encoder_hidden_states)?)?;
-        let caption = e.rms_norm(&y, &self.caption_norm, None, RMS_EPS)?;
-        let keys_values = self
-            .blocks
-            .iter()
-            .map(|blk| blk.attn2.keys_values(e, &caption))
-            .collect::<Result<_>>()?;
-        Ok(TextConditioning {
-            caption,
-            key_bias,
-            keys_values,
-            perturbation: None,
-        })
+        text_conditioning(
+            e,
+            (&self.config, &self.caption_projection, &self.caption_norm),
+            &self.blocks,
+            encoder_hidden_states,
+            mask,
+        )
     }
 
     /// Perturbed-attention guidance: the last `perturbed_rows` rows of `text`'s batch (the perturbed copy) run
@@ -323,6 +310,7 @@ impl<E: Engine> SanaTransformer<E> {
             text,
             &sinusoid,
             guidance.as_ref(),
+            None,
             trace,
         )?;
         let out = e.tokens_to_nchw(&out, h, w)?;
@@ -342,6 +330,7 @@ impl<E: Engine> SanaTransformer<E> {
         text: &TextConditioning<E>,
         timestep_sinusoid: &E::Tensor,
         guidance_sinusoid: Option<&E::Tensor>,
+        controlnet: Option<&[E::Tensor]>,
         trace: Trace<'_, E::Tensor>,
     ) -> Result<E::Tensor> {
         let c = self.config.in_channels;
@@ -406,12 +395,48 @@ impl<E: Engine> SanaTransformer<E> {
                 i,
                 trace,
             )?;
+            // SanaTransformer2DModel adds `controlnet_block_samples[i − 1]` after block i, for 0 < i ≤ their count.
+            if let Some(residual) = controlnet.and_then(|r| i.checked_sub(1).and_then(|j| r.get(j)))
+            {
+                x = e.add(&x, residual)?;
+            }
             trace(&format!("blocks.{i}"), &x)?;
         }
         let m = e.modulation(&self.scale_shift_table, &emb)?;
         let x = e.layer_norm_modulate(&x, &m, 0, 1, self.config.norm_eps as f32)?;
         self.proj_out.forward(e, &x)
     }
+}
+
+/// The text side of a model with these caption layers and blocks (the transformer's, or a ControlNet's own).
+fn text_conditioning<E: Engine>(
+    e: &E,
+    (config, projection, norm): (&TransformerConfig, &CaptionProjection<E>, &E::Tensor),
+    blocks: &[SanaBlock<E>],
+    encoder_hidden_states: &HostTensor,
+    mask: &HostTensor,
+) -> Result<TextConditioning<E>> {
+    let cc = config.caption_channels;
+    encoder_hidden_states.expect_shape("encoder_hidden_states", &[None, None, Some(cc)])?;
+    let (b, l) = (
+        encoder_hidden_states.shape()[0],
+        encoder_hidden_states.shape()[1],
+    );
+    mask.expect_shape("encoder_attention_mask", &[Some(b), Some(l)])?;
+    let bias: Vec<f32> = mask.data().iter().map(|&m| (1.0 - m) * MASK_BIAS).collect();
+    let key_bias = e.upload(&HostTensor::new(vec![b, l], bias)?)?;
+    let y = projection.forward(e, &e.upload(encoder_hidden_states)?)?;
+    let caption = e.rms_norm(&y, norm, None, RMS_EPS)?;
+    let keys_values = blocks
+        .iter()
+        .map(|blk| blk.attn2.keys_values(e, &caption))
+        .collect::<Result<_>>()?;
+    Ok(TextConditioning {
+        caption,
+        key_bias,
+        keys_values,
+        perturbation: None,
+    })
 }
 
 /// `time_embed`: AdaLN-single (`emb.timestep_embedder`), or Sprint's timestep + guidance embedders.

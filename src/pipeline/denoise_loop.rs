@@ -4,7 +4,9 @@ use crate::cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::sampler::Guidance;
-use crate::model::sana_dit::{SanaTransformer, TextConditioning, SINUSOID_CHANNELS};
+use crate::model::sana_dit::{
+    SanaControlNet, SanaTransformer, TextConditioning, SINUSOID_CHANNELS,
+};
 use crate::tensor::HostTensor;
 
 /// One denoising loop resident on the engine: the f32 sample, the clean estimate, the step schedule (timesteps and
@@ -22,6 +24,17 @@ pub(crate) struct DenoiseLoop<'a, E: Engine> {
     pub(crate) guidance_sinusoid: Option<&'a E::Tensor>,
     /// `[steps · B·h·w·C]`, token layout (SCM).
     pub(crate) noise: Option<HostTensor>,
+    /// ControlNet: its residuals, computed each step from the same input, join the transformer's blocks.
+    pub(crate) controlnet: Option<ControlNetStep<'a, E>>,
+}
+
+/// What the ControlNet runs on each step besides the model input and timestep: its own text side, the embedded
+/// control latents and the conditioning-scale tensor ([`SanaControlNet::forward_tokens`]).
+pub(crate) struct ControlNetStep<'a, E: Engine> {
+    pub(crate) net: &'a SanaControlNet<E>,
+    pub(crate) text: &'a TextConditioning<E>,
+    pub(crate) control: &'a E::Tensor,
+    pub(crate) scale: &'a E::Tensor,
 }
 
 impl<E: Engine> DenoiseLoop<'_, E> {
@@ -47,6 +60,17 @@ impl<E: Engine> DenoiseLoop<'_, E> {
         let mut step = || -> Result<()> {
             let input = e.model_input(&x, copies, &schedule)?;
             let t = e.step_sinusoid(&schedule, model_batch, SINUSOID_CHANNELS)?;
+            let residuals = match &self.controlnet {
+                Some(c) => Some(c.net.forward_tokens(
+                    e,
+                    &input,
+                    (h, w),
+                    c.text,
+                    &t,
+                    (c.control, c.scale),
+                )?),
+                None => None,
+            };
             let out = self.dit.forward_tokens(
                 e,
                 &input,
@@ -54,6 +78,7 @@ impl<E: Engine> DenoiseLoop<'_, E> {
                 self.text,
                 &t,
                 self.guidance_sinusoid,
+                residuals.as_deref(),
                 &mut |_, _| Ok(()),
             )?;
             e.flow_step(

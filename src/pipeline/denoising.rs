@@ -14,26 +14,27 @@ use crate::request::Request;
 use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use crate::tensor::HostTensor;
 
-use super::denoise_loop::DenoiseLoop;
+use super::denoise_loop::{ControlNetStep, DenoiseLoop};
 use super::{Pipeline, Plan};
 
 impl<E: Engine> Pipeline<E> {
     /// The final latents `[batch, C, h, w]` (f32) from `latents`, conditioned on `text` (the model batch's
     /// embeddings and mask); `noise` continues the seeded stream of the initial latents (SCM draws from it). With
-    /// image-to-image's `init` (the scaled image latents), `latents` is the noise mixed into them.
+    /// image-to-image's `init` (the scaled image latents), `latents` is the noise mixed into them; `control` is the
+    /// ControlNet's control latents for the model batch.
     pub(super) fn sample(
         &self,
         plan: &Plan,
         req: &Request,
-        (latents, init): (HostTensor, Option<&HostTensor>),
-        (text, mask): (&HostTensor, &HostTensor),
+        (latents, init, control): (HostTensor, Option<&HostTensor>, Option<&HostTensor>),
+        (text_rows, mask): (&HostTensor, &HostTensor),
         noise: &mut BatchNoise,
         observer: &mut Observer<'_>,
     ) -> Result<HostTensor> {
         let e = &self.engine;
         let mut progress = |step: usize, steps: usize| observer.emit(Event::Step { step, steps });
         self.with_transformer(|dit| {
-            let mut text = dit.encode_text(e, text, mask)?;
+            let mut text = dit.encode_text(e, text_rows, mask)?;
             if let Some(pag) = &plan.pag {
                 let tokens = latents.shape()[2] * latents.shape()[3];
                 dit.perturb_self_attention(e, &mut text, &pag.blocks, plan.batch, tokens)?;
@@ -77,6 +78,7 @@ impl<E: Engine> Pipeline<E> {
                         guidance: Guidance::default(),
                         guidance_sinusoid: Some(&guidance),
                         noise: Some(HostTensor::new(vec![step_noise.len()], step_noise)?),
+                        controlnet: None,
                     };
                     // SCM's loop runs on `x · σ_d` and returns the last `x0 / σ_d`. Image-to-image starts from
                     // `cos τ₀ · (z · σ_d) + sin τ₀ · (n · σ_d)` (`prepare_latents`, each product rounded in f32).
@@ -109,10 +111,12 @@ impl<E: Engine> Pipeline<E> {
                 }
                 config => {
                     let scheduler = Scheduler::new(config, plan.steps)?;
-                    // SanaPAGPipeline passes `t` to the transformer without SanaPipeline's `timestep_scale`.
-                    let timestep_scale = match plan.pag {
-                        Some(_) => 1.0,
-                        None => self.configs.transformer.timestep_scale as f32,
+                    // SanaPAGPipeline and SanaControlNetPipeline pass `t` to the transformer without SanaPipeline's
+                    // `timestep_scale`.
+                    let timestep_scale = if plan.pag.is_some() || plan.controlnet.is_some() {
+                        1.0
+                    } else {
+                        self.configs.transformer.timestep_scale as f32
                     };
                     let timesteps: Vec<f32> = scheduler
                         .timesteps()
@@ -138,8 +142,29 @@ impl<E: Engine> Pipeline<E> {
                         },
                         guidance_sinusoid: None,
                         noise: None,
+                        controlnet: None,
                     };
-                    run.run(e, &latents, &mut progress)
+                    let (Some(control), Some(scale)) = (control, plan.controlnet) else {
+                        return run.run(e, &latents, &mut progress);
+                    };
+                    self.with_controlnet(|net| {
+                        let text = net.encode_text(e, text_rows, mask)?;
+                        let tokens = cpu::layout::nchw_to_tokens(control)?;
+                        let control = net.embed_control(e, &e.upload(&tokens)?)?;
+                        let shape = e.shape(&control).to_vec();
+                        let n = shape.iter().product();
+                        let scale = e.upload(&HostTensor::new(shape, vec![scale; n])?)?;
+                        let run = DenoiseLoop {
+                            controlnet: Some(ControlNetStep {
+                                net,
+                                text: &text,
+                                control: &control,
+                                scale: &scale,
+                            }),
+                            ..run
+                        };
+                        run.run(e, &latents, &mut progress)
+                    })
                 }
             }
         })

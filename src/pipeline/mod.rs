@@ -24,7 +24,7 @@ use crate::memory::{stage, StageStats};
 use crate::model::config::{SchedulerConfig, TransformerConfig, VaeConfig};
 use crate::model::dc_ae::{DcAeDecoder, DcAeEncoder};
 use crate::model::gemma2::{Gemma2Model, GemmaConfig};
-use crate::model::sana_dit::SanaTransformer;
+use crate::model::sana_dit::{SanaControlNet, SanaTransformer};
 use crate::noise::BatchNoise;
 use crate::request::Request;
 use crate::tensor::HostTensor;
@@ -38,6 +38,8 @@ pub(crate) struct Configs {
     pub(crate) vae: VaeConfig,
     pub(crate) scheduler: SchedulerConfig,
     pub(crate) text_encoder: GemmaConfig,
+    /// `controlnet/config.json`, when the folder has a ControlNet.
+    pub(crate) controlnet: Option<TransformerConfig>,
 }
 
 /// How a [`Pipeline`] manages memory; set when it loads.
@@ -66,6 +68,8 @@ pub struct Pipeline<E: Engine> {
     /// The LoRA adapters the transformer applies (when loaded) or will apply (when it next loads). Locked after
     /// `transformer` wherever both are.
     lora: Mutex<Option<Arc<LoraLayers>>>,
+    /// The folder's ControlNet, loaded on first use. Locked after `transformer` wherever both are.
+    controlnet: Mutex<Option<SanaControlNet<E>>>,
 }
 
 impl<E: Engine> Pipeline<E> {
@@ -112,12 +116,14 @@ impl<E: Engine> Pipeline<E> {
                 text_width.1
             )));
         }
+        let controlnet = Self::controlnet_config(dir, &transformer)?;
         Ok(Self {
             configs: Configs {
                 transformer,
                 vae: vae.config.clone(),
                 scheduler,
                 text_encoder,
+                controlnet,
             },
             engine,
             dir: dir.to_path_buf(),
@@ -127,7 +133,47 @@ impl<E: Engine> Pipeline<E> {
             text_encoder: Mutex::new(None),
             transformer: Mutex::new(None),
             lora: Mutex::new(None),
+            controlnet: Mutex::new(None),
         })
+    }
+
+    /// `controlnet/config.json` when the folder has a `controlnet/`, checked against the transformer whose
+    /// residual stream its outputs join.
+    fn controlnet_config(
+        dir: &Path,
+        transformer: &TransformerConfig,
+    ) -> Result<Option<TransformerConfig>> {
+        let path = dir.join("controlnet/config.json");
+        if !dir.join("controlnet").is_dir() {
+            return Ok(None);
+        }
+        let net = TransformerConfig::load(&path)?;
+        for (field, ours, theirs) in [
+            ("in_channels", net.in_channels, transformer.in_channels),
+            (
+                "caption_channels",
+                net.caption_channels,
+                transformer.caption_channels,
+            ),
+            (
+                "attention width (heads × head dim)",
+                net.dim(),
+                transformer.dim(),
+            ),
+        ] {
+            if ours != theirs {
+                return Err(Error::InvalidInput(format!(
+                    "{}: the ControlNet's {field} is {ours} but the transformer's is {theirs}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(Some(net))
+    }
+
+    /// Whether the folder has a ControlNet (`controlnet/`).
+    pub fn has_controlnet(&self) -> bool {
+        self.configs.controlnet.is_some()
     }
 
     /// The engine the models run on.
@@ -227,7 +273,14 @@ impl<E: Engine> Pipeline<E> {
         };
         let init_latents = match &req.init_image {
             Some(image) if plan.image_to_image.is_some() => {
-                Some(self.encode_init_image(plan, image)?)
+                Some(self.encode_image(plan, image, plan.batch)?)
+            }
+            _ => None,
+        };
+        // SanaControlNetPipeline's control latents: every row of the model batch (CFG's halves too) the same.
+        let control_latents = match &req.control_image {
+            Some(image) if plan.controlnet.is_some() => {
+                Some(self.encode_image(plan, image, plan.model_batch())?)
             }
             _ => None,
         };
@@ -252,7 +305,7 @@ impl<E: Engine> Pipeline<E> {
             self.sample(
                 plan,
                 req,
-                (latents, init_latents.as_ref()),
+                (latents, init_latents.as_ref(), control_latents.as_ref()),
                 (&text, &mask),
                 &mut noise,
                 observer,
@@ -264,10 +317,16 @@ impl<E: Engine> Pipeline<E> {
         Ok((latents, times))
     }
 
-    /// Image-to-image's `image_latents` `[batch, C, h, w]`: `image` at the generation size
-    /// ([`crate::image::to_vae_input`]) through the VAE encoder (loaded for this call), times the scaling factor,
-    /// repeated over the batch (`SanaSprintImg2ImgPipeline.prepare_latents`, before its `· sigma_data`).
-    fn encode_init_image(&self, plan: &Plan, image: &crate::image::Image) -> Result<HostTensor> {
+    /// An input image's latents `[rows, C, h, w]`: `image` at the generation size ([`crate::image::to_vae_input`])
+    /// through the VAE encoder (loaded for this call), times the scaling factor, repeated `rows` times
+    /// (`SanaSprintImg2ImgPipeline.prepare_latents` before its `· sigma_data`; `SanaControlNetPipeline`'s control
+    /// image).
+    fn encode_image(
+        &self,
+        plan: &Plan,
+        image: &crate::image::Image,
+        rows: usize,
+    ) -> Result<HostTensor> {
         let (w, h) = plan.generation_size;
         let pixels = crate::image::to_vae_input(image, w, h)?;
         let encoder = DcAeEncoder::from_dir(&self.engine, &self.dir.join("vae"))?;
@@ -277,8 +336,8 @@ impl<E: Engine> Pipeline<E> {
         let sf = self.configs.vae.scaling_factor;
         let one: Vec<f32> = z.data().iter().map(|v| v * sf).collect();
         let mut shape = z.shape().to_vec();
-        shape[0] = plan.batch;
-        let z = HostTensor::new(shape, one.repeat(plan.batch))?;
+        shape[0] = rows;
+        let z = HostTensor::new(shape, one.repeat(rows))?;
         check_finite("image encode", &z)?;
         Ok(z)
     }
@@ -345,6 +404,16 @@ impl<E: Engine> Pipeline<E> {
         }
         *current = lora;
         Ok(())
+    }
+
+    /// Runs `f` on the ControlNet, loading it on first use.
+    fn with_controlnet<R>(&self, f: impl FnOnce(&SanaControlNet<E>) -> Result<R>) -> Result<R> {
+        with_loaded(
+            &self.controlnet,
+            true,
+            || SanaControlNet::from_dir(&self.engine, &self.dir.join("controlnet")),
+            f,
+        )
     }
 
     /// Runs `f` on the transformer, loading it on first use.

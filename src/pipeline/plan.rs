@@ -71,6 +71,8 @@ pub struct Plan {
     pub image_to_image: Option<ImageToImage>,
     /// Perturbed-attention guidance, when on: the transformer runs a third (without CFG, second) copy of the batch.
     pub pag: Option<Pag>,
+    /// ControlNet's conditioning scale, when a control image conditions the generation.
+    pub controlnet: Option<f32>,
     /// The scheduler configuration the sampler runs with.
     pub(crate) scheduler: SchedulerConfig,
 }
@@ -159,6 +161,37 @@ impl Pag {
             blocks,
         }))
     }
+}
+
+/// The conditioning scale of a request with a control image, once the folder, sampler and options allow it.
+fn controlnet_scale(model: &Configs, req: &Request, sprint: bool, pag: bool) -> Result<f32> {
+    if model.controlnet.is_none() {
+        return Err(invalid(
+            "control_image",
+            "needs a ControlNet, and this folder has no controlnet/ (the folder SanaControlNetPipeline.save_pretrained \
+             writes)",
+        ));
+    }
+    if sprint {
+        return Err(invalid(
+            "control_image",
+            "is for the flow samplers (SanaControlNetPipeline), not a Sana-Sprint folder",
+        ));
+    }
+    if pag {
+        return Err(invalid(
+            "control_image",
+            "and perturbed-attention guidance together have no diffusers pipeline to follow: use one or the other",
+        ));
+    }
+    let scale = req.control_scale;
+    if !scale.is_finite() {
+        return Err(invalid(
+            "control_scale",
+            format!("{scale} is not a finite number"),
+        ));
+    }
+    Ok(scale)
 }
 
 /// Where image-to-image enters the schedule (`SanaSprintImg2ImgPipeline.get_timesteps`).
@@ -309,6 +342,10 @@ impl Plan {
         }
         let cfg = !sprint && guidance > 1.0;
         let pag = Pag::new(req, sprint, model.transformer.num_layers)?;
+        let controlnet = match &req.control_image {
+            None => None,
+            Some(_) => Some(controlnet_scale(model, req, sprint, pag.is_some())?),
+        };
         let text_rows = req.prompt_options.max_sequence_length;
         if text_rows == 0 || text_rows > SEQUENCE_LENGTH_LIMIT {
             return Err(invalid(
@@ -345,6 +382,19 @@ impl Plan {
             ),
             decode: decode_elements(&model.vae, vae_tiling, latent_shape[2], latent_shape[3]),
         };
+        let mut working_set = working_set;
+        if let (Some(_), Some(net)) = (controlnet, &model.controlnet) {
+            // The ControlNet's blocks run before the transformer's in each step.
+            working_set.denoise = working_set
+                .denoise
+                .saturating_add(arena::denoise_step_elements(
+                    net,
+                    model_batch,
+                    latent_shape[2],
+                    latent_shape[3],
+                    text_rows,
+                ));
+        }
         Ok(Self {
             prompts,
             images_per_prompt: req.batch,
@@ -361,6 +411,7 @@ impl Plan {
             working_set,
             image_to_image,
             pag,
+            controlnet,
             scheduler,
         })
     }

@@ -183,3 +183,34 @@ pub fn pag_request(name: &str) -> Request {
     }
     req
 }
+
+/// tiny-sana with the tiny ControlNet (tests/fixtures/variants/controlnet) as its controlnet/, under the scratch
+/// folder `test`.
+pub fn controlnet_model(test: &str) -> Scratch {
+    let dir = scratch(test);
+    copy_dir(&tiny_model(), &dir);
+    copy_dir(
+        &fixtures().join("variants/controlnet/controlnet"),
+        &dir.join("controlnet"),
+    );
+    dir
+}
+
+/// The request of golden `controlnet_<name>` (tools/make_fixtures.py `controlnet`), from its initial latents.
+pub fn controlnet_request(name: &str) -> Request {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(golden(&format!("{name}.json"))).unwrap())
+            .unwrap();
+    let g = SafetensorsFile::open(golden(&format!("{name}.safetensors"))).unwrap();
+    let number = |key: &str| meta[key].as_u64().unwrap() as usize;
+    let control = sana::image::read_png(&golden(meta["control_image"].as_str().unwrap())).unwrap();
+    Request::new(meta["prompt"].as_str().unwrap())
+        .negative_prompt(meta["negative_prompt"].as_str().unwrap())
+        .size(number("width"), number("height"))
+        .steps(number("num_inference_steps"))
+        .guidance(meta["guidance_scale"].as_f64().unwrap() as f32)
+        .resolution_binning(false)
+        .control_image(control)
+        .control_scale(meta["controlnet_conditioning_scale"].as_f64().unwrap() as f32)
+        .latents(g.get("latents").unwrap().to_host().unwrap())
+}

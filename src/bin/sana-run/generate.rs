@@ -81,6 +81,13 @@ pub struct GenerateArgs {
     /// smaller keeps more of --init-image.
     #[arg(long, requires = "init_image")]
     strength: Option<f64>,
+    /// ControlNet (SanaControlNetPipeline): condition on this PNG through the folder's controlnet/, resized to the
+    /// generation size (Lanczos, no crop) and encoded by the VAE.
+    #[arg(long, value_name = "PNG")]
+    control_image: Option<PathBuf>,
+    /// ControlNet's conditioning scale: its residuals are multiplied by it (default 1.0).
+    #[arg(long, value_name = "S", requires = "control_image")]
+    control_scale: Option<f32>,
     /// Perturbed-attention guidance (SanaPAGPipeline) at this scale (off at 0): the transformer also runs a copy of
     /// the batch whose self-attention in --pag-layers is the identity. Flow samplers only.
     #[arg(long, value_name = "S")]
@@ -180,6 +187,12 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
         } else {
             t
         });
+    }
+    if let Some(path) = &args.control_image {
+        req = req.control_image(sana::image::read_png(path)?);
+        if let Some(scale) = args.control_scale {
+            req = req.control_scale(scale);
+        }
     }
     if let Some(scale) = args.pag_scale {
         req = req.pag_scale(scale);
