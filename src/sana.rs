@@ -263,6 +263,11 @@ impl Sana {
         on_pipeline!(&self.pipeline, |p| p.transformer_config())
     }
 
+    /// The ControlNet's configuration, when the folder has a `controlnet/` (low level: sizes for cost models).
+    pub fn controlnet_config(&self) -> Option<&TransformerConfig> {
+        on_pipeline!(&self.pipeline, |p| p.controlnet_config())
+    }
+
     /// The VAE's configuration (low level).
     pub fn vae_config(&self) -> &VaeConfig {
         on_pipeline!(&self.pipeline, |p| p.vae_config())

@@ -156,3 +156,42 @@ fn a_failed_variant_run_removes_its_synthetic_model() {
         "the synthetic model is left behind: {left:?}"
     );
 }
+
+/// `--pag-scale` and `--control` add their work to the model (the perturbed copy of the batch; the ControlNet's
+/// blocks in each step) and say so in the report; `--control` on a folder without a ControlNet is an error naming it.
+#[test]
+fn pag_and_controlnet_runs_count_their_extra_work() {
+    let plan = |extra: &[&str]| {
+        let mut args = SMALL.to_vec();
+        args.extend(["--plan-only"]);
+        args.extend(extra);
+        bench(&args)
+    };
+    let step_flops = |r: &Value| r["stages"]["step"]["flops"].as_f64().unwrap();
+    let base = plan(&[]);
+    let pag = plan(&["--pag-scale", "2"]);
+    assert_eq!(
+        (base["model_batch"].as_u64(), pag["model_batch"].as_u64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(pag["pag_blocks"], serde_json::json!([0]));
+    assert!(step_flops(&pag) > 1.4 * step_flops(&base), "{pag}");
+
+    let dir = scratch("bench-controlnet");
+    common::copy_dir(&common::tiny_model(), &dir);
+    common::copy_dir(
+        &common::fixtures().join("variants/controlnet/controlnet"),
+        &dir.join("controlnet"),
+    );
+    let control = plan(&["--control", "--model", dir.to_str().unwrap()]);
+    assert_eq!(control["controlnet_scale"].as_f64(), Some(1.0));
+    assert!(step_flops(&control) > 1.5 * step_flops(&base), "{control}");
+
+    let tmp = scratch("bench-no-controlnet");
+    let o = run_bench(&["--plan-only", "--control"], &tmp);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("--control:") && stderr.contains("no controlnet/"),
+        "{stderr}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The FLOP/byte model of `sana::cost::stages` (configs only) against the instrumented engine (shapes of the ops
 //! the models actually call) on the tiny fixture model: text encode, DiT conditioning, one DiT step (plain, q/k
-//! norm, position embedding, Sprint), VAE decode, and a whole pipeline run. Every figure — matmul FLOPs, stencil
+//! norm, position embedding, Sprint), VAE decode, and a whole pipeline run (plain, with perturbed-attention guidance,
+//! and the denoising of a ControlNet run). Every figure — matmul FLOPs, stencil
 //! FLOPs and elements moved — must agree exactly: both sides use the same per-op accounting, so a difference means
 //! the model misses, adds or mis-shapes an op.
 
@@ -142,8 +143,103 @@ fn a_whole_generation_matches_the_model() {
         text_rows: plan.text_rows,
         cfg: true,
         steps: 3,
+        pag_blocks: 0,
     };
     assert_eq!((plan.batch, plan.steps, plan.cfg), (2, 3, true));
     let model = StageCosts::new(&gemma, &dit, pipe.vae_config(), &work);
     assert_cost("whole generation", counted, model.total());
+}
+
+/// A generation with CFG and perturbed-attention guidance on both blocks: the third copy of the batch and the identity
+/// attention's mixing.
+#[test]
+fn a_pag_generation_matches_the_model() {
+    let dir = tiny_model();
+    let pipe = Pipeline::load(engine(), &dir, Default::default()).unwrap();
+    pipe.engine().take();
+    let prompt = "a red fox in the snow";
+    let req = Request::new(prompt)
+        .size(64, 32)
+        .steps(2)
+        .resolution_binning(false)
+        .pag_scale(2.0)
+        .pag_layers(["transformer_blocks.0", "transformer_blocks.1"]);
+    let gen = pipe.generate(&req, &mut |_| Control::Continue).unwrap();
+    let counted = pipe.engine().take();
+    let plan = &gen.plan;
+    let gemma = GemmaConfig::load(&dir.join("text_encoder/config.json")).unwrap();
+    let dit = TransformerConfig::load(&dir.join("transformer/config.json")).unwrap();
+    let tokenizer = sana::text::GemmaTokenizer::from_dir(&dir.join("tokenizer")).unwrap();
+    let tokens = tokenize_prompts(&tokenizer, &[prompt], &[""], &PromptOptions::default()).unwrap();
+    let f = pipe.vae_config().spatial_factor();
+    let work = Workload {
+        batch: 1,
+        latent: (32 / f, 64 / f),
+        prompt_tokens: tokens.prompt.len,
+        text_rows: plan.text_rows,
+        cfg: true,
+        steps: 2,
+        pag_blocks: 2,
+    };
+    assert_eq!((plan.model_batch(), work.model_batch()), (3, 3));
+    let model = StageCosts::new(&gemma, &dit, pipe.vae_config(), &work);
+    assert_cost("PAG generation", counted, model.total());
+}
+
+/// The denoising of a ControlNet request from precomputed embeddings: the ControlNet's text side and embedded
+/// control latents once, its forward, residual scaling and the transformer's adds every step. The control image's
+/// VAE encode (with the encoder's load, which runs ops too), which the model does not count, is counted on its own
+/// and added.
+#[test]
+fn a_controlnet_denoise_matches_the_model() {
+    let dir = common::scratch("cost-controlnet");
+    common::copy_dir(&tiny_model(), &dir);
+    common::copy_dir(
+        &fixtures().join("variants/controlnet/controlnet"),
+        &dir.join("controlnet"),
+    );
+    let pipe = Pipeline::load(engine(), &dir, Default::default()).unwrap();
+    let base = Request::new("a red fox in the snow")
+        .size(32, 64)
+        .steps(2)
+        .resolution_binning(false);
+    let embeddings = pipe.encode_prompt(&base).unwrap();
+    let control = sana::image::read_png(&common::golden("img2img_init_32x32.png")).unwrap();
+    let req = Request::from_embeddings(embeddings)
+        .size(32, 64)
+        .steps(2)
+        .resolution_binning(false)
+        .control_image(control.clone())
+        .control_scale(0.5);
+    pipe.engine().take();
+    pipe.denoise(&req, &mut |_| Control::Continue).unwrap();
+    let counted = pipe.engine().take();
+    let plan = pipe.plan(&req).unwrap();
+
+    // The pipeline loads the encoder for the call, and loading it runs ops of its own (counted with it).
+    let e = engine();
+    let encoder = sana::model::dc_ae::DcAeEncoder::from_dir(&e, &dir.join("vae")).unwrap();
+    let pixels = sana::image::to_vae_input(&control, 32, 64).unwrap();
+    encoder.encode(&e, &pixels).unwrap();
+    let encode = e.take();
+
+    let gemma = GemmaConfig::load(&dir.join("text_encoder/config.json")).unwrap();
+    let dit = TransformerConfig::load(&dir.join("transformer/config.json")).unwrap();
+    let net = TransformerConfig::load(&dir.join("controlnet/config.json")).unwrap();
+    let f = pipe.vae_config().spatial_factor();
+    let work = Workload {
+        batch: 1,
+        latent: (64 / f, 32 / f),
+        prompt_tokens: 0,
+        text_rows: plan.text_rows,
+        cfg: true,
+        steps: 2,
+        pag_blocks: 0,
+    };
+    let model = StageCosts::new(&gemma, &dit, pipe.vae_config(), &work).with_controlnet(
+        &net,
+        dit.num_layers,
+        &work,
+    );
+    assert_cost("ControlNet denoise", counted, model.denoise() + encode);
 }

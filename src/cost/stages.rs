@@ -23,16 +23,15 @@ pub struct Workload {
     /// Classifier-free guidance: the negative prompt is encoded too and the DiT batch doubles.
     pub cfg: bool,
     pub steps: usize,
+    /// Perturbed-attention guidance's perturbed blocks (0: PAG off): a further copy of the batch, and the
+    /// identity attention's mixing in each of these blocks.
+    pub pag_blocks: usize,
 }
 
 impl Workload {
-    /// Sequences per DiT forward.
+    /// Sequences per DiT forward: the batch, CFG's unconditional copy, PAG's perturbed copy.
     pub fn model_batch(&self) -> usize {
-        if self.cfg {
-            2 * self.batch
-        } else {
-            self.batch
-        }
+        (1 + usize::from(self.cfg) + usize::from(self.pag_blocks > 0)) * self.batch
     }
 }
 
@@ -69,6 +68,41 @@ impl StageCosts {
             decode: vae_decode(vae, w.batch, w.latent),
             steps: w.steps,
         }
+    }
+
+    /// Adds a ControlNet of config `net` (`model/sana_dit/controlnet.rs`) beside a transformer of `dit_layers`
+    /// blocks: once per generation its text side and the embedded control latents; every step its forward, the
+    /// scaling of each residual and the transformer's adds of them. (The control image's VAE encode is not counted.)
+    pub fn with_controlnet(
+        mut self,
+        net: &TransformerConfig,
+        dit_layers: usize,
+        w: &Workload,
+    ) -> Self {
+        let (b, (h, wd)) = (w.model_batch(), w.latent);
+        let (n, d) = (b * h * wd, net.dim());
+        let x = n * d;
+        self.conditioning += dit_conditioning(net, b, w.text_rows);
+        self.conditioning.linear(n, net.in_channels, d, true);
+        self.conditioning.linear(n, d, d, true);
+        let mut step = Cost::default();
+        step.linear(n, net.in_channels, d, true);
+        step.pass(2 * x, x);
+        step.linear(b, SINUSOID_CHANNELS, d, true);
+        step.linear(b, d, d, true);
+        step.pass(b * d, b * d);
+        step.linear(b, d, 6 * d, true);
+        step += dit_blocks(net, b, w.latent, w.text_rows);
+        for _ in 0..net.num_layers {
+            step.linear(n, d, d, true);
+            step.pass(2 * x, x);
+        }
+        let added = net.num_layers.min(dit_layers.saturating_sub(1));
+        for _ in 0..added {
+            step.pass(2 * x, x);
+        }
+        self.step += step;
+        self
     }
 
     /// Conditioning plus every step.
@@ -157,6 +191,13 @@ pub fn loop_step(cfg: &TransformerConfig, w: &Workload) -> Cost {
     c.pass(len, b * h * wd * cfg.in_channels);
     c.pass(1, b * SINUSOID_CHANNELS);
     c += dit_forward_tokens(cfg, b, w.latent, w.text_rows);
+    // PAG's identity attention: `a·keep + v·identity` in each perturbed block.
+    let x = b * h * wd * cfg.dim();
+    for _ in 0..w.pag_blocks {
+        c.pass(2 * x, x);
+        c.pass(2 * x, x);
+        c.pass(2 * x, x);
+    }
     let noise = if cfg.guidance_embeds { len } else { 0 };
     c.pass(b * h * wd * cfg.out_channels() + 2 * len + noise, 2 * len);
     c.pass(1, 1);
@@ -170,7 +211,7 @@ pub fn dit_forward_tokens(
     (h, w): (usize, usize),
     rows: usize,
 ) -> Cost {
-    let (d, f, ch) = (cfg.dim(), cfg.ffn_dim(), cfg.in_channels);
+    let (d, ch) = (cfg.dim(), cfg.in_channels);
     let n = batch * h * w;
     let x = n * d;
     let mut c = Cost::default();
@@ -188,6 +229,20 @@ pub fn dit_forward_tokens(
     }
     c.pass(batch * d, batch * d);
     c.linear(batch, d, 6 * d, true);
+    c += dit_blocks(cfg, batch, (h, w), rows);
+    let m = batch * 2 * d;
+    c.pass(2 * d + batch * d, m);
+    c.pass(x + m, x);
+    c.linear(n, d, cfg.out_channels(), true);
+    c
+}
+
+/// The `num_layers` blocks of a DiT (or ControlNet) over `batch` sequences of `grid` with `rows` caption rows.
+fn dit_blocks(cfg: &TransformerConfig, batch: usize, (h, w): (usize, usize), rows: usize) -> Cost {
+    let (d, f) = (cfg.dim(), cfg.ffn_dim());
+    let n = batch * h * w;
+    let x = n * d;
+    let mut c = Cost::default();
     let m = batch * 6 * d;
     let qk_norm = |c: &mut Cost| {
         if cfg.has_qk_norm() {
@@ -225,10 +280,6 @@ pub fn dit_forward_tokens(
         c.linear(n, f, d, false);
         c.pass(2 * x + m, x);
     }
-    let m = batch * 2 * d;
-    c.pass(2 * d + batch * d, m);
-    c.pass(x + m, x);
-    c.linear(n, d, cfg.out_channels(), true);
     c
 }
 

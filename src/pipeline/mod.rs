@@ -116,7 +116,7 @@ impl<E: Engine> Pipeline<E> {
                 text_width.1
             )));
         }
-        let controlnet = Self::controlnet_config(dir, &transformer)?;
+        let controlnet = Self::load_controlnet_config(dir, &transformer)?;
         Ok(Self {
             configs: Configs {
                 transformer,
@@ -139,7 +139,7 @@ impl<E: Engine> Pipeline<E> {
 
     /// `controlnet/config.json` when the folder has a `controlnet/`, checked against the transformer whose
     /// residual stream its outputs join.
-    fn controlnet_config(
+    fn load_controlnet_config(
         dir: &Path,
         transformer: &TransformerConfig,
     ) -> Result<Option<TransformerConfig>> {
@@ -174,6 +174,11 @@ impl<E: Engine> Pipeline<E> {
     /// Whether the folder has a ControlNet (`controlnet/`).
     pub fn has_controlnet(&self) -> bool {
         self.configs.controlnet.is_some()
+    }
+
+    /// The ControlNet's configuration, when the folder has one.
+    pub fn controlnet_config(&self) -> Option<&TransformerConfig> {
+        self.configs.controlnet.as_ref()
     }
 
     /// The engine the models run on.

@@ -59,6 +59,14 @@ pub struct BenchArgs {
     /// Classifier-free guidance scale (> 1 doubles the DiT batch and encodes the negative prompt).
     #[arg(long, default_value_t = 4.5)]
     guidance: f32,
+    /// ControlNet: condition on a synthetic control image (a gradient at the generation size) through the folder's
+    /// controlnet/, counting its blocks in the model.
+    #[arg(long)]
+    control: bool,
+    /// Perturbed-attention guidance at this scale (on the default layer, transformer_blocks.0): the DiT batch gains
+    /// the perturbed copy.
+    #[arg(long, value_name = "S")]
+    pag_scale: Option<f32>,
     /// Print only the FLOP/byte model and the floors; run nothing.
     #[arg(long)]
     plan_only: bool,
@@ -149,6 +157,19 @@ fn make_plan(sana: &Sana, args: &BenchArgs) -> sana::Result<Plan> {
     if let Some(steps) = args.steps {
         req = req.steps(steps);
     }
+    if let Some(scale) = args.pag_scale {
+        req = req.pag_scale(scale);
+    }
+    if args.control {
+        if sana.controlnet_config().is_none() {
+            return Err(sana::Error::InvalidInput(format!(
+                "--control: {} has no controlnet/ (the folder SanaControlNetPipeline.save_pretrained writes)",
+                sana.dir().display()
+            )));
+        }
+        let (w, h) = sana.plan(&req)?.generation_size;
+        req = req.control_image(gradient(w, h)?);
+    }
     let planned = sana.plan(&req)?;
     let tokenizer = GemmaTokenizer::from_dir(&sana.dir().join("tokenizer"))?;
     let tokens = tokenize_prompts(&tokenizer, &[PROMPT], &[""], &PromptOptions::default())?;
@@ -159,18 +180,32 @@ fn make_plan(sana: &Sana, args: &BenchArgs) -> sana::Result<Plan> {
         text_rows: planned.text_rows,
         cfg: planned.cfg,
         steps: planned.steps,
+        pag_blocks: planned.pag.as_ref().map_or(0, |p| p.blocks.len()),
     };
-    let costs = StageCosts::new(
+    let mut costs = StageCosts::new(
         sana.text_encoder_config(),
         sana.transformer_config(),
         sana.vae_config(),
         &work,
     );
+    if let (Some(_), Some(net)) = (planned.controlnet, sana.controlnet_config()) {
+        costs = costs.with_controlnet(net, sana.transformer_config().num_layers, &work);
+    }
     Ok(Plan {
         req,
         planned,
         costs,
     })
+}
+
+/// A `w × h` control image: a diagonal gradient, the same every run.
+fn gradient(w: usize, h: usize) -> sana::Result<sana::Image> {
+    let pixels = (0..h)
+        .flat_map(|y| {
+            (0..w).flat_map(move |x| [(x * 255 / w.max(1)) as u8, (y * 255 / h.max(1)) as u8, 128])
+        })
+        .collect();
+    sana::Image::new(w, h, pixels)
 }
 
 /// Median wall time and peak host (and device) memory of each stage over the timed runs.
@@ -443,6 +478,9 @@ impl Report<'_> {
             "batch": req.batch,
             "steps": req.steps,
             "guidance": req.guidance,
+            "model_batch": req.model_batch(),
+            "pag_blocks": req.pag.as_ref().map(|p| p.blocks.clone()),
+            "controlnet_scale": req.controlnet,
             "runs": self.args.runs.max(1),
             "warmup": self.args.warmup,
             "tiled_decode": self.plan.planned.vae_tiling.is_some(),
@@ -475,6 +513,21 @@ impl Report<'_> {
             self.args.runs.max(1),
             self.args.warmup
         );
+        if let Some(pag) = &req.pag {
+            let _ = writeln!(
+                s,
+                "perturbed-attention guidance {} on blocks {:?}: the DiT batch is {} (its perturbed copy included)",
+                pag.scale,
+                pag.blocks,
+                req.model_batch()
+            );
+        }
+        if let Some(scale) = req.controlnet {
+            let _ = writeln!(
+                s,
+                "ControlNet at scale {scale}: its blocks are counted in each step (the control image's VAE encode is not)"
+            );
+        }
         match self.status() {
             (_, Some(reason)) => {
                 let _ = writeln!(s, "engine {}: skipped: {reason}", self.engine());
