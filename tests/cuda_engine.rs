@@ -572,11 +572,11 @@ fn tiny_pipeline_matches_cpu() {
     });
 }
 
-/// The samplers' ops on the device against the CPU reference — the flow rules under CFG, then an SCM step with its
-/// noise: bit-exact f32 arithmetic for the step (tests/sampler.rs), the sinusoid within its libm bound.
+/// The samplers' ops on the device against the CPU reference — the flow rules under CFG, CFG with PAG and PAG alone,
+/// then an SCM step with its noise: bit-exact f32 arithmetic for the step (tests/sampler.rs), the sinusoid within its libm bound.
 #[test]
 fn sampler_ops_match_cpu() {
-    use sana::launch::sampler::schedule_table;
+    use sana::launch::sampler::{schedule_table, set_pag_scales, Guidance};
     use sana::scheduler::StepRule;
     on_each_gpu("sampler_ops_match_cpu", |g, u| {
         let dtype = g.dtype();
@@ -606,7 +606,8 @@ fn sampler_ops_match_cpu() {
                 sin_t: 0.6,
             },
         ];
-        let table = schedule_table(&[999.0, 875.0, 312.5, 0.8], &rules).unwrap();
+        let mut table = schedule_table(&[999.0, 875.0, 312.5, 0.8], &rules).unwrap();
+        set_pag_scales(&mut table, &[1.5, 2.75, 0.5, 0.0]).unwrap();
         let shape = [2, 299, 32];
         let len: usize = shape.iter().product();
         let x = rng.tensor(&shape, -2.0, 2.0);
@@ -617,9 +618,20 @@ fn sampler_ops_match_cpu() {
         let mut gp = g.upload_state(&x).unwrap();
         let gn = g.upload_state(&noise).unwrap();
         for (step, rule) in rules.iter().enumerate() {
-            // CFG for the flow rules; Sana-Sprint's SCM has none.
-            let guidance = (!matches!(rule, StepRule::Scm { .. })).then_some(4.5);
-            let copies = if guidance.is_some() { 2 } else { 1 };
+            // For the flow rules CFG, CFG with PAG, then PAG alone; Sana-Sprint's SCM has neither.
+            let guidance = match (matches!(rule, StepRule::Scm { .. }), step) {
+                (true, _) => Guidance::default(),
+                (false, 0) => Some(4.5).into(),
+                (false, 1) => Guidance {
+                    cfg: Some(4.5),
+                    pag: true,
+                },
+                _ => Guidance {
+                    cfg: None,
+                    pag: true,
+                },
+            };
+            let copies = guidance.copies();
             let input = g
                 .download(&g.model_input(&gx, copies, &s).unwrap())
                 .unwrap();
@@ -640,17 +652,10 @@ fn sampler_ops_match_cpu() {
             );
             let out = rounded(&rng.tensor(&[copies * 2, 299, 32], -1.0, 1.0), dtype);
             let gout = g.upload(&out).unwrap();
-            g.flow_step(&s, &gout, guidance.into(), Some(&gn), &mut gx, &mut gp)
+            g.flow_step(&s, &gout, guidance, Some(&gn), &mut gx, &mut gp)
                 .unwrap();
             CpuEngine
-                .flow_step(
-                    &cpu_s,
-                    &out,
-                    guidance.into(),
-                    Some(&noise),
-                    &mut cpu_x,
-                    &mut cpu_p,
-                )
+                .flow_step(&cpu_s, &out, guidance, Some(&noise), &mut cpu_x, &mut cpu_p)
                 .unwrap();
             g.advance_schedule(&mut s).unwrap();
             CpuEngine.advance_schedule(&mut cpu_s).unwrap();
@@ -720,7 +725,7 @@ fn tiny_dit_perturbed_matches_cpu() {
 }
 
 /// The PAG golden request without CFG, 2 steps, with the second replayed from the step graph (the perturbed copy
-/// and the 2-chunk step must capture): 280u as tests/emu_pipeline.rs derives.
+/// and the 2-chunk step must capture): 200u as tests/emu_pipeline.rs derives.
 #[test]
 fn pag_pipeline_matches_cpu() {
     let req = tiny_runs::pag_request("pag_nocfg_adaptive").steps(2);
@@ -742,7 +747,7 @@ fn pag_pipeline_matches_cpu() {
             &format!("PAG latents {:?}", g.dtype()),
             &got,
             &want,
-            280.0 * u,
+            200.0 * u,
         );
     });
 }

@@ -166,11 +166,11 @@ fn emu_perturbed_dit_matches_cpu_f16() {
     check_dit_perturbed(StorageDtype::F16, 2f32.powi(-11));
 }
 
-/// The PAG golden request without CFG (`pag_nocfg_adaptive`, batch [cond, perturbed]), 2 steps, on the emulation
-/// engine against the CPU engine. Each step's velocity `c + s·(c − p)` (s ≤ 3) weighs the two outputs' errors, each
-/// within one forward's 20u, by at most 1 + 2s = 7: 2 steps × 7 × 20u = 280u, loose in bf16 (1.09) but a check
-/// that the perturbed copy and the 2-chunk step run on the engine at all; the kernels themselves are checked
-/// bit-exactly (tests/sampler.rs) and the forward at 20u (`check_dit_perturbed`).
+/// The PAG golden request without CFG (`pag_nocfg_adaptive`, batch [cond, perturbed]), 2 steps (t = 999, 749), on
+/// the emulation engine against the CPU engine. Each step's velocity `c + s·(c − p)` weighs the two outputs' errors,
+/// each within one forward's 20u, by at most 1 + 2s: with the adaptive scales s = 2.992 then 0.992,
+/// (1 + 2·2.992)·20u + (1 + 2·0.992)·20u < 200u. The kernels themselves are checked bit-exactly
+/// (tests/sampler.rs) and the perturbed forward at 20u (`check_dit_perturbed`).
 fn check_pag_pipeline(dtype: StorageDtype, u: f32) {
     let req = tiny_runs::pag_request("pag_nocfg_adaptive").steps(2);
     let (want, _) = tiny_runs::tiny_pipeline(CpuEngine)
@@ -181,11 +181,11 @@ fn check_pag_pipeline(dtype: StorageDtype, u: f32) {
         .unwrap();
     let err = relative_error(got.data(), want.data());
     eprintln!(
-        "{dtype:?}: PAG final latents {err:e} ({:.1}u, tol 280u)",
+        "{dtype:?}: PAG final latents {err:e} ({:.1}u, tol 200u)",
         err / u
     );
     assert!(
-        err.is_finite() && err <= 280.0 * u,
+        err.is_finite() && err <= 200.0 * u,
         "{dtype:?} PAG latents {err:e}"
     );
 }

@@ -763,3 +763,56 @@ fn health_and_requests_answer_503_until_the_models_are_loaded() {
     }
     assert_eq!(server.generate(&body("in time", 1, 1, 1)).status, 200);
 }
+
+/// The images API's extensions for perturbed-attention guidance (`pag_scale`, `pag_adaptive_scale`, `pag_layers`)
+/// and ControlNet (`control_image` as a base64 PNG, `control_scale`): a PAG request is served (and differs from the
+/// plain one of the same seed), and each bad field is a 400 naming it — the tiny model has no ControlNet.
+#[test]
+fn pag_and_controlnet_extensions_are_served_or_refused_by_field() {
+    let server = Server::start(&[]);
+    let plain = server.generate(&body("a cat", 3, 1, 1));
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let mut pag = body("a cat", 3, 1, 1);
+    pag["pag_scale"] = serde_json::json!(2.0);
+    pag["pag_adaptive_scale"] = serde_json::json!(0.001);
+    pag["pag_layers"] = serde_json::json!(["transformer_blocks.1"]);
+    let r = server.generate(&pag);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let image = |r: &Response| pixels(r.json()["data"][0]["b64_json"].as_str().unwrap());
+    assert_ne!(image(&r), image(&plain), "PAG changes the image");
+
+    let png = std::fs::read(common::golden("img2img_init_32x32.png")).unwrap();
+    let png = base64::engine::general_purpose::STANDARD.encode(png);
+    let cases = [
+        (
+            serde_json::json!({"pag_scale": 2, "pag_layers": ["transformer_blocks.9"]}),
+            "pag_layers",
+        ),
+        (
+            serde_json::json!({"pag_scale": 2, "pag_layers": "transformer_blocks.0"}),
+            "pag_layers",
+        ),
+        (serde_json::json!({"pag_scale": -1}), "pag_scale"),
+        (serde_json::json!({"pag_scale": "high"}), "pag_scale"),
+        (serde_json::json!({"control_image": png}), "control_image"),
+        (
+            serde_json::json!({"control_image": "not base64!"}),
+            "control_image",
+        ),
+        (serde_json::json!({"control_scale": 0.5}), "control_scale"),
+    ];
+    for (change, param) in cases {
+        let mut b = body("a cat", 3, 1, 1);
+        for (k, v) in change.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let r = server.generate(&b);
+        assert_eq!(r.status, 400, "{change}: {}", r.text());
+        assert_eq!(
+            r.json()["error"]["param"].as_str(),
+            Some(param),
+            "{change}: {}",
+            r.text()
+        );
+    }
+}

@@ -120,6 +120,11 @@ pub fn param_of(field: &str) -> Option<&'static str> {
         "guidance" => "guidance_scale",
         "prompt" | "max_sequence_length" => "prompt",
         "image_seeds" => "seed",
+        "pag_scale" => "pag_scale",
+        "pag_adaptive_scale" => "pag_adaptive_scale",
+        "pag_layers" => "pag_layers",
+        "control_image" => "control_image",
+        "control_scale" => "control_scale",
         _ => return None,
     })
 }

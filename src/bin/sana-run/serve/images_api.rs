@@ -1,5 +1,8 @@
 //! The OpenAI Images API as this service speaks it: `POST /v1/images/generations`' JSON body read field by field
-//! (so a wrong field is named in `param`), and the `{"created", "data": [{"b64_json"}]}` answer.
+//! (so a wrong field is named in `param`), and the `{"created", "data": [{"b64_json"}]}` answer. Extensions beside
+//! OpenAI's fields: `negative_prompt`, `seed`, `steps`, `guidance_scale`, `resolution_binning`; perturbed-attention
+//! guidance (`pag_scale`, `pag_adaptive_scale`, `pag_layers`) and ControlNet (`control_image`, a base64 PNG, and
+//! `control_scale`).
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
@@ -25,6 +28,17 @@ pub struct ImagesRequest {
     pub resolution_binning: bool,
     /// LoRA adapters of `--lora-dir` by name, with their weights, in the order given.
     pub lora: Vec<AdapterChoice>,
+    pub pag: Pag,
+    /// The decoded control image and its conditioning scale.
+    pub control: Option<(sana::Image, f32)>,
+}
+
+/// Perturbed-attention guidance's fields (`pag_scale` absent or 0: off).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pag {
+    pub scale: f32,
+    pub adaptive_scale: f32,
+    pub layers: Option<Vec<String>>,
 }
 
 impl ImagesRequest {
@@ -94,7 +108,57 @@ impl ImagesRequest {
                 ))
             }
         };
+        let pag = Pag {
+            scale: number(&fields, "pag_scale")?.unwrap_or(0.0),
+            adaptive_scale: number(&fields, "pag_adaptive_scale")?.unwrap_or(0.0),
+            layers: match fields.get("pag_layers") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(items)) => Some(
+                    items
+                        .iter()
+                        .map(|v| v.as_str().map(String::from))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                Some("pag_layers"),
+                                "pag_layers must be a list of strings",
+                            )
+                        })?,
+                ),
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        Some("pag_layers"),
+                        "pag_layers must be a list of strings",
+                    ))
+                }
+            },
+        };
+        let control = match string(&fields, "control_image")? {
+            None => None,
+            Some(b64) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| {
+                        ApiError::bad_request(
+                            Some("control_image"),
+                            format!("control_image is not base64: {e}"),
+                        )
+                    })?;
+                let image = sana::image::decode_png(&bytes).map_err(|e| {
+                    ApiError::bad_request(Some("control_image"), format!("control_image: {e}"))
+                })?;
+                Some((image, number(&fields, "control_scale")?.unwrap_or(1.0)))
+            }
+        };
+        if control.is_none() && fields.contains_key("control_scale") {
+            return Err(ApiError::bad_request(
+                Some("control_scale"),
+                "control_scale needs a control_image",
+            ));
+        }
         Ok(Self {
+            pag,
+            control,
             prompt,
             n,
             size,
@@ -133,6 +197,16 @@ fn string<'a>(
             Some(name),
             format!("{name} must be a string"),
         )),
+    }
+}
+
+fn number(fields: &Map<String, Value>, name: &'static str) -> Result<Option<f32>, ApiError> {
+    match fields.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|v| Some(v as f32))
+            .ok_or_else(|| ApiError::bad_request(Some(name), format!("{name} must be a number"))),
     }
 }
 

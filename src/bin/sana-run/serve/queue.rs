@@ -23,6 +23,10 @@ pub struct BatchKey {
     pub resolution_binning: bool,
     pub negative_prompt: String,
     pub lora: Vec<AdapterChoice>,
+    /// Perturbed-attention guidance's options (the same for the whole batch).
+    pub pag: super::images_api::Pag,
+    /// The control image and scale: only requests with the same one share a generation.
+    pub control: Option<(sana::Image, f32)>,
 }
 
 /// One request waiting for, or in, a generation.

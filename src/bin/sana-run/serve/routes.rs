@@ -116,6 +116,8 @@ async fn images(
         resolution_binning: request.resolution_binning,
         negative_prompt: request.negative_prompt.clone(),
         lora: request.lora.clone(),
+        pag: request.pag.clone(),
+        control: request.control.clone(),
     };
     let log = &mut in_flight.log;
     log.insert(
@@ -184,7 +186,7 @@ fn lone_request(request: &ImagesRequest, seed: u64) -> sana::Request {
     if let Some(g) = request.guidance_scale {
         r = r.guidance(g);
     }
-    r
+    super::worker::with_extensions(r, &request.pag, request.control.as_ref())
 }
 
 /// A seed for a request that gives none: below 2³² so that JSON clients holding numbers as doubles keep it exact.

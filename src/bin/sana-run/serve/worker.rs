@@ -185,12 +185,31 @@ fn merged_request(batch: &[Job]) -> Request {
 
 /// `request` with the options of `key`.
 fn with_key(request: Request, key: &BatchKey) -> Request {
-    request
+    let request = request
         .size(key.size.0, key.size.1)
         .steps(key.steps)
         .guidance(key.guidance)
         .resolution_binning(key.resolution_binning)
-        .negative_prompt(key.negative_prompt.clone())
+        .negative_prompt(key.negative_prompt.clone());
+    with_extensions(request, &key.pag, key.control.as_ref())
+}
+
+/// `request` with the PAG and ControlNet extensions of the images API.
+pub fn with_extensions(
+    mut request: Request,
+    pag: &super::images_api::Pag,
+    control: Option<&(sana::Image, f32)>,
+) -> Request {
+    request = request
+        .pag_scale(pag.scale)
+        .pag_adaptive_scale(pag.adaptive_scale);
+    if let Some(layers) = &pag.layers {
+        request = request.pag_layers(layers.clone());
+    }
+    if let Some((image, scale)) = control {
+        request = request.control_image(image.clone()).control_scale(*scale);
+    }
+    request
 }
 
 fn stage_name(stage: Stage) -> &'static str {
