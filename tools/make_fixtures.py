@@ -690,6 +690,10 @@ def main():
 
     index = {"_class_name": "SanaPipeline", "_diffusers_version": "0.40.0", "scheduler": ["diffusers", "DPMSolverMultistepScheduler"], "text_encoder": ["transformers", "Gemma2Model"], "tokenizer": ["transformers", "GemmaTokenizerFast"], "transformer": ["diffusers", "SanaTransformer2DModel"], "vae": ["diffusers", "AutoencoderDC"]}
     (MODEL / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    # From the saved models, each with its own generators: added after the rest, so they leave it unchanged.
+    img2img_fixtures()
+    pag_fixtures()
+    controlnet_fixtures()
 
 
 if __name__ == "__main__":
