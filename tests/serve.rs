@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{scratch, tiny_model};
-use http::{receive, request, send, Response};
+use http::{receive, request, send, send_bytes, Response};
 
 /// A running `sana-run serve`, killed when dropped; its stderr (the JSON log) collected.
 struct Server {
@@ -40,8 +40,28 @@ impl Server {
         server
     }
 
+    /// Starts the service on the model in `dir` and waits until /health says ready.
+    fn start_on(dir: &Path) -> Self {
+        let server = Self::spawn_on(dir, &[]);
+        let start = Instant::now();
+        while server.get("/health").status != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never ready: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
     /// Starts the service and returns once it listens (its models may still be loading).
     fn spawn(flags: &[&str]) -> Self {
+        Self::spawn_on(&tiny_model(), flags)
+    }
+
+    /// [`Self::spawn`] on the model in `model`.
+    fn spawn_on(model: &Path, flags: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sana-run"))
             .args([
                 "serve",
@@ -53,7 +73,7 @@ impl Server {
                 "0",
                 "--model",
             ])
-            .arg(tiny_model())
+            .arg(model)
             .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -815,4 +835,122 @@ fn pag_and_controlnet_extensions_are_served_or_refused_by_field() {
             r.text()
         );
     }
+}
+
+/// `POST /v1/images/edits` as OpenAI's clients send it (multipart/form-data: the `image` file part and text
+/// fields, `strength` an extension): on a Sana-Sprint folder it is image-to-image, matching `sana-run --init-image`
+/// for the same seed; on a folder of another kind, or without its image, a 400 naming the field.
+#[test]
+fn edits_are_sprint_image_to_image_from_multipart_forms() {
+    let png = std::fs::read(common::golden("img2img_init_32x32.png")).unwrap();
+    let form = |fields: &[(&str, &str)], image: bool| {
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend(
+                format!(
+                    "--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .bytes(),
+            );
+        }
+        if image {
+            body.extend(b"--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"in.png\"\r\nContent-Type: image/png\r\n\r\n");
+            body.extend(&png);
+            body.extend(b"\r\n");
+        }
+        body.extend(b"--XyZ--\r\n");
+        body
+    };
+    let fields = [
+        ("prompt", "a neon sign in the rain"),
+        ("size", "32x32"),
+        ("seed", "5"),
+        ("strength", "0.4"),
+        ("resolution_binning", "false"),
+    ];
+    let post = |server: &Server, body: &[u8]| {
+        receive(send_bytes(
+            &server.addr,
+            "POST",
+            "/v1/images/edits",
+            &[],
+            ("multipart/form-data; boundary=XyZ", body),
+        ))
+    };
+    let dir = scratch("serve-edits");
+    let sprint = dir.join("sprint");
+    common::copy_dir(&tiny_model(), &sprint);
+    std::fs::remove_dir_all(sprint.join("transformer")).unwrap();
+    common::copy_dir(
+        &common::fixtures().join("variants/sprint/transformer"),
+        &sprint.join("transformer"),
+    );
+    std::fs::write(
+        sprint.join("scheduler/scheduler_config.json"),
+        r#"{"_class_name": "SCMScheduler", "num_train_timesteps": 1000, "prediction_type": "trigflow", "sigma_data": 0.5}"#,
+    )
+    .unwrap();
+    let server = Server::start_on(&sprint);
+    let r = post(&server, &form(&fields, true));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = pixels(r.json()["data"][0]["b64_json"].as_str().unwrap());
+    let out = dir.join("cli.png");
+    let o = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+        .args([
+            "--engine",
+            "cpu",
+            "--model",
+            sprint.to_str().unwrap(),
+            "--prompt",
+            "a neon sign in the rain",
+        ])
+        .args([
+            "--height",
+            "32",
+            "--width",
+            "32",
+            "--seed",
+            "5",
+            "--no-resolution-binning",
+        ])
+        .args([
+            "--init-image",
+            common::golden("img2img_init_32x32.png").to_str().unwrap(),
+            "--strength",
+            "0.4",
+        ])
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want = read_png(png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&out).unwrap(),
+    )));
+    assert_eq!(got, want, "the edit's pixels are sana-run's");
+    let r = post(&server, &form(&fields, false));
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("image")),
+        "{}",
+        r.text()
+    );
+    let mut bad = fields.to_vec();
+    bad[3] = ("strength", "1.5");
+    let r = post(&server, &form(&bad, true));
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("strength")),
+        "{}",
+        r.text()
+    );
+    drop(server);
+    let plain = Server::start(&[]);
+    let r = post(&plain, &form(&fields, true));
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("image")),
+        "{}",
+        r.text()
+    );
 }

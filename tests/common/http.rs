@@ -39,13 +39,30 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> TcpStream {
+    send_bytes(
+        addr,
+        method,
+        path,
+        headers,
+        ("application/json", body.as_bytes()),
+    )
+}
+
+/// As [`send`], with a body of any content type (a multipart/form-data edit).
+pub fn send_bytes(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    (content_type, body): (&str, &[u8]),
+) -> TcpStream {
     let mut stream = TcpStream::connect(addr).unwrap();
     // Nothing a test waits for takes this long; a hang fails instead of blocking the suite.
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {
@@ -53,7 +70,7 @@ pub fn send(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
     stream
 }
 

@@ -125,6 +125,8 @@ pub fn param_of(field: &str) -> Option<&'static str> {
         "pag_layers" => "pag_layers",
         "control_image" => "control_image",
         "control_scale" => "control_scale",
+        "init_image" => "image",
+        "strength" => "strength",
         _ => return None,
     })
 }

@@ -31,6 +31,8 @@ pub struct ImagesRequest {
     pub pag: Pag,
     /// The decoded control image and its conditioning scale.
     pub control: Option<(sana::Image, f32)>,
+    /// `POST /v1/images/edits`: the image to start from and the strength (Sana-Sprint image-to-image).
+    pub init: Option<(sana::Image, f64)>,
 }
 
 /// Perturbed-attention guidance's fields (`pag_scale` absent or 0: off).
@@ -51,6 +53,51 @@ impl ImagesRequest {
                 "the body must be a JSON object",
             ));
         };
+        Self::from_fields(&fields)
+    }
+
+    /// `POST /v1/images/edits`' multipart/form-data body (`boundary` from its Content-Type): the `image` file part
+    /// (a PNG) and the same fields as a generation, each a text part (numbers and booleans as JSON literals), plus
+    /// `strength` (default 0.6).
+    pub fn parse_edit(body: &[u8], boundary: &str) -> Result<Self, ApiError> {
+        let mut fields = Map::new();
+        let mut image = None;
+        for (name, value) in multipart_parts(body, boundary)? {
+            if name == "image" || name == "image[]" {
+                image =
+                    Some(sana::image::decode_png(value).map_err(|e| {
+                        ApiError::bad_request(Some("image"), format!("image: {e}"))
+                    })?);
+                continue;
+            }
+            let text = std::str::from_utf8(value).map_err(|_| {
+                ApiError::bad_request(None, format!("form field `{name}` is not UTF-8 text"))
+            })?;
+            let value = match name.as_str() {
+                "prompt" | "negative_prompt" | "size" | "response_format" | "control_image" => {
+                    Value::String(text.to_string())
+                }
+                _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())),
+            };
+            fields.insert(name, value);
+        }
+        let image = image.ok_or_else(|| {
+            ApiError::bad_request(Some("image"), "image (a PNG file part) is required")
+        })?;
+        let strength = match fields.get("strength") {
+            // SanaSprintImg2ImgPipeline's default.
+            None => 0.6,
+            Some(v) => v.as_f64().ok_or_else(|| {
+                ApiError::bad_request(Some("strength"), "strength must be a number")
+            })?,
+        };
+        let mut request = Self::from_fields(&fields)?;
+        request.init = Some((image, strength));
+        Ok(request)
+    }
+
+    fn from_fields(fields: &Map<String, Value>) -> Result<Self, ApiError> {
+        let fields = fields.clone();
         let prompt = match fields.get("prompt") {
             Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
             Some(Value::String(_)) => {
@@ -157,6 +204,7 @@ impl ImagesRequest {
             ));
         }
         Ok(Self {
+            init: None,
             pag,
             control,
             prompt,
@@ -171,6 +219,43 @@ impl ImagesRequest {
             resolution_binning,
             lora: parse_choices(fields.get("lora").unwrap_or(&Value::Null))?,
         })
+    }
+}
+
+/// The `(name, content)` of each part of a multipart/form-data body.
+fn multipart_parts<'a>(
+    body: &'a [u8],
+    boundary: &str,
+) -> Result<Vec<(String, &'a [u8])>, ApiError> {
+    let bad =
+        |why: &str| ApiError::bad_request(None, format!("the multipart/form-data body {why}"));
+    let delimiter = format!("--{boundary}");
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut at = find(body, delimiter.as_bytes(), 0).ok_or_else(|| bad("has no boundary line"))?;
+    let mut parts = Vec::new();
+    loop {
+        let start = at + delimiter.len();
+        if body.get(start..start + 2) == Some(b"--") {
+            return Ok(parts);
+        }
+        let head_end =
+            find(body, b"\r\n\r\n", start).ok_or_else(|| bad("has a part without headers"))?;
+        let head = String::from_utf8_lossy(&body[start..head_end]);
+        let next = find(body, format!("\r\n{delimiter}").as_bytes(), head_end)
+            .ok_or_else(|| bad("does not end with its boundary"))?;
+        let name = head
+            .split(';')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix("name=\""))
+            .and_then(|n| n.split('"').next())
+            .ok_or_else(|| bad("has a part without a name"))?;
+        parts.push((name.to_string(), &body[head_end + 4..next]));
+        at = next + 2;
     }
 }
 

@@ -27,6 +27,8 @@ pub struct BatchKey {
     pub pag: super::images_api::Pag,
     /// The control image and scale: only requests with the same one share a generation.
     pub control: Option<(sana::Image, f32)>,
+    /// Image-to-image's image and strength, likewise.
+    pub init: Option<(sana::Image, f64)>,
 }
 
 /// One request waiting for, or in, a generation.

@@ -1,5 +1,5 @@
-//! The HTTP routes: `POST /v1/images/generations`, `GET /health`, `GET /metrics`; anything else is an
-//! OpenAI-shaped 404.
+//! The HTTP routes: `POST /v1/images/generations`, `POST /v1/images/edits` (Sana-Sprint image-to-image),
+//! `GET /health`, `GET /metrics`; anything else is an OpenAI-shaped 404.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,7 @@ use super::App;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/images/generations", post(generate))
+        .route("/v1/images/edits", post(edit))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -56,8 +57,17 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn generate(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    answer_request(app, headers, body, false).await
+}
+
+/// `POST /v1/images/edits`: Sana-Sprint image-to-image from a multipart/form-data body.
+async fn edit(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    answer_request(app, headers, body, true).await
+}
+
+async fn answer_request(app: Arc<App>, headers: HeaderMap, body: Bytes, edit: bool) -> Response {
     let mut in_flight = InFlight::new(Arc::clone(&app));
-    let outcome = images(&app, &headers, &body, &mut in_flight).await;
+    let outcome = images(&app, &headers, &body, edit, &mut in_flight).await;
     in_flight.answered = true;
     let elapsed = in_flight.started.elapsed();
     in_flight
@@ -87,6 +97,7 @@ async fn images(
     app: &App,
     headers: &HeaderMap,
     body: &[u8],
+    edit: bool,
     in_flight: &mut InFlight,
 ) -> Result<(Value, std::time::Duration), ApiError> {
     if let Some(key) = &app.api_key {
@@ -98,7 +109,26 @@ async fn images(
     let Some(planner) = app.planner() else {
         return Err(ApiError::unavailable("the models are still loading", 5));
     };
-    let request = ImagesRequest::parse(body)?;
+    let request = if edit {
+        let boundary = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.starts_with("multipart/form-data"))
+            .and_then(|v| {
+                v.split(';')
+                    .find_map(|p| p.trim().strip_prefix("boundary="))
+            })
+            .map(|b| b.trim_matches('"').to_string())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    None,
+                    "an edit is a multipart/form-data body with a boundary",
+                )
+            })?;
+        ImagesRequest::parse_edit(body, &boundary)?
+    } else {
+        ImagesRequest::parse(body)?
+    };
     app.adapters.check(&request.lora)?;
     let seed = request.seed.unwrap_or_else(|| random_seed(in_flight.id));
     let plan = planner
@@ -111,13 +141,15 @@ async fn images(
         })?;
     let key = BatchKey {
         size: plan.output_size,
-        steps: plan.steps,
+        // The schedule's steps: for an edit, more than the plan's steps that run.
+        steps: plan.image_to_image.map_or(plan.steps, |i| i.schedule_steps),
         guidance: plan.guidance,
         resolution_binning: request.resolution_binning,
         negative_prompt: request.negative_prompt.clone(),
         lora: request.lora.clone(),
         pag: request.pag.clone(),
         control: request.control.clone(),
+        init: request.init.clone(),
     };
     let log = &mut in_flight.log;
     log.insert(
@@ -186,7 +218,12 @@ fn lone_request(request: &ImagesRequest, seed: u64) -> sana::Request {
     if let Some(g) = request.guidance_scale {
         r = r.guidance(g);
     }
-    super::worker::with_extensions(r, &request.pag, request.control.as_ref())
+    super::worker::with_extensions(
+        r,
+        &request.pag,
+        request.control.as_ref(),
+        request.init.as_ref(),
+    )
 }
 
 /// A seed for a request that gives none: below 2³² so that JSON clients holding numbers as doubles keep it exact.

@@ -191,15 +191,19 @@ fn with_key(request: Request, key: &BatchKey) -> Request {
         .guidance(key.guidance)
         .resolution_binning(key.resolution_binning)
         .negative_prompt(key.negative_prompt.clone());
-    with_extensions(request, &key.pag, key.control.as_ref())
+    with_extensions(request, &key.pag, key.control.as_ref(), key.init.as_ref())
 }
 
-/// `request` with the PAG and ControlNet extensions of the images API.
+/// `request` with the PAG and ControlNet extensions of the images API, and an edit's image and strength.
 pub fn with_extensions(
     mut request: Request,
     pag: &super::images_api::Pag,
     control: Option<&(sana::Image, f32)>,
+    init: Option<&(sana::Image, f64)>,
 ) -> Request {
+    if let Some((image, strength)) = init {
+        request = request.init_image(image.clone()).strength(*strength);
+    }
     request = request
         .pag_scale(pag.scale)
         .pag_adaptive_scale(pag.adaptive_scale);
