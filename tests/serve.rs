@@ -540,10 +540,9 @@ fn a_burst_past_max_queue_is_refused_with_retry_after_and_the_rest_served() {
         !refused.is_empty(),
         "10 at once past a queue of 2 must refuse some"
     );
-    assert!(
-        served >= 3,
-        "one generating and two queued are served: {served}"
-    );
+    // The queue's two places are always served; a third only when the worker took the first request before the
+    // burst filled the queue, which a loaded machine does not promise.
+    assert!(served >= 2, "the two queued are served: {served}");
     for r in refused {
         let retry: u64 = r
             .header("retry-after")
