@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Trains models/sana-shapes, the demo model `sana-run` uses without --model: a tiny Sana that draws one coloured
+shape on a plain background at 64×64 from a caption such as "a red circle on the left, on a white background".
+
+Run from the repository root, with the versions of tools/requirements-fixtures.txt, on the CPU:
+
+    nice -n 19 .venv/bin/python tools/train_demo.py            # writes models/sana-shapes
+
+Stages (the data are tools/shapes_dataset.py's scenes, drawn on the fly from a seeded generator):
+1. text encoder: a Gemma-2 of tests/fixtures/tiny-sana's shape with seeded random weights, frozen, behind the
+   fixture's tokenizer (its BPE spells the shape, colour and position words in distinct pieces);
+2. VAE: a 4-stage AutoencoderDC (spatial factor 8, 8 latent channels: a 64-px image is an 8×8×8 latent) trained as a
+   plain autoencoder (L1 + MSE); its scaling_factor makes the training latents unit-variance;
+3. transformer: a SanaTransformer2DModel (linear self-attention, Mix-FFN, cross-attention to the caption) trained with
+   Sana's flow-matching objective (x_t = (1-σ)·x_0 + σ·ε, target ε - x_0, timestep 1000σ) on latents of a fixed set
+   of images, conditioned on the embeddings SanaPipeline.encode_prompt gives each caption at inference (complex
+   human instruction prefix, 300 tokens), with 10% of captions replaced by the empty negative prompt so that
+   classifier-free guidance works; the saved weights are an exponential moving average;
+4. decoder refinement: the VAE decoder alone, trained on the frozen encoder's latents, so the transformer's latent
+   space stays as it learned it while the pictures get sharper;
+5. the folder is saved with SanaPipeline.save_pretrained, diffusers' own SanaPipeline draws the 100-prompt grid
+   (every colour × shape × position) and tools/shape_detector.py judges it; the summary goes to the folder's
+   training.json.
+
+`--decoder-steps 0` stops after stage 3; `--refine-decoder-of DIR --out OUT` then runs stages 4–5 alone on DIR
+(how models/sana-shapes was made, in two sittings; its training.json records both).
+
+Deterministic for a given torch version and thread count (seeded generators, deterministic algorithms, 2 threads).
+"""
+import argparse
+import inspect
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import shapes_dataset as data  # noqa: E402
+from shape_detector import detect  # noqa: E402
+
+from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel  # noqa: E402
+from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_TOKENIZER = ROOT / "tests" / "fixtures" / "tiny-sana" / "tokenizer"
+SIDE = 64
+SEED = 20261202
+CHI = inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default
+# What `sana-run` uses unless told otherwise (src/pipeline/plan.rs, src/bin/sana-run/generate.rs).
+STEPS, GUIDANCE = 20, 4.5
+
+
+def log(start, message):
+    print(f"[{time.time() - start:7.1f} s] {message}", flush=True)
+
+
+def text_encoder(generator):
+    """tiny-sana's Gemma-2 shape with weights N(0, 1/fan_in), norms at the identity and the two post-sublayer norms at
+    ×0.5, so that each position's own token stays the largest part of its embedding (mixing with the long instruction
+    prefix would otherwise drown the few words that matter)."""
+    config = Gemma2Config(
+        vocab_size=664, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"], attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+        max_position_embeddings=2048, rms_norm_eps=1e-6, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        hidden_activation="gelu_pytorch_tanh", attn_implementation="eager",
+    )
+    model = Gemma2Model(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                p.copy_(torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
+            elif "post_attention_layernorm" in name or "post_feedforward_layernorm" in name:
+                p.fill_(-0.5)
+            else:
+                p.zero_()
+    return model.eval().requires_grad_(False)
+
+
+def autoencoder():
+    channels = [8, 16, 32, 64]
+    return AutoencoderDC(
+        in_channels=3, latent_channels=8, attention_head_dim=16,
+        encoder_block_types=["ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock"],
+        decoder_block_types=["ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock"],
+        encoder_block_out_channels=channels, decoder_block_out_channels=channels,
+        encoder_layers_per_block=[1, 1, 1, 1], decoder_layers_per_block=[1, 1, 1, 1],
+        encoder_qkv_multiscales=[[], [], [5], [5]], decoder_qkv_multiscales=[[], [], [5], [5]],
+        upsample_block_type="interpolate", downsample_block_type="Conv", decoder_norm_types="rms_norm",
+        decoder_act_fns="silu", scaling_factor=1.0,
+    )
+
+
+def transformer(layers, heads):
+    return SanaTransformer2DModel(
+        in_channels=8, out_channels=8, num_attention_heads=heads, attention_head_dim=32, num_layers=layers,
+        num_cross_attention_heads=heads, cross_attention_head_dim=32, cross_attention_dim=32 * heads,
+        caption_channels=64, mlp_ratio=2.5, sample_size=SIDE // 8, patch_size=1, interpolation_scale=1.0,
+        norm_eps=1e-6, norm_elementwise_affine=False, attention_bias=False,
+    )
+
+
+def parameters(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def cosine_lr(optimizer, base, step, steps, warmup):
+    lr = base * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_autoencoder(vae, steps, batch, rng, start):
+    scenes = data.all_scenes()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    vae.train()
+    recent = []
+    for step in range(steps):
+        cosine_lr(optimizer, 2e-3, step, steps, warmup=50)
+        picks = [scenes[i] for i in rng.integers(0, len(scenes), batch)]
+        x = torch.from_numpy(data.batch(picks, SIDE, rng))
+        y = vae.decode(vae.encode(x).latent).sample
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recent.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log(start, f"vae step {step}/{steps}: loss (L1 + MSE, last 100) {np.mean(recent[-100:]):.4f}")
+    vae.eval().requires_grad_(False)
+    return float(np.mean(recent[-100:]))
+
+
+def refine_decoder(vae, steps, batch, rng, start):
+    """Trains the decoder alone on the frozen encoder's latents: the transformer's latent space stays the same and the
+    pictures get sharper (400 joint steps leave blurred blobs with washed-out colours)."""
+    scenes = data.all_scenes()
+    decoder = vae.decoder.requires_grad_(True)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-3, weight_decay=0.0)
+    recent = []
+    for step in range(steps):
+        cosine_lr(optimizer, 1e-3, step, steps, warmup=20)
+        picks = [scenes[i] for i in rng.integers(0, len(scenes), batch)]
+        x = torch.from_numpy(data.batch(picks, SIDE, rng))
+        with torch.no_grad():
+            z = vae.encode(x).latent
+        y = vae.decode(z).sample
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        recent.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log(start, f"decoder step {step}/{steps}: loss (L1 + MSE, last 100) {np.mean(recent[-100:]):.4f}")
+    vae.eval().requires_grad_(False)
+    return float(np.mean(recent[-100:]))
+
+
+def caption_embeddings(tokenizer, gemma, captions):
+    """SanaPipeline.encode_prompt's embeddings and masks of `captions` (with the instruction prefix) and of the
+    empty negative prompt, cut to the longest unmasked length: the cut rows are masked out of the cross-attention,
+    so the transformer's output is the same with them or without."""
+    pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=gemma, vae=None, transformer=None, scheduler=None)
+    embeds, masks = [], []
+    with torch.no_grad():
+        for i in range(0, len(captions), 50):
+            e, m, neg, neg_mask = pipe.encode_prompt(
+                captions[i : i + 50], do_classifier_free_guidance=True, negative_prompt="", device="cpu",
+                complex_human_instruction=CHI,
+            )
+            embeds.append(e)
+            masks.append(m)
+    embeds, masks = torch.cat(embeds), torch.cat(masks)
+    rows = int(masks.sum(1).max())
+    assert not masks[:, rows:].any() and not neg_mask[:, rows:].any()
+    return embeds[:, :rows], masks[:, :rows], neg[:1, :rows], neg_mask[:1, :rows]
+
+
+def training_latents(vae, per_scene, rng, start):
+    """`per_scene` drawings of every scene, encoded: (latents [N, 8, 8, 8] unscaled, scene index [N])."""
+    scenes = data.all_scenes()
+    index = np.repeat(np.arange(len(scenes)), per_scene)
+    latents = []
+    with torch.no_grad():
+        for i in range(0, len(index), 256):
+            x = torch.from_numpy(data.batch([scenes[j] for j in index[i : i + 256]], SIDE, rng))
+            latents.append(vae.encode(x).latent)
+    log(start, f"encoded {len(index)} training images")
+    return torch.cat(latents), torch.from_numpy(index)
+
+
+def train_transformer(dit, latents, scene_index, text, steps, batch, generator, start):
+    embeds, masks, neg, neg_mask = text
+    ema = [p.detach().clone() for p in dit.parameters()]
+    optimizer = torch.optim.AdamW(dit.parameters(), lr=1e-3, weight_decay=0.0)
+    dit.train()
+    recent = []
+    for step in range(steps):
+        cosine_lr(optimizer, 1e-3, step, steps, warmup=100)
+        pick = torch.randint(0, len(latents), (batch,), generator=generator)
+        x0 = latents[pick]
+        caption = scene_index[pick]
+        e, m = embeds[caption].clone(), masks[caption].clone()
+        drop = torch.rand(batch, generator=generator) < 0.1
+        e[drop], m[drop] = neg, neg_mask
+        # σ drawn as the sampler spends its steps: uniform u shifted by the scheduler's flow_shift 3.
+        u = torch.rand(batch, generator=generator)
+        sigma = 3 * u / (1 + 2 * u)
+        noise = torch.randn(x0.shape, generator=generator)
+        s = sigma.view(-1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        v = dit(xt, encoder_hidden_states=e, timestep=1000 * sigma, encoder_attention_mask=m, return_dict=False)[0]
+        loss = F.mse_loss(v, noise - x0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        optimizer.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for a, p in zip(ema, dit.parameters()):
+                a.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        recent.append(loss.item())
+        if step % 100 == 0 or step == steps - 1:
+            log(start, f"transformer step {step}/{steps}: flow-matching loss (last 100) {np.mean(recent[-100:]):.4f}")
+    with torch.no_grad():
+        for a, p in zip(ema, dit.parameters()):
+            p.copy_(a)
+    dit.eval().requires_grad_(False)
+    return float(np.mean(recent[-100:]))
+
+
+def grid():
+    """Every colour × shape × position, without a size word, backgrounds in turn."""
+    backgrounds = list(data.BACKGROUNDS)
+    scenes = []
+    for colour in data.COLOURS:
+        for shape in data.SHAPES:
+            for position in data.POSITIONS:
+                scenes.append(data.Scene(colour, shape, position, "", backgrounds[len(scenes) % len(backgrounds)]))
+    return scenes
+
+
+def evaluate(folder, seeds):
+    """Detector accuracy per attribute of diffusers' SanaPipeline on the grid, `seeds` images per prompt."""
+    pipe = SanaPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    scenes = grid()
+    hits = {"colour": 0, "shape": 0, "position": 0}
+    total = 0
+    for seed in range(seeds):
+        with torch.no_grad():
+            images = pipe(
+                prompt=[s.caption() for s in scenes], height=SIDE, width=SIDE, num_inference_steps=STEPS,
+                guidance_scale=GUIDANCE, use_resolution_binning=False, output_type="np",
+                generator=[torch.Generator().manual_seed(1000 * seed + i) for i in range(len(scenes))],
+            ).images
+        for scene, image in zip(scenes, images):
+            found = detect((image * 255).round().astype(np.uint8))
+            total += 1
+            if found is not None:
+                hits["colour"] += found[0] == scene.colour
+                hits["shape"] += found[1] == scene.shape
+                hits["position"] += found[2] == scene.position
+    return {k: v / total for k, v in hits.items()}, total
+
+
+def folder_mb(folder):
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "models" / "sana-shapes")
+    parser.add_argument("--vae-steps", type=int, default=400)
+    parser.add_argument("--vae-batch", type=int, default=32)
+    parser.add_argument("--images-per-caption", type=int, default=12)
+    parser.add_argument("--transformer-steps", type=int, default=2000)
+    parser.add_argument("--transformer-batch", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--eval-seeds", type=int, default=1)
+    parser.add_argument("--decoder-steps", type=int, default=400)
+    parser.add_argument("--decoder-batch", type=int, default=16)
+    parser.add_argument(
+        "--refine-decoder-of", type=Path, metavar="DIR",
+        help="run the last stage alone on a folder the earlier stages saved (with --decoder-steps 0), adding to its "
+        "training.json: the weights are those the whole run gives",
+    )
+    args = parser.parse_args()
+    if args.refine_decoder_of:
+        return refine_only(args)
+
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+    start = time.time()
+    generator = torch.Generator().manual_seed(SEED)
+    torch.manual_seed(SEED)
+    rng = np.random.default_rng(SEED)
+
+    tokenizer = GemmaTokenizerFast.from_pretrained(FIXTURE_TOKENIZER)
+    gemma = text_encoder(generator)
+    captions = [s.caption() for s in data.all_scenes()]
+    text = caption_embeddings(tokenizer, gemma, captions)
+    log(start, f"encoded {len(captions)} captions: {text[0].shape[1]} text rows in use of 300")
+
+    vae = autoencoder()
+    log(start, f"vae: {parameters(vae)} parameters")
+    vae_loss = train_autoencoder(vae, args.vae_steps, args.vae_batch, rng, start)
+    vae_done = time.time() - start
+    latents, scene_index = training_latents(vae, args.images_per_caption, rng, start)
+    scale = float(1 / latents.std())
+    vae.register_to_config(scaling_factor=scale)
+    latents = latents * scale
+
+    dit = transformer(args.layers, args.heads)
+    log(start, f"transformer: {parameters(dit)} parameters; latent scaling factor {scale:.5f}")
+    dit_loss = train_transformer(
+        dit, latents, scene_index, text, args.transformer_steps, args.transformer_batch, generator, start
+    )
+    dit_done = time.time() - start
+    decoder_loss = refine_decoder(vae, args.decoder_steps, args.decoder_batch, np.random.default_rng(SEED + 1), start)
+    train_time = time.time() - start
+
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", lower_order_final=True,
+        euler_at_final=False, final_sigmas_type="zero",
+    )
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    SanaPipeline(tokenizer=tokenizer, text_encoder=gemma, vae=vae, transformer=dit, scheduler=scheduler).save_pretrained(
+        args.out, safe_serialization=True
+    )
+    accuracy, images = evaluate(args.out, args.eval_seeds)
+    log(start, f"diffusers SanaPipeline on the grid ({images} images): {accuracy}")
+    summary = {
+        "seed": SEED,
+        "torch_threads": 2,
+        "parameters": {"text_encoder": parameters(gemma), "vae": parameters(vae), "transformer": parameters(dit)},
+        "vae": {"steps": args.vae_steps, "batch": args.vae_batch, "final_loss_l1_plus_mse": round(vae_loss, 4),
+                "minutes": round(vae_done / 60, 1)},
+        "transformer": {"steps": args.transformer_steps, "batch": args.transformer_batch,
+                        "training_images": len(latents), "final_flow_matching_loss": round(dit_loss, 4),
+                        "minutes": round((dit_done - vae_done) / 60, 1)},
+        "decoder_refinement": {"steps": args.decoder_steps, "batch": args.decoder_batch,
+                               "final_loss_l1_plus_mse": round(decoder_loss, 4),
+                               "minutes": round((train_time - dit_done) / 60, 1)},
+        "training_minutes": round(train_time / 60, 1),
+        "diffusers_grid_accuracy": {"images": images, "steps": STEPS, "guidance": GUIDANCE,
+                                    **{k: round(v, 3) for k, v in accuracy.items()}},
+    }
+    (args.out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log(start, f"saved {args.out} ({folder_mb(args.out):.1f} MB): {json.dumps(summary)}")
+
+
+def refine_only(args):
+    """The decoder refinement alone, on a folder saved by a run with --decoder-steps 0."""
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(2)
+    start = time.time()
+    pipe = SanaPipeline.from_pretrained(args.refine_decoder_of)
+    decoder_loss = refine_decoder(pipe.vae, args.decoder_steps, args.decoder_batch, np.random.default_rng(SEED + 1), start)
+    minutes = (time.time() - start) / 60
+    summary = json.loads((args.refine_decoder_of / "training.json").read_text())
+    summary["decoder_refinement"] = {"steps": args.decoder_steps, "batch": args.decoder_batch,
+                                     "final_loss_l1_plus_mse": round(decoder_loss, 4), "minutes": round(minutes, 1)}
+    summary["training_minutes"] = round(summary["training_minutes"] + minutes, 1)
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    pipe.save_pretrained(args.out, safe_serialization=True)
+    accuracy, images = evaluate(args.out, args.eval_seeds)
+    log(start, f"diffusers SanaPipeline on the grid ({images} images): {accuracy}")
+    summary["diffusers_grid_accuracy"] = {"images": images, "steps": STEPS, "guidance": GUIDANCE,
+                                          **{k: round(v, 3) for k, v in accuracy.items()}}
+    (args.out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log(start, f"saved {args.out} ({folder_mb(args.out):.1f} MB): {json.dumps(summary)}")
+
+
+if __name__ == "__main__":
+    main()
