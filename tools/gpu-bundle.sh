@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the GPU suite into one folder that runs on a machine with only the NVIDIA driver and the CUDA libraries
 # (no Rust, no nvcc): release `sana-run`, the GPU test executables (tests/*cuda*), the GPU criterion benches, the
-# fixtures, tools/bench_reference.py with the diffusers wheel it needs (where pip can fetch it here), and run.sh,
-# which runs everything, sets `sana-run bench` beside diffusers per stage, and writes its results to a folder.
+# fixtures and the demo model, tools/bench_reference.py with the diffusers wheel it needs (where pip can fetch it
+# here), and run.sh, which runs everything, sets `sana-run bench` beside diffusers per stage, and writes its results
+# to a folder.
 #
 #   tools/gpu-bundle.sh [DIR]          # default target/gpu-bundle; fails if the bundle exceeds 64 MiB
 #   DIR/run.sh [RESULTS]               # on the GPU host; default DIR/results (summary.txt, one log per program);
@@ -47,6 +48,8 @@ done < <(executables bench)
 strip "$out"/bin/* "$out"/tests/* "$out"/benches/*
 
 cp -r tests/fixtures "$out/fixtures"
+# The demo model, for tests/cuda_demo_semantic.rs (a few MB).
+mkdir -p "$out/models" && cp -r models/sana-shapes "$out/models/"
 cp tools/bench_reference.py "$out/"
 # diffusers is the one package the reference needs beyond a CUDA PyTorch image (its other needs are common there).
 if ! python3 -m pip download -q --no-deps --only-binary=:all: diffusers==0.40.0 importlib_metadata \
@@ -66,6 +69,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 results=${1:-$here/results}
 mkdir -p "$results"
 export SANA_FIXTURES=$here/fixtures
+export SANA_MODELS=$here/models
 # A GPU test that finds no usable GPU fails instead of printing "skipped": on the GPU host that is a broken setup.
 export SANA_REQUIRE_GPU=${SANA_REQUIRE_GPU:-1}
 # cuBLASLt: the toolkit's, or a CUDA wheel's inside a Python environment.
