@@ -1,9 +1,9 @@
 //! Many prompts, one loaded model: a progress line per step, and Ctrl-C cancels the running generation at the next
 //! step (the model stays loaded; the program then stops).
 //!
-//! `cargo run --release --example batch -- [MODEL_DIR [SIDE]]` (default: the tiny demo model at its trained size;
-//! SIDE: square images of that many pixels). Images go to
-//! `batch-<n>.png` in the current folder.
+//! `cargo run --release --example batch -- [MODEL_DIR [SIDE]]` (default: the demo model models/sana-shapes at its
+//! trained size; SIDE: square images of that many pixels; no resolution binning, as examples/generate.rs). Images go
+//! to `batch-<n>.png` in the current folder.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +19,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
 
 fn main() -> sana::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args
-        .next()
-        .unwrap_or_else(|| "tests/fixtures/tiny-sana".into());
+    let dir = args.next().unwrap_or_else(|| "models/sana-shapes".into());
     let side: Option<usize> = match args.next() {
         Some(s) => Some(
             s.parse()
@@ -42,14 +40,16 @@ fn main() -> sana::Result<()> {
         .keep_text_encoder(true)
         .open(dir)?;
     let prompts = [
-        "a red fox in the snow",
-        "a lighthouse at dusk, oil painting",
-        "a bowl of cherries on a wooden table",
+        "a red circle on the left, on a white background",
+        "a blue square at the top, on a gray background",
+        "a yellow star in the centre, on a black background",
     ];
     for (n, prompt) in prompts.iter().enumerate() {
-        let mut req = Request::new(*prompt).seed(n as u64);
+        let mut req = Request::new(*prompt)
+            .seed(n as u64)
+            .resolution_binning(false);
         if let Some(side) = side {
-            req = req.size(side, side).resolution_binning(false);
+            req = req.size(side, side);
         }
         let result = sana.generate_with(&req, |event| {
             match event {

@@ -1,16 +1,14 @@
 //! Prompt embeddings computed once and reused across seeds: the text encoder runs for the first request only.
 //!
-//! `cargo run --release --example embeddings -- [MODEL_DIR [SIDE]]` (default: the tiny demo model at its trained
-//! size; SIDE: square images of that many pixels). Images go to
-//! `seed-<s>.png` in the current folder.
+//! `cargo run --release --example embeddings -- [MODEL_DIR [SIDE]]` (default: the demo model models/sana-shapes at
+//! its trained size; SIDE: square images of that many pixels; no resolution binning, as examples/generate.rs). Images
+//! go to `seed-<s>.png` in the current folder.
 
 use sana::{Device, Error, Request, Sana};
 
 fn main() -> sana::Result<()> {
     let mut args = std::env::args().skip(1);
-    let dir = args
-        .next()
-        .unwrap_or_else(|| "tests/fixtures/tiny-sana".into());
+    let dir = args.next().unwrap_or_else(|| "models/sana-shapes".into());
     let side: Option<usize> = match args.next() {
         Some(s) => Some(
             s.parse()
@@ -19,13 +17,15 @@ fn main() -> sana::Result<()> {
         None => None,
     };
     let sana = Sana::open(dir, Device::Auto)?;
-    let embeddings = sana.encode_prompt(
-        &Request::new("a watercolor of a quiet harbour").negative_prompt("blurry"),
-    )?;
+    let embeddings = sana.encode_prompt(&Request::new(
+        "a green triangle at the bottom, on a white background",
+    ))?;
     for seed in 0..3 {
-        let mut req = Request::from_embeddings(embeddings.clone()).seed(seed);
+        let mut req = Request::from_embeddings(embeddings.clone())
+            .seed(seed)
+            .resolution_binning(false);
         if let Some(side) = side {
-            req = req.size(side, side).resolution_binning(false);
+            req = req.size(side, side);
         }
         let out = sana.generate(&req)?;
         let path = format!("seed-{seed}.png");

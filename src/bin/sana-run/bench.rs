@@ -5,7 +5,7 @@
 //! an engine that is not available (`--engine cuda` without a GPU) is reported
 //! as skipped, with the reason, and the command still succeeds: the plan is printed either way.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::builder::TypedValueParser;
@@ -20,7 +20,6 @@ use sana::text::{tokenize_prompts, GemmaTokenizer, PromptOptions};
 use sana::{Control, Device, Event, OpenOptions, Request, Sana};
 use serde_json::{json, Value};
 
-use crate::generate::demo_model;
 use crate::{Dtype, EngineKind};
 
 #[derive(Args, Clone)]
@@ -94,6 +93,12 @@ impl Drop for Source {
     }
 }
 
+/// The tiny random-weight fixture (tests/fixtures/tiny-sana): what `bench` measures without --model or --variant,
+/// and the tokenizer of its synthetic variants. Not the demo model: its sizes are the ones the cost tests expect.
+fn fixture_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sana")
+}
+
 fn source(args: &BenchArgs) -> sana::Result<Source> {
     match (&args.variant, &args.model) {
         (Some(name), _) => {
@@ -117,13 +122,13 @@ fn source(args: &BenchArgs) -> sana::Result<Source> {
             sana::synthetic_pipeline::write(
                 variant,
                 &src.dir,
-                &demo_model().join("tokenizer"),
+                &fixture_model().join("tokenizer"),
                 SEED,
             )?;
             Ok(src)
         }
         (None, model) => {
-            let dir = model.clone().unwrap_or_else(demo_model);
+            let dir = model.clone().unwrap_or_else(fixture_model);
             Ok(Source {
                 label: dir.display().to_string(),
                 dir,

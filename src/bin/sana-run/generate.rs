@@ -15,10 +15,14 @@ use crate::{Dtype, EngineKind};
 
 #[derive(Args, Clone)]
 pub struct GenerateArgs {
-    /// A diffusers Sana folder (default: the tiny random-weight demo model in the repository, which draws noise).
+    /// A diffusers Sana folder (default: the demo model in the repository, models/sana-shapes, which draws one
+    /// coloured shape at 64×64 from prompts like "a red circle on the left, on a white background").
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long, default_value = "a photo of a red fox in the snow")]
+    #[arg(
+        long,
+        default_value = "a red circle on the left, on a white background"
+    )]
     prompt: String,
     #[arg(long, default_value = "")]
     negative_prompt: String,
@@ -138,9 +142,9 @@ enum SamplerArg {
     FlowEuler,
 }
 
-/// The demo model shipped with the sources (tests/fixtures/tiny-sana).
+/// The demo model shipped with the sources (models/sana-shapes, trained by tools/train_demo.py).
 pub fn demo_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sana")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/sana-shapes")
 }
 
 pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
@@ -148,8 +152,9 @@ pub fn run(args: GenerateArgs, dtype: Dtype) -> sana::Result<()> {
         Some(m) => m.clone(),
         None => {
             eprintln!(
-                "warning: no --model given: using the tiny random-weight demo model, which produces noise; pass \
-                 --model DIR with a diffusers Sana folder for real images"
+                "note: no --model given: using the demo model {}, which only draws coloured shapes (\"a red circle \
+                 on the left, on a white background\"); pass --model DIR with a diffusers Sana folder for real images",
+                demo_model().display()
             );
             demo_model()
         }
