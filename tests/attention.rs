@@ -1,5 +1,5 @@
 //! kernels/attention.cu, run through the emulation engine, against the CPU reference `cpu::attention::attention`
-//! (f64 scores and sums) on inputs first rounded to the storage dtype.
+//! (f32 GEMMs, softmax sums in f64) on inputs first rounded to the storage dtype.
 //!
 //! Tolerance, per output element `out[n, i]` of a head, with `U` = 2^-24, exact softmax weights `p_m` (f64) and
 //! `ŝ` the largest score. The kernel's f32 score `s_m` is off by at most `ε_m = (d+2)·U·(Σ_c|q_c·k_mc|/√d + |bias_m|)`
@@ -10,7 +10,9 @@
 //! terms. So, with T = ⌈L/tile⌉:
 //!   `|Δout_i| ≤ Σ_m p_m·(ε_m + U·(|s_m| + |ŝ|) + 6U)·|v_mi − out_i| + (L + 2T + 4)·U·Σ_m p_m·|v_mi|
 //!               + (L/8 + T + 8)·U·|out_i|`,
-//! doubled for second-order terms, plus half an ulp of the storage dtype at the reference (0 for f32). Masked keys
+//! doubled for second-order terms; the reference (f32 GEMMs on query tiles, sums in f64) is off from the exact value by
+//! a bound of the same form with shorter chains (no key tiles), at most this one, so the tolerance is twice it,
+//! plus half an ulp of the storage dtype at the reference (0 for f32). Masked keys
 //! (bias −10000) have p_m = 0, so their large absolute score error does not count, as in the kernel.
 //!
 //! `attention_tolerance_catches_wrong_kernels` shows that typical mistakes (bias ignored or of the wrong batch item,
@@ -112,7 +114,7 @@ fn tolerance(c: &Case, dtype: StorageDtype, want: &[f32]) -> Vec<f32> {
                     let f32_err = weights
                         + (l as f64 + 2.0 * tiles + 4.0) * u * sums
                         + (l as f64 / 8.0 + tiles + 8.0) * u * out.abs();
-                    tol[row + i] = 0.5 * ulp(dtype, want[row + i]) + (2.0 * f32_err) as f32;
+                    tol[row + i] = 0.5 * ulp(dtype, want[row + i]) + (4.0 * f32_err) as f32;
                 }
             }
         }

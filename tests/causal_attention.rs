@@ -1,5 +1,5 @@
 //! kernels/causal_attention.cu, run through the emulation engine, against the CPU reference
-//! `cpu::causal_attention::causal_attention` (f64 dot products and softmax sums) on inputs first rounded to the
+//! `cpu::causal_attention::causal_attention` (f32 GEMMs, softmax sums in f64) on inputs first rounded to the
 //! storage dtype.
 //!
 //! Tolerance, per output element `out[i, c]` of a head, with `U` = 2^-24, `p_m` the exact softmax weights (f64) over
@@ -12,7 +12,9 @@
 //! most L + 2T (resp. L/8 + T + 3) f32 additions of positive terms, T the key tiles visited:
 //!   `|Δout_c| ≤ Σ_m p_m·(ε_m + U·(|s_m| + |ŝ|) + 6U)·|v_mc − out_c| + (L + 2T + 4)·U·Σ_m p_m·|v_mc|
 //!               + (L/8 + T + 8)·U·|out_c|`,
-//! doubled for second-order terms, plus half an ulp of the storage dtype at the reference (0 for f32). A query that
+//! doubled for second-order terms; the reference (f32 GEMMs on query tiles, sums in f64) is off from the exact value by
+//! a bound of the same form with shorter chains (no key tiles), at most this one, so the tolerance is twice it,
+//! plus half an ulp of the storage dtype at the reference (0 for f32). A query that
 //! sees no key averages all L values (p_m = 1/L, no score error): only the summation terms remain.
 //!
 //! `causal_attention_tolerance_catches_wrong_kernels` shows that typical mistakes (the window off by one either way,
@@ -164,7 +166,7 @@ fn tolerance(c: &Case, dtype: StorageDtype, want: &[f32]) -> Vec<f32> {
                     let f32_err = weights
                         + (lf + 2.0 * tiles + 4.0) * u * sums
                         + (lf / 8.0 + tiles + 8.0) * u * out.abs();
-                    tol[row + x] = 0.5 * ulp(dtype, want[row + x]) + (2.0 * f32_err) as f32;
+                    tol[row + x] = 0.5 * ulp(dtype, want[row + x]) + (4.0 * f32_err) as f32;
                 }
             }
         }

@@ -4,7 +4,7 @@
 
 use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
-use crate::cpu::parallel::for_each_block;
+use crate::cpu::parallel::{for_each_block, sequence_tiles};
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
@@ -38,12 +38,9 @@ pub fn attention(
     for_each_block(&mut out, dim, |first, block| {
         let rows = block.len() / dim;
         let mut scores = vec![0.0f32; QUERY_TILE.min(rows) * l];
-        let mut r = 0;
-        while r < rows {
+        for (r, t) in sequence_tiles(first, rows, n, QUERY_TILE) {
             let row = first + r;
             let bi = row / n;
-            // A tile never crosses into the next batch element's queries.
-            let t = QUERY_TILE.min(rows - r).min(n - row % n);
             let bias = &key_bias.data()[bi * l..][..l];
             let keys = bi * l * dim;
             let s = &mut scores[..t * l];
@@ -81,7 +78,6 @@ pub fn attention(
                     ),
                 );
             }
-            r += t;
         }
     });
     HostTensor::new(vec![b, n, dim], out)

@@ -10,7 +10,7 @@
 use crate::cpu::attention::softmax;
 use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
-use crate::cpu::parallel::for_each_block;
+use crate::cpu::parallel::{for_each_block, sequence_tiles};
 use crate::engine::CausalAttention;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
@@ -47,12 +47,9 @@ pub fn causal_attention(
     for_each_block(&mut out, qdim, |first, block| {
         let rows = block.len() / qdim;
         let mut scores = vec![0.0f32; QUERY_TILE.min(rows) * l];
-        let mut r = 0;
-        while r < rows {
+        for (r, t) in sequence_tiles(first, rows, l, QUERY_TILE) {
             let row = first + r;
             let (bi, i0) = (row / l, row % l);
-            // A tile never crosses into the next batch element's queries.
-            let t = QUERY_TILE.min(rows - r).min(l - i0);
             let mask = &key_mask.data()[bi * l..][..l];
             let keys = bi * l * kvdim;
             let s = &mut scores[..t * l];
@@ -102,7 +99,6 @@ pub fn causal_attention(
                     ),
                 );
             }
-            r += t;
         }
     });
     HostTensor::new(vec![b, l, qdim], out)

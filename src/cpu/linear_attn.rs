@@ -5,7 +5,7 @@
 
 use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
-use crate::cpu::parallel::{for_each_block, for_each_row};
+use crate::cpu::parallel::{for_each_block, for_each_row, sequence_tiles};
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
@@ -62,12 +62,9 @@ pub fn linear_attention(
     for_each_block(&mut out, dim, |first, block| {
         let rows = block.len() / dim;
         let mut queries = vec![0.0f32; TOKEN_TILE.min(rows) * d];
-        let mut r = 0;
-        while r < rows {
+        for (r, t) in sequence_tiles(first, rows, n, TOKEN_TILE) {
             let row = first + r;
             let bi = row / n;
-            // A tile never crosses into the next batch element's tokens.
-            let t = TOKEN_TILE.min(rows - r).min(n - row % n);
             for h in 0..heads {
                 let s = &state[(bi * heads + h) * (d * d + d)..][..d * d + d];
                 let (kv, ks) = s.split_at(d * d);
@@ -91,7 +88,6 @@ pub fn linear_attention(
                     }
                 }
             }
-            r += t;
         }
     });
     HostTensor::new(vec![b, n, dim], out)

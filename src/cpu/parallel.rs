@@ -37,3 +37,22 @@ where
         }
     });
 }
+
+/// The tiles of a core's block of rows `first..first + rows` of a `[B, seq_len]` sequence batch: `(offset, len)` in
+/// the block, at most `tile` rows each and never crossing into the next batch element's sequence.
+pub fn sequence_tiles(
+    first: usize,
+    rows: usize,
+    seq_len: usize,
+    tile: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    let mut r = 0;
+    std::iter::from_fn(move || {
+        if r >= rows || seq_len == 0 || tile == 0 {
+            return None;
+        }
+        let t = tile.min(rows - r).min(seq_len - (first + r) % seq_len);
+        r += t;
+        Some((r - t, t))
+    })
+}
