@@ -285,7 +285,7 @@ def main():
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--eval-seeds", type=int, default=1)
-    parser.add_argument("--decoder-steps", type=int, default=400)
+    parser.add_argument("--decoder-steps", type=int, default=900)
     parser.add_argument("--decoder-batch", type=int, default=16)
     parser.add_argument(
         "--refine-decoder-of", type=Path, metavar="DIR",
