@@ -274,6 +274,8 @@ fn images_match_sana_run_for_the_same_parameters() {
     let dir = scratch("front-door-cli");
     let png = dir.join("fox.png");
     let status = Command::new(env!("CARGO_BIN_EXE_sana-run"))
+        .arg("--model")
+        .arg(tiny_model())
         .args([
             "--engine",
             "cpu",
