@@ -52,8 +52,9 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
-    /// Defaults: bf16 storage on devices that store in 16 bits, denoising steps replayed as CUDA graphs, the text
-    /// encoder freed after each encoding, no host-memory measurement.
+    /// Defaults: bf16 storage on devices that store in 16 bits, denoising steps replayed as CUDA graphs and the last
+    /// loop's graph kept for the next generation of its shape, the text encoder freed after each encoding, no
+    /// host-memory measurement.
     pub fn new(device: Device) -> Self {
         Self {
             device,
@@ -80,6 +81,14 @@ impl OpenOptions {
     /// by op.
     pub fn step_graphs(mut self, on: bool) -> Self {
         self.step_graphs = on;
+        self
+    }
+
+    /// How many denoising loops keep their captured CUDA step graph between generations (default 1; see
+    /// [`PipelineOptions::kept_step_graphs`]): a generation of the same size and sampling options as a kept one
+    /// replays its graph from the first step, without an eager step or a capture. 0 captures afresh every time.
+    pub fn kept_step_graphs(mut self, n: usize) -> Self {
+        self.pipeline.kept_step_graphs = n;
         self
     }
 

@@ -47,6 +47,18 @@ impl HostTensor {
         &mut self.data
     }
 
+    /// Copies `src`'s values into this tensor in place (`op` names the caller in the error when the shapes differ).
+    pub fn copy_from(&mut self, op: &'static str, src: &HostTensor) -> Result<()> {
+        if src.shape != self.shape {
+            return Err(Error::shape(
+                op,
+                format!("copying {:?} into {:?}", src.shape, self.shape),
+            ));
+        }
+        self.data.copy_from_slice(&src.data);
+        Ok(())
+    }
+
     /// The values, row-major, without the shape.
     pub fn into_data(self) -> Vec<f32> {
         self.data

@@ -709,6 +709,147 @@ fn step_graph_replays_match_eager_steps() {
     });
 }
 
+/// A pipeline of `dir` on a GPU engine like `g` keeping `kept` denoising loops' step graphs.
+fn gpu_pipeline_keeping(
+    g: &CudaEngine,
+    dir: &std::path::Path,
+    kept: usize,
+) -> sana::pipeline::Pipeline<CudaEngine> {
+    let engine = CudaEngine::new(g.info().ordinal, g.dtype()).unwrap();
+    let options = sana::pipeline::PipelineOptions {
+        kept_step_graphs: kept,
+        ..Default::default()
+    };
+    sana::pipeline::Pipeline::load(engine, dir, options).unwrap()
+}
+
+/// Runs `first` then `second` (the same shape and options, other prompts and noise) on a pipeline that keeps one
+/// loop: `first` captures its step, `second` replays that graph from its first step on its own inputs, written into
+/// the kept buffers. Its latents must equal, bit for bit, those of a pipeline that keeps nothing (which runs an
+/// eager step and captures): the same kernels on the same values — unless a buffer kept `first`'s values.
+fn kept_graph_replays_match_a_fresh_capture(
+    test: &str,
+    dir: &std::path::Path,
+    (first, second): (&sana::Request, &sana::Request),
+) {
+    on_each_gpu(test, |g, _| {
+        let kept = gpu_pipeline_keeping(g, dir, 1);
+        let fresh = gpu_pipeline_keeping(g, dir, 0);
+        let a = tiny_runs::denoise_counting_steps(&kept, first);
+        let captured = kept.engine().step_graph_report().unwrap();
+        let b = tiny_runs::denoise_counting_steps(&kept, second);
+        let reused = kept.engine().step_graph_report().unwrap();
+        let want = tiny_runs::denoise_counting_steps(&fresh, second);
+        let recaptured = fresh.engine().step_graph_report().unwrap();
+        let steps = kept.plan(second).unwrap().steps;
+        eprintln!(
+            "{test} {:?}: captured {captured:?}; reused {reused:?}",
+            g.dtype()
+        );
+        assert_eq!(captured.capture_error, None, "the step must be capturable");
+        assert!(!captured.reused && !recaptured.reused);
+        assert_eq!((captured.eager, recaptured.eager), (1, 1));
+        assert!(reused.reused, "the second loop replays the kept graph");
+        assert_eq!((reused.eager, reused.replayed), (0, steps));
+        assert_ne!(a.data(), b.data(), "the two requests must differ");
+        assert_eq!(b.data(), want.data(), "kept graph vs a fresh capture");
+    });
+}
+
+/// The CFG flow loop: text conditioning, schedule and latents are rewritten.
+#[test]
+fn a_kept_graph_replays_a_cfg_loop_on_new_inputs() {
+    let first = tiny_runs::golden_request("square_4steps_cfg_chi");
+    let second = tiny_runs::golden_request_as("square_4steps_cfg_chi", Some(tiny_runs::VARIANT));
+    kept_graph_replays_match_a_fresh_capture(
+        "a_kept_graph_replays_a_cfg_loop_on_new_inputs",
+        &tiny_model(),
+        (&first, &second),
+    );
+}
+
+/// Sana-Sprint's SCM loop: its per-step noise and guidance embedding are rewritten too.
+#[test]
+fn a_kept_graph_replays_a_sprint_loop_on_new_inputs() {
+    let dir = tiny_runs::sprint_model("cuda-sprint-kept-graph");
+    let request = |prompt: &str, seed: u64| {
+        sana::Request::new(prompt)
+            .size(64, 64)
+            .steps(3)
+            .resolution_binning(false)
+            .seed(seed)
+    };
+    let (first, second) = (
+        request("a lighthouse at dusk", 5),
+        request("a red fox", 6).guidance(3.0),
+    );
+    kept_graph_replays_match_a_fresh_capture(
+        "a_kept_graph_replays_a_sprint_loop_on_new_inputs",
+        &dir,
+        (&first, &second),
+    );
+}
+
+/// PAG (its perturbation masks) and ControlNet (its text side, control latents and scale) loops.
+#[test]
+fn a_kept_graph_replays_pag_and_controlnet_loops_on_new_inputs() {
+    let test = "a_kept_graph_replays_pag_and_controlnet_loops_on_new_inputs";
+    let pag = "pag_nocfg_adaptive";
+    kept_graph_replays_match_a_fresh_capture(
+        test,
+        &tiny_model(),
+        (
+            &tiny_runs::pag_request(pag).steps(3),
+            &tiny_runs::pag_request_as(pag, Some(tiny_runs::VARIANT)).steps(3),
+        ),
+    );
+    let dir = tiny_runs::controlnet_model("cuda-controlnet-kept-graph");
+    let control = "controlnet_nocfg_resized";
+    kept_graph_replays_match_a_fresh_capture(
+        test,
+        &dir,
+        (
+            &tiny_runs::controlnet_request(control).steps(3),
+            &tiny_runs::controlnet_request_as(control, Some(tiny_runs::VARIANT)).steps(3),
+        ),
+    );
+}
+
+/// Kept loops are keyed by everything their step's work depends on, and the least recently used goes first: with
+/// room for two, a loop of another size or step count captures its own graph, a return to a kept shape replays
+/// it (and gives the first run's latents again), and a third shape evicts the oldest.
+#[test]
+fn kept_graphs_are_keyed_by_shape_and_evicted_least_recently_used() {
+    let a = tiny_runs::golden_request("square_4steps_cfg_chi");
+    let b = tiny_runs::golden_request_as("square_4steps_cfg_chi", Some(tiny_runs::VARIANT))
+        .size(64, 32);
+    let c =
+        tiny_runs::golden_request_as("square_4steps_cfg_chi", Some(tiny_runs::VARIANT)).steps(5);
+    let Some(g) = gpu(
+        "kept_graphs_are_keyed_by_shape_and_evicted_least_recently_used",
+        StorageDtype::Bf16,
+    ) else {
+        return;
+    };
+    let pipe = gpu_pipeline_keeping(&g, &tiny_model(), 2);
+    let run = |req: &sana::Request| {
+        let latents = tiny_runs::denoise_counting_steps(&pipe, req);
+        (latents, pipe.engine().step_graph_report().unwrap().reused)
+    };
+    let (first, reused) = run(&a);
+    assert!(!reused);
+    assert!(!run(&b).1, "another size captures");
+    let (again, reused) = run(&a);
+    assert!(reused, "a is still kept");
+    assert_eq!(again.data(), first.data(), "the same request again");
+    assert!(
+        !run(&c).1,
+        "another step count captures (its schedule differs)"
+    );
+    assert!(!run(&b).1, "b was the least recently used: evicted by c");
+    assert!(run(&c).1, "c is still kept");
+}
+
 /// Perturbed-attention guidance's identity self-attention in one DiT forward: 20u, as the DiT.
 #[test]
 fn tiny_dit_perturbed_matches_cpu() {
@@ -1058,7 +1199,9 @@ fn kernel_lists_match_the_ptx_entries() {
 
 /// Cancelling from the callback while graph replays are queued stops the loop at that step with
 /// `Error::Cancelled`: step 2 reports and cancels while step 3 is already queued, so three steps ran and the fourth
-/// never did. The graph is released and the same pipeline then denoises the full request again, bit for bit.
+/// never did; then the same pipeline denoises the full request again, bit for bit. Once on a loop that captures its
+/// graph in that run (step 1 eager), once on one that replays the graph kept from the run before (kept through the
+/// cancel, and rewritten by the next run).
 #[test]
 fn cancelling_a_replayed_loop_stops_it_and_the_pipeline_stays_usable() {
     use sana::{Control, Event};
@@ -1069,31 +1212,33 @@ fn cancelling_a_replayed_loop_stops_it_and_the_pipeline_stays_usable() {
     ) else {
         return;
     };
-    let pipe = gpu_pipeline(&g, &tiny_model());
-    let full = tiny_runs::denoise_counting_steps(&pipe, &req);
-    let mut seen = Vec::new();
-    let err = pipe
-        .denoise(&req, &mut |event| {
-            if let Event::Step { step, .. } = event {
-                seen.push(step);
-                if step == 2 {
-                    return Control::Cancel;
+    for (kept, want) in [(0, (1, 2, false)), (1, (0, 3, true))] {
+        let pipe = gpu_pipeline_keeping(&g, &tiny_model(), kept);
+        let full = tiny_runs::denoise_counting_steps(&pipe, &req);
+        let mut seen = Vec::new();
+        let err = pipe
+            .denoise(&req, &mut |event| {
+                if let Event::Step { step, .. } = event {
+                    seen.push(step);
+                    if step == 2 {
+                        return Control::Cancel;
+                    }
                 }
-            }
-            Control::Continue
-        })
-        .unwrap_err();
-    assert!(matches!(err, Error::Cancelled), "{err}");
-    assert_eq!(seen, [1, 2]);
-    let report = pipe.engine().step_graph_report().unwrap();
-    assert_eq!(report.capture_error, None);
-    assert_eq!(
-        (report.eager, report.replayed),
-        (1, 2),
-        "steps 2 and 3 replayed, step 4 never queued"
-    );
-    let again = tiny_runs::denoise_counting_steps(&pipe, &req);
-    assert_eq!(again.data(), full.data(), "the run after a cancel");
+                Control::Continue
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        assert_eq!(seen, [1, 2]);
+        let report = pipe.engine().step_graph_report().unwrap();
+        assert_eq!(report.capture_error, None);
+        assert_eq!(
+            (report.eager, report.replayed, report.reused),
+            want,
+            "keeping {kept}: steps 1 to 3 ran, step 4 never queued"
+        );
+        let again = tiny_runs::denoise_counting_steps(&pipe, &req);
+        assert_eq!(again.data(), full.data(), "the run after a cancel");
+    }
 }
 
 /// A panic in the caller's callback while graph replays are queued unwinds out of the loop; the queued work

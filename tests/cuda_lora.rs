@@ -51,3 +51,39 @@ fn cuda_lora_matches_cpu_merged_and_unmerged() {
         }
     }
 }
+
+/// Adapters swapped in place on a loaded transformer change the layers its kept step graph reads, so the pipeline
+/// drops that graph: the next run captures afresh and equals, bit for bit, a pipeline given the adapters before its
+/// first run.
+#[test]
+fn swapping_adapters_in_place_drops_the_kept_step_graph() {
+    let engine = || match CudaEngine::new(0, StorageDtype::Bf16) {
+        Ok(e) => Some(e),
+        Err(err) if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}")
+        }
+        Err(err) => {
+            eprintln!("cuda_lora: skipped: {err}");
+            None
+        }
+    };
+    let (Some(first), Some(second)) = (engine(), engine()) else {
+        return;
+    };
+    let pipe = Pipeline::load(first, &tiny_model(), Default::default()).unwrap();
+    let base = tiny_runs::pipeline_2step(&pipe).0;
+    pipe.set_adapters(&adapters(), LoraMode::Unmerged).unwrap();
+    let swapped = tiny_runs::pipeline_2step(&pipe).0;
+    let report = pipe.engine().step_graph_report().unwrap();
+    assert!(!report.reused, "the graph kept before the swap was dropped");
+    let want = final_latents(
+        Pipeline::load(second, &tiny_model(), Default::default()).unwrap(),
+        LoraMode::Unmerged,
+    );
+    assert_ne!(swapped.data(), base.data(), "the adapters change the run");
+    assert_eq!(
+        swapped.data(),
+        want.data(),
+        "swapped in place vs loaded with them"
+    );
+}

@@ -2,6 +2,7 @@
 //! actually received. It checks the config-only model of [`crate::cost::stages`] (tests/cost_model.rs) and tells
 //! what a real run did (`sana-run bench`).
 
+use std::convert::Infallible;
 use std::sync::Mutex;
 
 use crate::cost::Cost;
@@ -74,6 +75,8 @@ fn rows_last(shape: &[usize]) -> (usize, usize) {
 impl<E: Engine> Engine for CountingEngine<E> {
     type Tensor = E::Tensor;
     type State = E::State;
+    // Replaying a kept graph would run steps the tally never sees: each loop captures afresh.
+    type StepGraph = Infallible;
 
     fn name(&self) -> &'static str {
         self.inner.name()
@@ -431,12 +434,30 @@ impl<E: Engine> Engine for CountingEngine<E> {
         Ok(())
     }
 
+    fn overwrite(&self, dst: &mut E::Tensor, src: &E::Tensor) -> Result<()> {
+        self.inner.overwrite(dst, src)
+    }
+
+    fn overwrite_state(&self, dst: &mut E::State, src: &HostTensor) -> Result<()> {
+        self.inner.overwrite_state(dst, src)
+    }
+
     fn repeat_steps(
         &self,
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<Option<Infallible>> {
+        self.inner.repeat_steps(n, step, progress)?;
+        Ok(None)
+    }
+
+    fn replay_step_graph(
+        &self,
+        graph: &Infallible,
+        _: usize,
+        _: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
-        self.inner.repeat_steps(n, step, progress)
+        match *graph {}
     }
 }

@@ -1,5 +1,7 @@
 //! The CPU engine: the pure-Rust reference in f32, the numerical oracle every other engine is tested against.
 
+use std::convert::Infallible;
+
 use crate::cpu;
 use crate::engine::{Activation, CausalAttention, Engine};
 use crate::error::Result;
@@ -13,6 +15,7 @@ pub struct CpuEngine;
 impl Engine for CpuEngine {
     type Tensor = HostTensor;
     type State = HostTensor;
+    type StepGraph = Infallible;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -304,5 +307,22 @@ impl Engine for CpuEngine {
 
     fn advance_schedule(&self, schedule: &mut HostTensor) -> Result<()> {
         cpu::sampler::advance_schedule(schedule)
+    }
+
+    fn overwrite(&self, dst: &mut HostTensor, src: &HostTensor) -> Result<()> {
+        dst.copy_from("overwrite", src)
+    }
+
+    fn overwrite_state(&self, dst: &mut HostTensor, src: &HostTensor) -> Result<()> {
+        dst.copy_from("overwrite_state", src)
+    }
+
+    fn replay_step_graph(
+        &self,
+        graph: &Infallible,
+        _: usize,
+        _: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        match *graph {}
     }
 }

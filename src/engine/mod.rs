@@ -59,6 +59,10 @@ pub trait Engine: Send + Sync {
     /// An f32 tensor of the sampler (the latents, the previous clean estimate and the step schedule of
     /// src/launch/sampler.rs): diffusers keeps latents in f32 whatever the model's dtype.
     type State: Send + Sync;
+    /// A denoising step captured by a device engine and kept by its caller ([`Self::repeat_steps`]), to replay in a
+    /// later loop whose inputs are written into the same buffers ([`Self::replay_step_graph`]). Host engines never
+    /// make one (`std::convert::Infallible`).
+    type StepGraph: Send + Sync;
 
     /// Short name used in messages and on the command line (`cpu`, `emu`, `cuda`).
     fn name(&self) -> &'static str;
@@ -366,20 +370,37 @@ pub trait Engine: Send + Sync {
     /// Moves `schedule` to its next step.
     fn advance_schedule(&self, schedule: &mut Self::State) -> Result<()>;
 
+    /// Copies `src` into `dst`'s storage (same shapes): an input of a kept step graph takes a new value at the
+    /// address the graph reads.
+    fn overwrite(&self, dst: &mut Self::Tensor, src: &Self::Tensor) -> Result<()>;
+
+    /// Copies a host tensor into sampler state of the same shape, in place (as [`Self::overwrite`]).
+    fn overwrite_state(&self, dst: &mut Self::State, src: &HostTensor) -> Result<()>;
+
     /// Runs `step` `n` times, calling `progress(i, n)` as step `i` completes; an error from `progress` (a
     /// cancellation) stops the loop at that step boundary and is returned. `step` must queue the same work every
     /// call, reading whatever changes between steps from state (the schedule), and must not read results back: a
-    /// device engine runs the first call, captures the second as a graph and replays it for the rest.
+    /// device engine runs the first call, captures the second as a graph and replays it for the rest, then returns
+    /// the graph. The caller may keep it, with every buffer the step reads, for [`Self::replay_step_graph`].
     fn repeat_steps(
         &self,
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Option<Self::StepGraph>> {
         for i in 0..n {
             step()?;
             progress(i + 1, n)?;
         }
-        Ok(())
+        Ok(None)
     }
+
+    /// Runs `n` steps by replaying `graph` alone (no eager step, no capture), reporting as [`Self::repeat_steps`]
+    /// does. The buffers it was captured with must be alive and hold this loop's inputs.
+    fn replay_step_graph(
+        &self,
+        graph: &Self::StepGraph,
+        n: usize,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()>;
 }

@@ -39,8 +39,9 @@ pub struct SanaTransformer<E: Engine> {
     proj_out: Linear<E>,
     /// The 2K/4K models' position embedding for the last (batch, h, w) seen, repeated over the batch: it depends
     /// on the size alone, and at 4K it is 36.7M sines and cosines in f64, far more than a GPU step's time if
-    /// recomputed and uploaded every step.
-    position_embedding: Mutex<Option<(BatchSize, E::Tensor)>>,
+    /// recomputed and uploaded every step. Shared, so that a kept step graph holds the one it reads when another
+    /// size replaces it here.
+    position_embedding: Mutex<Option<(BatchSize, Arc<E::Tensor>)>>,
 }
 
 /// `(batch, h, w)` of a latent batch.
@@ -68,6 +69,51 @@ impl<E: Engine> TextConditioning<E> {
     /// The projected, RMS-normalised captions `[B, L, D]`.
     pub fn caption(&self) -> &E::Tensor {
         &self.caption
+    }
+
+    /// What a step's work depends on besides the values: every tensor's shape, and the blocks PAG perturbs.
+    pub(crate) fn layout(&self, e: &E) -> (Vec<Vec<usize>>, Vec<usize>) {
+        let shapes = self
+            .tensors()
+            .into_iter()
+            .map(|t| e.shape(t).to_vec())
+            .collect();
+        let blocks = self
+            .perturbation
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.blocks.clone());
+        (shapes, blocks)
+    }
+
+    /// Writes `other`'s values into these tensors, in place (the same [`Self::layout`]), for a kept step graph.
+    pub(crate) fn overwrite(&mut self, e: &E, other: &Self) -> Result<()> {
+        if self.layout(e) != other.layout(e) {
+            return Err(Error::InvalidInput(
+                "text conditioning of another layout cannot replace a kept loop's".into(),
+            ));
+        }
+        for (dst, src) in self.tensors_mut().into_iter().zip(other.tensors()) {
+            e.overwrite(dst, src)?;
+        }
+        Ok(())
+    }
+
+    fn tensors(&self) -> Vec<&E::Tensor> {
+        let mut out = vec![&self.caption, &self.key_bias];
+        out.extend(self.keys_values.iter().flat_map(|(k, v)| [k, v]));
+        if let Some(p) = &self.perturbation {
+            out.extend([&p.keep, &p.identity]);
+        }
+        out
+    }
+
+    fn tensors_mut(&mut self) -> Vec<&mut E::Tensor> {
+        let mut out = vec![&mut self.caption, &mut self.key_bias];
+        out.extend(self.keys_values.iter_mut().flat_map(|(k, v)| [k, v]));
+        if let Some(p) = &mut self.perturbation {
+            out.extend([&mut p.keep, &mut p.identity]);
+        }
+        out
     }
 }
 
@@ -102,6 +148,19 @@ impl<E: Engine> SanaTransformer<E> {
             Some(target) => linear.merge_lora(e, &w.get(&format!("{module}.weight"))?, target),
             None => Ok(()),
         })
+    }
+
+    /// The position embedding the last forward of batch `b` at `h × w` tokens added (the 2K/4K models), shared:
+    /// a kept step graph holds it, since it reads its address.
+    pub(crate) fn position_embedding_in_use(&self, (b, h, w): BatchSize) -> Option<Arc<E::Tensor>> {
+        let cache = self
+            .position_embedding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        cache
+            .as_ref()
+            .filter(|(key, _)| *key == (b, h, w))
+            .map(|(_, pe)| Arc::clone(pe))
     }
 
     /// Replaces the unmerged LoRA terms of every layer (`None` or a layer no adapter targets: the base layer
@@ -370,10 +429,10 @@ impl<E: Engine> SanaTransformer<E> {
                 let base = self.config.sample_size / self.config.patch_size;
                 let pe = sincos_position_embedding(self.config.dim(), h, w, base, scale)?;
                 let pe = HostTensor::new(vec![b, h * w, self.config.dim()], pe.data().repeat(b))?;
-                *cache = Some((key, e.upload(&pe)?));
+                *cache = Some((key, Arc::new(e.upload(&pe)?)));
             }
             if let Some((_, pe)) = cache.as_ref() {
-                x = e.add(&x, pe)?;
+                x = e.add(&x, pe.as_ref())?;
             }
         }
         trace("patch_embed", &x)?;

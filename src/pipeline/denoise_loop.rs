@@ -9,19 +9,22 @@ use crate::model::sana_dit::{
 };
 use crate::tensor::HostTensor;
 
+use super::kept_loops::{ControlNetBuffers, KeptLoop, KeptLoops, LoopBuffers, LoopInputs, LoopKey};
+
 /// One denoising loop resident on the engine: the f32 sample, the clean estimate, the step schedule (timesteps and
 /// rules, src/launch/sampler.rs) and, for SCM, every step's noise are engine state; each step is the same sequence of
 /// ops — model input, timestep sinusoid, transformer, sampler update, schedule advance — with nothing read back, so
-/// a device engine replays it as a graph ([`Engine::repeat_steps`]).
+/// a device engine replays it as a graph ([`Engine::repeat_steps`]), and a later loop of the same shape replays that
+/// graph again ([`KeptLoops`]).
 pub(crate) struct DenoiseLoop<'a, E: Engine> {
     pub(crate) dit: &'a SanaTransformer<E>,
-    pub(crate) text: &'a TextConditioning<E>,
+    pub(crate) text: TextConditioning<E>,
     pub(crate) schedule: HostTensor,
     /// The model batch's chunks: `[uncond; cond]` under classifier-free guidance, a perturbed-attention copy last
     /// under PAG (whose per-step scale is in the schedule).
     pub(crate) guidance: Guidance,
     /// Sana-Sprint's guidance embedding input.
-    pub(crate) guidance_sinusoid: Option<&'a E::Tensor>,
+    pub(crate) guidance_sinusoid: Option<E::Tensor>,
     /// `[steps · B·h·w·C]`, token layout (SCM).
     pub(crate) noise: Option<HostTensor>,
     /// ControlNet: its residuals, computed each step from the same input, join the transformer's blocks.
@@ -32,79 +35,122 @@ pub(crate) struct DenoiseLoop<'a, E: Engine> {
 /// control latents and the conditioning-scale tensor ([`SanaControlNet::forward_tokens`]).
 pub(crate) struct ControlNetStep<'a, E: Engine> {
     pub(crate) net: &'a SanaControlNet<E>,
-    pub(crate) text: &'a TextConditioning<E>,
-    pub(crate) control: &'a E::Tensor,
-    pub(crate) scale: &'a E::Tensor,
+    pub(crate) inputs: ControlNetBuffers<E>,
 }
 
 impl<E: Engine> DenoiseLoop<'_, E> {
     /// Runs every step from `latents` `[B, C, h, w]`; returns, as `[B, C, h, w]`, what the sampler yields: the final
-    /// sample of the flow samplers, the last clean estimate of SCM (the loop with noise).
+    /// sample of the flow samplers, the last clean estimate of SCM (the loop with noise). A loop of the same
+    /// [`LoopKey`] in `kept` replays its graph on this loop's inputs; otherwise a graph the engine captures is kept.
     pub(crate) fn run(
-        &self,
+        self,
         e: &E,
         latents: &HostTensor,
+        kept: &mut KeptLoops<E>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<HostTensor> {
         let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
         let (h, w) = (latents.shape()[2], latents.shape()[3]);
-        let tokens = cpu::layout::nchw_to_tokens(latents)?;
-        let mut schedule = e.upload_state(&self.schedule)?;
-        let mut x = e.upload_state(&tokens)?;
-        // Written before it is read: the first flow step is first order, and SCM steps only write it.
-        let mut x0 = e.upload_state(&tokens)?;
-        let noise = self.noise.as_ref().map(|n| e.upload_state(n)).transpose()?;
+        let scm = self.noise.is_some();
+        let (net, controlnet) = match self.controlnet {
+            Some(c) => (Some(c.net), Some(c.inputs)),
+            None => (None, None),
+        };
+        let inputs = LoopInputs {
+            tokens: cpu::layout::nchw_to_tokens(latents)?,
+            schedule: self.schedule,
+            noise: self.noise,
+            text: self.text,
+            guidance_sinusoid: self.guidance_sinusoid,
+            controlnet,
+        };
+        let key = LoopKey::new(e, (h, w), self.guidance, &inputs);
+        if let Some(mut reused) = kept.take(&key) {
+            reused.buffers.load(e, &inputs)?;
+            drop(inputs);
+            let sample = e
+                .replay_step_graph(&reused.graph, steps, progress)
+                .and_then(|()| download_sample(e, &reused.buffers, scm, h, w));
+            // A cancelled loop leaves the graph and its buffers as good as before: the next one rewrites them.
+            if matches!(sample, Ok(_) | Err(Error::Cancelled)) {
+                kept.keep(reused);
+            }
+            return sample;
+        }
+        let total = inputs.tokens.len();
+        let mut buffers = LoopBuffers::upload(e, inputs)?;
         let copies = self.guidance.copies();
         let model_batch = copies * latents.shape()[0];
         let mut done = 0;
         let mut step = || -> Result<()> {
-            let input = e.model_input(&x, copies, &schedule)?;
-            let t = e.step_sinusoid(&schedule, model_batch, SINUSOID_CHANNELS)?;
-            let residuals = match &self.controlnet {
-                Some(c) => Some(c.net.forward_tokens(
+            let b = &mut buffers;
+            let input = e.model_input(&b.x, copies, &b.schedule)?;
+            let t = e.step_sinusoid(&b.schedule, model_batch, SINUSOID_CHANNELS)?;
+            let residuals = match (net, &b.controlnet) {
+                (Some(net), Some(c)) => Some(net.forward_tokens(
                     e,
                     &input,
                     (h, w),
-                    c.text,
+                    &c.text,
                     &t,
-                    (c.control, c.scale),
+                    (&c.control, &c.scale),
                 )?),
-                None => None,
+                _ => None,
             };
             let out = self.dit.forward_tokens(
                 e,
                 &input,
                 (h, w),
-                self.text,
+                &b.text,
                 &t,
-                self.guidance_sinusoid,
+                b.guidance_sinusoid.as_ref(),
                 residuals.as_deref(),
                 &mut |_, _| Ok(()),
             )?;
             e.flow_step(
-                &schedule,
+                &b.schedule,
                 &out,
                 self.guidance,
-                noise.as_ref(),
-                &mut x,
-                &mut x0,
+                b.noise.as_ref(),
+                &mut b.x,
+                &mut b.x0,
             )?;
-            e.advance_schedule(&mut schedule)?;
+            e.advance_schedule(&mut b.schedule)?;
             done += 1;
             // Where counting is free (host engines), name the first step that went non-finite.
-            let sample = if noise.is_some() { &x0 } else { &x };
+            let sample = if scm { &b.x0 } else { &b.x };
             match e.non_finite_in_state(sample) {
                 Some(count) if count > 0 => Err(Error::NonFinite {
                     stage: "denoise",
                     step: Some((done, steps)),
                     count,
-                    total: tokens.len(),
+                    total,
                 }),
                 _ => Ok(()),
             }
         };
-        e.repeat_steps(steps, &mut step, progress)?;
-        let result = if self.noise.is_some() { &x0 } else { &x };
-        cpu::layout::tokens_to_nchw(&e.download_state(result)?, h, w)
+        let graph = e.repeat_steps(steps, &mut step, progress)?;
+        let sample = download_sample(e, &buffers, scm, h, w)?;
+        if let Some(graph) = graph {
+            buffers.position_embedding = self.dit.position_embedding_in_use((model_batch, h, w));
+            kept.keep(KeptLoop {
+                key,
+                buffers,
+                graph,
+            });
+        }
+        Ok(sample)
     }
+}
+
+/// The loop's result as `[B, C, h, w]`: the last clean estimate of SCM, the sample otherwise.
+fn download_sample<E: Engine>(
+    e: &E,
+    b: &LoopBuffers<E>,
+    scm: bool,
+    h: usize,
+    w: usize,
+) -> Result<HostTensor> {
+    let result = if scm { &b.x0 } else { &b.x };
+    cpu::layout::tokens_to_nchw(&e.download_state(result)?, h, w)
 }

@@ -15,6 +15,7 @@ use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use crate::tensor::HostTensor;
 
 use super::denoise_loop::{ControlNetStep, DenoiseLoop};
+use super::kept_loops::ControlNetBuffers;
 use super::{Pipeline, Plan};
 
 impl<E: Engine> Pipeline<E> {
@@ -33,7 +34,7 @@ impl<E: Engine> Pipeline<E> {
     ) -> Result<HostTensor> {
         let e = &self.engine;
         let mut progress = |step: usize, steps: usize| observer.emit(Event::Step { step, steps });
-        self.with_transformer(|dit| {
+        self.with_transformer(|dit, kept| {
             let mut text = dit.encode_text(e, text_rows, mask)?;
             if let Some(pag) = &plan.pag {
                 let tokens = latents.shape()[2] * latents.shape()[3];
@@ -73,10 +74,10 @@ impl<E: Engine> Pipeline<E> {
                     let guidance = e.upload(&timestep_sinusoid(&guidance, SINUSOID_CHANNELS)?)?;
                     let run = DenoiseLoop {
                         dit,
-                        text: &text,
+                        text,
                         schedule: schedule_table(&timesteps, &rules)?,
                         guidance: Guidance::default(),
-                        guidance_sinusoid: Some(&guidance),
+                        guidance_sinusoid: Some(guidance),
                         noise: Some(HostTensor::new(vec![step_noise.len()], step_noise)?),
                         controlnet: None,
                     };
@@ -106,7 +107,7 @@ impl<E: Engine> Pipeline<E> {
                             HostTensor::new(latents.shape().to_vec(), data)?
                         }
                     };
-                    let x0 = run.run(e, &start, &mut progress)?;
+                    let x0 = run.run(e, &start, kept, &mut progress)?;
                     map(&x0, |v| v / sd)
                 }
                 config => {
@@ -134,7 +135,7 @@ impl<E: Engine> Pipeline<E> {
                     }
                     let run = DenoiseLoop {
                         dit,
-                        text: &text,
+                        text,
                         schedule,
                         guidance: Guidance {
                             cfg: plan.cfg.then_some(plan.guidance),
@@ -145,7 +146,7 @@ impl<E: Engine> Pipeline<E> {
                         controlnet: None,
                     };
                     let (Some(control), Some(scale)) = (control, plan.controlnet) else {
-                        return run.run(e, &latents, &mut progress);
+                        return run.run(e, &latents, kept, &mut progress);
                     };
                     self.with_controlnet(|net| {
                         let text = net.encode_text(e, text_rows, mask)?;
@@ -157,13 +158,15 @@ impl<E: Engine> Pipeline<E> {
                         let run = DenoiseLoop {
                             controlnet: Some(ControlNetStep {
                                 net,
-                                text: &text,
-                                control: &control,
-                                scale: &scale,
+                                inputs: ControlNetBuffers {
+                                    text,
+                                    control,
+                                    scale,
+                                },
                             }),
                             ..run
                         };
-                        run.run(e, &latents, &mut progress)
+                        run.run(e, &latents, kept, &mut progress)
                     })
                 }
             }

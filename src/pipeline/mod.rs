@@ -8,6 +8,7 @@ mod conditioning;
 mod decoding;
 pub(crate) mod denoise_loop;
 mod denoising;
+mod kept_loops;
 mod plan;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use crate::request::Request;
 use crate::tensor::HostTensor;
 use crate::text::{GemmaTokenizer, TextEncoder};
 use crate::weights::Weights;
+use kept_loops::KeptLoops;
 
 /// The configurations of a folder's models: all a [`Plan`] needs.
 #[derive(Clone, Debug)]
@@ -43,7 +45,7 @@ pub(crate) struct Configs {
 }
 
 /// How a [`Pipeline`] manages memory; set when it loads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PipelineOptions {
     /// Keep the text encoder loaded between generations (faster repeated prompts, more memory). By default it is
     /// freed after each encoding, so it and the transformer are never resident together.
@@ -51,6 +53,21 @@ pub struct PipelineOptions {
     /// Measure each stage's peak host memory. On Linux this resets the process's high-water mark
     /// (`/proc/self/clear_refs`), which is process-wide state: off by default.
     pub measure_host_memory: bool,
+    /// How many denoising loops (one per shape and set of sampling options) keep their captured step graph, with
+    /// the buffers it reads, between generations on a device that captures (default 1): a later generation of
+    /// the same shape replays it without an eager step or a capture. Each holds its text conditioning and
+    /// latents on the device; 0 captures afresh every time.
+    pub kept_step_graphs: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            keep_text_encoder: false,
+            measure_host_memory: false,
+            kept_step_graphs: 1,
+        }
+    }
 }
 
 /// The models of one diffusers folder on engine `E`. Configs, the tokenizer and the VAE load up front; Gemma and the
@@ -64,7 +81,8 @@ pub struct Pipeline<E: Engine> {
     /// Parsed once at load (the real tokenizer.json is 17 MB of JSON); each Gemma load takes a copy.
     tokenizer: GemmaTokenizer,
     text_encoder: Mutex<Option<TextEncoder<E>>>,
-    transformer: Mutex<Option<SanaTransformer<E>>>,
+    /// With the denoising loops kept for it (whose graphs read its weights).
+    transformer: Mutex<Option<(SanaTransformer<E>, KeptLoops<E>)>>,
     /// The LoRA adapters the transformer applies (when loaded) or will apply (when it next loads). Locked after
     /// `transformer` wherever both are.
     lora: Mutex<Option<Arc<LoraLayers>>>,
@@ -374,7 +392,7 @@ impl<E: Engine> Pipeline<E> {
                     model: Gemma2Model::from_dir(&self.engine, &self.dir.join("text_encoder"))?,
                 })
             },
-            f,
+            |m| f(m),
         )
     }
 
@@ -398,7 +416,9 @@ impl<E: Engine> Pipeline<E> {
         };
         let had_merged = current.as_ref().is_some_and(|l| l.merged());
         match transformer.as_mut() {
-            Some(model) if !merged && !had_merged => {
+            Some((model, kept)) if !merged && !had_merged => {
+                // The kept graphs read the layers' LoRA terms that are about to be replaced.
+                kept.clear();
                 if let Err(e) = model.set_unmerged_lora(&self.engine, lora.as_deref()) {
                     // Half-swapped layers are dropped; the next use reloads with the adapters before.
                     *transformer = None;
@@ -417,24 +437,28 @@ impl<E: Engine> Pipeline<E> {
             &self.controlnet,
             true,
             || SanaControlNet::from_dir(&self.engine, &self.dir.join("controlnet")),
-            f,
+            |m| f(m),
         )
     }
 
-    /// Runs `f` on the transformer, loading it on first use.
-    fn with_transformer<R>(&self, f: impl FnOnce(&SanaTransformer<E>) -> Result<R>) -> Result<R> {
+    /// Runs `f` on the transformer and its kept loops, loading it on first use.
+    fn with_transformer<R>(
+        &self,
+        f: impl FnOnce(&SanaTransformer<E>, &mut KeptLoops<E>) -> Result<R>,
+    ) -> Result<R> {
         with_loaded(
             &self.transformer,
             true,
             || {
                 let lora = self.lora.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                SanaTransformer::from_dir_with_lora(
+                let model = SanaTransformer::from_dir_with_lora(
                     &self.engine,
                     &self.dir.join("transformer"),
                     lora,
-                )
+                )?;
+                Ok((model, KeptLoops::new(self.options.kept_step_graphs)))
             },
-            f,
+            |(model, kept)| f(model, kept),
         )
     }
 }
@@ -460,14 +484,14 @@ fn with_loaded<M, R>(
     slot: &Mutex<Option<M>>,
     keep: bool,
     load: impl FnOnce() -> Result<M>,
-    f: impl FnOnce(&M) -> Result<R>,
+    f: impl FnOnce(&mut M) -> Result<R>,
 ) -> Result<R> {
     let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let model = match slot.take() {
+    let mut model = match slot.take() {
         Some(model) => model,
         None => load()?,
     };
-    let out = f(&model);
+    let out = f(&mut model);
     if keep {
         *slot = Some(model);
     }

@@ -103,20 +103,58 @@ pub fn denoise_counting_steps<E: Engine>(pipe: &Pipeline<E>, req: &Request) -> H
 
 /// The request of golden `pipeline_<name>` (tools/make_fixtures.py), from its initial latents.
 pub fn golden_request(name: &str) -> Request {
+    golden_request_as(name, None)
+}
+
+/// Another request of a golden's shape and options: its own prompts, and seeded initial latents.
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    pub prompt: &'static str,
+    pub negative_prompt: &'static str,
+    pub seed: u64,
+}
+
+/// A prompt and seed for a second request beside a golden's.
+pub const VARIANT: Variant = Variant {
+    prompt: "a blue house by a lake",
+    negative_prompt: "blurry",
+    seed: 11,
+};
+
+/// [`golden_request`], or with `variant` its shape and options with the variant's prompts and seed.
+pub fn golden_request_as(name: &str, variant: Option<Variant>) -> Request {
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(golden(&format!("pipeline_{name}.json"))).unwrap(),
     )
     .unwrap();
-    let g = SafetensorsFile::open(golden(&format!("pipeline_{name}.safetensors"))).unwrap();
     let number = |key: &str| meta[key].as_u64().unwrap() as usize;
-    Request::new(meta["prompt"].as_str().unwrap())
-        .negative_prompt(meta["negative_prompt"].as_str().unwrap())
+    let req = with_prompts(&meta, variant)
         .size(number("width"), number("height"))
         .steps(number("num_inference_steps"))
         .guidance(meta["guidance_scale"].as_f64().unwrap() as f32)
         .complex_human_instruction(meta["chi"].as_bool().unwrap())
-        .resolution_binning(meta["use_resolution_binning"].as_bool().unwrap())
-        .latents(g.get("latents").unwrap().to_host().unwrap())
+        .resolution_binning(meta["use_resolution_binning"].as_bool().unwrap());
+    with_latents(req, variant, &format!("pipeline_{name}"))
+}
+
+/// A request with the golden's prompts (`meta`), or the variant's.
+fn with_prompts(meta: &serde_json::Value, variant: Option<Variant>) -> Request {
+    match variant {
+        None => Request::new(meta["prompt"].as_str().unwrap())
+            .negative_prompt(meta["negative_prompt"].as_str().unwrap()),
+        Some(v) => Request::new(v.prompt).negative_prompt(v.negative_prompt),
+    }
+}
+
+/// `req` from the initial latents of golden `file`, or from the variant's seed.
+fn with_latents(req: Request, variant: Option<Variant>, file: &str) -> Request {
+    match variant {
+        None => {
+            let g = SafetensorsFile::open(golden(&format!("{file}.safetensors"))).unwrap();
+            req.latents(g.get("latents").unwrap().to_host().unwrap())
+        }
+        Some(v) => req.seed(v.seed),
+    }
 }
 
 pub const SCM_CONFIG: &str = r#"{"_class_name": "SCMScheduler", "num_train_timesteps": 1000,
@@ -163,25 +201,27 @@ pub fn sprint_img2img_request(name: &str) -> (Request, serde_json::Value) {
 
 /// The request of golden `pag_<name>` (tools/make_fixtures.py `pag`) on the tiny model, from its initial latents.
 pub fn pag_request(name: &str) -> Request {
+    pag_request_as(name, None)
+}
+
+/// [`pag_request`], or with `variant` its shape and options with the variant's prompts and seed.
+pub fn pag_request_as(name: &str, variant: Option<Variant>) -> Request {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(golden(&format!("{name}.json"))).unwrap())
             .unwrap();
-    let g = SafetensorsFile::open(golden(&format!("{name}.safetensors"))).unwrap();
     let number = |key: &str| meta[key].as_u64().unwrap() as usize;
     let scale = |key: &str| meta[key].as_f64().unwrap() as f32;
-    let mut req = Request::new(meta["prompt"].as_str().unwrap())
-        .negative_prompt(meta["negative_prompt"].as_str().unwrap())
+    let mut req = with_prompts(&meta, variant)
         .size(number("width"), number("height"))
         .steps(number("num_inference_steps"))
         .guidance(scale("guidance_scale"))
         .resolution_binning(false)
         .pag_scale(scale("pag_scale"))
-        .pag_adaptive_scale(scale("pag_adaptive_scale"))
-        .latents(g.get("latents").unwrap().to_host().unwrap());
+        .pag_adaptive_scale(scale("pag_adaptive_scale"));
     if let Some(layers) = meta["pag_applied_layers"].as_array() {
         req = req.pag_layers(layers.iter().map(|l| l.as_str().unwrap().to_string()));
     }
-    req
+    with_latents(req, variant, name)
 }
 
 /// tiny-sana with the tiny ControlNet (tests/fixtures/variants/controlnet) as its controlnet/, under the scratch
@@ -198,19 +238,28 @@ pub fn controlnet_model(test: &str) -> Scratch {
 
 /// The request of golden `controlnet_<name>` (tools/make_fixtures.py `controlnet`), from its initial latents.
 pub fn controlnet_request(name: &str) -> Request {
+    controlnet_request_as(name, None)
+}
+
+/// [`controlnet_request`], or with `variant` its shape and options with the variant's prompts and seed, and the
+/// conditioning scale halved.
+pub fn controlnet_request_as(name: &str, variant: Option<Variant>) -> Request {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(golden(&format!("{name}.json"))).unwrap())
             .unwrap();
-    let g = SafetensorsFile::open(golden(&format!("{name}.safetensors"))).unwrap();
     let number = |key: &str| meta[key].as_u64().unwrap() as usize;
     let control = sana::image::read_png(&golden(meta["control_image"].as_str().unwrap())).unwrap();
-    Request::new(meta["prompt"].as_str().unwrap())
-        .negative_prompt(meta["negative_prompt"].as_str().unwrap())
+    let scale = meta["controlnet_conditioning_scale"].as_f64().unwrap() as f32;
+    let req = with_prompts(&meta, variant)
         .size(number("width"), number("height"))
         .steps(number("num_inference_steps"))
         .guidance(meta["guidance_scale"].as_f64().unwrap() as f32)
         .resolution_binning(false)
         .control_image(control)
-        .control_scale(meta["controlnet_conditioning_scale"].as_f64().unwrap() as f32)
-        .latents(g.get("latents").unwrap().to_host().unwrap())
+        .control_scale(if variant.is_some() {
+            scale / 2.0
+        } else {
+            scale
+        });
+    with_latents(req, variant, name)
 }

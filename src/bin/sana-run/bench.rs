@@ -227,6 +227,9 @@ struct Measured {
     peak_device: [Option<u64>; 3],
     /// How the last timed run's denoising loop ran, on an engine that captures steps as graphs.
     step_graph: Option<StepGraphReport>,
+    /// How the first run's loop ran (it captured the graph that later runs replay: `Sana` keeps it), and its
+    /// denoising time: beside the median, what keeping the graph saves a generation.
+    first_step_graph: Option<(StepGraphReport, Duration)>,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -242,6 +245,7 @@ fn measure(
 ) -> sana::Result<Measured> {
     let mut samples: Vec<[Duration; 5]> = Vec::new();
     let (mut peaks, mut device_peaks) = ([None; 3], [None; 3]);
+    let mut first_step_graph = None;
     for run in 0..warmup + runs.max(1) {
         let mut marks = Vec::with_capacity(steps);
         let start = Instant::now();
@@ -252,6 +256,11 @@ fn measure(
             Control::Continue
         })?;
         let total = start.elapsed();
+        if run == 0 {
+            first_step_graph = sana
+                .step_graph_report()
+                .map(|g| (g, out.times.denoise.time));
+        }
         if run < warmup {
             continue;
         }
@@ -287,6 +296,7 @@ fn measure(
         peak_host: peaks,
         peak_device: device_peaks,
         step_graph: sana.step_graph_report(),
+        first_step_graph,
     })
 }
 
@@ -374,6 +384,11 @@ impl Report<'_> {
     fn step_graph(&self) -> Option<&StepGraphReport> {
         let m = self.measured.as_ref().ok().and_then(Option::as_ref)?;
         m.step_graph.as_ref()
+    }
+
+    fn first_step_graph(&self) -> Option<&(StepGraphReport, Duration)> {
+        let m = self.measured.as_ref().ok().and_then(Option::as_ref)?;
+        m.first_step_graph.as_ref()
     }
 
     /// Peak device memory over the stages, on an engine with a device.
@@ -497,6 +512,12 @@ impl Report<'_> {
                 "eager_steps": g.eager,
                 "capture_seconds": g.capture_seconds,
                 "capture_error": g.capture_error,
+                "reused": g.reused,
+                "first_run": self.first_step_graph().map(|(f, denoise)| json!({
+                    "capture_seconds": f.capture_seconds,
+                    "eager_steps": f.eager,
+                    "denoise_seconds": denoise.as_secs_f64(),
+                })),
             })),
         })
     }
@@ -594,15 +615,29 @@ impl Report<'_> {
                 .map_or("n/a".into(), |b| format!("{} MiB", b >> 20))
         );
         if let Some(g) = self.step_graph() {
-            let _ = match &g.capture_error {
-                None => writeln!(
+            let _ = match (&g.capture_error, self.first_step_graph()) {
+                (Some(why), _) => writeln!(s, "denoise: steps ran without a CUDA graph: {why}"),
+                (None, Some((first, denoise))) if g.reused => writeln!(
+                    s,
+                    "denoise: all {} steps replayed from the CUDA graph kept from the first run, which captured \
+                     it in {} beside {} eager step (its denoise {} vs the median {})",
+                    g.replayed,
+                    seconds(first.capture_seconds),
+                    first.eager,
+                    seconds(denoise.as_secs_f64()),
+                    self.rows()
+                        .iter()
+                        .find(|r| r.key == "denoise")
+                        .and_then(|r| r.time)
+                        .map_or("-".into(), |t| seconds(t.as_secs_f64()))
+                ),
+                (None, _) => writeln!(
                     s,
                     "denoise: {} of {} steps replayed from a CUDA graph (captured in {})",
                     g.replayed,
                     g.replayed + g.eager,
                     seconds(g.capture_seconds)
                 ),
-                Some(why) => writeln!(s, "denoise: steps ran without a CUDA graph: {why}"),
             };
         }
         if self.plan.planned.vae_tiling.is_some() {

@@ -29,7 +29,7 @@ pub use ceilings::Ceilings;
 pub use gemm::LinearShape;
 pub use kernels::ImageKind;
 pub use sampler::CudaState;
-pub use step_graph::StepGraphReport;
+pub use step_graph::{CudaStepGraph, StepGraphReport};
 pub use tensor::CudaTensor;
 
 use self::kernels::{suffix, Kernels};
@@ -180,6 +180,19 @@ impl CudaEngine {
         Ok(CudaTensor { buf, shape })
     }
 
+    /// Copies `src` into `dst` on the stream; the shapes must agree.
+    fn copy_tensor(&self, dst: &mut CudaTensor, src: &CudaTensor) -> Result<()> {
+        if dst.shape != src.shape {
+            return Err(Error::shape(
+                "overwrite",
+                format!("copying {:?} into {:?}", src.shape, dst.shape),
+            ));
+        }
+        self.stream
+            .memcpy_dtod(&src.buf, &mut dst.buf)
+            .map_err(probe::driver("copying a tensor on the device"))
+    }
+
     /// An f32 scratch buffer of `len` elements (the linear-attention workspaces).
     fn scratch_f32(&self, len: usize) -> Result<CudaSlice<u8>> {
         let bytes = len.max(1) * 4;
@@ -267,6 +280,7 @@ impl CudaEngine {
 impl Engine for CudaEngine {
     type Tensor = CudaTensor;
     type State = CudaState;
+    type StepGraph = CudaStepGraph;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -980,13 +994,30 @@ impl Engine for CudaEngine {
         self.sampler_advance(schedule)
     }
 
+    fn overwrite(&self, dst: &mut CudaTensor, src: &CudaTensor) -> Result<()> {
+        self.copy_tensor(dst, src)
+    }
+
+    fn overwrite_state(&self, dst: &mut CudaState, src: &HostTensor) -> Result<()> {
+        self.state_overwrite(dst, src)
+    }
+
     fn repeat_steps(
         &self,
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Option<CudaStepGraph>> {
         self.replay_steps(n, step, progress)
+    }
+
+    fn replay_step_graph(
+        &self,
+        graph: &CudaStepGraph,
+        n: usize,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        self.replay_kept_steps(graph, n, progress)
     }
 }
 

@@ -55,6 +55,23 @@ impl CudaEngine {
         })
     }
 
+    pub(super) fn state_overwrite(&self, dst: &mut CudaState, src: &HostTensor) -> Result<()> {
+        if dst.shape != src.shape() {
+            return Err(Error::shape(
+                "overwrite_state",
+                format!("copying {:?} into {:?}", src.shape(), dst.shape),
+            ));
+        }
+        let bytes = transfer::to_bytes(src.data(), StorageDtype::F32);
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut head = dst.buf.slice_mut(0..bytes.len());
+        self.stream
+            .memcpy_htod(&bytes, &mut head)
+            .map_err(probe::driver("copying sampler state to the device"))
+    }
+
     pub(super) fn state_download(&self, s: &CudaState) -> Result<HostTensor> {
         let mut bytes = vec![0u8; s.len() * 4];
         if !bytes.is_empty() {

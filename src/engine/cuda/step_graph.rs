@@ -32,8 +32,28 @@ pub struct StepGraphReport {
     /// Why the capture failed, when it did (an op that needs the host; the steps then run eagerly).
     pub capture_error: Option<String>,
     /// Host time to capture and instantiate the graph (while the eager first step runs on the GPU) and to upload it
-    /// (after that step, once its memory is back in the pool).
+    /// (after that step, once its memory is back in the pool); for a reused graph, the upload alone.
     pub capture_seconds: f64,
+    /// Every step replayed a graph kept from an earlier loop of the same shape
+    /// ([`crate::engine::Engine::replay_step_graph`]):
+    /// nothing was captured and no step ran eagerly.
+    pub reused: bool,
+}
+
+/// A denoising step captured on the engine's stream, kept by the pipeline with the buffers it reads.
+pub struct CudaStepGraph(CudaGraph);
+
+// SAFETY: cudarc's `CudaGraph` holds raw driver handles, so it is neither `Send` nor `Sync`. The driver's graph
+// handles may be used from any thread once the context is bound, which `launch` and `upload` do; the pipeline keeps
+// a step graph inside the transformer's lock, so one thread at a time launches it.
+unsafe impl Send for CudaStepGraph {}
+// SAFETY: as above; `&CudaStepGraph` only reaches `launch` and `upload`, under that lock.
+unsafe impl Sync for CudaStepGraph {}
+
+/// What queues a step: a replay of the graph, or the step's ops one by one.
+enum NextStep<'a> {
+    Replay(&'a CudaGraph),
+    Eager(&'a mut dyn FnMut() -> Result<()>),
 }
 
 impl CudaEngine {
@@ -42,10 +62,10 @@ impl CudaEngine {
         n: usize,
         step: &mut dyn FnMut() -> Result<()>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Option<CudaStepGraph>> {
         let mut report = StepGraphReport::default();
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         step()?;
         report.eager = 1;
@@ -88,16 +108,61 @@ impl CudaEngine {
             None => None,
         };
         report.capture_seconds = capture_time.as_secs_f64();
+        let next = match &graph {
+            Some(g) => NextStep::Replay(g),
+            None => NextStep::Eager(step),
+        };
+        self.run_queued(1, n, next, progress, report, resident)?;
+        Ok(graph.map(CudaStepGraph))
+    }
+
+    /// Runs all `n` steps by replaying a graph kept from an earlier loop, whose buffers now hold this loop's inputs.
+    pub(super) fn replay_kept_steps(
+        &self,
+        graph: &CudaStepGraph,
+        n: usize,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let mut report = StepGraphReport {
+            reused: true,
+            ..StepGraphReport::default()
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        self.pool.trim()?;
+        let resident = self.pool.used_bytes()?;
+        // Maps the graph's memory again (the last loop's trim returned it), before the first replay needs it.
+        let start = Instant::now();
+        graph
+            .0
+            .upload()
+            .map_err(probe::driver("uploading a kept step graph"))?;
+        report.capture_seconds = start.elapsed().as_secs_f64();
+        self.run_queued(0, n, NextStep::Replay(&graph.0), progress, report, resident)
+    }
+
+    /// Queues steps `done + 1..=n` and waits for them, then records the loop's report and peak memory (`resident`:
+    /// pool memory in use beside the graph's) and returns the graph's memory to the driver for the next stage.
+    fn run_queued(
+        &self,
+        done: usize,
+        n: usize,
+        mut next: NextStep<'_>,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+        mut report: StepGraphReport,
+        resident: u64,
+    ) -> Result<()> {
         // A panic in the caller's progress callback is held until the queued steps have finished, as for a
         // cancellation: unwinding would otherwise destroy the graph and free the step's buffers under running work.
         let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.queue_replays(n, step, progress, graph.as_ref(), &mut report)
+            self.queue_steps(done, n, &mut next, progress, &mut report)
         }));
         // Whatever stopped the loop (the end, an error, a cancellation), the queued steps finish before the graph
-        // and its memory are released: at most one step runs on after a cancellation.
+        // and its memory can be released: at most one step runs on after a cancellation.
         let finished = self.synchronize();
         let in_graph = self.graph_memory.peak_used_bytes();
-        drop(graph);
+        // What the graph's allocations mapped goes back (a kept graph maps it again at its next upload).
         let trimmed = self.graph_memory.trim();
         *self.step_graph.lock().unwrap_or_else(|p| p.into_inner()) = Some(report);
         let queued = queued.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -109,35 +174,37 @@ impl CudaEngine {
         Ok(())
     }
 
-    /// Queues steps 2..=n (graph replays, or eager steps without a graph), keeping one step queued ahead of the
-    /// one being waited for, and reports each finished step to `progress` (whose error stops the queueing).
-    fn queue_replays(
+    /// Queues steps `done + 1..=n` (graph replays, or eager steps without a graph), keeping one step queued ahead
+    /// of the one being waited for, and reports each finished step to `progress` (whose error stops the queueing).
+    fn queue_steps(
         &self,
+        done: usize,
         n: usize,
-        step: &mut dyn FnMut() -> Result<()>,
+        next: &mut NextStep<'_>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
-        graph: Option<&CudaGraph>,
         report: &mut StepGraphReport,
     ) -> Result<()> {
-        progress(1, n)?;
+        if done > 0 {
+            progress(done, n)?;
+        }
         let mut pending: Option<CudaEvent> = None;
-        for i in 1..n {
-            match graph {
-                Some(g) => {
+        for i in done..n {
+            match next {
+                NextStep::Replay(g) => {
                     g.launch()
                         .map_err(probe::driver(format!("replaying denoising step {}", i + 1)))?;
                     report.replayed += 1;
                 }
-                None => {
+                NextStep::Eager(step) => {
                     step()?;
                     report.eager += 1;
                 }
             }
-            let done = self
+            let queued = self
                 .stream
                 .record_event(None)
                 .map_err(probe::driver("recording a step event"))?;
-            if let Some(previous) = pending.replace(done) {
+            if let Some(previous) = pending.replace(queued) {
                 previous
                     .synchronize()
                     .map_err(probe::driver(format!("waiting for denoising step {i}")))?;

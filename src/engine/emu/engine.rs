@@ -11,6 +11,8 @@
 //! `grouped_linear` (kernels/conv.cu), the channel/space shuffles (`channel_space`) and channel groupings
 //! (`split_qkv_groups`, `concat_channels`, `channel_group_mean`) of kernels/layout.cu.
 
+use std::convert::Infallible;
+
 use super::{Storage, StorageDtype};
 use crate::cpu;
 use crate::engine::{Activation, CausalAttention, Engine};
@@ -46,6 +48,7 @@ impl EmuEngine {
 impl Engine for EmuEngine {
     type Tensor = HostTensor;
     type State = HostTensor;
+    type StepGraph = Infallible;
 
     fn name(&self) -> &'static str {
         "emu"
@@ -340,5 +343,22 @@ impl Engine for EmuEngine {
 
     fn advance_schedule(&self, schedule: &mut HostTensor) -> Result<()> {
         super::advance_schedule(schedule, self.dtype)
+    }
+
+    fn overwrite(&self, dst: &mut HostTensor, src: &HostTensor) -> Result<()> {
+        dst.copy_from("overwrite", src)
+    }
+
+    fn overwrite_state(&self, dst: &mut HostTensor, src: &HostTensor) -> Result<()> {
+        dst.copy_from("overwrite_state", src)
+    }
+
+    fn replay_step_graph(
+        &self,
+        graph: &Infallible,
+        _: usize,
+        _: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        match *graph {}
     }
 }

@@ -24,6 +24,7 @@ struct Inner {
     batch_images: Histogram,
     stage_seconds: BTreeMap<&'static str, Histogram>,
     step_graph_capture_seconds: Histogram,
+    step_graph_reuses: u64,
     images: u64,
     generating: Duration,
     device_peak_bytes: BTreeMap<String, u64>,
@@ -36,6 +37,7 @@ impl Default for Inner {
             batch_images: Histogram::new(BATCH_BUCKETS),
             stage_seconds: BTreeMap::new(),
             step_graph_capture_seconds: Histogram::new(SECONDS_BUCKETS),
+            step_graph_reuses: 0,
             images: 0,
             generating: Duration::ZERO,
             device_peak_bytes: BTreeMap::new(),
@@ -52,7 +54,15 @@ pub struct GenerationRecord<'a> {
     pub decode: Duration,
     pub total: Duration,
     pub peak_device_bytes: Option<u64>,
-    pub step_graph_capture: Option<Duration>,
+    pub step_graph: Option<StepGraphUse>,
+}
+
+/// How a generation on a GPU got its denoising step graph.
+pub enum StepGraphUse {
+    /// Captured and uploaded in this generation, taking this host time.
+    Captured(Duration),
+    /// Replayed from a graph kept by an earlier generation of the same shape: a capture saved.
+    Reused,
 }
 
 impl Metrics {
@@ -90,8 +100,12 @@ impl Metrics {
             let peak = m.device_peak_bytes.entry(g.device.to_string()).or_default();
             *peak = (*peak).max(b);
         }
-        if let Some(t) = g.step_graph_capture {
-            m.step_graph_capture_seconds.observe(t.as_secs_f64());
+        match g.step_graph {
+            Some(StepGraphUse::Captured(t)) => {
+                m.step_graph_capture_seconds.observe(t.as_secs_f64())
+            }
+            Some(StepGraphUse::Reused) => m.step_graph_reuses += 1,
+            None => {}
         }
     }
 
@@ -160,6 +174,14 @@ impl Metrics {
         );
         m.step_graph_capture_seconds
             .write(&mut out, "sana_step_graph_capture_seconds", "");
+        header(
+            &mut out,
+            "sana_step_graph_reuses_total",
+            "counter",
+            "Generations that replayed the step graph kept from an earlier one of the same shape: captures saved \
+             (GPU only).",
+        );
+        let _ = writeln!(out, "sana_step_graph_reuses_total {}", m.step_graph_reuses);
         header(
             &mut out,
             "sana_images_total",

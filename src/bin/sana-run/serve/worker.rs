@@ -10,7 +10,7 @@ use sana::{Control, Event, Request, Sana, Stage};
 
 use super::adapters::{AdapterChoice, AdapterLibrary};
 use super::log;
-use super::metrics::{GenerationRecord, Metrics};
+use super::metrics::{GenerationRecord, Metrics, StepGraphUse};
 use super::queue::{BatchKey, Job, Queue};
 
 /// What a request gets back from its worker.
@@ -132,11 +132,17 @@ impl Worker {
                 .iter()
                 .filter_map(|s| s.peak_device_bytes)
                 .max(),
-            step_graph_capture: self
+            step_graph: self
                 .sana
                 .step_graph_report()
                 .filter(|r| r.capture_error.is_none())
-                .map(|r| Duration::from_secs_f64(r.capture_seconds)),
+                .map(|r| {
+                    if r.reused {
+                        StepGraphUse::Reused
+                    } else {
+                        StepGraphUse::Captured(Duration::from_secs_f64(r.capture_seconds))
+                    }
+                }),
         });
         let mut pictures = generation.images.into_iter();
         for job in batch {
