@@ -1,7 +1,8 @@
 //! `sana-run serve` through a real HTTP client on loopback, on the tiny model and the cpu engine: concurrent clients
 //! get the pixels `sana-run` gives for their seeds, batched; every error class is OpenAI-shaped; a burst past
 //! `--max-queue` is refused with Retry-After and nothing hangs; a client that leaves cancels its generation; /health
-//! and /metrics; SIGTERM finishes in-flight work (or cancels it at the deadline) and exits 0.
+//! and /metrics; SIGTERM finishes in-flight work (or cancels it at the deadline) and exits 0. On a GPU (CI runs
+//! `a_gpu_worker_…` on the software one), a worker replays the step graph kept from its last request of a size.
 
 mod common;
 #[path = "common/http.rs"]
@@ -27,52 +28,38 @@ struct Server {
 impl Server {
     /// Starts the service on a free port with `flags` and waits until /health says ready.
     fn start(flags: &[&str]) -> Self {
-        let server = Self::spawn(flags);
-        let start = Instant::now();
-        while server.get("/health").status != 200 {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "never ready: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
+        Self::spawn(flags).ready()
     }
 
     /// Starts the service on the model in `dir` and waits until /health says ready.
     fn start_on(dir: &Path) -> Self {
-        let server = Self::spawn_on(dir, &[]);
+        Self::spawn_on("cpu", dir, &[]).ready()
+    }
+
+    /// Waits until /health says ready.
+    fn ready(self) -> Self {
         let start = Instant::now();
-        while server.get("/health").status != 200 {
+        while self.get("/health").status != 200 {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "never ready: {}",
-                server.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
+        self
     }
 
     /// Starts the service and returns once it listens (its models may still be loading).
     fn spawn(flags: &[&str]) -> Self {
-        Self::spawn_on(&tiny_model(), flags)
+        Self::spawn_on("cpu", &tiny_model(), flags)
     }
 
-    /// [`Self::spawn`] on the model in `model`.
-    fn spawn_on(model: &Path, flags: &[&str]) -> Self {
+    /// [`Self::spawn`] on `engine` and the model in `model`.
+    fn spawn_on(engine: &str, model: &Path, flags: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sana-run"))
-            .args([
-                "serve",
-                "--engine",
-                "cpu",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--model",
-            ])
+            .args(["serve", "--engine", engine])
+            .args(["--host", "127.0.0.1", "--port", "0", "--model"])
             .arg(model)
             .args(flags)
             .stdout(Stdio::piped())
@@ -180,7 +167,7 @@ fn read_png<R: std::io::BufRead + std::io::Seek>(decoder: png::Decoder<R>) -> Ve
 }
 
 /// `sana-run` images of `prompt` for seeds `seed`, `seed + 1`, … (`--batch`: image b uses seed + b, as
-/// tests/generate_cli.rs checks), with `extra` flags.
+/// tests/generate_cli.rs checks), in 2 steps on the cpu engine, with `extra` flags.
 fn sana_run_images(
     dir: &Path,
     prompt: &str,
@@ -188,15 +175,25 @@ fn sana_run_images(
     count: usize,
     extra: &[&str],
 ) -> Vec<Vec<u8>> {
+    sana_run_images_on("cpu", 2, dir, (prompt, seed, count), extra)
+}
+
+/// [`sana_run_images`] on `engine` in `steps` steps.
+fn sana_run_images_on(
+    engine: &str,
+    steps: usize,
+    dir: &Path,
+    (prompt, seed, count): (&str, u64, usize),
+    extra: &[&str],
+) -> Vec<Vec<u8>> {
     let flags = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), extra);
-    let stem = format!("{}-{flags:x}", prompt.replace(' ', "-"));
+    let stem = format!("{}-{engine}-{steps}-{flags:x}", prompt.replace(' ', "-"));
     let out = dir.join(format!("{stem}.png"));
     let status = Command::new(env!("CARGO_BIN_EXE_sana-run"))
-        .args(["--engine", "cpu", "--model"])
+        .args(["--engine", engine, "--model"])
         .arg(tiny_model())
-        .args([
-            "--prompt", prompt, "--width", "64", "--height", "64", "--steps", "2",
-        ])
+        .args(["--prompt", prompt, "--width", "64", "--height", "64"])
+        .args(["--steps", &steps.to_string()])
         .args(["--no-resolution-binning", "--seed", &seed.to_string()])
         .args(["--batch", &count.to_string()])
         .args(extra)
@@ -952,4 +949,37 @@ fn edits_are_sprint_image_to_image_from_multipart_forms() {
         "{}",
         r.text()
     );
+}
+
+/// On a GPU (CI's software one), a worker keeps its denoising step graph between requests: the second request of a
+/// size replays the graph the first captured, on its own prompt and seed, and still gets the pixels of `sana-run
+/// --engine cuda` (which captures afresh); /metrics counts one capture and one reuse. Without a usable GPU the test
+/// prints why and passes — or fails, with `SANA_REQUIRE_GPU=1`.
+#[test]
+fn a_gpu_worker_replays_the_step_graph_kept_from_the_last_request_of_its_size() {
+    use sana::engine::{cuda::CudaEngine, StorageDtype};
+    if let Err(err) = CudaEngine::new(0, StorageDtype::Bf16) {
+        if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}");
+        }
+        return eprintln!("serve on cuda: skipped: {err}");
+    }
+    let dir = scratch("serve-gpu-step-graph");
+    let server = Server::spawn_on("cuda", &tiny_model(), &[]).ready();
+    for (prompt, seed) in [("a red fox", 3), ("a blue whale", 4)] {
+        let answer = server.generate(&body(prompt, seed, 1, 3));
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let got = pixels(answer.json()["data"][0]["b64_json"].as_str().unwrap());
+        let want = sana_run_images_on("cuda", 3, &dir, (prompt, seed, 1), &[]);
+        assert!(
+            got == want[0],
+            "{prompt}: not the pixels of sana-run --engine cuda --seed {seed}"
+        );
+    }
+    let metrics = server.metrics();
+    assert_eq!(
+        metric(&metrics, "sana_step_graph_capture_seconds_count"),
+        1.0
+    );
+    assert_eq!(metric(&metrics, "sana_step_graph_reuses_total"), 1.0);
 }
