@@ -33,29 +33,9 @@ fn unit_roundoff(dtype: StorageDtype) -> f32 {
     }
 }
 
-/// The engine on GPU 0, or `None` after printing why the test is skipped; with `SANA_REQUIRE_GPU=1` a missing GPU
-/// fails the test instead, with the same reason.
+/// The engine on GPU 0, or `None` after printing why `test` is skipped (see [`common::cuda_or_skip`]).
 fn gpu(test: &str, dtype: StorageDtype) -> Option<CudaEngine> {
-    match CudaEngine::new(0, dtype) {
-        Ok(e) => {
-            eprintln!(
-                "{test}: {} ({dtype:?}), kernels from the {}{}",
-                e.info().name,
-                e.kernel_image(),
-                e.cubin_refused()
-                    .map(|why| format!(" (the driver refused the sm_90 cubin: {why})"))
-                    .unwrap_or_default()
-            );
-            Some(e)
-        }
-        Err(err) if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-            panic!("{test}: SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}")
-        }
-        Err(err) => {
-            eprintln!("{test}: skipped: {err}");
-            None
-        }
-    }
+    common::cuda_or_skip(test, dtype)
 }
 
 fn check(what: &str, got: &HostTensor, want: &HostTensor, tol: f32) {

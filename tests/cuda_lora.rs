@@ -8,7 +8,6 @@ mod tiny_runs;
 
 use common::{fixtures, relative_error, tiny_model};
 use sana::engine::cpu::CpuEngine;
-use sana::engine::cuda::CudaEngine;
 use sana::engine::{Engine, StorageDtype};
 use sana::lora::{Adapter, LoraMode};
 use sana::pipeline::Pipeline;
@@ -33,12 +32,8 @@ fn cuda_lora_matches_cpu_merged_and_unmerged() {
         (StorageDtype::F16, 2f32.powi(-11)),
     ] {
         for mode in [LoraMode::Merged, LoraMode::Unmerged] {
-            let engine = match CudaEngine::new(0, dtype) {
-                Ok(e) => e,
-                Err(err) if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-                    panic!("SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}")
-                }
-                Err(err) => return eprintln!("cuda_lora: skipped: {err}"),
+            let Some(engine) = common::cuda_or_skip("cuda_lora", dtype) else {
+                return;
             };
             let pipe = Pipeline::load(engine, &tiny_model(), Default::default()).unwrap();
             let got = final_latents(pipe, mode);
@@ -57,15 +52,11 @@ fn cuda_lora_matches_cpu_merged_and_unmerged() {
 /// first run.
 #[test]
 fn swapping_adapters_in_place_drops_the_kept_step_graph() {
-    let engine = || match CudaEngine::new(0, StorageDtype::Bf16) {
-        Ok(e) => Some(e),
-        Err(err) if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-            panic!("SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}")
-        }
-        Err(err) => {
-            eprintln!("cuda_lora: skipped: {err}");
-            None
-        }
+    let engine = || {
+        common::cuda_or_skip(
+            "swapping_adapters_in_place_drops_the_kept_step_graph",
+            StorageDtype::Bf16,
+        )
     };
     let (Some(first), Some(second)) = (engine(), engine()) else {
         return;

@@ -957,12 +957,9 @@ fn edits_are_sprint_image_to_image_from_multipart_forms() {
 /// prints why and passes — or fails, with `SANA_REQUIRE_GPU=1`.
 #[test]
 fn a_gpu_worker_replays_the_step_graph_kept_from_the_last_request_of_its_size() {
-    use sana::engine::{cuda::CudaEngine, StorageDtype};
-    if let Err(err) = CudaEngine::new(0, StorageDtype::Bf16) {
-        if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-            panic!("SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}");
-        }
-        return eprintln!("serve on cuda: skipped: {err}");
+    let test = "a_gpu_worker_replays_the_step_graph_kept_from_the_last_request_of_its_size";
+    if common::cuda_or_skip(test, sana::engine::StorageDtype::Bf16).is_none() {
+        return;
     }
     let dir = scratch("serve-gpu-step-graph");
     let server = Server::spawn_on("cuda", &tiny_model(), &[]).ready();

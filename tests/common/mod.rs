@@ -162,3 +162,31 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The CUDA engine on GPU 0 in `dtype`, or `None` after printing why `test` is skipped; with `SANA_REQUIRE_GPU=1`
+/// (CI's software device, the GPU bundle) a missing GPU fails the test instead, with the same reason.
+pub fn cuda_or_skip(
+    test: &str,
+    dtype: sana::engine::StorageDtype,
+) -> Option<sana::engine::cuda::CudaEngine> {
+    match sana::engine::cuda::CudaEngine::new(0, dtype) {
+        Ok(e) => {
+            eprintln!(
+                "{test}: {} ({dtype:?}), kernels from the {}{}",
+                e.info().name,
+                e.kernel_image(),
+                e.cubin_refused()
+                    .map(|why| format!(" (the driver refused the sm_90 cubin: {why})"))
+                    .unwrap_or_default()
+            );
+            Some(e)
+        }
+        Err(err) if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
+            panic!("{test}: SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}")
+        }
+        Err(err) => {
+            eprintln!("{test}: skipped: {err}");
+            None
+        }
+    }
+}
