@@ -451,13 +451,4 @@ impl<E: Engine> Engine for CountingEngine<E> {
         self.inner.repeat_steps(n, step, progress)?;
         Ok(None)
     }
-
-    fn replay_step_graph(
-        &self,
-        graph: &Infallible,
-        _: usize,
-        _: &mut dyn FnMut(usize, usize) -> Result<()>,
-    ) -> Result<()> {
-        match *graph {}
-    }
 }

@@ -396,11 +396,17 @@ pub trait Engine: Send + Sync {
     }
 
     /// Runs `n` steps by replaying `graph` alone (no eager step, no capture), reporting as [`Self::repeat_steps`]
-    /// does. The buffers it was captured with must be alive and hold this loop's inputs.
+    /// does. The buffers it was captured with must be alive and hold this loop's inputs. Engines that never return
+    /// a graph keep this default, which no caller can reach.
     fn replay_step_graph(
         &self,
-        graph: &Self::StepGraph,
-        n: usize,
-        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
-    ) -> Result<()>;
+        _graph: &Self::StepGraph,
+        _n: usize,
+        _progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        Err(crate::error::Error::InvalidInput(format!(
+            "the {} engine keeps no step graphs to replay",
+            self.name()
+        )))
+    }
 }

@@ -352,13 +352,4 @@ impl Engine for EmuEngine {
     fn overwrite_state(&self, dst: &mut HostTensor, src: &HostTensor) -> Result<()> {
         dst.copy_from("overwrite_state", src)
     }
-
-    fn replay_step_graph(
-        &self,
-        graph: &Infallible,
-        _: usize,
-        _: &mut dyn FnMut(usize, usize) -> Result<()>,
-    ) -> Result<()> {
-        match *graph {}
-    }
 }
