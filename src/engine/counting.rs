@@ -87,7 +87,7 @@ impl<E: Engine> Engine for CountingEngine<E> {
         self.inner.peak_device_bytes()
     }
 
-    fn step_graph_report(&self) -> Option<crate::engine::cuda::StepGraphReport> {
+    fn step_graph_report(&self) -> Option<crate::vocabulary::StepGraphReport> {
         self.inner.step_graph_report()
     }
 
@@ -409,7 +409,7 @@ impl<E: Engine> Engine for CountingEngine<E> {
         &self,
         schedule: &E::State,
         output: &E::Tensor,
-        guidance: crate::launch::sampler::Guidance,
+        guidance: crate::vocabulary::Guidance,
         noise: Option<&E::State>,
         x: &mut E::State,
         x0_prev: &mut E::State,

@@ -3,11 +3,11 @@
 use crate::cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::launch::sampler::Guidance;
 use crate::model::sana_dit::{
     SanaControlNet, SanaTransformer, TextConditioning, SINUSOID_CHANNELS,
 };
 use crate::tensor::HostTensor;
+use crate::vocabulary::Guidance;
 
 /// One denoising loop resident on the engine: the f32 sample, the clean estimate, the step schedule (timesteps and
 /// rules, src/launch/sampler.rs) and, for SCM, every step's noise are engine state; each step is the same sequence of
@@ -46,7 +46,7 @@ impl<E: Engine> DenoiseLoop<'_, E> {
         latents: &HostTensor,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<HostTensor> {
-        let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
+        let steps = crate::vocabulary::schedule::schedule_steps(&self.schedule)?;
         let (h, w) = (latents.shape()[2], latents.shape()[3]);
         let tokens = cpu::layout::nchw_to_tokens(latents)?;
         let mut schedule = e.upload_state(&self.schedule)?;
