@@ -15,8 +15,8 @@
 // coalesced, no vector loads yet.
 //
 // Accumulation: f32 throughout, exact two-pass: pass 1 loads the row into shared memory (one global read) and sums
-// it; pass 2 sums squared deviations from the mean out of shared memory, so there is no E[x²] − E[x]²
-// cancellation. Sums are per-thread sequential, then a butterfly warp sum, then a sum over warps (block_sum):
+// it; pass 2 (kernels/layer_norm_row.cuh, shared with the fused kernel of elementwise.cu) sums squared deviations
+// from the mean out of shared memory, so there is no E[x²] − E[x]² cancellation. Sums are per-thread sequential, then a butterfly warp sum, then a sum over warps (block_sum):
 // a fixed order, deterministic run to run.
 //
 // Numerical caveats: the output is rounded once, from f32, to the storage dtype; diffusers in bf16 rounds after
@@ -25,7 +25,7 @@
 // (≤ 2 ulp); nvcc may fuse the final multiply-add into an FMA.
 
 #include "common.cuh"
-
+#include "layer_norm_row.cuh"
 
 // Mirrors LayerNormModulateParams in src/launch/norm.rs.
 struct LayerNormModulateParams {
@@ -57,19 +57,7 @@ __device__ __forceinline__ void layer_norm_modulate(const LayerNormModulateParam
         xs[j] = v;
         sum += v;
     }
-    const float mean = sana::block_sum(sum) / static_cast<float>(d);
-
-    float sq = 0.0f;
-    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
-        const float c = xs[j] - mean;
-        sq += c * c;
-    }
-    const float rstd = rsqrtf(sana::block_sum(sq) / static_cast<float>(d) + p.eps);
-
-    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
-        const float z = (xs[j] - mean) * rstd;
-        y[j] = sana::from_float<T>(z * (1.0f + sana::to_float(scale[j])) + sana::to_float(shift[j]));
-    }
+    layer_norm_modulate_row(xs, sum, d, p.eps, shift, scale, y);
 }
 
 SANA_KERNEL_PER_DTYPE(layer_norm_modulate, LayerNormModulateParams)
