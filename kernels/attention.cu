@@ -42,6 +42,7 @@ struct AttentionParams {
     float scale;      // 1/√d
 };
 static_assert(sizeof(AttentionParams) == 64, "AttentionParams must match src/launch/attention.rs");
+SANA_PARAMS_LAYOUT(AttentionParams, out, q, k, v, key_bias, n, l, heads, d, stride, scale)
 
 namespace {
 constexpr unsigned QUERIES = 32;  // per block; mirrors QUERIES in Rust

@@ -49,6 +49,7 @@ struct ModulationParams {
     unsigned per_row;  // 1: emb is [B, K·D]; 0: emb is [B, D], broadcast over the rows
 };
 static_assert(sizeof(ModulationParams) == 40, "ModulationParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(ModulationParams, out, table, emb, batch, k, d, per_row)
 
 // Mirrors PointwiseParams in src/launch/elementwise.rs (add: y = a + b; mul: y = a · b; activation: y = act(a), b
 // unused).
@@ -61,6 +62,7 @@ struct PointwiseParams {
     unsigned aligned;
 };
 static_assert(sizeof(PointwiseParams) == 40, "PointwiseParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(PointwiseParams, y, a, b, len, act, aligned)
 
 // Mirrors GatedResidualParams in src/launch/elementwise.rs.
 struct GatedResidualParams {
@@ -76,6 +78,7 @@ struct GatedResidualParams {
     unsigned aligned;  // buffers 16-byte aligned and D a multiple of the pack
 };
 static_assert(sizeof(GatedResidualParams) == 56, "GatedResidualParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(GatedResidualParams, y, x, r, modulation, rows, n, d, k, gate_row, aligned)
 
 // Mirrors ResidualNormParams in src/launch/elementwise.rs.
 struct ResidualNormParams {
@@ -95,6 +98,7 @@ struct ResidualNormParams {
     float eps;
 };
 static_assert(sizeof(ResidualNormParams) == 80, "ResidualNormParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(ResidualNormParams, x_out, z, x, r, gate_modulation, modulation, n, d, gate_k, gate_row, k, shift_row, scale_row, eps)
 
 // ------------------------------------------------------------------------------------------- modulation
 template <typename T>

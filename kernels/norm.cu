@@ -40,6 +40,7 @@ struct LayerNormModulateParams {
     float eps;
 };
 static_assert(sizeof(LayerNormModulateParams) == 48, "LayerNormModulateParams must match src/launch/norm.rs");
+SANA_PARAMS_LAYOUT(LayerNormModulateParams, y, x, modulation, n, d, k, shift_row, scale_row, eps)
 
 template <typename T>
 __device__ __forceinline__ void layer_norm_modulate(const LayerNormModulateParams& p) {
@@ -84,8 +85,10 @@ struct RmsNormParams {
     unsigned d;
     unsigned plus_one;  // 0: diffusers form, 1: Gemma form
     float eps;
+    unsigned pad;
 };
 static_assert(sizeof(RmsNormParams) == 48, "RmsNormParams must match src/launch/norm.rs");
+SANA_PARAMS_LAYOUT(RmsNormParams, y, x, w, b, d, plus_one, eps, pad)
 
 template <typename T>
 __device__ __forceinline__ void rms_norm(const RmsNormParams& p) {
