@@ -51,7 +51,8 @@ struct CausalAttentionParams {
     unsigned pad;
 };
 static_assert(sizeof(CausalAttentionParams) == 80, "CausalAttentionParams must match src/launch/causal_attention.rs");
-SANA_PARAMS_LAYOUT(CausalAttentionParams, out, q, k, v, key_mask, l, heads, group, d, q_stride, kv_stride, window, scale, softcap, pad)
+SANA_PARAMS_LAYOUT(CausalAttentionParams, out, q, k, v, key_mask, l, heads, group, d, q_stride, kv_stride, window,
+                   scale, softcap, pad)
 
 using namespace sana_attention;
 

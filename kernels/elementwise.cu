@@ -98,7 +98,8 @@ struct ResidualNormParams {
     float eps;
 };
 static_assert(sizeof(ResidualNormParams) == 80, "ResidualNormParams must match src/launch/elementwise.rs");
-SANA_PARAMS_LAYOUT(ResidualNormParams, x_out, z, x, r, gate_modulation, modulation, n, d, gate_k, gate_row, k, shift_row, scale_row, eps)
+SANA_PARAMS_LAYOUT(ResidualNormParams, x_out, z, x, r, gate_modulation, modulation, n, d, gate_k, gate_row, k,
+                   shift_row, scale_row, eps)
 
 // ------------------------------------------------------------------------------------------- modulation
 template <typename T>

@@ -14,10 +14,10 @@
 // (D ≤ 24576: up to 96 KiB, above 48 KiB by the per-function opt-in). Thread t handles j = t, t + T, … :
 // coalesced, no vector loads yet.
 //
-// Accumulation: f32 throughout, exact two-pass: pass 1 loads the row into shared memory (one global read) and sums
-// it; pass 2 (kernels/layer_norm_row.cuh, shared with the fused kernel of elementwise.cu) sums squared deviations
-// from the mean out of shared memory, so there is no E[x²] − E[x]² cancellation. Sums are per-thread sequential, then a butterfly warp sum, then a sum over warps (block_sum):
-// a fixed order, deterministic run to run.
+// Accumulation: f32 throughout, exact two-pass: pass 1 loads the row into shared memory (one global read) and sums it;
+// pass 2 (kernels/layer_norm_row.cuh, shared with the fused kernel of elementwise.cu) sums squared deviations from the
+// mean out of shared memory, so there is no E[x²] − E[x]² cancellation. Sums are per-thread sequential, then a
+// butterfly warp sum, then a sum over warps (block_sum): a fixed order, deterministic run to run.
 //
 // Numerical caveats: the output is rounded once, from f32, to the storage dtype; diffusers in bf16 rounds after
 // the norm and again after each of ·(1+scale) and +shift, so it can differ from this kernel by a few bf16 ulps

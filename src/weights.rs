@@ -6,6 +6,8 @@
 pub mod synthetic;
 mod view;
 
+pub use view::TensorView;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,6 @@ use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
 use synthetic::Synthetic;
-pub use view::TensorView;
 
 /// One memory-mapped safetensors file with its parsed header.
 pub struct SafetensorsFile {

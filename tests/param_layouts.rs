@@ -69,30 +69,36 @@ macro_rules! layouts {
 
 fn all_layouts() -> Vec<(Layout, Layout)> {
     layouts! {
-    attention::AttentionParams { out, q, k, v, key_bias, n, l, heads, d, stride, scale }
-    causal_attention::CausalAttentionParams { out, q, k, v, key_mask, l, heads, group, d, q_stride, kv_stride, window, scale, softcap, pad }
-    conv::DwConvGluParams { out, x, w, bias, h, width, f, rows }
-    conv::DepthwiseConvParams { out, x, w, bias, h, width, c, k, rows, reserved }
-    conv::GroupedLinearParams { out, x, w, rows_total, cin, cout, group_in, group_out, rows, reserved }
-    conv3x3::Conv3x3Params { out, x, w, bias, batch, h, width, oh, ow, cin, cout, stride }
-    elementwise::ModulationParams { out, table, emb, batch, k, d, per_row }
-    elementwise::PointwiseParams { y, a, b, len, act, aligned }
-    elementwise::GatedResidualParams { y, x, r, modulation, rows, n, d, k, gate_row, aligned }
-    elementwise::ResidualNormParams { x_out, z, x, r, gate_modulation, modulation, n, d, gate_k, gate_row, k, shift_row, scale_row, eps }
-    embed::EmbeddingParams { out, table, ids, n, d, vocab, scale, aligned, pad }
-    embed::RotaryParams { y, x, cos, sin, rows, l, heads, d }
-    layout::TransposeParams { out, x, rows, cols }
-    layout::ChannelSpaceParams { out, x, total, mode, repeat, h, w, cx, cout }
-    layout::SplitQkvParams { q, k, v, x, total, c, d }
-    layout::ConcatParams { out, a, b, total, ca, cb }
-    layout::GroupMeanParams { out, x, total, g, reserved }
-    linear_attn::LinearAttentionParams { out, q, k, v, partials, state, n, heads, chunks, chunk_tokens, eps, aligned }
-    norm::LayerNormModulateParams { y, x, modulation, n, d, k, shift_row, scale_row, eps }
-    norm::RmsNormParams { y, x, w, b, d, plus_one, eps, pad }
-    sampler::ModelInputParams { out, x, schedule, len, copies, steps }
-    sampler::SinusoidParams { out, schedule, batch, half, neg_log_10000, steps }
-    sampler::FlowStepParams { x, x0_prev, output, schedule, noise, len, guidance, guide, steps, pad }
-    sampler::AdvanceParams { schedule }
+        attention::AttentionParams { out, q, k, v, key_bias, n, l, heads, d, stride, scale }
+        causal_attention::CausalAttentionParams {
+            out, q, k, v, key_mask, l, heads, group, d, q_stride, kv_stride, window, scale, softcap, pad
+        }
+        conv::DwConvGluParams { out, x, w, bias, h, width, f, rows }
+        conv::DepthwiseConvParams { out, x, w, bias, h, width, c, k, rows, reserved }
+        conv::GroupedLinearParams { out, x, w, rows_total, cin, cout, group_in, group_out, rows, reserved }
+        conv3x3::Conv3x3Params { out, x, w, bias, batch, h, width, oh, ow, cin, cout, stride }
+        elementwise::ModulationParams { out, table, emb, batch, k, d, per_row }
+        elementwise::PointwiseParams { y, a, b, len, act, aligned }
+        elementwise::GatedResidualParams { y, x, r, modulation, rows, n, d, k, gate_row, aligned }
+        elementwise::ResidualNormParams {
+            x_out, z, x, r, gate_modulation, modulation, n, d, gate_k, gate_row, k, shift_row, scale_row, eps
+        }
+        embed::EmbeddingParams { out, table, ids, n, d, vocab, scale, aligned, pad }
+        embed::RotaryParams { y, x, cos, sin, rows, l, heads, d }
+        layout::TransposeParams { out, x, rows, cols }
+        layout::ChannelSpaceParams { out, x, total, mode, repeat, h, w, cx, cout }
+        layout::SplitQkvParams { q, k, v, x, total, c, d }
+        layout::ConcatParams { out, a, b, total, ca, cb }
+        layout::GroupMeanParams { out, x, total, g, reserved }
+        linear_attn::LinearAttentionParams {
+            out, q, k, v, partials, state, n, heads, chunks, chunk_tokens, eps, aligned
+        }
+        norm::LayerNormModulateParams { y, x, modulation, n, d, k, shift_row, scale_row, eps }
+        norm::RmsNormParams { y, x, w, b, d, plus_one, eps, pad }
+        sampler::ModelInputParams { out, x, schedule, len, copies, steps }
+        sampler::SinusoidParams { out, schedule, batch, half, neg_log_10000, steps }
+        sampler::FlowStepParams { x, x0_prev, output, schedule, noise, len, guidance, guide, steps, pad }
+        sampler::AdvanceParams { schedule }
     }
 }
 

@@ -589,8 +589,8 @@ fn train_timesteps(folder: &SchedulerConfig) -> usize {
     }
 }
 
-/// Gemma's working set (src/memory/working_set.rs) for the prompts (and, with CFG, their negatives). The instruction prefix
-/// is shorter than `max_sequence_length` tokens, so twice that bounds a prefixed prompt.
+/// Gemma's working set (src/memory/working_set.rs) for the prompts (and, with CFG, their negatives). The instruction
+/// prefix is shorter than `max_sequence_length` tokens, so twice that bounds a prefixed prompt.
 fn text_encode_elements(model: &Configs, req: &Request, prompts: usize, cfg: bool) -> usize {
     if matches!(req.conditioning, Conditioning::Embeddings(_)) {
         return 0;

@@ -1,6 +1,7 @@
 //! The parameters of a causal self-attention.
 
-/// Parameters of `Engine::causal_attention` (src/engine/mod.rs) (Gemma-2's self-attention, docs/numerics/text-encoder.md §9.4, §10).
+/// Parameters of `Engine::causal_attention` (src/engine/mod.rs): Gemma-2's self-attention,
+/// docs/numerics/text-encoder.md §9.4, §10.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CausalAttention {
     /// Query heads.

@@ -1,11 +1,10 @@
 //! The CUDA engine: kernels/*.cu launched through cudarc with the same launch plans the emulation engine runs
 //! (`crate::launch`), GEMMs through cuBLASLt, bf16 or f16 storage with f32 accumulation.
 //!
-//! One context, one non-blocking stream, event tracking off (a single stream needs none, and graph capture forbids
-//! it): launches queue without host synchronisation; `download` is the only sync point. Memory comes from the
-//! device's stream-ordered pool (pool.rs), which the pipeline sizes per stage through
-//! [`Engine::begin_stage`] (src/memory/working_set.rs); a failed allocation is an [`Error::OutOfDeviceMemory`] naming the
-//! stage.
+//! One context, one non-blocking stream, event tracking off (a single stream needs none, and graph capture forbids it):
+//! launches queue without host synchronisation; `download` is the only sync point. Memory comes from the device's
+//! stream-ordered pool (pool.rs), which the pipeline sizes per stage through [`Engine::begin_stage`]
+//! (src/memory/working_set.rs); a failed allocation is an [`Error::OutOfDeviceMemory`] naming the stage.
 //!
 //! Every op runs a kernel except linear attention at head widths other than 32 (no published model has one; the tiny
 //! test VAE does), which runs the CPU reference on downloaded inputs and uploads the rounded result
