@@ -1,6 +1,6 @@
 //! Builds kernels/*.cu twice:
 //! - with nvcc (env NVCC, else $CUDA_HOME/bin/nvcc, else `nvcc` on PATH) to PTX for compute_80 and, where nvcc can,
-//!   an sm_90 cubin, embedded through `$OUT_DIR/kernels.rs` (included by src/gpu/kernels.rs). Without nvcc the
+//!   an sm_90 cubin, embedded through `$OUT_DIR/kernels.rs` (included by src/engine/cuda/embedded.rs). Without nvcc the
 //!   build warns and the constants are `None`, so the cuda engine returns `Error::KernelsNotBuilt`;
 //!   `SANA_REQUIRE_NVCC=1` makes a missing nvcc or a failed PTX compile a build error instead.
 //! - with feature `emu` only: with the host C++ compiler (cc crate, `-std=c++20 -O2`, no fast-math) and

@@ -42,6 +42,7 @@ struct AttentionParams {
     float scale;      // 1/√d
 };
 static_assert(sizeof(AttentionParams) == 64, "AttentionParams must match src/launch/attention.rs");
+SANA_PARAMS_LAYOUT(AttentionParams, out, q, k, v, key_bias, n, l, heads, d, stride, scale)
 
 namespace {
 constexpr unsigned QUERIES = 32;  // per block; mirrors QUERIES in Rust
@@ -90,25 +91,13 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
         pair_scores(q_s, k_s, qs, d, row, g, s);
         SANA_UNROLL
         for (int r = 0; r < 2; ++r) {
-            float tile_max = -INFINITY;
             SANA_UNROLL
             for (int kk = 0; kk < KPL; ++kk) {
                 const unsigned j = g + LANES * kk;
                 s[r][kk] = j < keys ? s[r][kk] * p.scale + bias_s[j] : -INFINITY;
-                tile_max = fmaxf(tile_max, s[r][kk]);
             }
-            const float m_new = fmaxf(m[r], group_max(tile_max));
-            const float corr = expf(m[r] - m_new);  // 0 on the first tile (m = −∞)
-            m[r] = m_new;
-            lsum[r] *= corr;
-            SANA_UNROLL
-            for (int c = 0; c < DC; ++c) acc[r][c] *= corr;
-            SANA_UNROLL
-            for (int kk = 0; kk < KPL; ++kk) {
-                const float pk = expf(s[r][kk] - m_new);
-                lsum[r] += pk;
-                p_s[row[r] * ps + g + LANES * kk] = pk;
-            }
+            // Key 0 of the first tile is seen by every row (a bias is finite): no empty rows.
+            online_softmax_tile<false>(s[r], g, m[r], lsum[r], acc[r], p_s + row[r] * ps);
         }
         __syncthreads();
 

@@ -1,8 +1,8 @@
 // The tile machinery shared by the flash-style softmax kernels (attention.cu, causal_attention.cu). A group of
 // LANES = 8 lanes owns a pair of query rows; per key tile of TK = 8·KPL keys, lane g of the group scores keys g,
-// g+8, … against both rows, and accumulates output dimensions g, g+8, … of both rows. Q, K and V tiles are f32 in
-// shared memory: K rows padded to an odd stride `qs` so the 8 rows a group reads fall in distinct banks, V rows
-// dense, probabilities P in rows of stride `ps`.
+// g+8, … against both rows, folds them into the row's online softmax (online_softmax_tile), and accumulates output
+// dimensions g, g+8, … of both rows. Q, K and V tiles are f32 in shared memory: K rows padded to an odd stride `qs`
+// so the 8 rows a group reads fall in distinct banks, V rows dense, probabilities P in rows of stride `ps`.
 #pragma once
 
 #include "common.cuh"
@@ -51,6 +51,34 @@ __device__ __forceinline__ void pair_scores(const float* q_s, const float* k_s, 
             s[0][kk] += qa * kv;
             s[1][kk] += qb * kv;
         }
+    }
+}
+
+// One key tile of the online softmax of one query row, over the 8 lanes of its group: `s` holds the lane's scores of
+// keys g, g+8, … (−∞ for a key the row does not see). The running max `m` becomes max(m, the tile's max); the
+// running sum `lsum` and the accumulators `acc` are rescaled by exp(m_old − m_new) (0 on the first tile, m_old =
+// −∞); the tile's weights exp(s − m_new) are added to `lsum` and written to the row's P at columns g, g+8, ….
+// MAY_SEE_NOTHING: a row may have seen no key yet (masks); while m_new = −∞ its state then stays empty (weights 0)
+// instead of exp(−∞ − (−∞)) = NaN. Without it the test is compiled out (every row sees a key of its first tile).
+// f32 throughout; expf, not __expf. Every lane of the group calls it (group_max shuffles).
+template <bool MAY_SEE_NOTHING, int KPL, int DC>
+__device__ __forceinline__ void online_softmax_tile(const float (&s)[KPL], unsigned g, float& m, float& lsum,
+                                                    float (&acc)[DC], float* p_row) {
+    float tile_max = -INFINITY;
+    SANA_UNROLL
+    for (int kk = 0; kk < KPL; ++kk) tile_max = fmaxf(tile_max, s[kk]);
+    const float m_new = fmaxf(m, group_max(tile_max));
+    const bool empty = MAY_SEE_NOTHING && m_new == -INFINITY;
+    const float corr = empty ? 1.0f : expf(m - m_new);
+    m = m_new;
+    lsum *= corr;
+    SANA_UNROLL
+    for (int c = 0; c < DC; ++c) acc[c] *= corr;
+    SANA_UNROLL
+    for (int kk = 0; kk < KPL; ++kk) {
+        const float pk = empty ? 0.0f : expf(s[kk] - m_new);
+        lsum += pk;
+        p_row[g + LANES * kk] = pk;
     }
 }
 

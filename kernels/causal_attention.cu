@@ -51,6 +51,8 @@ struct CausalAttentionParams {
     unsigned pad;
 };
 static_assert(sizeof(CausalAttentionParams) == 80, "CausalAttentionParams must match src/launch/causal_attention.rs");
+SANA_PARAMS_LAYOUT(CausalAttentionParams, out, q, k, v, key_mask, l, heads, group, d, q_stride, kv_stride, window,
+                   scale, softcap, pad)
 
 using namespace sana_attention;
 
@@ -99,7 +101,6 @@ __device__ __forceinline__ void causal_attention(const CausalAttentionParams& p)
         SANA_UNROLL
         for (int r = 0; r < 2; ++r) {
             const unsigned i = q0 + row[r];
-            float tile_max = -INFINITY;
             SANA_UNROLL
             for (int kk = 0; kk < KPL; ++kk) {
                 const unsigned j = g + LANES * kk, key = l0 + j;
@@ -107,22 +108,8 @@ __device__ __forceinline__ void causal_attention(const CausalAttentionParams& p)
                 float score = s[r][kk] * p.scale;
                 if (p.softcap > 0.0f) score = tanhf(score / p.softcap) * p.softcap;
                 s[r][kk] = visible ? score : -INFINITY;
-                tile_max = fmaxf(tile_max, s[r][kk]);
             }
-            const float m_new = fmaxf(m[r], group_max(tile_max));
-            // Nothing visible so far: keep the empty state (corr 1, weights 0) instead of exp(−∞ − (−∞)) = NaN.
-            const bool empty = m_new == -INFINITY;
-            const float corr = empty ? 1.0f : expf(m[r] - m_new);  // 0 on the first visible tile (m = −∞)
-            m[r] = m_new;
-            lsum[r] *= corr;
-            SANA_UNROLL
-            for (int c = 0; c < DC; ++c) acc[r][c] *= corr;
-            SANA_UNROLL
-            for (int kk = 0; kk < KPL; ++kk) {
-                const float pk = empty ? 0.0f : expf(s[r][kk] - m_new);
-                lsum[r] += pk;
-                p_s[row[r] * ps + g + LANES * kk] = pk;
-            }
+            online_softmax_tile<true>(s[r], g, m[r], lsum[r], acc[r], p_s + row[r] * ps);
         }
         __syncthreads();
 

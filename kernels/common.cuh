@@ -9,6 +9,9 @@
 // - after each kernel, `SANA_EMU_ENTRY(kernel, Params)` exports `sana_emu_<kernel>(const Geometry*, const Params*)`
 //   for the emulation engine; it expands to nothing under nvcc. `SANA_KERNEL_PER_DTYPE(op, Params)` writes the
 //   three `op_<dtype>` kernels of a template `op<T>` with their entries.
+// - after each params struct, `SANA_PARAMS_LAYOUT(Params, field, …)` naming every field exports the struct's layout
+//   from the emulation build (`sana_emu_layout_<Params>`: each field's offset and size); tests/param_layouts.rs
+//   compares it field by field with the Rust struct's `offset_of!`.
 #pragma once
 
 #ifdef SANA_EMU
@@ -181,6 +184,37 @@ __device__ __forceinline__ void mma_m16n8k16<__half>(float (&d)[4], const unsign
     }
 #else
 #define SANA_EMU_ENTRY(kernel, Params)
+#endif
+
+// SANA_PARAMS_LAYOUT(Params, f1, f2, …) exports, from the emulation build, `size_t sana_emu_layout_<Params>(const
+// sana_emu::FieldLayout** fields, size_t* struct_size)`: the fields' names, offsets and sizes in declaration order
+// (their count is returned) and sizeof(Params). SANA_FOR_EACH(m, T, a, b, …) expands to m(T, a) m(T, b) ….
+#ifdef SANA_EMU
+namespace sana_emu {
+struct FieldLayout {
+    const char* name;
+    size_t offset;
+    size_t size;
+};
+}  // namespace sana_emu
+#define SANA_PARENS ()
+#define SANA_EXPAND(...) SANA_EXPAND3(SANA_EXPAND3(SANA_EXPAND3(SANA_EXPAND3(__VA_ARGS__))))
+#define SANA_EXPAND3(...) SANA_EXPAND2(SANA_EXPAND2(SANA_EXPAND2(SANA_EXPAND2(__VA_ARGS__))))
+#define SANA_EXPAND2(...) SANA_EXPAND1(SANA_EXPAND1(SANA_EXPAND1(SANA_EXPAND1(__VA_ARGS__))))
+#define SANA_EXPAND1(...) __VA_ARGS__
+#define SANA_FOR_EACH(m, T, ...) __VA_OPT__(SANA_EXPAND(SANA_FOR_EACH_STEP(m, T, __VA_ARGS__)))
+#define SANA_FOR_EACH_STEP(m, T, a, ...) m(T, a) __VA_OPT__(SANA_FOR_EACH_AGAIN SANA_PARENS(m, T, __VA_ARGS__))
+#define SANA_FOR_EACH_AGAIN() SANA_FOR_EACH_STEP
+#define SANA_FIELD_LAYOUT(T, f) sana_emu::FieldLayout{#f, offsetof(T, f), sizeof(T::f)},
+#define SANA_PARAMS_LAYOUT(T, ...)                                                                        \
+    extern "C" size_t sana_emu_layout_##T(const sana_emu::FieldLayout** fields, size_t* struct_size) {     \
+        static const sana_emu::FieldLayout table[] = {SANA_FOR_EACH(SANA_FIELD_LAYOUT, T, __VA_ARGS__)};   \
+        *fields = table;                                                                                  \
+        *struct_size = sizeof(T);                                                                         \
+        return sizeof(table) / sizeof(table[0]);                                                          \
+    }
+#else
+#define SANA_PARAMS_LAYOUT(T, ...)
 #endif
 
 // The f32, bf16 and f16 kernels `op_<dtype>` of the template `op<T>(const Params&)`, each with its emulator entry.

@@ -37,6 +37,7 @@ struct DwConvGluParams {
     unsigned rows;  // output rows per block
 };
 static_assert(sizeof(DwConvGluParams) == 48, "DwConvGluParams must match src/launch/conv.rs");
+SANA_PARAMS_LAYOUT(DwConvGluParams, out, x, w, bias, h, width, f, rows)
 
 template <typename T>
 __device__ __forceinline__ void dwconv3x3_glu(const DwConvGluParams& p) {
@@ -125,6 +126,7 @@ struct DepthwiseConvParams {
     unsigned reserved;
 };
 static_assert(sizeof(DepthwiseConvParams) == 56, "DepthwiseConvParams must match src/launch/conv.rs");
+SANA_PARAMS_LAYOUT(DepthwiseConvParams, out, x, w, bias, h, width, c, k, rows, reserved)
 
 template <typename T>
 __device__ __forceinline__ void depthwise_conv(const DepthwiseConvParams& p) {
@@ -182,6 +184,7 @@ struct GroupedLinearParams {
     unsigned reserved;
 };
 static_assert(sizeof(GroupedLinearParams) == 56, "GroupedLinearParams must match src/launch/conv.rs");
+SANA_PARAMS_LAYOUT(GroupedLinearParams, out, x, w, rows_total, cin, cout, group_in, group_out, rows, reserved)
 
 template <typename T>
 __device__ __forceinline__ void grouped_linear(const GroupedLinearParams& p) {

@@ -37,6 +37,7 @@ struct Conv3x3Params {
     unsigned stride;
 };
 static_assert(sizeof(Conv3x3Params) == 64, "Conv3x3Params must match src/launch/conv3x3.rs");
+SANA_PARAMS_LAYOUT(Conv3x3Params, out, x, w, bias, batch, h, width, oh, ow, cin, cout, stride)
 
 namespace {
 constexpr unsigned BM = 64, BN = 64, BK = 32;  // BM, BN mirror TILE_M, TILE_N in Rust

@@ -10,7 +10,8 @@
 //   gated_residual_*    y[b, n, j] = x[b, n, j] + m[b, gate_row, j] · r[b, n, j]
 //   gated_residual_layer_norm_modulate_*
 //                       x' = x + m_g[b, gate_row] · r   (or x + r without a gate), stored rounded to the dtype
-//                       z  = LayerNorm(x')·(1 + m[b, scale_row]) + m[b, shift_row]   (as kernels/norm.cu)
+//                       z  = LayerNorm(x')·(1 + m[b, scale_row]) + m[b, shift_row]   (kernels/norm.cu's row:
+//                            layer_norm_row.cuh)
 //     One pass over the row instead of two kernels: the block's residual update feeds the next norm directly
 //     (gate_mlp of block i with norm1 of block i+1; the cross-attention add with norm2). The norm reads x' after
 //     rounding, so z is exactly what gated_residual followed by layer_norm_modulate gives.
@@ -32,6 +33,7 @@
 // the f32 value.
 
 #include "common.cuh"
+#include "layer_norm_row.cuh"
 
 // Activation codes of PointwiseParams::act; mirror crate::launch::elementwise::act_code.
 constexpr unsigned ACT_IDENTITY = 0, ACT_SILU = 1, ACT_GELU_TANH = 2, ACT_RELU = 3;
@@ -47,6 +49,7 @@ struct ModulationParams {
     unsigned per_row;  // 1: emb is [B, K·D]; 0: emb is [B, D], broadcast over the rows
 };
 static_assert(sizeof(ModulationParams) == 40, "ModulationParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(ModulationParams, out, table, emb, batch, k, d, per_row)
 
 // Mirrors PointwiseParams in src/launch/elementwise.rs (add: y = a + b; mul: y = a · b; activation: y = act(a), b
 // unused).
@@ -59,6 +62,7 @@ struct PointwiseParams {
     unsigned aligned;
 };
 static_assert(sizeof(PointwiseParams) == 40, "PointwiseParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(PointwiseParams, y, a, b, len, act, aligned)
 
 // Mirrors GatedResidualParams in src/launch/elementwise.rs.
 struct GatedResidualParams {
@@ -74,6 +78,7 @@ struct GatedResidualParams {
     unsigned aligned;  // buffers 16-byte aligned and D a multiple of the pack
 };
 static_assert(sizeof(GatedResidualParams) == 56, "GatedResidualParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(GatedResidualParams, y, x, r, modulation, rows, n, d, k, gate_row, aligned)
 
 // Mirrors ResidualNormParams in src/launch/elementwise.rs.
 struct ResidualNormParams {
@@ -93,6 +98,8 @@ struct ResidualNormParams {
     float eps;
 };
 static_assert(sizeof(ResidualNormParams) == 80, "ResidualNormParams must match src/launch/elementwise.rs");
+SANA_PARAMS_LAYOUT(ResidualNormParams, x_out, z, x, r, gate_modulation, modulation, n, d, gate_k, gate_row, k,
+                   shift_row, scale_row, eps)
 
 // ------------------------------------------------------------------------------------------- modulation
 template <typename T>
@@ -211,19 +218,7 @@ __device__ __forceinline__ void gated_residual_layer_norm_modulate(const Residua
         xs[j] = v;
         sum += v;
     }
-    const float mean = sana::block_sum(sum) / static_cast<float>(d);
-
-    float sq = 0.0f;
-    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
-        const float c = xs[j] - mean;
-        sq += c * c;
-    }
-    const float rstd = rsqrtf(sana::block_sum(sq) / static_cast<float>(d) + p.eps);
-
-    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
-        const float v = (xs[j] - mean) * rstd;
-        z[j] = sana::from_float<T>(v * (1.0f + sana::to_float(scale[j])) + sana::to_float(shift[j]));
-    }
+    layer_norm_modulate_row(xs, sum, d, p.eps, shift, scale, z);
 }
 
 // ------------------------------------------------------------------------------------------- entries

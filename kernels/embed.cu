@@ -37,6 +37,7 @@ struct EmbeddingParams {
     unsigned pad;
 };
 static_assert(sizeof(EmbeddingParams) == 48, "EmbeddingParams must match src/launch/embed.rs");
+SANA_PARAMS_LAYOUT(EmbeddingParams, out, table, ids, n, d, vocab, scale, aligned, pad)
 
 // Mirrors RotaryParams in src/launch/embed.rs.
 struct RotaryParams {
@@ -50,6 +51,7 @@ struct RotaryParams {
     unsigned d;      // head dimension (even)
 };
 static_assert(sizeof(RotaryParams) == 48, "RotaryParams must match src/launch/embed.rs");
+SANA_PARAMS_LAYOUT(RotaryParams, y, x, cos, sin, rows, l, heads, d)
 
 // ------------------------------------------------------------------------------------------- embedding
 template <typename T>

@@ -24,6 +24,7 @@ struct TransposeParams {
     unsigned cols;  // S
 };
 static_assert(sizeof(TransposeParams) == 24, "TransposeParams must match src/launch/layout.rs");
+SANA_PARAMS_LAYOUT(TransposeParams, out, x, rows, cols)
 
 namespace {
 constexpr unsigned TILE = 32;  // mirrors TILE in Rust
@@ -73,6 +74,7 @@ struct ChannelSpaceParams {
     unsigned cout;             // output channels
 };
 static_assert(sizeof(ChannelSpaceParams) == 48, "ChannelSpaceParams must match src/launch/layout.rs");
+SANA_PARAMS_LAYOUT(ChannelSpaceParams, out, x, total, mode, repeat, h, w, cx, cout)
 
 template <typename T>
 __device__ __forceinline__ void channel_space(const ChannelSpaceParams& p) {
@@ -121,6 +123,7 @@ struct SplitQkvParams {
     unsigned d;                // group width d
 };
 static_assert(sizeof(SplitQkvParams) == 48, "SplitQkvParams must match src/launch/layout.rs");
+SANA_PARAMS_LAYOUT(SplitQkvParams, q, k, v, x, total, c, d)
 
 template <typename T>
 __device__ __forceinline__ void split_qkv_groups(const SplitQkvParams& p) {
@@ -146,6 +149,7 @@ struct ConcatParams {
     unsigned ca, cb;
 };
 static_assert(sizeof(ConcatParams) == 40, "ConcatParams must match src/launch/layout.rs");
+SANA_PARAMS_LAYOUT(ConcatParams, out, a, b, total, ca, cb)
 
 template <typename T>
 __device__ __forceinline__ void concat_channels(const ConcatParams& p) {
@@ -168,6 +172,7 @@ struct GroupMeanParams {
     unsigned reserved;         // keeps the struct's size a multiple of 8 on both sides
 };
 static_assert(sizeof(GroupMeanParams) == 32, "GroupMeanParams must match src/launch/layout.rs");
+SANA_PARAMS_LAYOUT(GroupMeanParams, out, x, total, g, reserved)
 
 template <typename T>
 __device__ __forceinline__ void channel_group_mean(const GroupMeanParams& p) {

@@ -45,6 +45,7 @@ struct LinearAttentionParams {
     unsigned aligned;  // q, k, v, out 16-byte aligned: 128-bit global loads
 };
 static_assert(sizeof(LinearAttentionParams) == 72, "LinearAttentionParams must match src/launch/linear_attn.rs");
+SANA_PARAMS_LAYOUT(LinearAttentionParams, out, q, k, v, partials, state, n, heads, chunks, chunk_tokens, eps, aligned)
 
 namespace {
 constexpr unsigned HEAD_DIM = 32;

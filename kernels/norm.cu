@@ -14,10 +14,10 @@
 // (D ≤ 24576: up to 96 KiB, above 48 KiB by the per-function opt-in). Thread t handles j = t, t + T, … :
 // coalesced, no vector loads yet.
 //
-// Accumulation: f32 throughout, exact two-pass: pass 1 loads the row into shared memory (one global read) and sums
-// it; pass 2 sums squared deviations from the mean out of shared memory, so there is no E[x²] − E[x]²
-// cancellation. Sums are per-thread sequential, then a butterfly warp sum, then a sum over warps (block_sum):
-// a fixed order, deterministic run to run.
+// Accumulation: f32 throughout, exact two-pass: pass 1 loads the row into shared memory (one global read) and sums it;
+// pass 2 (kernels/layer_norm_row.cuh, shared with the fused kernel of elementwise.cu) sums squared deviations from the
+// mean out of shared memory, so there is no E[x²] − E[x]² cancellation. Sums are per-thread sequential, then a
+// butterfly warp sum, then a sum over warps (block_sum): a fixed order, deterministic run to run.
 //
 // Numerical caveats: the output is rounded once, from f32, to the storage dtype; diffusers in bf16 rounds after
 // the norm and again after each of ·(1+scale) and +shift, so it can differ from this kernel by a few bf16 ulps
@@ -25,7 +25,7 @@
 // (≤ 2 ulp); nvcc may fuse the final multiply-add into an FMA.
 
 #include "common.cuh"
-
+#include "layer_norm_row.cuh"
 
 // Mirrors LayerNormModulateParams in src/launch/norm.rs.
 struct LayerNormModulateParams {
@@ -40,6 +40,7 @@ struct LayerNormModulateParams {
     float eps;
 };
 static_assert(sizeof(LayerNormModulateParams) == 48, "LayerNormModulateParams must match src/launch/norm.rs");
+SANA_PARAMS_LAYOUT(LayerNormModulateParams, y, x, modulation, n, d, k, shift_row, scale_row, eps)
 
 template <typename T>
 __device__ __forceinline__ void layer_norm_modulate(const LayerNormModulateParams& p) {
@@ -57,19 +58,7 @@ __device__ __forceinline__ void layer_norm_modulate(const LayerNormModulateParam
         xs[j] = v;
         sum += v;
     }
-    const float mean = sana::block_sum(sum) / static_cast<float>(d);
-
-    float sq = 0.0f;
-    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
-        const float c = xs[j] - mean;
-        sq += c * c;
-    }
-    const float rstd = rsqrtf(sana::block_sum(sq) / static_cast<float>(d) + p.eps);
-
-    for (size_t j = threadIdx.x; j < d; j += blockDim.x) {
-        const float z = (xs[j] - mean) * rstd;
-        y[j] = sana::from_float<T>(z * (1.0f + sana::to_float(scale[j])) + sana::to_float(shift[j]));
-    }
+    layer_norm_modulate_row(xs, sum, d, p.eps, shift, scale, y);
 }
 
 SANA_KERNEL_PER_DTYPE(layer_norm_modulate, LayerNormModulateParams)
@@ -96,8 +85,10 @@ struct RmsNormParams {
     unsigned d;
     unsigned plus_one;  // 0: diffusers form, 1: Gemma form
     float eps;
+    unsigned pad;
 };
 static_assert(sizeof(RmsNormParams) == 48, "RmsNormParams must match src/launch/norm.rs");
+SANA_PARAMS_LAYOUT(RmsNormParams, y, x, w, b, d, plus_one, eps, pad)
 
 template <typename T>
 __device__ __forceinline__ void rms_norm(const RmsNormParams& p) {

@@ -69,6 +69,7 @@ struct ModelInputParams {
     unsigned steps;  // rows of the schedule
 };
 static_assert(sizeof(ModelInputParams) == 40, "ModelInputParams must match src/launch/sampler.rs");
+SANA_PARAMS_LAYOUT(ModelInputParams, out, x, schedule, len, copies, steps)
 
 // Mirrors SinusoidParams in src/launch/sampler.rs.
 struct SinusoidParams {
@@ -80,6 +81,7 @@ struct SinusoidParams {
     unsigned steps;       // rows of the schedule
 };
 static_assert(sizeof(SinusoidParams) == 32, "SinusoidParams must match src/launch/sampler.rs");
+SANA_PARAMS_LAYOUT(SinusoidParams, out, schedule, batch, half, neg_log_10000, steps)
 
 // Mirrors FlowStepParams in src/launch/sampler.rs.
 struct FlowStepParams {
@@ -95,12 +97,14 @@ struct FlowStepParams {
     unsigned pad;
 };
 static_assert(sizeof(FlowStepParams) == 64, "FlowStepParams must match src/launch/sampler.rs");
+SANA_PARAMS_LAYOUT(FlowStepParams, x, x0_prev, output, schedule, noise, len, guidance, guide, steps, pad)
 
 // Mirrors AdvanceParams in src/launch/sampler.rs.
 struct AdvanceParams {
     float* schedule;
 };
 static_assert(sizeof(AdvanceParams) == 8, "AdvanceParams must match src/launch/sampler.rs");
+SANA_PARAMS_LAYOUT(AdvanceParams, schedule)
 
 template <typename T>
 __device__ __forceinline__ void model_input(const ModelInputParams& p) {

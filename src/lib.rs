@@ -30,6 +30,8 @@
 //!
 //! ## Low level
 //! The modules below are the building blocks under [`Sana`], for custom loops and tools:
+//! - [`vocabulary`]: the types every layer shares ([`StorageDtype`], [`vocabulary::Activation`], the samplers'
+//!   [`vocabulary::StepRule`] and step-schedule format, [`vocabulary::StepGraphReport`]); it imports nothing above it;
 //! - [`engine`]: the [`engine::Engine`] trait (the op vocabulary model code is written in) and its engines;
 //! - [`model`]: configurations and the models, generic over the engine;
 //! - [`pipeline`]: the engine-generic [`pipeline::Pipeline`] (its denoising loop is the graph-captured one);
@@ -38,7 +40,7 @@
 //! - [`tensor`], [`weights`], [`image`], [`memory`]: host tensors, checkpoints, pixels, memory measurement.
 //!
 //! They are public API, less settled than the front door. Modules hidden from this documentation (`atomic_write`, `cpu`,
-//! `launch`, `gpu`, `eval`, `inspect`, `cost`, `synthetic_pipeline`, `tensor_file`) are public only for this crate's own
+//! `launch`, `eval`, `inspect`, `cost`, `synthetic_pipeline`, `tensor_file`) are public only for this crate's own
 //! binary, tests and benchmarks: they are not part of the API.
 //!
 //! The numerics each layer reproduces are written down in the repository's `docs/numerics/`.
@@ -57,8 +59,6 @@ mod error;
 pub mod eval;
 mod event;
 mod generation;
-#[doc(hidden)]
-pub mod gpu;
 pub mod image;
 #[doc(hidden)]
 pub mod inspect;
@@ -78,9 +78,9 @@ pub mod tensor;
 #[doc(hidden)]
 pub mod tensor_file;
 pub mod text;
+pub mod vocabulary;
 pub mod weights;
 
-pub use engine::StorageDtype;
 pub use error::{Error, Result};
 pub use event::{Control, Event, Stage};
 pub use generation::{Generation, StageTimes};
@@ -92,6 +92,7 @@ pub use request::{Request, Sampler};
 pub use sana::{Device, OpenOptions, Sana};
 pub use tensor::HostTensor;
 pub use text::PromptEmbeddings;
+pub use vocabulary::StorageDtype;
 
 // README.md's Rust example compiles as a doctest, so the front page cannot drift from the API.
 #[cfg(doctest)]

@@ -1,6 +1,8 @@
 //! Host memory: peak resident memory per stage, and what the process can still allocate. Linux keeps the process's
 //! high-water mark in `/proc/self/status` (`VmHWM`) and resets it when `5` is written to `/proc/self/clear_refs`;
-//! elsewhere these calls report nothing.
+//! elsewhere these calls report nothing. Device memory is budgeted per stage in [`working_set`].
+
+pub mod working_set;
 
 /// Starts a new measurement window.
 pub fn reset_peak() {

@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
 use crate::tensor::HostTensor;
 
+pub use crate::vocabulary::StepRule;
+
 /// A scheduler with its timesteps set for one generation. Call `step` once per entry of `timesteps()`, in order.
 #[derive(Clone, Debug)]
 pub enum Scheduler {
@@ -91,63 +93,6 @@ fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
 
 fn shift_sigma(shift: f64, s: f64) -> f64 {
     shift * s / (1.0 + (shift - 1.0) * s)
-}
-
-/// How one flow step moves the sample `x` given the (guided) velocity `v`. The coefficients are formed first, in
-/// f32, as PyTorch forms its 0-d tensors; [`crate::cpu::sampler::apply_rule`] applies them on the host and
-/// kernels/sampler.cu on the device, with the same f32 operations in the same order.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum StepRule {
-    /// Flow-Euler: `x ← x + dt·v`.
-    Euler {
-        /// `σ_{i+1} − σ_i` (negative).
-        dt: f32,
-    },
-    /// DPM-Solver++ first order: `x0 = x − σ·v; x ← ratio·x − c·x0`.
-    DpmFirst {
-        /// σ_s, this step's σ.
-        sigma: f32,
-        /// `σ_t / σ_s`, with σ_t the next step's σ.
-        ratio: f32,
-        /// `α_t·(e^{−h} − 1)`, with `α_t = 1 − σ_t` and `h = λ(σ_t) − λ(σ_s)`.
-        c: f32,
-    },
-    /// DPM-Solver++ second order (midpoint): `x0 = x − σ·v; d = inv_r0·(x0 − x0_prev);
-    /// x ← (ratio·x − c·x0) − half_c·d`, with `x0_prev` the previous step's `x0`.
-    DpmSecond {
-        /// σ_s, this step's σ.
-        sigma: f32,
-        /// `σ_t / σ_s`, with σ_t the next step's σ.
-        ratio: f32,
-        /// `α_t·(e^{−h} − 1)`, with `α_t = 1 − σ_t` and `h = λ(σ_t) − λ(σ_s)`.
-        c: f32,
-        /// `1 / r0`, with `r0 = (λ(σ_s) − λ(σ_{s−1})) / h`.
-        inv_r0: f32,
-        /// `0.5·c`.
-        half_c: f32,
-    },
-    /// Sana-Sprint's SCM step with the pipeline's TrigFlow transform (docs/numerics/sampling.md §10), `F` the model
-    /// output and `n` this step's standard-normal noise: `x_in = (x / σ_d)·k` is the model input; `f = ((a·x_in + c·F)
-    /// / k)·σ_d; x0 = cos_s·x − sin_s·f; x ← cos_t·x0 + sin_t·(n·σ_d)`, and `x0` is kept (the last one, / σ_d, is
-    /// the result).
-    Scm {
-        /// σ_d, the config's `sigma_data`.
-        sigma_data: f32,
-        /// `sqrt(s² + (1 − s)²)`, with `s = sin τ_s / (cos τ_s + sin τ_s)` the model's timestep.
-        k: f32,
-        /// `1 − 2s`.
-        a: f32,
-        /// `1 − 2s + 2s²`.
-        c: f32,
-        /// `cos τ_s`, this step's TrigFlow time.
-        cos_s: f32,
-        /// `sin τ_s`.
-        sin_s: f32,
-        /// `cos τ_t`, the next step's TrigFlow time.
-        cos_t: f32,
-        /// `sin τ_t`.
-        sin_t: f32,
-    },
 }
 
 impl Scheduler {

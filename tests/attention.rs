@@ -22,9 +22,9 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
 use sana::cpu::attention as cpu;
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::StorageDtype;
-use sana::gpu::kernels::Family;
 use sana::launch::attention::HeadDimClass;
 use sana::{Error, HostTensor};
 

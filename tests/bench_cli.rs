@@ -102,7 +102,7 @@ fn plan_only_runs_nothing() {
 
 #[test]
 fn cuda_without_an_engine_is_skipped_not_an_error() {
-    if let Ok((_, gpu)) = sana::gpu::probe::open(0) {
+    if let Ok((_, gpu)) = sana::engine::cuda::probe::open(0) {
         eprintln!(
             "skipped: {} is usable here, so --engine cuda runs",
             gpu.name

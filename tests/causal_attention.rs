@@ -26,10 +26,10 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
 use sana::cpu::causal_attention as cpu;
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::CausalAttention;
 use sana::engine::StorageDtype;
-use sana::gpu::kernels::Family;
 use sana::launch::causal_attention::HeadDimClass;
 use sana::{Error, HostTensor};
 

@@ -17,9 +17,9 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
 use sana::cpu::conv as cpu;
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::StorageDtype;
-use sana::gpu::kernels::Family;
 use sana::{Error, HostTensor};
 
 struct Case {

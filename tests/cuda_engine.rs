@@ -47,7 +47,7 @@ fn check(what: &str, got: &HostTensor, want: &HostTensor, tol: f32) {
 
 #[test]
 fn without_a_gpu_the_probe_says_what_is_missing() {
-    match sana::gpu::probe::open(0) {
+    match sana::engine::cuda::probe::open(0) {
         Ok((_, info)) => {
             eprintln!("GPU present: {info:?}");
             assert!(!info.name.is_empty());
@@ -556,8 +556,9 @@ fn tiny_pipeline_matches_cpu() {
 /// then an SCM step with its noise: bit-exact f32 arithmetic for the step (tests/sampler.rs), the sinusoid within its libm bound.
 #[test]
 fn sampler_ops_match_cpu() {
-    use sana::launch::sampler::{schedule_table, set_pag_scales, Guidance};
     use sana::scheduler::StepRule;
+    use sana::vocabulary::schedule::{schedule_table, set_pag_scales};
+    use sana::vocabulary::Guidance;
     on_each_gpu("sampler_ops_match_cpu", |g, u| {
         let dtype = g.dtype();
         let mut rng = Rng(41);
@@ -1153,12 +1154,12 @@ fn weights_larger_than_the_staging_buffers_load_exactly() {
 /// fails here and not at engine start on a GPU. Runs wherever nvcc ran at build time.
 #[test]
 fn kernel_lists_match_the_ptx_entries() {
-    use sana::gpu::kernels::{self, Family};
+    use sana::engine::cuda::embedded::{self, Family};
     for family in Family::ALL {
-        let ptx = match kernels::ptx(family) {
+        let ptx = match embedded::ptx(family) {
             Ok(ptx) => ptx,
             Err(Error::KernelsNotBuilt)
-                if !kernels::NVCC_BUILT && option_env!("SANA_REQUIRE_NVCC") != Some("1") =>
+                if !embedded::NVCC_BUILT && option_env!("SANA_REQUIRE_NVCC") != Some("1") =>
             {
                 eprintln!("skipped: no nvcc at build time");
                 return;

@@ -22,10 +22,10 @@ use emu_check::{
     assert_caught, assert_within, check_ptx, rounded, ulp, worst_ratio, Rng, DTYPES, U,
 };
 use sana::cpu::{elementwise as cpu, norm as cpu_norm};
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::Activation;
 use sana::engine::StorageDtype;
-use sana::gpu::kernels::Family;
 use sana::launch::elementwise::{self as plan, PointwiseBuffers};
 use sana::{Error, HostTensor};
 

@@ -16,9 +16,9 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
 use sana::cpu::{embed as cpu_embed, rotary as cpu_rotary};
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::{Storage, StorageDtype};
-use sana::gpu::kernels::Family;
 use sana::{Error, HostTensor};
 
 fn half_ulp(dtype: StorageDtype, want: &[f32]) -> impl Fn(usize) -> f32 + '_ {

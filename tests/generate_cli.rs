@@ -249,7 +249,7 @@ fn error_unknown_sampler() {
 
 #[test]
 fn error_cuda_engine_unavailable() {
-    if let Ok((_, gpu)) = sana::gpu::probe::open(0) {
+    if let Ok((_, gpu)) = sana::engine::cuda::probe::open(0) {
         eprintln!(
             "skipped: {} is usable here, so --engine cuda does not fail",
             gpu.name
@@ -261,7 +261,7 @@ fn error_cuda_engine_unavailable() {
 
 #[test]
 fn auto_engine_falls_back_to_cpu_with_a_notice() {
-    if sana::gpu::probe::open(0).is_ok() {
+    if sana::engine::cuda::probe::open(0).is_ok() {
         eprintln!("skipped: a GPU is usable here, so the default engine is cuda");
         return;
     }

@@ -9,8 +9,8 @@ mod emu_check;
 
 use emu_check::{check_ptx, rounded, Rng, DTYPES};
 use sana::cpu::layout as cpu;
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
-use sana::gpu::kernels::Family;
 use sana::launch::layout::ChannelSpace;
 use sana::{Error, HostTensor};
 

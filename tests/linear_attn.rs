@@ -21,9 +21,9 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
 use sana::cpu::linear_attn as cpu;
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::StorageDtype;
-use sana::gpu::kernels::Family;
 use sana::launch::linear_attn::{self as plan, LinearAttentionBuffers, HEAD_DIM};
 use sana::{Error, HostTensor};
 

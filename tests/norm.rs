@@ -14,9 +14,9 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng};
 use sana::cpu::norm as cpu;
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::StorageDtype;
-use sana::gpu::kernels::Family;
 use sana::{Error, HostTensor};
 
 /// Inputs and parameters of one `layer_norm_modulate` call.

@@ -21,12 +21,13 @@ mod emu_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
 use sana::cpu::sampler as cpu;
+use sana::engine::cuda::embedded::Family;
 use sana::engine::emu;
 use sana::engine::StorageDtype;
-use sana::gpu::kernels::Family;
-use sana::launch::sampler::{decode_row, schedule_table, set_pag_scales, step_index, Guidance};
 use sana::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, ScmConfig};
 use sana::scheduler::{Scheduler, ScmScheduler, ScmTimesteps, StepRule};
+use sana::vocabulary::schedule::{decode_row, schedule_table, set_pag_scales, step_index};
+use sana::vocabulary::Guidance;
 use sana::HostTensor;
 
 /// Sample shapes `[B, h·w, C]`: token counts 1, 299 and 554 (not multiples of the block), and a small odd one.
@@ -142,7 +143,7 @@ fn sampler_flow_step_matches_cpu_bit_for_bit() {
     ];
     for dtype in DTYPES {
         for (what, schedule) in &schedules {
-            let steps = (schedule.len() - 1) / sana::launch::sampler::ROW;
+            let steps = (schedule.len() - 1) / sana::vocabulary::schedule::ROW;
             let sprint = *what == "scm";
             for i in 0..steps {
                 let s = at_step(schedule, i);

@@ -1,4 +1,4 @@
-//! The driver API the engine reaches (every call src/engine/cuda/ and src/gpu/ make through cudarc), exported under
+//! The driver API the engine reaches (every call src/engine/cuda/ makes through cudarc), exported under
 //! the names cudarc resolves, plus a few neighbours it may reach next. Each call validates what it is given, answers
 //! or queues work, and on failure prints why (src/status.rs) and returns the driver's code.
 

@@ -1,12 +1,12 @@
 //! Reference of kernels/sampler.cu: the samplers' f32 arithmetic (which the host flow schedulers of
 //! src/scheduler.rs run too), classifier-free guidance, the model input and the timestep sinusoid read from a step
-//! schedule (layout in src/launch/sampler.rs).
+//! schedule (layout in src/vocabulary/schedule.rs).
 
 use crate::error::{Error, Result};
-use crate::launch::sampler::{decode_row, pag_scale, schedule_steps, step_index, Guidance};
 use crate::model::embeddings::timestep_sinusoid;
-use crate::scheduler::StepRule;
 use crate::tensor::HostTensor;
+use crate::vocabulary::schedule::{decode_row, pag_scale, schedule_steps, step_index};
+use crate::vocabulary::{Guidance, StepRule};
 
 /// Advances `x` by one step of `rule` given the velocity (SCM: the model output) `v`, in place; the DPM-Solver and
 /// SCM rules also store this step's clean estimate in `x0_prev` (which the second-order rule reads first). `noise` is

@@ -90,7 +90,7 @@ impl<E: Engine> Engine for CountingEngine<E> {
         self.inner.peak_device_bytes()
     }
 
-    fn step_graph_report(&self) -> Option<crate::engine::cuda::StepGraphReport> {
+    fn step_graph_report(&self) -> Option<crate::vocabulary::StepGraphReport> {
         self.inner.step_graph_report()
     }
 
@@ -412,7 +412,7 @@ impl<E: Engine> Engine for CountingEngine<E> {
         &self,
         schedule: &E::State,
         output: &E::Tensor,
-        guidance: crate::launch::sampler::Guidance,
+        guidance: crate::vocabulary::Guidance,
         noise: Option<&E::State>,
         x: &mut E::State,
         x0_prev: &mut E::State,

@@ -297,7 +297,7 @@ impl Engine for CpuEngine {
         &self,
         schedule: &HostTensor,
         output: &HostTensor,
-        guidance: crate::launch::sampler::Guidance,
+        guidance: crate::vocabulary::Guidance,
         noise: Option<&HostTensor>,
         x: &mut HostTensor,
         x0_prev: &mut HostTensor,

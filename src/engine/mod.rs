@@ -16,39 +16,13 @@ pub mod cuda;
 pub mod emu;
 mod storage;
 
-pub use storage::{Storage, StorageDtype};
+pub use crate::vocabulary::{Activation, CausalAttention, StorageDtype};
+pub use storage::Storage;
 
 use crate::error::Result;
 use crate::tensor::HostTensor;
+use crate::vocabulary::StepGraphReport;
 use crate::weights::TensorView;
-
-/// Elementwise activation applied after a linear layer's bias (a cuBLASLt epilogue on the GPU) or on its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
-    /// None: `x`.
-    Identity,
-    /// `x · sigmoid(x)` (SiLU / swish).
-    Silu,
-    /// GELU with the tanh approximation (diffusers `gelu_tanh`, transformers `gelu_pytorch_tanh`).
-    GeluTanh,
-    /// `max(x, 0)`.
-    Relu,
-}
-
-/// Parameters of [`Engine::causal_attention`] (Gemma-2's self-attention, docs/numerics/text-encoder.md §9.4, §10).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CausalAttention {
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads; query head `h` reads key/value head `h / (heads / kv_heads)` (GQA).
-    pub kv_heads: usize,
-    /// Multiplies `q·k` (Gemma: `query_pre_attn_scalar^-½`).
-    pub scale: f32,
-    /// `Some(c)`: scores become `c · tanh(s / c)` before masking (transformers' eager path; its SDPA path drops it).
-    pub softcap: Option<f32>,
-    /// `Some(w)`: query `i` sees key `j` only if `i − j < w` (sliding-window layers).
-    pub window: Option<usize>,
-}
 
 /// A backend that stores tensors and runs the model's ops on them: [`cpu::CpuEngine`] (the f32 reference),
 /// [`cuda::CudaEngine`] (the GPU) or, with the `emu` feature, `emu::EmuEngine` (the GPU kernels run on the host).
@@ -68,7 +42,7 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Called by the pipeline before each stage with the activation working set it expects, in elements
-    /// (src/gpu/arena.rs). A device engine checks that it fits, failing with [`crate::Error::OutOfDeviceMemory`]
+    /// (src/memory/working_set.rs). A device engine checks that it fits, failing with [`crate::Error::OutOfDeviceMemory`]
     /// before any work is queued, and keeps that much memory reserved; host engines need nothing.
     fn begin_stage(&self, _stage: &'static str, _activation_elements: usize) -> Result<()> {
         Ok(())
@@ -95,7 +69,7 @@ pub trait Engine: Send + Sync {
     }
 
     /// How the last denoising loop ran on a device that captures steps as graphs (see [`Self::repeat_steps`]).
-    fn step_graph_report(&self) -> Option<cuda::StepGraphReport> {
+    fn step_graph_report(&self) -> Option<StepGraphReport> {
         None
     }
 
@@ -361,7 +335,7 @@ pub trait Engine: Send + Sync {
         &self,
         schedule: &Self::State,
         output: &Self::Tensor,
-        guidance: crate::launch::sampler::Guidance,
+        guidance: crate::vocabulary::Guidance,
         noise: Option<&Self::State>,
         x: &mut Self::State,
         x0_prev: &mut Self::State,

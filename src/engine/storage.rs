@@ -3,26 +3,7 @@
 
 use half::{bf16, f16};
 
-/// Element type of activations and weights as the kernels store them; arithmetic is always f32.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StorageDtype {
-    /// IEEE single precision, 4 bytes.
-    F32,
-    /// bfloat16 (8-bit exponent, 7-bit mantissa), 2 bytes.
-    Bf16,
-    /// IEEE half precision (5-bit exponent, 10-bit mantissa), 2 bytes.
-    F16,
-}
-
-impl StorageDtype {
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            StorageDtype::F32 => 4,
-            StorageDtype::Bf16 | StorageDtype::F16 => 2,
-        }
-    }
-}
+use crate::vocabulary::StorageDtype;
 
 /// A buffer in a storage dtype: what a device buffer holds on the GPU. Conversions from f32 round to nearest even,
 /// as CUDA's `__float2bfloat16_rn` / `__float2half_rn` do.

@@ -2,8 +2,8 @@
 //! key padding mask).
 
 use super::{to_u32, DevicePtr, Geometry, Plan};
-use crate::engine::CausalAttention;
 use crate::error::{Error, Result};
+use crate::vocabulary::CausalAttention;
 
 /// Largest head dimension the kernels serve.
 pub const MAX_HEAD_DIM: usize = 256;

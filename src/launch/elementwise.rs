@@ -2,9 +2,9 @@
 //! gated residual fused with the next LayerNorm-modulate.
 
 use super::{to_u32, DevicePtr, Geometry, Plan};
-use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::launch::norm::LAYER_NORM_MAX_D;
+use crate::vocabulary::Activation;
 
 /// Threads per block of the 1-D elementwise kernels.
 const THREADS: usize = 256;

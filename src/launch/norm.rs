@@ -129,7 +129,7 @@ pub struct RmsNormParams {
     /// 0: diffusers `RMSNorm` (round, then `· w`); 1: Gemma (`· (1 + w)`, one rounding).
     pub plus_one: u32,
     pub eps: f32,
-    pub _pad: u32,
+    pub pad: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<RmsNormParams>() == 48);
@@ -187,7 +187,7 @@ pub fn rms_norm(
             d: to_u32(OP, "D", d)?,
             plus_one: u32::from(plus_one),
             eps,
-            _pad: 0,
+            pad: 0,
         },
     })
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::engine::Activation;
 use crate::error::{Error, Result};
+use crate::vocabulary::Activation;
 
 /// Reads `path` and parses it as `T`, accepting non-finite number tokens (they become `null`).
 pub fn read_config<T: DeserializeOwned>(path: &Path) -> Result<T> {

@@ -7,7 +7,7 @@ use crate::engine::{Activation, Engine};
 use crate::error::{Error, Result};
 use crate::model::config::{VaeBlock, VaeConfig, VaeEncoderConfig, VaeStage};
 use crate::model::layers::{param, Linear};
-use crate::model::sana_dit::Trace;
+use crate::model::Trace;
 use crate::weights::Weights;
 
 /// Every norm of the DC-AE is `RMSNorm(C, eps = 1e-5, bias = True)`.

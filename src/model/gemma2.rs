@@ -15,8 +15,7 @@ use crate::model::layers::{param, Linear};
 use crate::tensor::HostTensor;
 use crate::weights::Weights;
 
-/// Receives named intermediates (`hidden_states.{i}`, transformers' `output_hidden_states` numbering).
-pub type Trace<'a, T> = &'a mut dyn FnMut(&str, &T) -> Result<()>;
+pub use super::Trace;
 
 /// `text_encoder/config.json`, in the transformers 4.x form (`rope_theta`, sliding window on even layers) or the
 /// 5.x form (`rope_parameters`, `layer_types`). Missing fields take `Gemma2Config`'s defaults (gemma-2-2b).

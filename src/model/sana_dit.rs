@@ -23,8 +23,7 @@ const RMS_EPS: f32 = 1e-5;
 /// Text mask → additive bias: `(1 − mask) · −10000` (docs/numerics/transformer.md §9.1).
 const MASK_BIAS: f32 = -10000.0;
 
-/// Receives named intermediates (`patch_embed`, `blocks.3.attn1`, …) for golden tests and debugging.
-pub type Trace<'a, T> = &'a mut dyn FnMut(&str, &T) -> Result<()>;
+pub use super::Trace;
 
 /// `SanaTransformer2DModel`, the linear DiT that predicts the flow velocity, with its weights on engine `E`.
 pub struct SanaTransformer<E: Engine> {

@@ -62,9 +62,9 @@ impl Default for VaeTile {
 pub const DEFAULT_BUDGET: usize = 4 << 30;
 
 /// Estimated peak activation bytes of an untiled decode of an `h × w` latent (batch 1, f32 host storage): the
-/// decoder's working set (`crate::gpu::arena::decode_elements`) in f32.
+/// decoder's working set (`crate::memory::working_set::decode_elements`) in f32.
 pub fn untiled_bytes(vae: &VaeConfig, h: usize, w: usize) -> usize {
-    crate::gpu::arena::decode_elements(vae, h, w) * std::mem::size_of::<f32>()
+    crate::memory::working_set::decode_elements(vae, h, w) * std::mem::size_of::<f32>()
 }
 
 /// The tiling `tile` resolves to for an `h × w` latent, or `None` for an untiled decode.

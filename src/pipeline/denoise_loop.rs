@@ -3,11 +3,11 @@
 use crate::cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::launch::sampler::Guidance;
 use crate::model::sana_dit::{
     SanaControlNet, SanaTransformer, TextConditioning, SINUSOID_CHANNELS,
 };
 use crate::tensor::HostTensor;
+use crate::vocabulary::Guidance;
 
 use super::kept_loops::{ControlNetBuffers, KeptLoop, KeptLoops, LoopBuffers, LoopInputs, LoopKey};
 
@@ -49,7 +49,7 @@ impl<E: Engine> DenoiseLoop<'_, E> {
         kept: &mut KeptLoops<E>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<HostTensor> {
-        let steps = crate::launch::sampler::schedule_steps(&self.schedule)?;
+        let steps = crate::vocabulary::schedule::schedule_steps(&self.schedule)?;
         let (h, w) = (latents.shape()[2], latents.shape()[3]);
         let scm = self.noise.is_some();
         let (net, controlnet) = match self.controlnet {

@@ -5,7 +5,6 @@ use crate::cpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Event, Observer};
-use crate::launch::sampler::{schedule_table, set_pag_scales, Guidance};
 use crate::model::config::SchedulerConfig;
 use crate::model::embeddings::timestep_sinusoid;
 use crate::model::sana_dit::SINUSOID_CHANNELS;
@@ -13,6 +12,8 @@ use crate::noise::BatchNoise;
 use crate::request::Request;
 use crate::scheduler::{Scheduler, ScmScheduler, ScmTimesteps};
 use crate::tensor::HostTensor;
+use crate::vocabulary::schedule::{schedule_table, set_pag_scales};
+use crate::vocabulary::Guidance;
 
 use super::denoise_loop::{ControlNetStep, DenoiseLoop};
 use super::kept_loops::ControlNetBuffers;

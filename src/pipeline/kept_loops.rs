@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::launch::sampler::Guidance;
+use crate::vocabulary::Guidance;
 use crate::model::sana_dit::TextConditioning;
 use crate::tensor::HostTensor;
 

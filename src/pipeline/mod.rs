@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 
 pub use plan::{ImageToImage, Pag, Plan, WorkingSet};
 
+use plan::Configs;
+
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::event::{Control, Event, Observer, Stage};
@@ -32,17 +34,6 @@ use crate::tensor::HostTensor;
 use crate::text::{GemmaTokenizer, TextEncoder};
 use crate::weights::Weights;
 use kept_loops::KeptLoops;
-
-/// The configurations of a folder's models: all a [`Plan`] needs.
-#[derive(Clone, Debug)]
-pub(crate) struct Configs {
-    pub(crate) transformer: TransformerConfig,
-    pub(crate) vae: VaeConfig,
-    pub(crate) scheduler: SchedulerConfig,
-    pub(crate) text_encoder: GemmaConfig,
-    /// `controlnet/config.json`, when the folder has a ControlNet.
-    pub(crate) controlnet: Option<TransformerConfig>,
-}
 
 /// How a [`Pipeline`] manages memory; set when it loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

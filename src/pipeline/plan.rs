@@ -11,14 +11,26 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
         reason: reason.into(),
     }
 }
-use crate::gpu::arena;
 use crate::image::resolution_bin;
-use crate::model::config::{DpmSolverConfig, FlowEulerConfig, SchedulerConfig, VaeConfig};
+use crate::memory::working_set;
+use crate::model::config::{
+    DpmSolverConfig, FlowEulerConfig, SchedulerConfig, TransformerConfig, VaeConfig,
+};
+use crate::model::gemma2::GemmaConfig;
 use crate::model::vae_tiling::{self, VaeTiling};
 use crate::request::{Conditioning, Request, Sampler};
 use crate::text::SEQUENCE_LENGTH_LIMIT;
 
-use super::Configs;
+/// The configurations of a folder's models: all a [`Plan`] needs.
+#[derive(Clone, Debug)]
+pub(crate) struct Configs {
+    pub(crate) transformer: TransformerConfig,
+    pub(crate) vae: VaeConfig,
+    pub(crate) scheduler: SchedulerConfig,
+    pub(crate) text_encoder: GemmaConfig,
+    /// `controlnet/config.json`, when the folder has a ControlNet.
+    pub(crate) controlnet: Option<TransformerConfig>,
+}
 
 /// diffusers checks `height % 32` and `width % 32` whatever the VAE (`SanaPipeline.check_inputs`).
 const SIZE_MULTIPLE: usize = 32;
@@ -235,7 +247,7 @@ impl ImageToImage {
     }
 }
 
-/// Activation elements of each stage (src/gpu/arena.rs), in the engine's storage dtype.
+/// Activation elements of each stage (src/memory/working_set.rs), in the engine's storage dtype.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkingSet {
     /// Gemma over every prompt (and negative prompt) row.
@@ -373,7 +385,7 @@ impl Plan {
         let model_batch = (1 + usize::from(cfg) + usize::from(pag.is_some())) * batch;
         let working_set = WorkingSet {
             text_encode: text_encode_elements(model, req, prompts, cfg),
-            denoise: arena::denoise_step_elements(
+            denoise: working_set::denoise_step_elements(
                 &model.transformer,
                 model_batch,
                 latent_shape[2],
@@ -385,15 +397,16 @@ impl Plan {
         let mut working_set = working_set;
         if let (Some(_), Some(net)) = (controlnet, &model.controlnet) {
             // The ControlNet's blocks run before the transformer's in each step.
-            working_set.denoise = working_set
-                .denoise
-                .saturating_add(arena::denoise_step_elements(
-                    net,
-                    model_batch,
-                    latent_shape[2],
-                    latent_shape[3],
-                    text_rows,
-                ));
+            working_set.denoise =
+                working_set
+                    .denoise
+                    .saturating_add(working_set::denoise_step_elements(
+                        net,
+                        model_batch,
+                        latent_shape[2],
+                        latent_shape[3],
+                        text_rows,
+                    ));
         }
         Ok(Self {
             prompts,
@@ -576,8 +589,8 @@ fn train_timesteps(folder: &SchedulerConfig) -> usize {
     }
 }
 
-/// Gemma's working set (src/gpu/arena.rs) for the prompts (and, with CFG, their negatives). The instruction prefix
-/// is shorter than `max_sequence_length` tokens, so twice that bounds a prefixed prompt.
+/// Gemma's working set (src/memory/working_set.rs) for the prompts (and, with CFG, their negatives). The instruction
+/// prefix is shorter than `max_sequence_length` tokens, so twice that bounds a prefixed prompt.
 fn text_encode_elements(model: &Configs, req: &Request, prompts: usize, cfg: bool) -> usize {
     if matches!(req.conditioning, Conditioning::Embeddings(_)) {
         return 0;
@@ -589,7 +602,7 @@ fn text_encode_elements(model: &Configs, req: &Request, prompts: usize, cfg: boo
         2
     };
     let rows = if cfg { 2 * prompts } else { prompts };
-    arena::text_encode_elements(&model.text_encoder, rows, prefix * opts.max_sequence_length)
+    working_set::text_encode_elements(&model.text_encoder, rows, prefix * opts.max_sequence_length)
 }
 
 /// The decoder's working set for an `h × w` latent, per tile when tiled.
@@ -599,5 +612,5 @@ fn decode_elements(vae: &VaeConfig, tiling: Option<VaeTiling>, h: usize, w: usiz
         Some(t) => ((t.tile / f).min(h), (t.tile / f).min(w)),
         None => (h, w),
     };
-    arena::decode_elements(vae, h, w)
+    working_set::decode_elements(vae, h, w)
 }

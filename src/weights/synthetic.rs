@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::Dtype;
 use serde::{Deserialize, Serialize};
 
+use super::view::TensorView;
 use crate::error::{Error, Result};
-use crate::weights::TensorView;
 
 /// The file `Weights::open` recognises as a synthetic checkpoint.
 pub fn file_name(stem: &str) -> String {

@@ -2,8 +2,8 @@
 //! ulps, and the worst error of a result measured in units of a per-element tolerance.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use sana::engine::cuda::embedded::{self, Family};
 use sana::engine::{Storage, StorageDtype};
-use sana::gpu::kernels::{self, Family};
 use sana::{Error, HostTensor};
 
 /// Unit roundoff of f32 (2^-24): one rounding moves a value by at most this fraction of its magnitude.
@@ -113,7 +113,7 @@ pub fn assert_caught(what: &str, got: &[f32], wrong: &[f32], tol: impl Fn(usize)
 
 /// Checks that the family's PTX was built for compute_80 and holds every `entries` kernel (skips without nvcc).
 pub fn check_ptx(family: Family, entries: &[&str]) {
-    match kernels::ptx(family) {
+    match embedded::ptx(family) {
         Ok(ptx) => {
             assert!(
                 ptx.contains(".target sm_80"),
@@ -125,7 +125,7 @@ pub fn check_ptx(family: Family, entries: &[&str]) {
             }
         }
         Err(Error::KernelsNotBuilt) => {
-            if kernels::NVCC_BUILT || option_env!("SANA_REQUIRE_NVCC") == Some("1") {
+            if embedded::NVCC_BUILT || option_env!("SANA_REQUIRE_NVCC") == Some("1") {
                 panic!(
                     "nvcc ran at build time (or was required) but there is no {} PTX",
                     family.name()

@@ -11,9 +11,9 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::embedded::{self, Family};
 use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{self, Family};
 use crate::launch::Plan;
 
 /// Dynamic shared memory a launch gets without opting in per function.
@@ -98,11 +98,11 @@ impl Kernels {
     pub fn load(ctx: &Arc<CudaContext>, compute_capability: (i32, i32)) -> Result<Self> {
         let have_cubins = Family::ALL
             .iter()
-            .all(|&f| kernels::sm90_cubin(f).is_some());
+            .all(|&f| embedded::sm90_cubin(f).is_some());
         let mut cubin_refused = None;
         if have_cubins && compute_capability == (9, 0) {
             let cubin = |family| {
-                kernels::sm90_cubin(family)
+                embedded::sm90_cubin(family)
                     .map(|c| Ptx::from_binary(c.to_vec()))
                     .ok_or(Error::KernelsNotBuilt)
             };
@@ -119,7 +119,7 @@ impl Kernels {
                 Err(e) => cubin_refused = Some(e.to_string()),
             }
         }
-        let ptx = |family| Ok(Ptx::from_src(kernels::ptx(family)?));
+        let ptx = |family| Ok(Ptx::from_src(embedded::ptx(family)?));
         let functions = load_all(ctx, ImageKind::Ptx, ptx).map_err(|e| match &cubin_refused {
             Some(refused) => Error::Cuda {
                 during: "loading the kernels as PTX after the sm_90 cubins were refused".into(),

@@ -1,20 +1,24 @@
 //! The CUDA engine: kernels/*.cu launched through cudarc with the same launch plans the emulation engine runs
 //! (`crate::launch`), GEMMs through cuBLASLt, bf16 or f16 storage with f32 accumulation.
 //!
-//! One context, one non-blocking stream, event tracking off (a single stream needs none, and graph capture forbids
-//! it): launches queue without host synchronisation; `download` is the only sync point. Memory comes from the
-//! device's stream-ordered pool (src/gpu/pool.rs), which the pipeline sizes per stage through
-//! [`Engine::begin_stage`] (src/gpu/arena.rs); a failed allocation is an [`Error::OutOfDeviceMemory`] naming the
-//! stage.
+//! One context, one non-blocking stream, event tracking off (a single stream needs none, and graph capture forbids it):
+//! launches queue without host synchronisation; `download` is the only sync point. Memory comes from the device's
+//! stream-ordered pool (pool.rs), which the pipeline sizes per stage through [`Engine::begin_stage`]
+//! (src/memory/working_set.rs); a failed allocation is an [`Error::OutOfDeviceMemory`] naming the stage.
 //!
 //! Every op runs a kernel except linear attention at head widths other than 32 (no published model has one; the tiny
 //! test VAE does), which runs the CPU reference on downloaded inputs and uploads the rounded result
 //! (`host_fallback.rs`).
 
 mod ceilings;
+#[doc(hidden)]
+pub mod embedded;
 mod gemm;
 mod host_fallback;
 mod kernels;
+mod pool;
+#[doc(hidden)]
+pub mod probe;
 mod sampler;
 mod step_graph;
 mod tensor;
@@ -25,24 +29,25 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{sys, CudaContext, CudaSlice, CudaStream, DriverError};
 
+pub use crate::vocabulary::StepGraphReport;
 pub use ceilings::Ceilings;
 pub use gemm::LinearShape;
 pub use kernels::ImageKind;
 pub use sampler::CudaState;
-pub use step_graph::{CudaStepGraph, StepGraphReport};
+pub use step_graph::CudaStepGraph;
 pub use tensor::CudaTensor;
 
+use self::embedded::Family;
 use self::kernels::{suffix, Kernels};
+use self::pool::{GraphMemory, MemoryPool};
+use self::probe::DeviceInfo;
 use self::transfer::Staging;
 use crate::cpu;
 use crate::engine::StorageDtype;
 use crate::engine::{Activation, CausalAttention, Engine};
 use crate::error::{Error, Result};
-use crate::gpu::arena;
-use crate::gpu::kernels::Family;
-use crate::gpu::pool::{GraphMemory, MemoryPool};
-use crate::gpu::probe::{self, DeviceInfo};
 use crate::launch::{self, DevicePtr};
+use crate::memory::working_set;
 use crate::tensor::HostTensor;
 use crate::weights::TensorView;
 
@@ -208,10 +213,10 @@ impl CudaEngine {
             .ctx
             .mem_get_info()
             .unwrap_or((0, self.info.total_bytes));
-        match arena::check_fits(self.current_stage(), bytes, free, total) {
+        match working_set::check_fits(self.current_stage(), bytes, free, total) {
             Err(oom) => oom,
             // The driver refused although the figures say it fits: fragmentation; report the request itself.
-            Ok(()) => arena::check_fits(self.current_stage(), bytes, 0, total)
+            Ok(()) => working_set::check_fits(self.current_stage(), bytes, 0, total)
                 .err()
                 .unwrap_or_else(|| probe::driver("allocating")(e)),
         }
@@ -298,7 +303,7 @@ impl Engine for CudaEngine {
             .pool
             .reserved_bytes()?
             .saturating_sub(self.pool.used_bytes()?);
-        arena::check_fits(stage, bytes, free + idle as usize, total)?;
+        working_set::check_fits(stage, bytes, free + idle as usize, total)?;
         *self.graph_peak.lock().unwrap_or_else(|p| p.into_inner()) = 0;
         self.graph_memory.reset_peak()?;
         self.pool.reset_peak()
@@ -982,7 +987,7 @@ impl Engine for CudaEngine {
         &self,
         schedule: &CudaState,
         output: &CudaTensor,
-        guidance: crate::launch::sampler::Guidance,
+        guidance: crate::vocabulary::Guidance,
         noise: Option<&CudaState>,
         x: &mut CudaState,
         x0_prev: &mut CudaState,

@@ -3,15 +3,16 @@
 
 use cudarc::driver::{CudaSlice, DevicePtrMut as _};
 
+use super::embedded::Family;
+use super::probe;
 use super::{CudaEngine, CudaTensor};
 use crate::engine::cuda::transfer;
 use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
-use crate::gpu::kernels::Family;
-use crate::gpu::probe;
 use crate::launch::sampler::{self as plan, FlowStepBuffers};
 use crate::launch::DevicePtr;
 use crate::tensor::HostTensor;
+use crate::vocabulary::schedule as table;
 
 /// An f32 device tensor of the sampler: latents, the previous clean estimate, the step schedule. Ops update it in
 /// place, so its address — what a captured graph holds — never changes.
@@ -93,7 +94,7 @@ impl CudaEngine {
         copies: usize,
         schedule: &CudaState,
     ) -> Result<CudaTensor> {
-        let steps = plan::steps_of(&schedule.shape)?;
+        let steps = table::steps_of(&schedule.shape)?;
         let mut shape = x.shape.clone();
         let first = shape
             .first_mut()
@@ -117,7 +118,7 @@ impl CudaEngine {
         batch: usize,
         channels: usize,
     ) -> Result<CudaTensor> {
-        let steps = plan::steps_of(&schedule.shape)?;
+        let steps = table::steps_of(&schedule.shape)?;
         let out = self.alloc(vec![batch, channels])?;
         let p = plan::step_sinusoid(batch, channels, steps, (self.ptr(&out), schedule.ptr(self)))?;
         // SAFETY: the schedule holds 1 + steps·ROW values (the kernel reads a row only below `steps`); out holds
@@ -130,7 +131,7 @@ impl CudaEngine {
         &self,
         schedule: &CudaState,
         output: &CudaTensor,
-        guidance: crate::launch::sampler::Guidance,
+        guidance: crate::vocabulary::Guidance,
         noise: Option<&CudaState>,
         x: &mut CudaState,
         x0_prev: &mut CudaState,
@@ -144,7 +145,7 @@ impl CudaEngine {
                 ),
             ));
         }
-        let steps = plan::steps_of(&schedule.shape)?;
+        let steps = table::steps_of(&schedule.shape)?;
         let buffers = FlowStepBuffers {
             x: x.ptr_mut(self),
             x0_prev: x0_prev.ptr_mut(self),
@@ -160,7 +161,7 @@ impl CudaEngine {
     }
 
     pub(super) fn sampler_advance(&self, schedule: &mut CudaState) -> Result<()> {
-        plan::steps_of(&schedule.shape)?;
+        table::steps_of(&schedule.shape)?;
         let p = plan::advance_schedule(schedule.ptr_mut(self));
         // SAFETY: the schedule holds at least its index element.
         unsafe { self.launch(Family::Sampler, "advance_schedule", &p) }

@@ -18,27 +18,10 @@ use std::time::{Duration, Instant};
 
 use cudarc::driver::{result, sys, CudaEvent, CudaGraph, DriverError};
 
+use super::probe;
 use super::CudaEngine;
 use crate::error::{Error, Result};
-use crate::gpu::probe;
-
-/// How the last denoising loop ran on the device.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StepGraphReport {
-    /// Steps run by replaying the captured graph.
-    pub replayed: usize,
-    /// Steps queued op by op (the first, and every one if capture failed).
-    pub eager: usize,
-    /// Why the capture failed, when it did (an op that needs the host; the steps then run eagerly).
-    pub capture_error: Option<String>,
-    /// Host time to capture and instantiate the graph (while the eager first step runs on the GPU) and to upload it
-    /// (after that step, once its memory is back in the pool); for a reused graph, the upload alone.
-    pub capture_seconds: f64,
-    /// Every step replayed a graph kept from an earlier loop of the same shape
-    /// ([`crate::engine::Engine::replay_step_graph`]):
-    /// nothing was captured and no step ran eagerly.
-    pub reused: bool,
-}
+use crate::vocabulary::StepGraphReport;
 
 /// A denoising step captured on the engine's stream, kept by the pipeline with the buffers it reads.
 pub struct CudaStepGraph(CudaGraph);

@@ -7,6 +7,7 @@ use crate::launch::sampler::{
     self as plan, AdvanceParams, FlowStepBuffers, FlowStepParams, ModelInputParams, SinusoidParams,
 };
 use crate::tensor::HostTensor;
+use crate::vocabulary::schedule as table;
 
 emu_kernel!(fn model_input_entry(ModelInputParams) = [
     sana_emu_model_input_f32, sana_emu_model_input_bf16, sana_emu_model_input_f16
@@ -29,8 +30,8 @@ pub fn model_input(
     schedule: &HostTensor,
     dtype: StorageDtype,
 ) -> Result<HostTensor> {
-    plan::step_index(schedule)?;
-    let steps = plan::schedule_steps(schedule)?;
+    table::step_index(schedule)?;
+    let steps = table::schedule_steps(schedule)?;
     let xs = Storage::from_f32(StorageDtype::F32, x.data());
     let ss = Storage::from_f32(StorageDtype::F32, schedule.data());
     let mut out = Storage::poisoned(dtype, copies * x.len());
@@ -51,8 +52,8 @@ pub fn step_sinusoid(
     channels: usize,
     dtype: StorageDtype,
 ) -> Result<HostTensor> {
-    plan::step_index(schedule)?;
-    let steps = plan::schedule_steps(schedule)?;
+    table::step_index(schedule)?;
+    let steps = table::schedule_steps(schedule)?;
     let ss = Storage::from_f32(StorageDtype::F32, schedule.data());
     let mut out = Storage::poisoned(dtype, batch * channels);
     let p = plan::step_sinusoid(batch, channels, steps, (out.ptr_mut(), ss.ptr()))?;
@@ -65,14 +66,14 @@ pub fn step_sinusoid(
 pub fn flow_step(
     schedule: &HostTensor,
     output: &HostTensor,
-    guidance: crate::launch::sampler::Guidance,
+    guidance: crate::vocabulary::Guidance,
     noise: Option<&HostTensor>,
     x: &mut HostTensor,
     x0_prev: &mut HostTensor,
     dtype: StorageDtype,
 ) -> Result<()> {
-    plan::step_index(schedule)?;
-    let steps = plan::schedule_steps(schedule)?;
+    table::step_index(schedule)?;
+    let steps = table::schedule_steps(schedule)?;
     if x.shape() != x0_prev.shape() {
         return Err(Error::shape(
             "flow_step",
@@ -86,8 +87,8 @@ pub fn flow_step(
     let ss = Storage::from_f32(StorageDtype::F32, schedule.data());
     let os = Storage::from_f32(dtype, output.data());
     let ns = noise.map(|n| Storage::from_f32(StorageDtype::F32, n.data()));
-    let (_, rule) = plan::decode_row(schedule, plan::step_index(schedule)?)?;
-    if matches!(rule, crate::scheduler::StepRule::Scm { .. }) && noise.is_none() {
+    let (_, rule) = table::decode_row(schedule, table::step_index(schedule)?)?;
+    if matches!(rule, crate::vocabulary::StepRule::Scm { .. }) && noise.is_none() {
         return Err(Error::shape(
             "flow_step",
             "an SCM step needs the noise of every step",
@@ -113,7 +114,7 @@ pub fn flow_step(
 
 /// Moves the schedule to its next row.
 pub fn advance_schedule(schedule: &mut HostTensor, dtype: StorageDtype) -> Result<()> {
-    plan::step_index(schedule)?;
+    table::step_index(schedule)?;
     let mut ss = Storage::from_f32(StorageDtype::F32, schedule.data());
     let p = plan::advance_schedule(ss.ptr_mut());
     // SAFETY: the schedule holds at least its index element.

@@ -1,5 +1,5 @@
-//! Activation working set per pipeline stage, from the model configs and the resolution: what the device's memory
-//! pool is told to keep reserved (src/gpu/pool.rs) and what a stage is checked against before it starts, so that a
+//! Activation working set per pipeline stage, from the model configs and the resolution: what the device's memory pool
+//! is told to keep reserved (src/engine/cuda/pool.rs) and what a stage is checked against before it starts, so that a
 //! run that cannot fit stops with an error naming the stage and the bytes instead of failing midway.
 //!
 //! Each figure counts the tensors alive at the widest point of one layer (weights are counted where they are

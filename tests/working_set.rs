@@ -1,10 +1,12 @@
-//! The per-stage working-set plan (src/gpu/arena.rs) and the out-of-memory error, which need no GPU: the figures
+//! The per-stage working-set plan (src/memory/working_set.rs) and the out-of-memory error, which need no GPU: the figures
 //! for the tiny model counted by hand from its config, their scaling with batch and resolution, and the message.
 
 mod common;
 
 use common::tiny_model;
-use sana::gpu::arena::{check_fits, decode_elements, denoise_step_elements, text_encode_elements};
+use sana::memory::working_set::{
+    check_fits, decode_elements, denoise_step_elements, text_encode_elements,
+};
 use sana::model::config::{TransformerConfig, VaeConfig};
 use sana::model::gemma2::GemmaConfig;
 use sana::Error;
