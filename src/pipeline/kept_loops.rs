@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::vocabulary::Guidance;
 use crate::model::sana_dit::TextConditioning;
 use crate::tensor::HostTensor;
+use crate::vocabulary::Guidance;
 
 /// What a captured step's work depends on besides the values in its buffers: every buffer's shape, the latent grid,
 /// the guidance (its scale is a kernel parameter), the blocks PAG perturbs and whether a ControlNet runs. Two loops
