@@ -1,13 +1,13 @@
-//! Every kernel family at the real shapes of the three models, with seeded random inputs (speed does not depend on
-//! the values): Sana 1.6B (D = 2240, 70 heads × 32, F = 5600) and 0.6B (D = 1152) at 1024 px (32×32 latent,
-//! 1024 tokens) and 4096 px (128×128, 16384 tokens), batch 2 as classifier-free guidance runs them; Gemma-2-2B over
-//! a 568-token CHI prompt; the DC-AE f32c32 decoder's stage shapes for a 1024 px image.
+//! The CPU reference of every kernel family at the real shapes of the three models, with seeded random inputs (speed
+//! does not depend on the values): Sana 1.6B (D = 2240, 70 heads × 32, F = 5600) and 0.6B (D = 1152) at 1024 px
+//! (32×32 latent, 1024 tokens) and 4096 px (128×128, 16384 tokens), batch 2 as classifier-free guidance runs them;
+//! Gemma-2-2B over a 568-token CHI prompt; the DC-AE f32c32 decoder's stage shapes for a 1024 px image.
 //!
 //! Throughput is what `sana::cost` counts for the op (the model `sana-run bench` and docs/PERFORMANCE.md use):
 //! compute-bound ops report FLOP/s as "elements", memory-bound ones (depthwise convs, norms) bytes at f32.
 //! Group `cpu_kernels` runs the CPU reference engine; the largest cases take minutes each on a small machine, so
-//! filter (`cargo bench --bench kernels -- 'cpu_kernels/linear_attention'`). The CUDA engine's kernels at these
-//! shapes are benches/gpu_kernels.rs.
+//! filter (`cargo bench --bench cpu_reference_model_shapes -- 'cpu_kernels/linear_attention'`). The CUDA engine's
+//! kernels at these shapes are benches/gpu_kernels.rs.
 
 mod common;
 
