@@ -953,8 +953,9 @@ fn edits_are_sprint_image_to_image_from_multipart_forms() {
 
 /// On a GPU (CI's software one), a worker keeps its denoising step graph between requests: the second request of a
 /// size replays the graph the first captured, on its own prompt and seed, and still gets the pixels of `sana-run
-/// --engine cuda` (which captures afresh); /metrics counts one capture and one reuse. Without a usable GPU the test
-/// prints why and passes — or fails, with `SANA_REQUIRE_GPU=1`.
+/// --engine cuda` (which captures afresh); /metrics counts one capture and one reuse, and the request log lines say
+/// `"step_graph": "captured"`, then `"reused"`. Without a usable GPU the test prints why and passes — or fails, with
+/// `SANA_REQUIRE_GPU=1`.
 #[test]
 fn a_gpu_worker_replays_the_step_graph_kept_from_the_last_request_of_its_size() {
     let test = "a_gpu_worker_replays_the_step_graph_kept_from_the_last_request_of_its_size";
@@ -979,4 +980,17 @@ fn a_gpu_worker_replays_the_step_graph_kept_from_the_last_request_of_its_size() 
         1.0
     );
     assert_eq!(metric(&metrics, "sana_step_graph_reuses_total"), 1.0);
+    // The log line of a request is written as its answer goes out: give the second a moment to arrive.
+    let ways = || -> Vec<String> {
+        let log = server.log();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| l["step_graph"].as_str().map(String::from))
+            .collect()
+    };
+    let start = Instant::now();
+    while ways().len() < 2 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ways(), ["captured", "reused"], "log: {}", server.log());
 }

@@ -196,6 +196,9 @@ async fn images(
     log.insert("text_encode_s".into(), json!(out.text_encode.as_secs_f64()));
     log.insert("denoise_s".into(), json!(out.denoise.as_secs_f64()));
     log.insert("decode_s".into(), json!(out.decode.as_secs_f64()));
+    if let Some(how) = out.step_graph {
+        log.insert("step_graph".into(), json!(how));
+    }
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -26,6 +26,10 @@ pub struct JobOutput {
     pub text_encode: Duration,
     pub denoise: Duration,
     pub decode: Duration,
+    /// On a GPU, how the denoising steps ran: `captured` (the first step eager, the rest replays of a graph
+    /// captured then), `reused` (replays of the graph kept from an earlier request of this size) or `eager` (no
+    /// graph).
+    pub step_graph: Option<&'static str>,
 }
 
 #[derive(Clone)]
@@ -121,6 +125,16 @@ impl Worker {
             }
         };
         let t = generation.times;
+        let report = self.sana.step_graph_report();
+        let step_graph = report.as_ref().map(|r| {
+            if r.capture_error.is_some() {
+                "eager"
+            } else if r.reused {
+                "reused"
+            } else {
+                "captured"
+            }
+        });
         self.metrics.generation(&GenerationRecord {
             device: &self.device,
             images,
@@ -132,17 +146,13 @@ impl Worker {
                 .iter()
                 .filter_map(|s| s.peak_device_bytes)
                 .max(),
-            step_graph: self
-                .sana
-                .step_graph_report()
-                .filter(|r| r.capture_error.is_none())
-                .map(|r| {
-                    if r.reused {
-                        StepGraphUse::Reused
-                    } else {
-                        StepGraphUse::Captured(Duration::from_secs_f64(r.capture_seconds))
-                    }
-                }),
+            step_graph: report.filter(|r| r.capture_error.is_none()).map(|r| {
+                if r.reused {
+                    StepGraphUse::Reused
+                } else {
+                    StepGraphUse::Captured(Duration::from_secs_f64(r.capture_seconds))
+                }
+            }),
         });
         let mut pictures = generation.images.into_iter();
         for job in batch {
@@ -161,6 +171,7 @@ impl Worker {
                     text_encode: t.text_encode.time,
                     denoise: t.denoise.time,
                     decode: t.decode.time,
+                    step_graph,
                 }),
                 Err(err) => Err(JobError::Failed {
                     stage: "png encode",
