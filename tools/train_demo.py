@@ -61,7 +61,7 @@ CHI = inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruc
 # What `sana-run` uses unless told otherwise (src/pipeline/plan.rs, src/bin/sana-run/generate.rs).
 STEPS, GUIDANCE = 20, 4.5
 LATENT_CHANNELS = 16
-# One thread: on the shared 2-core machine two threads ran 2–6× slower (each op waits for the busier core).
+# One thread: on the shared 2-core machine two threads ran 4–6× slower (each op waits for the busier core).
 THREADS = 1
 
 
