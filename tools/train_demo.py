@@ -4,28 +4,34 @@ shape on a plain background at 64×64 from a caption such as "a red circle on th
 
 Run from the repository root, with the versions of tools/requirements-fixtures.txt, on the CPU:
 
-    nice -n 19 .venv/bin/python tools/train_demo.py            # writes models/sana-shapes
+    nice -n 10 .venv/bin/python tools/train_demo.py            # writes models/sana-shapes
 
-Stages (the data are tools/shapes_dataset.py's scenes, drawn on the fly from a seeded generator):
+Stages (the data are tools/shapes_dataset.py's scenes, drawn on the fly from seeded generators):
 1. text encoder: a Gemma-2 of tests/fixtures/tiny-sana's shape with seeded random weights, frozen, behind the
    fixture's tokenizer (its BPE spells the shape, colour and position words in distinct pieces);
-2. VAE: a 4-stage AutoencoderDC (spatial factor 8, 8 latent channels: a 64-px image is an 8×8×8 latent) trained as a
-   plain autoencoder (L1 + MSE); its scaling_factor makes the training latents unit-variance;
-3. transformer: a SanaTransformer2DModel (linear self-attention, Mix-FFN, cross-attention to the caption) trained with
+2. VAE: a 4-stage AutoencoderDC (spatial factor 8, 16 latent channels: a 64-px image is an 8×8×16 latent) trained as
+   a plain autoencoder on L1 + MSE, weighted ×5 on a band about the shape's outline (edge_weights: unweighted, 400
+   steps of 8 latent channels drew every shape as a rounded blob);
+3. decoder refinement: the decoder alone, on the frozen encoder's latents (the encoder's weights, hence the
+   transformer's latent space, do not change), same loss;
+4. transformer: a SanaTransformer2DModel (linear self-attention, Mix-FFN, cross-attention to the caption) trained with
    Sana's flow-matching objective (x_t = (1-σ)·x_0 + σ·ε, target ε - x_0, timestep 1000σ) on latents of a fixed set
    of images, conditioned on the embeddings SanaPipeline.encode_prompt gives each caption at inference (complex
    human instruction prefix, 300 tokens), with 10% of captions replaced by the empty negative prompt so that
-   classifier-free guidance works; the saved weights are an exponential moving average;
-4. decoder refinement: the VAE decoder alone, trained on the frozen encoder's latents, so the transformer's latent
-   space stays as it learned it while the pictures get sharper;
+   classifier-free guidance works; the saved weights are an exponential moving average; the VAE's scaling_factor
+   makes its latents unit-variance;
 5. the folder is saved with SanaPipeline.save_pretrained, diffusers' own SanaPipeline draws the 100-prompt grid
    (every colour × shape × position) and tools/shape_detector.py judges it; the summary goes to the folder's
-   training.json.
+   training.json. Stages 2 and 3 print the detector's verdicts on 200 reconstructions as they go.
 
-`--decoder-steps 0` stops after stage 3; `--refine-decoder-of DIR --out OUT` then runs stages 4–5 alone on DIR
-(how models/sana-shapes was made, in two sittings; its training.json records both).
+Stage 3 needs only the encoder of stage 2 and stage 4 only the encoder too, so on two cores they can run side by
+side (how models/sana-shapes was made; each stage seeds its own generators, so the weights are those of one run):
 
-Deterministic for a given torch version and thread count (seeded generators, deterministic algorithms, 2 threads).
+    python tools/train_demo.py --vae-only --decoder-steps 0 --out /tmp/vae            # stage 2
+    python tools/train_demo.py --vae-only --vae-of /tmp/vae --out /tmp/vae-refined &   # stage 3
+    python tools/train_demo.py --vae-of /tmp/vae --decoder-steps 0 --decoder-of /tmp/vae-refined   # 1, 4, 5
+
+Deterministic for a given torch version and thread count (seeded generators, deterministic algorithms, 1 thread).
 """
 import argparse
 import inspect
@@ -54,6 +60,9 @@ SEED = 20261202
 CHI = inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default
 # What `sana-run` uses unless told otherwise (src/pipeline/plan.rs, src/bin/sana-run/generate.rs).
 STEPS, GUIDANCE = 20, 4.5
+LATENT_CHANNELS = 16
+# One thread: on the shared 2-core machine two threads ran 4–6× slower (each op waits for the busier core).
+THREADS = 1
 
 
 def log(start, message):
@@ -83,10 +92,10 @@ def text_encoder(generator):
     return model.eval().requires_grad_(False)
 
 
-def autoencoder():
+def autoencoder(latent_channels=LATENT_CHANNELS):
     channels = [8, 16, 32, 64]
     return AutoencoderDC(
-        in_channels=3, latent_channels=8, attention_head_dim=16,
+        in_channels=3, latent_channels=latent_channels, attention_head_dim=16,
         encoder_block_types=["ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock"],
         decoder_block_types=["ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock"],
         encoder_block_out_channels=channels, decoder_block_out_channels=channels,
@@ -97,9 +106,9 @@ def autoencoder():
     )
 
 
-def transformer(layers, heads):
+def transformer(layers, heads, latent_channels=LATENT_CHANNELS):
     return SanaTransformer2DModel(
-        in_channels=8, out_channels=8, num_attention_heads=heads, attention_head_dim=32, num_layers=layers,
+        in_channels=latent_channels, out_channels=latent_channels, num_attention_heads=heads, attention_head_dim=32, num_layers=layers,
         num_cross_attention_heads=heads, cross_attention_head_dim=32, cross_attention_dim=32 * heads,
         caption_channels=64, mlp_ratio=2.5, sample_size=SIDE // 8, patch_size=1, interpolation_scale=1.0,
         norm_eps=1e-6, norm_elementwise_affine=False, attention_bias=False,
@@ -116,7 +125,40 @@ def cosine_lr(optimizer, base, step, steps, warmup):
         group["lr"] = lr
 
 
-def train_autoencoder(vae, steps, batch, rng, start):
+def edge_weights(x, weight):
+    """Per-pixel loss weights of a batch x [N, 3, H, W] in [-1, 1]: 1, plus `weight` on a band about 2 px either side
+    of the shape's outline (pixels farther than 0.2 from the border's median colour are the shape). The pixel losses
+    alone let the autoencoder settle on a rounded blob, every corner and point being a few pixels of the picture; the
+    outline is what tells the shapes apart."""
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], dim=2)
+    background = border.median(dim=2).values[:, :, None, None]
+    shape = ((x - background).norm(dim=1, keepdim=True) > 0.2).float()
+    band = F.max_pool2d(shape, 5, 1, 2) + F.max_pool2d(-shape, 5, 1, 2)
+    return 1 + weight * band
+
+
+def reconstruction_loss(y, x, weights):
+    return ((y - x).abs() * weights).mean() + ((y - x) ** 2 * weights).mean()
+
+
+def reconstruction_accuracy(vae, images=200):
+    """Detector accuracy (colour, shape, position) on the VAE's reconstructions of `images` fixed dataset drawings."""
+    rng = np.random.default_rng(SEED + 2)
+    scenes = data.all_scenes()
+    picks = [scenes[i] for i in rng.integers(0, len(scenes), images)]
+    x = torch.from_numpy(data.batch(picks, SIDE, rng))
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x).latent).sample
+    pixels = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    hits = np.zeros(3)
+    for scene, image in zip(picks, pixels):
+        found = detect(image)
+        if found is not None:
+            hits += [found[0] == scene.colour, found[1] == scene.shape, found[2] == scene.position]
+    return dict(zip(("colour", "shape", "position"), (hits / images).round(3).tolist()))
+
+
+def train_autoencoder(vae, steps, batch, rng, start, edge_weight=0.0):
     scenes = data.all_scenes()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     vae.train()
@@ -126,23 +168,29 @@ def train_autoencoder(vae, steps, batch, rng, start):
         picks = [scenes[i] for i in rng.integers(0, len(scenes), batch)]
         x = torch.from_numpy(data.batch(picks, SIDE, rng))
         y = vae.decode(vae.encode(x).latent).sample
-        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+        loss = reconstruction_loss(y, x, edge_weights(x, edge_weight))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         recent.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
-            log(start, f"vae step {step}/{steps}: loss (L1 + MSE, last 100) {np.mean(recent[-100:]):.4f}")
+            log(start, f"vae step {step}/{steps}: loss (weighted L1 + MSE, last 100) {np.mean(recent[-100:]):.4f}")
+        if (step + 1) % 200 == 0 or step == steps - 1:
+            vae.eval()
+            log(start, f"vae step {step + 1}: detector on 200 reconstructions {reconstruction_accuracy(vae)}")
+            vae.train()
     vae.eval().requires_grad_(False)
     return float(np.mean(recent[-100:]))
 
 
-def refine_decoder(vae, steps, batch, rng, start):
-    """Trains the decoder alone on the frozen encoder's latents: the transformer's latent space stays the same and the
-    pictures get sharper (400 joint steps leave blurred blobs with washed-out colours)."""
+def refine_decoder(vae, steps, batch, edge_weight, start):
+    """Trains the decoder alone on the frozen encoder's latents: the transformer's latent space stays the same (the
+    encoder's weights do not change) and the pictures get sharper."""
+    rng = np.random.default_rng(SEED + 1)
     scenes = data.all_scenes()
     decoder = vae.decoder.requires_grad_(True)
     optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-3, weight_decay=0.0)
+    decoder.train()
     recent = []
     for step in range(steps):
         cosine_lr(optimizer, 1e-3, step, steps, warmup=20)
@@ -151,13 +199,17 @@ def refine_decoder(vae, steps, batch, rng, start):
         with torch.no_grad():
             z = vae.encode(x).latent
         y = vae.decode(z).sample
-        loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+        loss = reconstruction_loss(y, x, edge_weights(x, edge_weight))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         recent.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
-            log(start, f"decoder step {step}/{steps}: loss (L1 + MSE, last 100) {np.mean(recent[-100:]):.4f}")
+            log(start, f"decoder step {step}/{steps}: loss (weighted L1 + MSE, last 100) {np.mean(recent[-100:]):.4f}")
+        if (step + 1) % 200 == 0 or step == steps - 1:
+            vae.eval()
+            log(start, f"decoder step {step + 1}: detector on 200 reconstructions {reconstruction_accuracy(vae)}")
+            decoder.train()
     vae.eval().requires_grad_(False)
     return float(np.mean(recent[-100:]))
 
@@ -274,58 +326,91 @@ def folder_mb(folder):
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 1e6
 
 
+def vae_stage(args, start):
+    """Stages 2–3, or what an earlier sitting saved of them (`--vae-of`): (the unscaled VAE, its record)."""
+    if args.vae_of:
+        vae = AutoencoderDC.from_pretrained(args.vae_of)
+        record = json.loads((args.vae_of / "training.json").read_text())["vae"]
+        vae.register_to_config(scaling_factor=1.0)
+        log(start, f"vae read from {args.vae_of}: {record}")
+    else:
+        torch.manual_seed(SEED)
+        vae = autoencoder(args.latent_channels)
+        log(start, f"vae: {parameters(vae)} parameters")
+        loss = train_autoencoder(vae, args.vae_steps, args.vae_batch, np.random.default_rng(SEED), start, args.edge_weight)
+        record = {"steps": args.vae_steps, "batch": args.vae_batch, "latent_channels": args.latent_channels,
+                  "edge_weight": args.edge_weight, "final_loss_weighted_l1_plus_mse": round(loss, 4),
+                  "reconstructions_judged": reconstruction_accuracy(vae), "minutes": round((time.time() - start) / 60, 1)}
+    if args.decoder_steps:
+        begun = time.time()
+        loss = refine_decoder(vae, args.decoder_steps, args.decoder_batch, args.edge_weight, start)
+        record["decoder_refinement"] = {
+            "steps": args.decoder_steps, "batch": args.decoder_batch, "final_loss_weighted_l1_plus_mse": round(loss, 4),
+            "reconstructions_judged": reconstruction_accuracy(vae), "minutes": round((time.time() - begun) / 60, 1)}
+    return vae.eval().requires_grad_(False), record
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "sana-shapes")
-    parser.add_argument("--vae-steps", type=int, default=400)
+    parser.add_argument("--latent-channels", type=int, default=LATENT_CHANNELS)
+    parser.add_argument("--edge-weight", type=float, default=4.0)
+    parser.add_argument("--vae-steps", type=int, default=800)
     parser.add_argument("--vae-batch", type=int, default=32)
+    parser.add_argument("--decoder-steps", type=int, default=1000)
+    parser.add_argument("--decoder-batch", type=int, default=32)
     parser.add_argument("--images-per-caption", type=int, default=12)
-    parser.add_argument("--transformer-steps", type=int, default=2000)
+    parser.add_argument("--transformer-steps", type=int, default=2500)
     parser.add_argument("--transformer-batch", type=int, default=64)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--eval-seeds", type=int, default=1)
-    parser.add_argument("--decoder-steps", type=int, default=900)
-    parser.add_argument("--decoder-batch", type=int, default=16)
-    parser.add_argument(
-        "--refine-decoder-of", type=Path, metavar="DIR",
-        help="run the last stage alone on a folder the earlier stages saved (with --decoder-steps 0), adding to its "
-        "training.json: the weights are those the whole run gives",
-    )
+    parser.add_argument("--vae-only", action="store_true", help="run stages 2–3 alone and save the VAE to --out")
+    parser.add_argument("--vae-of", type=Path, metavar="DIR",
+                        help="start from the VAE a --vae-only run saved in DIR instead of training one")
+    parser.add_argument("--decoder-of", type=Path, metavar="DIR",
+                        help="after stage 4, take the decoder from DIR (a --vae-only run that refined the same "
+                        "encoder's decoder, with --vae-of this run's VAE folder)")
     args = parser.parse_args()
-    if args.refine_decoder_of:
-        return refine_only(args)
 
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     start = time.time()
-    generator = torch.Generator().manual_seed(SEED)
-    torch.manual_seed(SEED)
-    rng = np.random.default_rng(SEED)
+    if args.vae_only:
+        vae, record = vae_stage(args, start)
+        vae.save_pretrained(args.out)
+        (args.out / "training.json").write_text(json.dumps({"seed": SEED, "vae": record}, indent=1) + "\n")
+        return log(start, f"saved {args.out}: {record}")
 
+    generator = torch.Generator().manual_seed(SEED)
     tokenizer = GemmaTokenizerFast.from_pretrained(FIXTURE_TOKENIZER)
     gemma = text_encoder(generator)
     captions = [s.caption() for s in data.all_scenes()]
     text = caption_embeddings(tokenizer, gemma, captions)
     log(start, f"encoded {len(captions)} captions: {text[0].shape[1]} text rows in use of 300")
+    text_done = time.time()
 
-    vae = autoencoder()
-    log(start, f"vae: {parameters(vae)} parameters")
-    vae_loss = train_autoencoder(vae, args.vae_steps, args.vae_batch, rng, start)
-    vae_done = time.time() - start
-    latents, scene_index = training_latents(vae, args.images_per_caption, rng, start)
+    vae, vae_record = vae_stage(args, start)
+    vae_done = time.time()
+    latents, scene_index = training_latents(vae, args.images_per_caption, np.random.default_rng(SEED + 3), start)
     scale = float(1 / latents.std())
-    vae.register_to_config(scaling_factor=scale)
     latents = latents * scale
-
-    dit = transformer(args.layers, args.heads)
+    torch.manual_seed(SEED + 1)
+    dit = transformer(args.layers, args.heads, args.latent_channels)
     log(start, f"transformer: {parameters(dit)} parameters; latent scaling factor {scale:.5f}")
     dit_loss = train_transformer(
         dit, latents, scene_index, text, args.transformer_steps, args.transformer_batch, generator, start
     )
-    dit_done = time.time() - start
-    decoder_loss = refine_decoder(vae, args.decoder_steps, args.decoder_batch, np.random.default_rng(SEED + 1), start)
-    train_time = time.time() - start
+    dit_done = time.time()
+    if args.decoder_of:
+        while not (args.decoder_of / "training.json").exists():
+            log(start, f"waiting for {args.decoder_of} (a --vae-only run refining the decoder beside this one)")
+            time.sleep(60)
+        refined = AutoencoderDC.from_pretrained(args.decoder_of)
+        assert all(torch.equal(a, b) for a, b in zip(refined.encoder.state_dict().values(), vae.encoder.state_dict().values())), "the same encoder"
+        vae = refined
+        vae_record = json.loads((args.decoder_of / "training.json").read_text())["vae"]
+    vae.register_to_config(scaling_factor=scale)
 
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
@@ -341,43 +426,16 @@ def main():
     log(start, f"diffusers SanaPipeline on the grid ({images} images): {accuracy}")
     summary = {
         "seed": SEED,
-        "torch_threads": 2,
+        "torch_threads": THREADS,
         "parameters": {"text_encoder": parameters(gemma), "vae": parameters(vae), "transformer": parameters(dit)},
-        "vae": {"steps": args.vae_steps, "batch": args.vae_batch, "final_loss_l1_plus_mse": round(vae_loss, 4),
-                "minutes": round(vae_done / 60, 1)},
+        "caption_embeddings_minutes": round((text_done - start) / 60, 1),
+        "vae": vae_record,
         "transformer": {"steps": args.transformer_steps, "batch": args.transformer_batch,
-                        "training_images": len(latents), "final_flow_matching_loss": round(dit_loss, 4),
-                        "minutes": round((dit_done - vae_done) / 60, 1)},
-        "decoder_refinement": {"steps": args.decoder_steps, "batch": args.decoder_batch,
-                               "final_loss_l1_plus_mse": round(decoder_loss, 4),
-                               "minutes": round((train_time - dit_done) / 60, 1)},
-        "training_minutes": round(train_time / 60, 1),
+                        "training_images": len(latents), "latent_scaling_factor": round(scale, 5),
+                        "final_flow_matching_loss": round(dit_loss, 4), "minutes": round((dit_done - vae_done) / 60, 1)},
         "diffusers_grid_accuracy": {"images": images, "steps": STEPS, "guidance": GUIDANCE,
                                     **{k: round(v, 3) for k, v in accuracy.items()}},
     }
-    (args.out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
-    log(start, f"saved {args.out} ({folder_mb(args.out):.1f} MB): {json.dumps(summary)}")
-
-
-def refine_only(args):
-    """The decoder refinement alone, on a folder saved by a run with --decoder-steps 0."""
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(2)
-    start = time.time()
-    pipe = SanaPipeline.from_pretrained(args.refine_decoder_of)
-    decoder_loss = refine_decoder(pipe.vae, args.decoder_steps, args.decoder_batch, np.random.default_rng(SEED + 1), start)
-    minutes = (time.time() - start) / 60
-    summary = json.loads((args.refine_decoder_of / "training.json").read_text())
-    summary["decoder_refinement"] = {"steps": args.decoder_steps, "batch": args.decoder_batch,
-                                     "final_loss_l1_plus_mse": round(decoder_loss, 4), "minutes": round(minutes, 1)}
-    summary["training_minutes"] = round(summary["training_minutes"] + minutes, 1)
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    pipe.save_pretrained(args.out, safe_serialization=True)
-    accuracy, images = evaluate(args.out, args.eval_seeds)
-    log(start, f"diffusers SanaPipeline on the grid ({images} images): {accuracy}")
-    summary["diffusers_grid_accuracy"] = {"images": images, "steps": STEPS, "guidance": GUIDANCE,
-                                          **{k: round(v, 3) for k, v in accuracy.items()}}
     (args.out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
     log(start, f"saved {args.out} ({folder_mb(args.out):.1f} MB): {json.dumps(summary)}")
 
