@@ -5,12 +5,12 @@
 //! (colour and position ≥ 90%, one miss allowed). Without a usable GPU the test prints why and passes — or fails, when
 //! `SANA_REQUIRE_GPU=1` (CI's software device, the GPU bundle).
 
+mod common;
 #[path = "common/shape_detector.rs"]
 mod shape_detector;
 #[path = "common/shape_grid.rs"]
 mod shape_grid;
 
-use sana::engine::cuda::CudaEngine;
 use sana::engine::StorageDtype;
 use sana::pipeline::Pipeline;
 
@@ -18,12 +18,9 @@ use shape_grid::{demo_model, draw, grid, Score};
 
 #[test]
 fn cuda_demo_model_draws_the_prompt() {
-    let engine = match CudaEngine::new(0, StorageDtype::Bf16) {
-        Ok(e) => e,
-        Err(err) if std::env::var("SANA_REQUIRE_GPU").is_ok_and(|v| v == "1") => {
-            panic!("SANA_REQUIRE_GPU=1 but there is no usable GPU: {err}")
-        }
-        Err(err) => return eprintln!("cuda_demo_semantic: skipped: {err}"),
+    let Some(engine) = common::cuda_or_skip("cuda_demo_model_draws_the_prompt", StorageDtype::Bf16)
+    else {
+        return;
     };
     let device = engine.info().name.clone();
     let software = device.contains("softgpu");
