@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod cuda;
 #[cfg(feature = "emu")]
 pub mod emu;
+pub mod kernel;
 mod storage;
 
 pub use crate::vocabulary::{Activation, CausalAttention, StorageDtype};
@@ -24,8 +25,9 @@ use crate::tensor::HostTensor;
 use crate::vocabulary::StepGraphReport;
 use crate::weights::TensorView;
 
-/// A backend that stores tensors and runs the model's ops on them: [`cpu::CpuEngine`] (the f32 reference),
-/// [`cuda::CudaEngine`] (the GPU) or, with the `emu` feature, `emu::EmuEngine` (the GPU kernels run on the host).
+/// A backend that stores tensors and runs the model's ops on them: [`cpu::CpuEngine`] (the f32 reference), or the
+/// [`kernel::KernelEngine`] of kernels/*.cu on a device — [`cuda::CudaEngine`] (the GPU) or, with the `emu`
+/// feature, `emu::EmuEngine` (the GPU kernels run on the host).
 /// Model code is generic over it; the layout conventions are in the module docs.
 pub trait Engine: Send + Sync {
     /// The engine's tensor: dense, row-major, in the engine's storage dtype.

@@ -33,16 +33,6 @@ impl HeadDimClass {
         }
     }
 
-    /// Kernel name stem: `attention_d72` (append `_<dtype>`).
-    pub fn kernel(self) -> &'static str {
-        match self {
-            Self::D32 => "attention_d32",
-            Self::D72 => "attention_d72",
-            Self::D112 => "attention_d112",
-            Self::D128 => "attention_d128",
-        }
-    }
-
     /// Keys per shared-memory tile (8 lanes × keys per lane).
     pub fn key_tile(self) -> usize {
         match self {
@@ -89,7 +79,7 @@ pub struct AttentionBuffers {
     pub key_bias: DevicePtr,
 }
 
-/// A launch of the kernel `class.kernel()` + `_<dtype>`.
+/// A launch of the kernel compiled for `class` (`launch::kernel::attention_kernel`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionPlan {
     pub class: HeadDimClass,

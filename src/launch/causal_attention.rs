@@ -31,15 +31,6 @@ impl HeadDimClass {
         }
     }
 
-    /// Kernel name stem: `causal_attention_d64` (append `_<dtype>`).
-    pub fn kernel(self) -> &'static str {
-        match self {
-            Self::D64 => "causal_attention_d64",
-            Self::D128 => "causal_attention_d128",
-            Self::D256 => "causal_attention_d256",
-        }
-    }
-
     /// Queries per block (the kernel's QPB); the block has 4 threads per query.
     pub fn queries(self) -> usize {
         match self {
@@ -104,7 +95,7 @@ pub struct CausalAttentionBuffers {
     pub key_mask: DevicePtr,
 }
 
-/// A launch of the kernel `class.kernel()` + `_<dtype>`.
+/// A launch of the kernel compiled for `class` (`launch::kernel::causal_attention_kernel`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CausalAttentionPlan {
     pub class: HeadDimClass,

@@ -34,13 +34,23 @@ const _: () = assert!(std::mem::size_of::<DwConvGluParams>() == 48);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for DwConvGluParams {}
 
-/// Buffers of one `dwconv3x3_glu` launch.
+/// Buffers of one convolution launch (this file's and kernels/conv3x3.cu's); `bias` 0 when there is none.
 #[derive(Clone, Copy, Debug)]
-pub struct DwConvGluBuffers {
+pub struct ConvBuffers {
     pub out: DevicePtr,
     pub x: DevicePtr,
     pub w: DevicePtr,
     pub bias: DevicePtr,
+}
+
+impl ConvBuffers {
+    /// Null pointers: a plan made with them gives the output shape, to allocate the output it is then made for.
+    pub const NONE: Self = Self {
+        out: 0,
+        x: 0,
+        w: 0,
+        bias: 0,
+    };
 }
 
 /// The depthwise kernels' grid: x = tiles of THREADS output channels, y = strips of `rows` image rows, z = batch;
@@ -78,7 +88,7 @@ pub fn dwconv3x3_glu(
     bias_shape: &[usize],
     h: usize,
     width: usize,
-    buffers: DwConvGluBuffers,
+    buffers: ConvBuffers,
 ) -> Result<Plan<DwConvGluParams>> {
     const OP: &str = "dwconv3x3_glu";
     let &[b, n, c2] = x_shape else {
@@ -156,15 +166,6 @@ const _: () = assert!(std::mem::size_of::<DepthwiseConvParams>() == 56);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for DepthwiseConvParams {}
 
-/// Buffers of one `depthwise_conv` launch (`bias` 0 when there is none).
-#[derive(Clone, Copy, Debug)]
-pub struct DepthwiseConvBuffers {
-    pub out: DevicePtr,
-    pub x: DevicePtr,
-    pub w: DevicePtr,
-    pub bias: DevicePtr,
-}
-
 /// Plans the depthwise k×k convolution (k odd, zero padding k/2) of `x` `[B, h·w, C]` with `w` `[C, k, k]` and an
 /// optional bias `[C]` (`bias_shape` `None`); the output is `[B, h·w, C]`.
 pub fn depthwise_conv(
@@ -172,7 +173,7 @@ pub fn depthwise_conv(
     w_shape: &[usize],
     bias_shape: Option<&[usize]>,
     (h, width): (usize, usize),
-    buffers: DepthwiseConvBuffers,
+    buffers: ConvBuffers,
 ) -> Result<Plan<DepthwiseConvParams>> {
     const OP: &str = "depthwise_conv";
     let &[b, n, c] = x_shape else {
@@ -244,13 +245,13 @@ const _: () = assert!(std::mem::size_of::<GroupedLinearParams>() == 56);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for GroupedLinearParams {}
 
-/// Plans the grouped 1×1 convolution of `x` `[.., Cin]` with `w` `[Cout, Cin/groups]`, no bias; `(out, x, w)`
-/// buffers. Returns the plan and the output shape `[.., Cout]`.
+/// Plans the grouped 1×1 convolution of `x` `[.., Cin]` with `w` `[Cout, Cin/groups]`, no bias (`buffers.bias` is
+/// not read). Returns the plan and the output shape `[.., Cout]`.
 pub fn grouped_linear(
     x_shape: &[usize],
     w_shape: &[usize],
     groups: usize,
-    (out, x, w): (DevicePtr, DevicePtr, DevicePtr),
+    ConvBuffers { out, x, w, .. }: ConvBuffers,
 ) -> Result<(Plan<GroupedLinearParams>, Vec<usize>)> {
     const OP: &str = "grouped_linear";
     let (&[cout, group_in], Some((&cin, lead))) = (w_shape, x_shape.split_last()) else {

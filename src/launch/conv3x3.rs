@@ -1,5 +1,6 @@
 //! Launch plan for kernels/conv3x3.cu: the full 3×3 convolution (stride 1 or 2, zero padding 1) as an implicit GEMM.
 
+use super::conv::ConvBuffers;
 use super::{to_u32, DevicePtr, Geometry, Plan};
 use crate::error::{Error, Result};
 
@@ -37,15 +38,6 @@ const _: () = assert!(std::mem::size_of::<Conv3x3Params>() == 64);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for Conv3x3Params {}
 
-/// Buffers of one `conv3x3` launch (`bias` 0 when there is none).
-#[derive(Clone, Copy, Debug)]
-pub struct Conv3x3Buffers {
-    pub out: DevicePtr,
-    pub x: DevicePtr,
-    pub w: DevicePtr,
-    pub bias: DevicePtr,
-}
-
 /// Plans the 3×3 convolution of `x` `[B, h·w, Cin]` with `w` `[Cout, Cin, 3, 3]` and an optional bias `[Cout]`
 /// (`bias_shape` `None`) at `stride` 1 or 2; returns the plan and the output shape `[B, oh·ow, Cout]`.
 pub fn conv3x3(
@@ -54,7 +46,7 @@ pub fn conv3x3(
     bias_shape: Option<&[usize]>,
     (h, width): (usize, usize),
     stride: usize,
-    buffers: Conv3x3Buffers,
+    buffers: ConvBuffers,
 ) -> Result<(Plan<Conv3x3Params>, Vec<usize>)> {
     const OP: &str = "conv3x3";
     let &[b, n, cin] = x_shape else {

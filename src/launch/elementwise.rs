@@ -3,14 +3,11 @@
 
 use super::{to_u32, DevicePtr, Geometry, Plan};
 use crate::error::{Error, Result};
-use crate::launch::norm::LAYER_NORM_MAX_D;
+use crate::launch::norm::cached_row_geometry;
 use crate::vocabulary::Activation;
 
 /// Threads per block of the 1-D elementwise kernels.
 const THREADS: usize = 256;
-
-/// Threads per block of the fused residual + norm, at most (as kernels/norm.cu).
-const NORM_MAX_THREADS: usize = 256;
 
 /// Elements in one 16-byte `sana::Pack` of a storage type of `elem_bytes` (2: bf16/f16, 4: f32).
 pub fn pack_len(op: &'static str, elem_bytes: usize) -> Result<usize> {
@@ -213,6 +210,10 @@ fn pointwise(
     })
 }
 
+/// The plan of one of the same-shape binary ops (`add`, `mul`).
+pub type BinaryPlan =
+    fn(&[usize], &[usize], usize, PointwiseBuffers) -> Result<Plan<PointwiseParams>>;
+
 /// Plans `y = a + b` over same-shaped tensors of `elem_bytes`-byte elements: one 16-byte pack per thread.
 pub fn add(
     a_shape: &[usize],
@@ -395,7 +396,7 @@ pub struct Gate<'a> {
 
 /// Plans `x' = x + m_g[b, gate.row] · r` (`x + r` without a gate) and `z = LayerNorm(x')·(1 + m[b, scale_row]) +
 /// m[b, shift_row]` in one pass: one block per row, min(256, D rounded up to 32) threads, the row of `x'` cached in
-/// f32 shared memory (so D ≤ [`LAYER_NORM_MAX_D`]).
+/// f32 shared memory (so D ≤ [`crate::launch::norm::LAYER_NORM_MAX_D`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gated_residual_layer_norm_modulate(
     x_shape: &[usize],
@@ -424,28 +425,8 @@ pub fn gated_residual_layer_norm_modulate(
         ),
         None => (0, 0, 0),
     };
-    if d == 0 || d > LAYER_NORM_MAX_D {
-        return Err(Error::shape(
-            OP,
-            format!("D = {d} is outside 1..={LAYER_NORM_MAX_D} (the row is cached in at most 96 KiB of shared memory)"),
-        ));
-    }
-    let rows = b
-        .checked_mul(n)
-        .filter(|&r| r <= i32::MAX as usize)
-        .ok_or_else(|| {
-            Error::shape(
-                OP,
-                format!("B·N = {b}·{n} rows exceed the grid limit 2^31 − 1"),
-            )
-        })?;
-    let threads = d.next_multiple_of(32).min(NORM_MAX_THREADS);
     Ok(Plan {
-        geometry: Geometry {
-            grid: [to_u32(OP, "B·N", rows)?, 1, 1],
-            block: [to_u32(OP, "threads", threads)?, 1, 1],
-            shared_mem_bytes: to_u32(OP, "shared memory", d * 4)?,
-        },
+        geometry: cached_row_geometry(OP, b * n, d)?,
         params: ResidualNormParams {
             x_out: buffers.x_out,
             z: buffers.z,

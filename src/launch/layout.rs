@@ -27,11 +27,16 @@ const _: () = assert!(std::mem::size_of::<TransposeParams>() == 24);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for TransposeParams {}
 
-/// Buffers of one transpose.
+/// The output and input of a one-input layout kernel (transpose, channel/space, group mean).
 #[derive(Clone, Copy, Debug)]
-pub struct TransposeBuffers {
+pub struct PairBuffers {
     pub out: DevicePtr,
     pub x: DevicePtr,
+}
+
+impl PairBuffers {
+    /// Null pointers: a plan made with them gives the output shape, to allocate the output it is then made for.
+    pub const NONE: Self = Self { out: 0, x: 0 };
 }
 
 /// Largest grid.x of a launch (grid.y and grid.z stop at 65535).
@@ -46,7 +51,7 @@ const MAX_GRID_YZ: usize = 65_535;
 fn transpose(
     op: &'static str,
     (b, r, s): (usize, usize, usize),
-    buffers: TransposeBuffers,
+    buffers: PairBuffers,
 ) -> Result<Plan<TransposeParams>> {
     let tiles = r.div_ceil(TILE).checked_mul(s.div_ceil(TILE));
     let tiles = match tiles {
@@ -76,10 +81,7 @@ fn transpose(
 }
 
 /// Plans `[B, C, h, w]` → tokens `[B, h·w, C]`.
-pub fn nchw_to_tokens(
-    x_shape: &[usize],
-    buffers: TransposeBuffers,
-) -> Result<Plan<TransposeParams>> {
+pub fn nchw_to_tokens(x_shape: &[usize], buffers: PairBuffers) -> Result<Plan<TransposeParams>> {
     const OP: &str = "nchw_to_tokens";
     let &[b, c, h, w] = x_shape else {
         return Err(Error::shape(
@@ -95,7 +97,7 @@ pub fn tokens_to_nchw(
     x_shape: &[usize],
     h: usize,
     w: usize,
-    buffers: TransposeBuffers,
+    buffers: PairBuffers,
 ) -> Result<Plan<TransposeParams>> {
     const OP: &str = "tokens_to_nchw";
     let &[b, n, c] = x_shape else {
@@ -175,7 +177,7 @@ pub fn channel_space(
     x_shape: &[usize],
     (h, w): (usize, usize),
     op: ChannelSpace,
-    (out, x): (DevicePtr, DevicePtr),
+    PairBuffers { out, x }: PairBuffers,
 ) -> Result<(Plan<ChannelSpaceParams>, Vec<usize>)> {
     const OP: &str = "channel_space";
     let &[b, n, c] = x_shape else {
@@ -240,12 +242,23 @@ const _: () = assert!(std::mem::size_of::<SplitQkvParams>() == 48);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for SplitQkvParams {}
 
-/// Output buffers of `split_qkv_groups`, each `[B, N, G·d]`.
+/// Buffers of `split_qkv_groups`: the input `[B, N, G·3d]` and the outputs, each `[B, N, G·d]`.
 #[derive(Clone, Copy, Debug)]
 pub struct QkvBuffers {
+    pub x: DevicePtr,
     pub q: DevicePtr,
     pub k: DevicePtr,
     pub v: DevicePtr,
+}
+
+impl QkvBuffers {
+    /// Null pointers, as [`PairBuffers::NONE`].
+    pub const NONE: Self = Self {
+        x: 0,
+        q: 0,
+        k: 0,
+        v: 0,
+    };
 }
 
 /// Plans the split of `x` `[B, N, G·3d]` (groups of `[query d | key d | value d]`) into q, k, v `[B, N, G·d]`;
@@ -253,7 +266,6 @@ pub struct QkvBuffers {
 pub fn split_qkv_groups(
     x_shape: &[usize],
     head_dim: usize,
-    x: DevicePtr,
     out: QkvBuffers,
 ) -> Result<(Plan<SplitQkvParams>, Vec<usize>)> {
     const OP: &str = "split_qkv_groups";
@@ -278,7 +290,7 @@ pub fn split_qkv_groups(
                 q: out.q,
                 k: out.k,
                 v: out.v,
-                x,
+                x: out.x,
                 total: total as u64,
                 c: to_u32(OP, "output channels", c3 / 3)?,
                 d: to_u32(OP, "head_dim", head_dim)?,
@@ -309,11 +321,24 @@ const _: () = assert!(std::mem::size_of::<ConcatParams>() == 40);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for ConcatParams {}
 
+/// Buffers of `concat_channels`.
+#[derive(Clone, Copy, Debug)]
+pub struct ConcatBuffers {
+    pub out: DevicePtr,
+    pub a: DevicePtr,
+    pub b: DevicePtr,
+}
+
+impl ConcatBuffers {
+    /// Null pointers, as [`PairBuffers::NONE`].
+    pub const NONE: Self = Self { out: 0, a: 0, b: 0 };
+}
+
 /// Plans `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]`; returns the plan and the output shape.
 pub fn concat_channels(
     a_shape: &[usize],
     b_shape: &[usize],
-    (out, a, b): (DevicePtr, DevicePtr, DevicePtr),
+    ConcatBuffers { out, a, b }: ConcatBuffers,
 ) -> Result<(Plan<ConcatParams>, Vec<usize>)> {
     const OP: &str = "concat_channels";
     let (&[bn, n, ca], &[bn2, n2, cb]) = (a_shape, b_shape) else {
@@ -372,7 +397,7 @@ unsafe impl cudarc::driver::DeviceRepr for GroupMeanParams {}
 pub fn channel_group_mean(
     x_shape: &[usize],
     g: usize,
-    (out, x): (DevicePtr, DevicePtr),
+    PairBuffers { out, x }: PairBuffers,
 ) -> Result<(Plan<GroupMeanParams>, Vec<usize>)> {
     const OP: &str = "channel_group_mean";
     let &[b, n, c] = x_shape else {

@@ -8,10 +8,13 @@ pub mod conv;
 pub mod conv3x3;
 pub mod elementwise;
 pub mod embed;
+pub mod kernel;
 pub mod layout;
 pub mod linear_attn;
 pub mod norm;
 pub mod sampler;
+
+pub use kernel::{Family, Kernel, KernelId};
 
 /// Grid, block and dynamic shared memory of one launch. `#[repr(C)]`: the emulation entries read it as
 /// `sana_emu::Geometry` (kernels/emu/emu.cuh).

@@ -11,6 +11,33 @@ pub const LAYER_NORM_MAX_D: usize = 24 * 1024;
 /// Threads per block of `layer_norm_modulate_*`, at most.
 const LAYER_NORM_MAX_THREADS: usize = 256;
 
+/// Threads of a block normalising one row of `d` values: a warp per 32 values, at most 256.
+fn row_threads(d: usize) -> usize {
+    d.next_multiple_of(32).min(LAYER_NORM_MAX_THREADS)
+}
+
+/// One block per row of `d` values, the row cached in f32 shared memory: the geometry of the LayerNorm kernels
+/// (kernels/layer_norm_row.cuh), plain and fused with the residual add.
+pub(crate) fn cached_row_geometry(op: &'static str, rows: usize, d: usize) -> Result<Geometry> {
+    if d == 0 || d > LAYER_NORM_MAX_D {
+        return Err(Error::shape(
+            op,
+            format!("D = {d} is outside 1..={LAYER_NORM_MAX_D} (the row is cached in at most 96 KiB of shared memory)"),
+        ));
+    }
+    if rows > i32::MAX as usize {
+        return Err(Error::shape(
+            op,
+            format!("{rows} rows exceed the grid limit 2^31 − 1"),
+        ));
+    }
+    Ok(Geometry {
+        grid: [to_u32(op, "rows", rows)?, 1, 1],
+        block: [to_u32(op, "threads", row_threads(d))?, 1, 1],
+        shared_mem_bytes: to_u32(op, "shared memory", d * 4)?,
+    })
+}
+
 /// Arguments of `layer_norm_modulate_{f32,bf16,f16}`; mirrors `LayerNormModulateParams` in kernels/norm.cu.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -77,28 +104,8 @@ pub fn layer_norm_modulate(
             format!("rows {shift_row}/{scale_row} out of a {k}-row modulation table"),
         ));
     }
-    if d == 0 || d > LAYER_NORM_MAX_D {
-        return Err(Error::shape(
-            OP,
-            format!("D = {d} is outside 1..={LAYER_NORM_MAX_D} (the row is cached in at most 96 KiB of shared memory)"),
-        ));
-    }
-    let rows = b
-        .checked_mul(n)
-        .filter(|&r| r <= i32::MAX as usize)
-        .ok_or_else(|| {
-            Error::shape(
-                OP,
-                format!("B·N = {b}·{n} rows exceed the grid limit 2^31 − 1"),
-            )
-        })?;
-    let threads = d.next_multiple_of(32).min(LAYER_NORM_MAX_THREADS);
     Ok(Plan {
-        geometry: Geometry {
-            grid: [to_u32(OP, "B·N", rows)?, 1, 1],
-            block: [to_u32(OP, "threads", threads)?, 1, 1],
-            shared_mem_bytes: to_u32(OP, "shared memory", d * 4)?,
-        },
+        geometry: cached_row_geometry(OP, b * n, d)?,
         params: LayerNormModulateParams {
             y: buffers.y,
             x: buffers.x,
@@ -137,6 +144,15 @@ const _: () = assert!(std::mem::size_of::<RmsNormParams>() == 48);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for RmsNormParams {}
 
+/// Buffers of one `rms_norm` launch (`b` 0 when there is no bias).
+#[derive(Clone, Copy, Debug)]
+pub struct RmsNormBuffers {
+    pub y: DevicePtr,
+    pub x: DevicePtr,
+    pub w: DevicePtr,
+    pub b: DevicePtr,
+}
+
 /// Plans an RMSNorm over the last dimension of `x_shape` (any rank ≥ 1) with a `[D]` weight and an optional `[D]`
 /// bias (`b_shape` `None` means `b` is null): one block per row, min(256, D rounded up to 32) threads.
 pub fn rms_norm(
@@ -145,7 +161,7 @@ pub fn rms_norm(
     b_shape: Option<&[usize]>,
     plus_one: bool,
     eps: f32,
-    (y, x, w, b): (DevicePtr, DevicePtr, DevicePtr, DevicePtr),
+    RmsNormBuffers { y, x, w, b }: RmsNormBuffers,
 ) -> Result<Plan<RmsNormParams>> {
     const OP: &str = "rms_norm";
     let Some(&d) = x_shape.last() else {
@@ -172,11 +188,10 @@ pub fn rms_norm(
             format!("{rows} rows exceed the grid limit 2^31 − 1"),
         ));
     }
-    let threads = d.next_multiple_of(32).min(LAYER_NORM_MAX_THREADS);
     Ok(Plan {
         geometry: Geometry {
             grid: [to_u32(OP, "rows", rows)?, 1, 1],
-            block: [to_u32(OP, "threads", threads)?, 1, 1],
+            block: [to_u32(OP, "threads", row_threads(d))?, 1, 1],
             shared_mem_bytes: 0,
         },
         params: RmsNormParams {

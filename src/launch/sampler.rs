@@ -29,13 +29,21 @@ pub struct ModelInputParams {
 
 const _: () = assert!(std::mem::size_of::<ModelInputParams>() == 40);
 
+/// Buffers of `model_input`: the storage-dtype output, the f32 sample and the schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelInputBuffers {
+    pub out: DevicePtr,
+    pub x: DevicePtr,
+    pub schedule: DevicePtr,
+}
+
 /// Plans `copies` storage-dtype copies of an f32 sample of `len` elements (scaled to the TrigFlow input when the
 /// current row of a `steps`-row schedule is an SCM step).
 pub fn model_input(
     len: usize,
     copies: usize,
     steps: usize,
-    (out, x, schedule): (DevicePtr, DevicePtr, DevicePtr),
+    ModelInputBuffers { out, x, schedule }: ModelInputBuffers,
 ) -> Result<Plan<ModelInputParams>> {
     const OP: &str = "model_input";
     Ok(Plan {
@@ -67,12 +75,19 @@ pub struct SinusoidParams {
 
 const _: () = assert!(std::mem::size_of::<SinusoidParams>() == 32);
 
+/// Buffers of `step_sinusoid`: the storage-dtype output and the schedule.
+#[derive(Clone, Copy, Debug)]
+pub struct SinusoidBuffers {
+    pub out: DevicePtr,
+    pub schedule: DevicePtr,
+}
+
 /// Plans the current step's `[batch, channels]` timestep sinusoid.
 pub fn step_sinusoid(
     batch: usize,
     channels: usize,
     steps: usize,
-    (out, schedule): (DevicePtr, DevicePtr),
+    SinusoidBuffers { out, schedule }: SinusoidBuffers,
 ) -> Result<Plan<SinusoidParams>> {
     const OP: &str = "step_sinusoid";
     if channels == 0 || channels % 2 != 0 {

@@ -23,24 +23,21 @@ impl CudaEngine {
         let err = || super::probe::driver("timing with events");
         f()?;
         let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
-        let start = self.stream.record_event(flags).map_err(err())?;
+        let stream = &self.device().stream;
+        let start = stream.record_event(flags).map_err(err())?;
         for _ in 0..reps {
             f()?;
         }
-        let stop = self.stream.record_event(flags).map_err(err())?;
+        let stop = stream.record_event(flags).map_err(err())?;
         let ms = start.elapsed_ms(&stop).map_err(err())?;
         Ok(f64::from(ms) / reps.max(1) as f64)
     }
 
     /// Copy bandwidth over a `bytes`-sized buffer and the GEMM rate at `n × n × n`.
     pub fn measure_ceilings(&self, bytes: usize, n: usize) -> Result<Ceilings> {
-        let src = self.upload(&HostTensor::zeros(vec![bytes / self.dtype.size()]))?;
-        let mut dst = self.alloc(vec![bytes / self.dtype.size()])?;
-        let copy_ms = self.time_ms(10, || {
-            self.stream
-                .memcpy_dtod(&src.buf, &mut dst.buf)
-                .map_err(super::probe::driver("copying on the device"))
-        })?;
+        let src = self.upload(&HostTensor::zeros(vec![bytes / self.dtype().size()]))?;
+        let mut dst = self.upload(&HostTensor::zeros(vec![bytes / self.dtype().size()]))?;
+        let copy_ms = self.time_ms(10, || self.overwrite(&mut dst, &src))?;
         // Values in [-1, 1): zeros would let the tensor cores idle on some parts (a faster, unrealistic rate).
         let filled = |seed: u32| {
             let data = (0..n * n)

@@ -17,20 +17,10 @@ use cudarc::cublaslt::result::{self as lt, CublasError};
 use cudarc::cublaslt::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr as _, DevicePtrMut as _};
 
+use crate::engine::kernel::LinearShape;
 use crate::engine::Activation;
 use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
-
-/// Problem size of one linear: `m` rows of `x`, `k` inputs, `n` outputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LinearShape {
-    /// Rows of `x` (all axes but the last, flattened).
-    pub m: usize,
-    /// Input features: the last axis of `x`, and of the `[n, k]` weight.
-    pub k: usize,
-    /// Output features: the last axis of the result.
-    pub n: usize,
-}
 
 /// An activation cuBLASLt applies in its epilogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

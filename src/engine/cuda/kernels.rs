@@ -11,10 +11,10 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use super::embedded::{self, Family};
+use super::embedded;
 use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
-use crate::launch::Plan;
+use crate::launch::{Family, KernelId, Plan};
 
 /// Dynamic shared memory a launch gets without opting in per function.
 const DEFAULT_DYNAMIC_SMEM: u32 = 48 * 1024;
@@ -43,15 +43,6 @@ pub struct Kernels {
     kind: ImageKind,
     /// Why the cubins were not used on an sm_90 device that has them (the driver's refusal).
     cubin_refused: Option<String>,
-}
-
-/// The symbol suffix of a storage dtype (`<op>_<dtype>` in kernels/*.cu).
-pub fn suffix(dtype: StorageDtype) -> &'static str {
-    match dtype {
-        StorageDtype::F32 => "f32",
-        StorageDtype::Bf16 => "bf16",
-        StorageDtype::F16 => "f16",
-    }
 }
 
 /// Loads one family's module and looks up each of its functions.
@@ -148,14 +139,14 @@ impl Kernels {
         self.functions.get(symbol).ok_or_else(|| Error::Cuda {
             during: format!("launching `{symbol}`"),
             detail: format!(
-                "kernels/{}.cu has no such kernel (its kernels are listed in Family::ops)",
+                "kernels/{}.cu has no such kernel (its kernels are listed in launch::kernel::KERNELS)",
                 family.name()
             ),
         })
     }
 
-    /// Launches `symbol` of `family` with `plan`'s geometry and its params struct as the only argument. An empty
-    /// grid launches nothing.
+    /// Launches `kernel` in `dtype` with `plan`'s geometry and its params struct as the only argument. An empty grid
+    /// launches nothing.
     ///
     /// # Safety
     /// Every pointer in `plan.params` must address a live device buffer of the size the plan was made for, outputs
@@ -163,15 +154,16 @@ impl Kernels {
     pub unsafe fn launch<P: DeviceRepr>(
         &self,
         stream: &Arc<CudaStream>,
-        family: Family,
-        symbol: &str,
+        kernel: KernelId,
+        dtype: StorageDtype,
         plan: &Plan<P>,
     ) -> Result<()> {
         if plan.geometry.is_empty() {
             return Ok(());
         }
         let g = plan.geometry;
-        let f = self.function(family, symbol)?;
+        let symbol = kernel.symbol(dtype);
+        let f = self.function(kernel.family, &symbol)?;
         if g.shared_mem_bytes > DEFAULT_DYNAMIC_SMEM {
             // The opt-in is per function and per size; launch plans keep within the device's limit (227 KiB on
             // sm_90).

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cudarc::driver::{result, sys, CudaEvent, CudaGraph, DriverError};
 
 use super::probe;
-use super::CudaEngine;
+use super::CudaDevice;
 use crate::error::{Error, Result};
 use crate::vocabulary::StepGraphReport;
 
@@ -39,7 +39,7 @@ enum NextStep<'a> {
     Eager(&'a mut dyn FnMut() -> Result<()>),
 }
 
-impl CudaEngine {
+impl CudaDevice {
     pub(super) fn replay_steps(
         &self,
         n: usize,
@@ -278,11 +278,5 @@ impl CudaEngine {
                 Err(e) => Err(probe::driver("ending an abandoned step graph capture")(e)),
             }
         }
-    }
-
-    /// Whether denoising loops capture their step as a CUDA graph (the default) or queue every step op by op — the
-    /// same kernels, so the results are identical; for comparison and debugging.
-    pub fn use_step_graphs(&self, on: bool) {
-        self.step_graphs.store(on, Ordering::Relaxed);
     }
 }

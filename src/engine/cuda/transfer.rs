@@ -8,7 +8,7 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, PinnedHostSl
 use half::{bf16, f16};
 use safetensors::tensor::Dtype;
 
-use crate::engine::{Storage, StorageDtype};
+use crate::engine::StorageDtype;
 use crate::error::{Error, Result};
 use crate::weights::TensorView;
 
@@ -157,32 +157,5 @@ fn convert(src: &[u8], from: Dtype, to: StorageDtype, out: &mut [u8]) {
             StorageDtype::Bf16 => o.copy_from_slice(&bf16::from_f32(v).to_le_bytes()),
             StorageDtype::F16 => o.copy_from_slice(&f16::from_f32(v).to_le_bytes()),
         }
-    }
-}
-
-/// f32 values as the bytes of `dtype`.
-pub fn to_bytes(data: &[f32], dtype: StorageDtype) -> Vec<u8> {
-    match Storage::from_f32(dtype, data) {
-        Storage::F32(v) => bytemuck::cast_slice(&v).to_vec(),
-        Storage::Bf16(v) => bytemuck::cast_slice(&v).to_vec(),
-        Storage::F16(v) => bytemuck::cast_slice(&v).to_vec(),
-    }
-}
-
-/// Bytes of `dtype` widened to f32.
-pub fn from_bytes(bytes: &[u8], dtype: StorageDtype) -> Vec<f32> {
-    match dtype {
-        StorageDtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        StorageDtype::Bf16 => bytes
-            .chunks_exact(2)
-            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        StorageDtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
     }
 }
