@@ -364,10 +364,7 @@ pub trait Engine: Send + Sync {
         step: &mut dyn FnMut() -> Result<()>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<Option<Self::StepGraph>> {
-        for i in 0..n {
-            step()?;
-            progress(i + 1, n)?;
-        }
+        eager_steps(n, step, progress)?;
         Ok(None)
     }
 
@@ -380,9 +377,26 @@ pub trait Engine: Send + Sync {
         _n: usize,
         _progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
-        Err(crate::error::Error::InvalidInput(format!(
-            "the {} engine keeps no step graphs to replay",
-            self.name()
-        )))
+        Err(no_step_graphs(self.name()))
     }
+}
+
+/// Runs `step` `n` times, calling `progress(i, n)` after step `i`: the loop of an engine that captures nothing.
+pub(crate) fn eager_steps(
+    n: usize,
+    step: &mut dyn FnMut() -> Result<()>,
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+) -> Result<()> {
+    for i in 0..n {
+        step()?;
+        progress(i + 1, n)?;
+    }
+    Ok(())
+}
+
+/// What replaying a step graph on an engine that never makes one returns (no caller can reach it).
+pub(crate) fn no_step_graphs(engine: &str) -> crate::error::Error {
+    crate::error::Error::InvalidInput(format!(
+        "the {engine} engine keeps no step graphs to replay"
+    ))
 }

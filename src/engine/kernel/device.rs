@@ -4,7 +4,7 @@
 //! (`crate::engine::emu::EmuDevice`).
 
 use crate::engine::{Activation, StorageDtype};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::launch::{DevicePtr, Kernel, Plan};
 use crate::vocabulary::StepGraphReport;
 use crate::weights::TensorView;
@@ -117,10 +117,7 @@ pub trait KernelDevice: Send + Sync {
         step: &mut dyn FnMut() -> Result<()>,
         progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<Option<Self::StepGraph>> {
-        for i in 0..n {
-            step()?;
-            progress(i + 1, n)?;
-        }
+        crate::engine::eager_steps(n, step, progress)?;
         Ok(None)
     }
 
@@ -131,9 +128,6 @@ pub trait KernelDevice: Send + Sync {
         _n: usize,
         _progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<()> {
-        Err(Error::InvalidInput(format!(
-            "the {} engine keeps no step graphs to replay",
-            self.name()
-        )))
+        Err(crate::engine::no_step_graphs(self.name()))
     }
 }
