@@ -12,7 +12,7 @@
 //!   in the formula, each of a term no larger than |x| or |act(x)|: `0.5·ulp + 8U·(|x| + |act(x)|)`.
 //! - the fused residual + norm: `x'` as `gated_residual` (or `add`); `z` is checked against the reference norm of
 //!   the kernel's own `x'` with kernels/norm.cu's tolerance (tests/norm.rs): `0.5·ulp + 1e-5·(|1+s|·(1+|ẑ|) +
-//!   |shift|)` where ẑ is the unmodulated norm (f32 statistics over D ≤ 2240 carry a few ulps). The fused kernel
+//!   |shift|)` where ẑ is the unmodulated norm (f32 statistics over D ≤ 13 001 carry a few ulps). The fused kernel
 //!   must also equal `gated_residual` followed by `layer_norm_modulate` on the same engine bit for bit.
 //!
 //! `elementwise_tolerance_catches_wrong_kernels` shows that typical mistakes fail these bounds.
@@ -277,14 +277,15 @@ fn residual_tol<'a>(
     }
 }
 
-/// (B, N, D, K): D below, at and above a 16-byte pack, not a multiple of it (the element-by-element path), and
-/// Sana's widths (0.6B: 1152, 1.6B: 2240).
-const RESIDUAL_SHAPES: [(usize, usize, usize, usize); 5] = [
+/// (B, N, D, K): D below, at and above a 16-byte pack, not a multiple of it (the element-by-element path), Sana's
+/// widths (0.6B: 1152, 1.6B: 2240), and a row of 13 001 (the fused norm's 52 KiB of shared memory on a GPU).
+const RESIDUAL_SHAPES: [(usize, usize, usize, usize); 6] = [
     (1, 1, 7, 6),
     (2, 3, 33, 6),
     (2, 7, 64, 6),
     (2, 2, 1152, 6),
     (1, 3, 2240, 6),
+    (1, 2, 13_001, 6),
 ];
 
 fn check_gated_residual<E: Engine>(e: &E, dtype: StorageDtype) {
