@@ -1,5 +1,6 @@
-//! kernels/attention.cu, run through the emulation engine, against the CPU reference `cpu::attention::attention`
-//! (f32 GEMMs, softmax sums in f64) on inputs first rounded to the storage dtype.
+//! kernels/attention.cu against the CPU reference `cpu::attention::attention` (f32 GEMMs, softmax sums in f64) on
+//! inputs first rounded to the storage dtype; one check body runs on the emulation engine (f32, bf16, f16) and on
+//! the CUDA engine (bf16, f16: `attention_on_cuda`).
 //!
 //! Tolerance, per output element `out[n, i]` of a head, with `U` = 2^-24, exact softmax weights `p_m` (f64) and
 //! `ŝ` the largest score. The kernel's f32 score `s_m` is off by at most `ε_m = (d+2)·U·(Σ_c|q_c·k_mc|/√d + |bias_m|)`
@@ -18,15 +19,32 @@
 //! `attention_tolerance_catches_wrong_kernels` shows that typical mistakes (bias ignored or of the wrong batch item,
 //! scale 1/d, a key dropped at a tile boundary or at the end, the next head's keys) fail this bound in bf16.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op};
 use sana::cpu::attention as cpu;
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::StorageDtype;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Engine, StorageDtype};
 use sana::launch::attention::HeadDimClass;
 use sana::{Error, HostTensor};
+
+/// `attention` on `e` through the `Engine` API.
+fn attention<E: Engine>(
+    e: &E,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    bias: &HostTensor,
+    heads: usize,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[q, k, v, bias], |t| {
+        e.attention(&t[0], &t[1], &t[2], &t[3], heads)
+    })
+}
 
 /// diffusers' additive bias for a masked key (docs/numerics/transformer.md §9.1).
 const MASKED: f32 = -10000.0;
@@ -124,37 +142,51 @@ fn tolerance(c: &Case, dtype: StorageDtype, want: &[f32]) -> Vec<f32> {
 
 /// One query and key; N not a multiple of the 32-query tile with Sana-0.6B's d = 72 and L = 300 (9 full key tiles
 /// and 12); a 3×5 grid with Sana-1.6B's d = 112, L = 299 and a general bias; d = 128 (16-key tiles, L = 17 leaves a
-/// tile of one key) with a fully masked batch item; d = 50 (not a multiple of 8); Sana-1.6B's 20 heads × 112
-/// (D = 2240).
-const SHAPES: [Shape; 6] = [
+/// tile of one key) with a fully masked batch item; d = 50 (not a multiple of 8); the cross-attention of Sana-1.6B
+/// (20 heads × 112, D = 2240) and of Sana-0.6B (16 heads × 72, D = 1152) over Gemma's 300 tokens.
+const SHAPES: [Shape; 7] = [
     (1, 1, 1, 1, 32, Bias::Mask(&[1])),
     (2, 37, 300, 2, 72, Bias::Mask(&[7, 300])),
     (2, 15, 299, 2, 112, Bias::Random),
     (2, 33, 17, 1, 128, Bias::Mask(&[0, 16])),
     (1, 20, 40, 3, 50, Bias::Mask(&[33])),
     (1, 24, 300, 20, 112, Bias::Mask(&[120])),
+    (1, 12, 300, 16, 72, Bias::Mask(&[77])),
 ];
+
+fn check_attention<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(31);
+    let mut worst = 0.0f32;
+    for shape in SHAPES {
+        let c = random_case(&mut rng, shape, dtype);
+        let got = attention(e, &c.q, &c.k, &c.v, &c.bias, c.heads).expect("engine");
+        let want = cpu::attention(&c.q, &c.k, &c.v, &c.bias, c.heads).expect("cpu");
+        assert_eq!(got.shape(), want.shape());
+        let tol = tolerance(&c, dtype, want.data());
+        worst = worst.max(assert_within(
+            &format!("{} {dtype:?} {shape:?}", e.name()),
+            got.data(),
+            want.data(),
+            |i| tol[i],
+        ));
+    }
+    eprintln!(
+        "{} attention {dtype:?}: worst error {worst:.3} of the tolerance",
+        e.name()
+    );
+}
 
 #[test]
 fn attention_emu_matches_cpu() {
-    let mut rng = Rng(31);
     for dtype in DTYPES {
-        let mut worst = 0.0f32;
-        for shape in SHAPES {
-            let c = random_case(&mut rng, shape, dtype);
-            let got = emu::attention(&c.q, &c.k, &c.v, &c.bias, c.heads, dtype).expect("emu");
-            let want = cpu::attention(&c.q, &c.k, &c.v, &c.bias, c.heads).expect("cpu");
-            assert_eq!(got.shape(), want.shape());
-            let tol = tolerance(&c, dtype, want.data());
-            worst = worst.max(assert_within(
-                &format!("{dtype:?} {shape:?}"),
-                got.data(),
-                want.data(),
-                |i| tol[i],
-            ));
-        }
-        eprintln!("attention {dtype:?}: worst error {worst:.3} of the tolerance");
+        check_attention(&EmuEngine::new(dtype), dtype);
     }
+}
+
+/// The check on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn attention_on_cuda() {
+    on_cuda("attention_on_cuda", check_attention);
 }
 
 /// Each wrong variant is what a kernel with that mistake computes, expressed through the reference on modified
@@ -168,7 +200,7 @@ fn attention_tolerance_catches_wrong_kernels() {
         (b, n, l, heads, d, Bias::Mask(&[100, 300])),
         dtype,
     );
-    let got = emu::attention(&c.q, &c.k, &c.v, &c.bias, heads, dtype).expect("emu");
+    let got = attention(&EmuEngine::new(dtype), &c.q, &c.k, &c.v, &c.bias, heads).expect("emu");
     let want = cpu::attention(&c.q, &c.k, &c.v, &c.bias, heads).expect("cpu");
     let tol = tolerance(&c, dtype, want.data());
     let width = heads * d;
@@ -227,7 +259,7 @@ fn attention_tolerance_catches_wrong_kernels() {
 #[test]
 fn attention_shape_errors() {
     let mut rng = Rng(33);
-    let dtype = StorageDtype::Bf16;
+    let e = EmuEngine::new(StorageDtype::Bf16);
     let q = rng.tensor(&[2, 5, 64], -1.0, 1.0);
     let k = rng.tensor(&[2, 7, 64], -1.0, 1.0);
     let bias = rng.tensor(&[2, 7], -1.0, 1.0);
@@ -238,29 +270,29 @@ fn attention_shape_errors() {
     let cases = [
         (
             "head dimension 130",
-            emu::attention(&wide, &wide_k, &wide_k, &wide_bias, 1, dtype).err(),
+            attention(&e, &wide, &wide_k, &wide_k, &wide_bias, 1).err(),
         ),
         (
             "width not divisible by heads",
-            emu::attention(&q, &k, &k, &bias, 3, dtype).err(),
+            attention(&e, &q, &k, &k, &bias, 3).err(),
         ),
         (
             "v of another length",
-            emu::attention(&q, &k, &q, &bias, 2, dtype).err(),
+            attention(&e, &q, &k, &q, &bias, 2).err(),
         ),
         (
             "bias of another length",
-            emu::attention(&q, &k, &k, &rng.tensor(&[2, 6], -1.0, 1.0), 2, dtype).err(),
+            attention(&e, &q, &k, &k, &rng.tensor(&[2, 6], -1.0, 1.0), 2).err(),
         ),
         (
             "no keys",
-            emu::attention(
+            attention(
+                &e,
                 &q,
                 &no_keys,
                 &no_keys,
                 &HostTensor::zeros(vec![2, 0]),
                 2,
-                dtype,
             )
             .err(),
         ),
@@ -272,7 +304,7 @@ fn attention_shape_errors() {
         );
     }
     let empty = HostTensor::zeros(vec![2, 0, 64]);
-    let got = emu::attention(&empty, &k, &k, &bias, 2, dtype).expect("empty launch");
+    let got = attention(&e, &empty, &k, &k, &bias, 2).expect("empty launch");
     assert_eq!(got.shape(), &[2, 0, 64]);
 }
 

@@ -1,6 +1,6 @@
-//! kernels/causal_attention.cu, run through the emulation engine, against the CPU reference
-//! `cpu::causal_attention::causal_attention` (f32 GEMMs, softmax sums in f64) on inputs first rounded to the
-//! storage dtype.
+//! kernels/causal_attention.cu against the CPU reference `cpu::causal_attention::causal_attention` (f32 GEMMs,
+//! softmax sums in f64) on inputs first rounded to the storage dtype; one check body runs on the emulation engine
+//! (f32, bf16, f16) and on the CUDA engine (bf16, f16: `causal_attention_on_cuda`).
 //!
 //! Tolerance, per output element `out[i, c]` of a head, with `U` = 2^-24, `p_m` the exact softmax weights (f64) over
 //! the keys query `i` sees and `ŝ` their largest score; the bound of tests/attention.rs with the soft-cap added. The
@@ -22,16 +22,32 @@
 //! queries that see no key left at zero instead of the mean, the window ending one key early) fail this bound in
 //! bf16.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op};
 use sana::cpu::causal_attention as cpu;
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::CausalAttention;
-use sana::engine::StorageDtype;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{CausalAttention, Engine, StorageDtype};
 use sana::launch::causal_attention::HeadDimClass;
 use sana::{Error, HostTensor};
+
+/// `causal_attention` on `e` through the `Engine` API.
+fn causal_attention<E: Engine>(
+    e: &E,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    mask: &HostTensor,
+    p: &CausalAttention,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[q, k, v, mask], |t| {
+        e.causal_attention(&t[0], &t[1], &t[2], &t[3], p)
+    })
+}
 
 /// How the key mask of a case is made.
 #[derive(Clone, Copy, Debug)]
@@ -199,26 +215,39 @@ const SHAPES: [Shape; 7] = [
     (1, 300, 2, 1, 256, Some(20), Some(2.0), Mask::Right(&[260])),
 ];
 
+fn check_causal_attention<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(51);
+    let mut worst = 0.0f32;
+    for shape in SHAPES {
+        let c = random_case(&mut rng, shape, dtype);
+        let got = causal_attention(e, &c.q, &c.k, &c.v, &c.mask, &c.p).expect("engine");
+        let want = cpu::causal_attention(&c.q, &c.k, &c.v, &c.mask, &c.p).expect("cpu");
+        assert_eq!(got.shape(), want.shape());
+        let tol = tolerance(&c, dtype, want.data());
+        worst = worst.max(assert_within(
+            &format!("{} {dtype:?} {shape:?}", e.name()),
+            got.data(),
+            want.data(),
+            |i| tol[i],
+        ));
+    }
+    eprintln!(
+        "{} causal_attention {dtype:?}: worst error {worst:.3} of the tolerance",
+        e.name()
+    );
+}
+
 #[test]
 fn causal_attention_emu_matches_cpu() {
-    let mut rng = Rng(51);
     for dtype in DTYPES {
-        let mut worst = 0.0f32;
-        for shape in SHAPES {
-            let c = random_case(&mut rng, shape, dtype);
-            let got = emu::causal_attention(&c.q, &c.k, &c.v, &c.mask, &c.p, dtype).expect("emu");
-            let want = cpu::causal_attention(&c.q, &c.k, &c.v, &c.mask, &c.p).expect("cpu");
-            assert_eq!(got.shape(), want.shape());
-            let tol = tolerance(&c, dtype, want.data());
-            worst = worst.max(assert_within(
-                &format!("{dtype:?} {shape:?}"),
-                got.data(),
-                want.data(),
-                |i| tol[i],
-            ));
-        }
-        eprintln!("causal_attention {dtype:?}: worst error {worst:.3} of the tolerance");
+        check_causal_attention(&EmuEngine::new(dtype), dtype);
     }
+}
+
+/// The check on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn causal_attention_on_cuda() {
+    on_cuda("causal_attention_on_cuda", check_causal_attention);
 }
 
 /// `t` [B, L, kv_heads·d] spread to [B, L, heads·d] with query head h reading kv head `map(h)`.
@@ -253,7 +282,8 @@ fn causal_attention_tolerance_catches_wrong_kernels() {
         ),
         dtype,
     );
-    let got = emu::causal_attention(&c.q, &c.k, &c.v, &c.mask, &c.p, dtype).expect("emu");
+    let got =
+        causal_attention(&EmuEngine::new(dtype), &c.q, &c.k, &c.v, &c.mask, &c.p).expect("emu");
     let want = cpu::causal_attention(&c.q, &c.k, &c.v, &c.mask, &c.p).expect("cpu");
     let tol = tolerance(&c, dtype, want.data());
     let with = |p: CausalAttention| cpu::causal_attention(&c.q, &c.k, &c.v, &c.mask, &p);
@@ -355,7 +385,7 @@ fn causal_attention_tolerance_catches_wrong_kernels() {
 #[test]
 fn causal_attention_shape_errors() {
     let mut rng = Rng(53);
-    let dtype = StorageDtype::Bf16;
+    let e = EmuEngine::new(StorageDtype::Bf16);
     let p = CausalAttention {
         heads: 4,
         kv_heads: 2,
@@ -371,7 +401,8 @@ fn causal_attention_shape_errors() {
     let cases = [
         (
             "head dimension 264",
-            emu::causal_attention(
+            causal_attention(
+                &e,
                 &wide,
                 &wide,
                 &wide,
@@ -381,33 +412,33 @@ fn causal_attention_shape_errors() {
                     kv_heads: 1,
                     ..p
                 },
-                dtype,
             )
             .err(),
         ),
         (
             "heads not a multiple of kv_heads",
-            emu::causal_attention(
+            causal_attention(
+                &e,
                 &q,
                 &kv,
                 &kv,
                 &mask,
                 &CausalAttention { kv_heads: 3, ..p },
-                dtype,
             )
             .err(),
         ),
         (
             "k of the query width",
-            emu::causal_attention(&q, &q, &kv, &mask, &p, dtype).err(),
+            causal_attention(&e, &q, &q, &kv, &mask, &p).err(),
         ),
         (
             "mask of another length",
-            emu::causal_attention(&q, &kv, &kv, &rng.tensor(&[2, 4], 0.5, 1.0), &p, dtype).err(),
+            causal_attention(&e, &q, &kv, &kv, &rng.tensor(&[2, 4], 0.5, 1.0), &p).err(),
         ),
         (
             "soft-cap 0",
-            emu::causal_attention(
+            causal_attention(
+                &e,
                 &q,
                 &kv,
                 &kv,
@@ -416,7 +447,6 @@ fn causal_attention_shape_errors() {
                     softcap: Some(0.0),
                     ..p
                 },
-                dtype,
             )
             .err(),
         ),
@@ -428,13 +458,13 @@ fn causal_attention_shape_errors() {
         );
     }
     let empty = HostTensor::zeros(vec![2, 0, 64]);
-    let got = emu::causal_attention(
+    let got = causal_attention(
+        &e,
         &empty,
         &HostTensor::zeros(vec![2, 0, 32]),
         &HostTensor::zeros(vec![2, 0, 32]),
         &HostTensor::zeros(vec![2, 0]),
         &p,
-        dtype,
     )
     .expect("empty launch");
     assert_eq!(got.shape(), &[2, 0, 64]);

@@ -1,5 +1,6 @@
-//! kernels/conv.cu, run through the emulation engine, against the CPU reference `cpu::conv::dwconv3x3_glu` on
-//! inputs first rounded to the storage dtype.
+//! kernels/conv.cu against the CPU reference `cpu::conv::dwconv3x3_glu` (and `depthwise_conv`, `grouped_linear`) on
+//! inputs first rounded to the storage dtype; each check body runs on the emulation engine (f32, bf16, f16) and on
+//! the CUDA engine (bf16, f16: `conv_on_cuda`).
 //!
 //! Tolerance, per output `out = u_v · SiLU(u_g)` with `U` = 2^-24: each pre-activation `u = bias + Σ 9 taps` is a
 //! chain of 10 f32 roundings in both the kernel and the reference (the same order; the GPU may fuse them into FMAs),
@@ -12,14 +13,67 @@
 //! `conv_tolerance_catches_wrong_kernels` shows that typical mistakes (value and gate swapped, the kernel flipped
 //! or transposed, bias missing, h and w exchanged, the next channel's weights) fail this bound in bf16.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op};
 use sana::cpu::conv as cpu;
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::StorageDtype;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Engine, StorageDtype};
 use sana::{Error, HostTensor};
+
+fn dwconv3x3_glu<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    w: &HostTensor,
+    b: &HostTensor,
+    h: usize,
+    width: usize,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x, w, b], |t| {
+        e.dwconv3x3_glu(&t[0], &t[1], &t[2], h, width)
+    })
+}
+
+fn depthwise_conv<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    w: &HostTensor,
+    b: Option<&HostTensor>,
+    h: usize,
+    width: usize,
+) -> sana::Result<HostTensor> {
+    match b {
+        Some(b) => run_op(e, &[x, w, b], |t| {
+            e.depthwise_conv(&t[0], &t[1], Some(&t[2]), h, width)
+        }),
+        None => run_op(e, &[x, w], |t| {
+            e.depthwise_conv(&t[0], &t[1], None, h, width)
+        }),
+    }
+}
+
+fn grouped_linear<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    w: &HostTensor,
+    groups: usize,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x, w], |t| e.grouped_linear(&t[0], &t[1], groups))
+}
+
+/// The conv checks on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn conv_on_cuda() {
+    on_cuda("conv_on_cuda", |e, dtype| {
+        check_dwconv3x3_glu(e, dtype);
+        check_depthwise_conv(e, dtype);
+        check_grouped_linear(e, dtype);
+    });
+}
 
 struct Case {
     x: HostTensor,
@@ -88,34 +142,42 @@ fn tolerance(case: &Case, dtype: StorageDtype, want: &[f32]) -> Vec<f32> {
 }
 
 /// A 1×1 grid (every tap is padding but the centre); a non-square 3×5 grid; 5 rows (a partial strip of 4) with two
-/// channel tiles (F = 130, 128 threads per block); 7×4 with F = 9; Sana-0.6B's F = 2880.
-const SHAPES: [Shape; 5] = [
+/// channel tiles (F = 130, 128 threads per block); 7×4 with F = 9; Sana-0.6B's F = 2880 and the 1.6B's 5600.
+const SHAPES: [Shape; 6] = [
     (1, 1, 1, 3),
     (2, 3, 5, 40),
     (1, 5, 3, 130),
     (2, 7, 4, 9),
     (1, 4, 4, 2880),
+    (1, 2, 3, 5600),
 ];
+
+fn check_dwconv3x3_glu<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(41);
+    let mut worst = 0.0f32;
+    for shape in SHAPES {
+        let c = random_case(&mut rng, shape, dtype);
+        let got = dwconv3x3_glu(e, &c.x, &c.w, &c.bias, c.h, c.width).expect("engine");
+        let want = cpu::dwconv3x3_glu(&c.x, &c.w, &c.bias, c.h, c.width).expect("cpu");
+        assert_eq!(got.shape(), want.shape());
+        let tol = tolerance(&c, dtype, want.data());
+        worst = worst.max(assert_within(
+            &format!("{} {dtype:?} {shape:?}", e.name()),
+            got.data(),
+            want.data(),
+            |i| tol[i],
+        ));
+    }
+    eprintln!(
+        "{} conv {dtype:?}: worst error {worst:.3} of the tolerance",
+        e.name()
+    );
+}
 
 #[test]
 fn conv_emu_matches_cpu() {
-    let mut rng = Rng(41);
     for dtype in DTYPES {
-        let mut worst = 0.0f32;
-        for shape in SHAPES {
-            let c = random_case(&mut rng, shape, dtype);
-            let got = emu::dwconv3x3_glu(&c.x, &c.w, &c.bias, c.h, c.width, dtype).expect("emu");
-            let want = cpu::dwconv3x3_glu(&c.x, &c.w, &c.bias, c.h, c.width).expect("cpu");
-            assert_eq!(got.shape(), want.shape());
-            let tol = tolerance(&c, dtype, want.data());
-            worst = worst.max(assert_within(
-                &format!("{dtype:?} {shape:?}"),
-                got.data(),
-                want.data(),
-                |i| tol[i],
-            ));
-        }
-        eprintln!("conv {dtype:?}: worst error {worst:.3} of the tolerance");
+        check_dwconv3x3_glu(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -126,7 +188,7 @@ fn conv_tolerance_catches_wrong_kernels() {
     let dtype = StorageDtype::Bf16;
     let (b, h, width, f) = (2, 3, 5, 24);
     let c = random_case(&mut Rng(42), (b, h, width, f), dtype);
-    let got = emu::dwconv3x3_glu(&c.x, &c.w, &c.bias, h, width, dtype).expect("emu");
+    let got = dwconv3x3_glu(&EmuEngine::new(dtype), &c.x, &c.w, &c.bias, h, width).expect("emu");
     let want = cpu::dwconv3x3_glu(&c.x, &c.w, &c.bias, h, width).expect("cpu");
     let tol = tolerance(&c, dtype, want.data());
 
@@ -192,7 +254,7 @@ fn conv_tolerance_catches_wrong_kernels() {
 #[test]
 fn conv_shape_errors() {
     let mut rng = Rng(43);
-    let dtype = StorageDtype::F16;
+    let e = EmuEngine::new(StorageDtype::F16);
     let x = rng.tensor(&[1, 6, 8], -1.0, 1.0);
     let w = rng.tensor(&[8, 9], -1.0, 1.0);
     let bias = rng.tensor(&[8], -1.0, 1.0);
@@ -200,27 +262,27 @@ fn conv_shape_errors() {
     let cases = [
         (
             "grid of another size",
-            emu::dwconv3x3_glu(&x, &w, &bias, 2, 2, dtype).err(),
+            dwconv3x3_glu(&e, &x, &w, &bias, 2, 2).err(),
         ),
         (
             "odd channel count",
-            emu::dwconv3x3_glu(
+            dwconv3x3_glu(
+                &e,
                 &odd,
                 &rng.tensor(&[7, 9], -1.0, 1.0),
                 &rng.tensor(&[7], -1.0, 1.0),
                 2,
                 3,
-                dtype,
             )
             .err(),
         ),
         (
             "weight of another shape",
-            emu::dwconv3x3_glu(&x, &rng.tensor(&[8, 3, 3], -1.0, 1.0), &bias, 2, 3, dtype).err(),
+            dwconv3x3_glu(&e, &x, &rng.tensor(&[8, 3, 3], -1.0, 1.0), &bias, 2, 3).err(),
         ),
         (
             "bias of another length",
-            emu::dwconv3x3_glu(&x, &w, &rng.tensor(&[4], -1.0, 1.0), 2, 3, dtype).err(),
+            dwconv3x3_glu(&e, &x, &w, &rng.tensor(&[4], -1.0, 1.0), 2, 3).err(),
         ),
     ];
     for (what, err) in cases {
@@ -287,14 +349,15 @@ fn depthwise_bound(
 
 /// (B, h, w, C, k, bias): a 1×1 grid (all taps but the centre are padding); 5×5 over a non-square 3×7 grid, wider
 /// than the window; C = 130 across two channel tiles with 6 rows (a partial strip of 4); 3×3 and 7×7 with bias;
-/// the DC-AE's 5×5 on 3·32·4 = 384 channels.
-const DEPTHWISE_SHAPES: [(usize, usize, usize, usize, usize, bool); 6] = [
+/// the DC-AE's 5×5 on 3·32·4 = 384 channels and on its deepest stage's 3·512 = 1536.
+const DEPTHWISE_SHAPES: [(usize, usize, usize, usize, usize, bool); 7] = [
     (1, 1, 1, 3, 5, false),
     (2, 3, 7, 9, 5, false),
     (1, 6, 5, 130, 5, false),
     (1, 4, 3, 5, 3, true),
     (2, 5, 8, 4, 7, true),
     (1, 4, 4, 384, 5, false),
+    (1, 3, 3, 1536, 5, false),
 ];
 
 fn depthwise_case(
@@ -309,31 +372,38 @@ fn depthwise_case(
     )
 }
 
+fn check_depthwise_conv<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(44);
+    let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
+    for shape in DEPTHWISE_SHAPES {
+        let (x, w, bias) = depthwise_case(&mut rng, shape, dtype);
+        let (h, width) = (shape.1, shape.2);
+        let got = depthwise_conv(e, &x, &w, bias.as_ref(), h, width).expect("engine");
+        let want = cpu::depthwise_conv(&x, &w, bias.as_ref(), h, width).expect("cpu");
+        assert_eq!(got.shape(), want.shape());
+        let bound = depthwise_bound(&x, &w, bias.as_ref(), (h, width));
+        max_abs = got
+            .data()
+            .iter()
+            .zip(want.data())
+            .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
+        worst = worst.max(assert_within(
+            &format!("{} {dtype:?} {shape:?}", e.name()),
+            got.data(),
+            want.data(),
+            |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
+        ));
+    }
+    eprintln!(
+        "{} depthwise_conv {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}",
+        e.name()
+    );
+}
+
 #[test]
 fn depthwise_conv_emu_matches_cpu() {
-    let mut rng = Rng(44);
     for dtype in DTYPES {
-        let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
-        for shape in DEPTHWISE_SHAPES {
-            let (x, w, bias) = depthwise_case(&mut rng, shape, dtype);
-            let (h, width) = (shape.1, shape.2);
-            let got = emu::depthwise_conv(&x, &w, bias.as_ref(), h, width, dtype).expect("emu");
-            let want = cpu::depthwise_conv(&x, &w, bias.as_ref(), h, width).expect("cpu");
-            assert_eq!(got.shape(), want.shape());
-            let bound = depthwise_bound(&x, &w, bias.as_ref(), (h, width));
-            max_abs = got
-                .data()
-                .iter()
-                .zip(want.data())
-                .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
-            worst = worst.max(assert_within(
-                &format!("{dtype:?} {shape:?}"),
-                got.data(),
-                want.data(),
-                |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
-            ));
-        }
-        eprintln!("depthwise_conv {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}");
+        check_depthwise_conv(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -345,7 +415,7 @@ fn depthwise_conv_tolerance_catches_wrong_kernels() {
     let (h, width) = (shape.1, shape.2);
     let (x, w, bias) = depthwise_case(&mut Rng(45), shape, dtype);
     let bias = bias.expect("with bias");
-    let got = emu::depthwise_conv(&x, &w, Some(&bias), h, width, dtype).expect("emu");
+    let got = depthwise_conv(&EmuEngine::new(dtype), &x, &w, Some(&bias), h, width).expect("emu");
     let want = cpu::depthwise_conv(&x, &w, Some(&bias), h, width).expect("cpu");
     let bound = depthwise_bound(&x, &w, Some(&bias), (h, width));
     let tol = |i: usize| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32;
@@ -418,40 +488,49 @@ fn grouped_bound(x: &HostTensor, w: &HostTensor, groups: usize) -> Vec<f64> {
 }
 
 /// (rows, groups, Ci, Co): one row, one group of one channel; Ci ≠ Co both ways; the tiny VAE's 3·n_h groups of
-/// 8; the DC-AE's 3·4 groups of 32 over 37 rows (a partial strip of 16) with two channel tiles.
-const GROUPED_SHAPES: [(usize, usize, usize, usize); 5] = [
+/// 8; the DC-AE's 3·4 groups of 32 over 37 rows (a partial strip of 16) with two channel tiles; its deepest stage's
+/// 3·16 groups of 32 (512 channels) over 9 rows.
+const GROUPED_SHAPES: [(usize, usize, usize, usize); 6] = [
     (1, 1, 1, 1),
     (5, 3, 4, 2),
     (7, 2, 3, 5),
     (20, 6, 8, 8),
     (37, 12, 32, 32),
+    (9, 48, 32, 32),
 ];
+
+fn check_grouped_linear<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(46);
+    let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
+    for (rows, g, gi, go) in GROUPED_SHAPES {
+        let x = rounded(&rng.tensor(&[1, rows, g * gi], -2.0, 2.0), dtype);
+        let w = rounded(&rng.tensor(&[g * go, gi], -0.5, 0.5), dtype);
+        let got = grouped_linear(e, &x, &w, g).expect("engine");
+        let want = sana::cpu::linear::grouped_linear(&x, &w, g).expect("cpu");
+        assert_eq!(got.shape(), want.shape());
+        let bound = grouped_bound(&x, &w, g);
+        max_abs = got
+            .data()
+            .iter()
+            .zip(want.data())
+            .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
+        worst = worst.max(assert_within(
+            &format!("{} {dtype:?} {:?}", e.name(), (rows, g, gi, go)),
+            got.data(),
+            want.data(),
+            |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
+        ));
+    }
+    eprintln!(
+        "{} grouped_linear {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}",
+        e.name()
+    );
+}
 
 #[test]
 fn grouped_linear_emu_matches_cpu() {
-    let mut rng = Rng(46);
     for dtype in DTYPES {
-        let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
-        for (rows, g, gi, go) in GROUPED_SHAPES {
-            let x = rounded(&rng.tensor(&[1, rows, g * gi], -2.0, 2.0), dtype);
-            let w = rounded(&rng.tensor(&[g * go, gi], -0.5, 0.5), dtype);
-            let got = emu::grouped_linear(&x, &w, g, dtype).expect("emu");
-            let want = sana::cpu::linear::grouped_linear(&x, &w, g).expect("cpu");
-            assert_eq!(got.shape(), want.shape());
-            let bound = grouped_bound(&x, &w, g);
-            max_abs = got
-                .data()
-                .iter()
-                .zip(want.data())
-                .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
-            worst = worst.max(assert_within(
-                &format!("{dtype:?} {:?}", (rows, g, gi, go)),
-                got.data(),
-                want.data(),
-                |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
-            ));
-        }
-        eprintln!("grouped_linear {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}");
+        check_grouped_linear(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -462,7 +541,7 @@ fn grouped_linear_tolerance_catches_wrong_kernels() {
     let mut rng = Rng(47);
     let x = rounded(&rng.tensor(&[rows, g * gi], -2.0, 2.0), dtype);
     let w = rounded(&rng.tensor(&[g * go, gi], -0.5, 0.5), dtype);
-    let got = emu::grouped_linear(&x, &w, g, dtype).expect("emu");
+    let got = grouped_linear(&EmuEngine::new(dtype), &x, &w, g).expect("emu");
     let want = sana::cpu::linear::grouped_linear(&x, &w, g).expect("cpu");
     let bound = grouped_bound(&x, &w, g);
     let tol = |i: usize| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32;
@@ -480,7 +559,7 @@ fn grouped_linear_tolerance_catches_wrong_kernels() {
         for o in 0..g * go {
             let grp = (o / gi).min(g - 1);
             by_ci[r * g * go + o] = (0..gi)
-                .map(|e| row[grp * gi + e] * w.data()[o * gi + e])
+                .map(|j| row[grp * gi + j] * w.data()[o * gi + j])
                 .sum();
         }
     }
@@ -507,40 +586,40 @@ fn grouped_linear_tolerance_catches_wrong_kernels() {
 
 #[test]
 fn dcae_conv_shape_errors() {
-    let dtype = StorageDtype::F32;
+    let e = EmuEngine::new(StorageDtype::F32);
     let x = HostTensor::zeros(vec![1, 6, 4]);
     let cases = [
         (
             "even kernel",
-            emu::depthwise_conv(&x, &HostTensor::zeros(vec![4, 4, 4]), None, 2, 3, dtype).err(),
+            depthwise_conv(&e, &x, &HostTensor::zeros(vec![4, 4, 4]), None, 2, 3).err(),
         ),
         (
             "grid of another size",
-            emu::depthwise_conv(&x, &HostTensor::zeros(vec![4, 5, 5]), None, 2, 2, dtype).err(),
+            depthwise_conv(&e, &x, &HostTensor::zeros(vec![4, 5, 5]), None, 2, 2).err(),
         ),
         (
             "bias of another length",
-            emu::depthwise_conv(
+            depthwise_conv(
+                &e,
                 &x,
                 &HostTensor::zeros(vec![4, 3, 3]),
                 Some(&HostTensor::zeros(vec![3])),
                 2,
                 3,
-                dtype,
             )
             .err(),
         ),
         (
             "groups do not divide Cin",
-            emu::grouped_linear(&x, &HostTensor::zeros(vec![6, 2]), 3, dtype).err(),
+            grouped_linear(&e, &x, &HostTensor::zeros(vec![6, 2]), 3).err(),
         ),
         (
             "groups do not divide Cout",
-            emu::grouped_linear(&x, &HostTensor::zeros(vec![3, 2]), 2, dtype).err(),
+            grouped_linear(&e, &x, &HostTensor::zeros(vec![3, 2]), 2).err(),
         ),
         (
             "no groups",
-            emu::grouped_linear(&x, &HostTensor::zeros(vec![4, 4]), 0, dtype).err(),
+            grouped_linear(&e, &x, &HostTensor::zeros(vec![4, 4]), 0).err(),
         ),
     ];
     for (what, err) in cases {

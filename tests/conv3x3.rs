@@ -1,6 +1,6 @@
-//! kernels/conv3x3.cu (implicit GEMM; tensor-core `mma_m16n8k16` for bf16/f16, scalar f32 FMAs for f32), run
-//! through the emulation engine, against the CPU reference `cpu::conv::conv3x3` on inputs first rounded to the
-//! storage dtype.
+//! kernels/conv3x3.cu (implicit GEMM; tensor-core `mma_m16n8k16` for bf16/f16, scalar f32 FMAs for f32) against the
+//! CPU reference `cpu::conv::conv3x3` on inputs first rounded to the storage dtype; one check body runs on the
+//! emulation engine (f32, bf16, f16) and on the CUDA engine (bf16, f16: `conv3x3_on_cuda`).
 //!
 //! Tolerance, per output with `U` = 2^-24: both sum `T = 9·Cin + 1` terms in f32 (the bias and every tap of every
 //! input channel; the products of bf16/f16 operands are exact in f32), each within `T·U·A` of the exact value,
@@ -13,13 +13,16 @@
 //! 2·(i, j) instead of 2·(i, j) − 1 (off by one pixel), the weight read as [Cout, 3, 3, Cin], the kernel flipped,
 //! the bias missing.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op};
 use sana::cpu::conv as cpu;
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::StorageDtype;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Engine, StorageDtype};
 use sana::{Error, HostTensor};
 
 struct Case {
@@ -47,17 +50,34 @@ fn random_case(
     }
 }
 
+/// `conv3x3` on `e` through the `Engine` API.
+fn conv3x3<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    w: &HostTensor,
+    b: Option<&HostTensor>,
+    grid: (usize, usize),
+    stride: usize,
+) -> sana::Result<HostTensor> {
+    match b {
+        Some(b) => run_op(e, &[x, w, b], |t| {
+            e.conv3x3(&t[0], &t[1], Some(&t[2]), grid, stride)
+        }),
+        None => run_op(e, &[x, w], |t| e.conv3x3(&t[0], &t[1], None, grid, stride)),
+    }
+}
+
 impl Case {
-    fn emu(&self, dtype: StorageDtype) -> HostTensor {
-        emu::conv3x3(
+    fn run<E: Engine>(&self, e: &E) -> HostTensor {
+        conv3x3(
+            e,
             &self.x,
             &self.w,
             self.bias.as_ref(),
             self.grid,
             self.stride,
-            dtype,
         )
-        .expect("emu")
+        .expect("engine")
     }
 
     fn cpu(&self) -> HostTensor {
@@ -95,27 +115,31 @@ impl Case {
         self.bias.as_ref().map_or(0.0, |b| f64::from(b.data()[co]))
     }
 
-    /// The per-element tolerance described in the file header.
+    /// The per-element tolerance described in the file header, with `A` the reference conv of |x|, |w| and |b|
+    /// (its own f32 error, T·U relative, is negligible in a bound of 2T·U·A).
     fn tolerance(&self, dtype: StorageDtype, want: &HostTensor) -> Vec<f32> {
-        let cout = self.w.shape()[0];
-        let t = (9 * self.x.shape()[2] + 1) as f64;
-        let mut tol = Vec::with_capacity(want.len());
-        for m in 0..want.len() / cout {
-            let row = self.im2col(m);
-            for co in 0..cout {
-                let a: f64 = self.bias(co).abs()
-                    + row
-                        .iter()
-                        .enumerate()
-                        .map(|(k, &x)| (x * self.weight(k, co)).abs())
-                        .sum::<f64>();
-                tol.push(
-                    0.5 * ulp(dtype, want.data()[m * cout + co])
-                        + (2.0 * t * f64::from(U) * a) as f32,
-                );
-            }
-        }
-        tol
+        let abs = |t: &HostTensor| {
+            HostTensor::new(
+                t.shape().to_vec(),
+                t.data().iter().map(|v| v.abs()).collect(),
+            )
+            .expect("shape")
+        };
+        let b = self.bias.as_ref().map(abs);
+        let a = cpu::conv3x3(
+            &abs(&self.x),
+            &abs(&self.w),
+            b.as_ref(),
+            self.grid,
+            self.stride,
+        )
+        .expect("cpu A");
+        let t = (9 * self.x.shape()[2] + 1) as f32;
+        want.data()
+            .iter()
+            .zip(a.data())
+            .map(|(&y, &a)| 0.5 * ulp(dtype, y) + 2.0 * t * U * a)
+            .collect()
     }
 }
 
@@ -123,8 +147,9 @@ impl Case {
 /// 7×9 with Cout = 70 (two column tiles, a partial one) and no bias; 9×8 (72 pixels: a partial second pixel tile)
 /// with Cin = 40 (K = 360, a partial last k slice); the decoder's Cout = 3 at stride 2 on an even grid; two full
 /// 64 × 64 tiles per image of a batch of 2 with Cin = 64; stride 2 over a batch of 2 (both images in one pixel
-/// tile).
-const SHAPES: [Shape; 7] = [
+/// tile); the DC-AE's channel counts: the decoder's 128 → 3 output conv, a 512 → 512 stage conv (K = 4608) and
+/// the encoder's 3 → 128 input conv.
+const SHAPES: [Shape; 10] = [
     (1, 1, 1, 3, 5, 1, true),
     (2, 3, 5, 3, 8, 1, true),
     (1, 7, 9, 16, 70, 2, false),
@@ -132,35 +157,49 @@ const SHAPES: [Shape; 7] = [
     (1, 6, 4, 32, 3, 2, true),
     (2, 8, 8, 64, 64, 1, true),
     (2, 5, 6, 8, 9, 2, true),
+    (1, 5, 4, 128, 3, 1, true),
+    (1, 4, 4, 512, 512, 1, true),
+    (1, 6, 6, 3, 128, 1, true),
 ];
+
+fn check_conv3x3<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(91);
+    let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
+    for shape in SHAPES {
+        let c = random_case(&mut rng, shape, dtype);
+        let got = c.run(e);
+        let want = c.cpu();
+        assert_eq!(got.shape(), want.shape());
+        let tol = c.tolerance(dtype, &want);
+        max_abs = got
+            .data()
+            .iter()
+            .zip(want.data())
+            .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
+        worst = worst.max(assert_within(
+            &format!("{} {dtype:?} {shape:?}", e.name()),
+            got.data(),
+            want.data(),
+            |i| tol[i],
+        ));
+    }
+    eprintln!(
+        "{} conv3x3 {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}",
+        e.name()
+    );
+}
 
 #[test]
 fn conv3x3_emu_matches_cpu() {
-    let mut rng = Rng(91);
     for dtype in DTYPES {
-        let (mut worst, mut max_abs) = (0.0f32, 0.0f32);
-        for shape in SHAPES {
-            let c = random_case(&mut rng, shape, dtype);
-            let got = c.emu(dtype);
-            let want = c.cpu();
-            assert_eq!(got.shape(), want.shape());
-            let tol = c.tolerance(dtype, &want);
-            max_abs = got
-                .data()
-                .iter()
-                .zip(want.data())
-                .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
-            worst = worst.max(assert_within(
-                &format!("{dtype:?} {shape:?}"),
-                got.data(),
-                want.data(),
-                |i| tol[i],
-            ));
-        }
-        eprintln!(
-            "conv3x3 {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}"
-        );
+        check_conv3x3(&EmuEngine::new(dtype), dtype);
     }
+}
+
+/// The check on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn conv3x3_on_cuda() {
+    on_cuda("conv3x3_on_cuda", check_conv3x3);
 }
 
 /// Each wrong variant is what a kernel with that mistake computes (through the reference on modified inputs, or an
@@ -170,7 +209,7 @@ fn conv3x3_tolerance_catches_wrong_kernels() {
     let dtype = StorageDtype::Bf16;
     let shape = (1, 7, 6, 16, 12, 2, true);
     let c = random_case(&mut Rng(92), shape, dtype);
-    let got = c.emu(dtype);
+    let got = c.run(&EmuEngine::new(dtype));
     let want = c.cpu();
     let tol = c.tolerance(dtype, &want);
     let (h, width, cin, cout) = (shape.1, shape.2, shape.3, shape.4);
@@ -260,33 +299,30 @@ fn conv3x3_tolerance_catches_wrong_kernels() {
 
 #[test]
 fn conv3x3_shape_errors() {
-    let dtype = StorageDtype::F16;
+    let e = EmuEngine::new(StorageDtype::F16);
     let x = HostTensor::zeros(vec![1, 6, 4]);
     let w = HostTensor::zeros(vec![5, 4, 3, 3]);
     let cases = [
         (
             "grid of another size",
-            emu::conv3x3(&x, &w, None, (2, 2), 1, dtype).err(),
+            conv3x3(&e, &x, &w, None, (2, 2), 1).err(),
         ),
-        (
-            "stride 3",
-            emu::conv3x3(&x, &w, None, (2, 3), 3, dtype).err(),
-        ),
+        ("stride 3", conv3x3(&e, &x, &w, None, (2, 3), 3).err()),
         (
             "weight of another Cin",
-            emu::conv3x3(
+            conv3x3(
+                &e,
                 &x,
                 &HostTensor::zeros(vec![5, 3, 3, 3]),
                 None,
                 (2, 3),
                 1,
-                dtype,
             )
             .err(),
         ),
         (
             "bias of another length",
-            emu::conv3x3(&x, &w, Some(&HostTensor::zeros(vec![4])), (2, 3), 1, dtype).err(),
+            conv3x3(&e, &x, &w, Some(&HostTensor::zeros(vec![4])), (2, 3), 1).err(),
         ),
     ];
     for (what, err) in cases {

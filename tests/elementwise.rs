@@ -1,5 +1,6 @@
-//! kernels/elementwise.cu, run through the emulation engine, against the CPU reference (src/cpu/elementwise.rs,
-//! src/cpu/norm.rs) on inputs first rounded to the storage dtype.
+//! kernels/elementwise.cu against the CPU reference (src/cpu/elementwise.rs, src/cpu/norm.rs) on inputs first rounded
+//! to the storage dtype; each check body runs on the emulation engine (f32, bf16, f16) and on the CUDA engine (bf16,
+//! f16: `elementwise_on_cuda`).
 //!
 //! Tolerances, per element, with `U` = 2^-24 (f32 unit roundoff) and `ulp` the spacing of the storage dtype at the
 //! reference value (0 for f32 storage):
@@ -11,21 +12,23 @@
 //!   in the formula, each of a term no larger than |x| or |act(x)|: `0.5·ulp + 8U·(|x| + |act(x)|)`.
 //! - the fused residual + norm: `x'` as `gated_residual` (or `add`); `z` is checked against the reference norm of
 //!   the kernel's own `x'` with kernels/norm.cu's tolerance (tests/norm.rs): `0.5·ulp + 1e-5·(|1+s|·(1+|ẑ|) +
-//!   |shift|)` where ẑ is the unmodulated norm (f32 statistics over D ≤ 2240 carry a few ulps). In emulation the
-//!   fused kernel must also equal `gated_residual` followed by `layer_norm_modulate` bit for bit.
+//!   |shift|)` where ẑ is the unmodulated norm (f32 statistics over D ≤ 13 001 carry a few ulps). The fused kernel
+//!   must also equal `gated_residual` followed by `layer_norm_modulate` on the same engine bit for bit.
 //!
 //! `elementwise_tolerance_catches_wrong_kernels` shows that typical mistakes fail these bounds.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{
     assert_caught, assert_within, check_ptx, rounded, ulp, worst_ratio, Rng, DTYPES, U,
 };
+use engine_check::{on_cuda, run_op, run_op2};
 use sana::cpu::{elementwise as cpu, norm as cpu_norm};
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::Activation;
-use sana::engine::StorageDtype;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Activation, Engine, StorageDtype};
 use sana::launch::elementwise::{self as plan, PointwiseBuffers};
 use sana::{Error, HostTensor};
 
@@ -33,49 +36,138 @@ fn half_ulp(dtype: StorageDtype, want: &[f32]) -> impl Fn(usize) -> f32 + '_ {
     move |i| 0.5 * ulp(dtype, want[i])
 }
 
+/// `op` on `e` through the `Engine` API, for the ops of one or two tensors below.
+fn modulation<E: Engine>(e: &E, table: &HostTensor, emb: &HostTensor) -> sana::Result<HostTensor> {
+    run_op(e, &[table, emb], |t| e.modulation(&t[0], &t[1]))
+}
+
+fn add<E: Engine>(e: &E, a: &HostTensor, b: &HostTensor) -> sana::Result<HostTensor> {
+    run_op(e, &[a, b], |t| e.add(&t[0], &t[1]))
+}
+
+fn mul<E: Engine>(e: &E, a: &HostTensor, b: &HostTensor) -> sana::Result<HostTensor> {
+    run_op(e, &[a, b], |t| e.mul(&t[0], &t[1]))
+}
+
+fn activation<E: Engine>(e: &E, x: &HostTensor, act: Activation) -> sana::Result<HostTensor> {
+    run_op(e, &[x], |t| e.activation(&t[0], act))
+}
+
+fn gated_residual<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    r: &HostTensor,
+    m: &HostTensor,
+    row: usize,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x, r, m], |t| {
+        e.gated_residual(&t[0], &t[1], &t[2], row)
+    })
+}
+
+fn layer_norm_modulate<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    m: &HostTensor,
+    (shift_row, scale_row): (usize, usize),
+    eps: f32,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x, m], |t| {
+        e.layer_norm_modulate(&t[0], &t[1], shift_row, scale_row, eps)
+    })
+}
+
+/// `residual_layer_norm_modulate` on `e`: `(x', z)`.
+fn residual_norm<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    r: &HostTensor,
+    gate: Option<(&HostTensor, usize)>,
+    m: &HostTensor,
+    rows: (usize, usize),
+    eps: f32,
+) -> sana::Result<(HostTensor, HostTensor)> {
+    match gate {
+        Some((g, row)) => run_op2(e, &[x, r, m, g], |t| {
+            e.residual_layer_norm_modulate(&t[0], &t[1], Some((&t[3], row)), &t[2], rows, eps)
+        }),
+        None => run_op2(e, &[x, r, m], |t| {
+            e.residual_layer_norm_modulate(&t[0], &t[1], None, &t[2], rows, eps)
+        }),
+    }
+}
+
+/// Every elementwise check on `e`, storing `dtype`.
+fn check_all<E: Engine>(e: &E, dtype: StorageDtype) {
+    check_modulation(e, dtype);
+    check_add_mul(e, dtype);
+    check_activation(e, dtype);
+    check_gated_residual(e, dtype);
+    check_fused_residual_norm(e, dtype);
+}
+
+/// The checks on the CUDA engine (a GPU, or CI's software device).
 #[test]
-fn elementwise_modulation_matches_cpu() {
+fn elementwise_on_cuda() {
+    on_cuda("elementwise_on_cuda", check_all);
+}
+
+fn check_modulation<E: Engine>(e: &E, dtype: StorageDtype) {
     let mut rng = Rng(11);
-    // (B, K, D, per_row): Sana's six rows, the final layer's broadcast [B, D] emb, odd widths, one wide case.
+    // (B, K, D, per_row): Sana's six rows, the final layer's broadcast [B, D] emb, odd widths, the 0.6B's and the
+    // 1.6B's widths.
     let cases = [
         (1, 1, 1, true),
         (2, 6, 37, true),
         (3, 2, 45, false),
         (2, 6, 1152, true),
+        (2, 6, 2240, true),
+        (2, 2, 2240, false),
     ];
+    for &(b, k, d, per_row) in &cases {
+        let table = rng.tensor(&[k, d], -1.0, 1.0);
+        let emb = rng.tensor(&[b, if per_row { k * d } else { d }], -3.0, 3.0);
+        let got = modulation(e, &table, &emb).expect("engine");
+        let want = cpu::modulation(&rounded(&table, dtype), &rounded(&emb, dtype)).expect("cpu");
+        assert_eq!(got.shape(), want.shape());
+        assert_within(
+            &format!("{} {dtype:?} modulation {:?}", e.name(), (b, k, d, per_row)),
+            got.data(),
+            want.data(),
+            half_ulp(dtype, want.data()),
+        );
+    }
+}
+
+#[test]
+fn elementwise_modulation_matches_cpu() {
     for dtype in DTYPES {
-        for &(b, k, d, per_row) in &cases {
-            let table = rng.tensor(&[k, d], -1.0, 1.0);
-            let emb = rng.tensor(&[b, if per_row { k * d } else { d }], -3.0, 3.0);
-            let got = emu::modulation(&table, &emb, dtype).expect("emu");
-            let want =
-                cpu::modulation(&rounded(&table, dtype), &rounded(&emb, dtype)).expect("cpu");
-            assert_eq!(got.shape(), want.shape());
-            assert_within(
-                &format!("{dtype:?} modulation {:?}", (b, k, d, per_row)),
-                got.data(),
-                want.data(),
-                half_ulp(dtype, want.data()),
-            );
-        }
+        check_modulation(&EmuEngine::new(dtype), dtype);
     }
 }
 
 /// Shapes of the 1-D kernels: a single element, lengths that leave a partial pack (f32 packs hold 4, 16-bit ones 8)
-/// and a partial block, and one wide row.
-const POINTWISE_SHAPES: [&[usize]; 4] = [&[1], &[2, 3, 37], &[5, 77], &[2, 5, 1152]];
+/// and a partial block, the 0.6B's width and Gemma-2's MLP width (9216).
+const POINTWISE_SHAPES: [&[usize]; 5] = [&[1], &[2, 3, 37], &[5, 77], &[2, 5, 1152], &[2, 9216]];
 
-#[test]
-fn elementwise_add_matches_cpu() {
+/// `add` and `mul` (Gemma-2's gated MLP product).
+fn check_add_mul<E: Engine>(e: &E, dtype: StorageDtype) {
     let mut rng = Rng(12);
-    for dtype in DTYPES {
+    for (name, op, reference) in [
+        (
+            "add",
+            add::<E> as fn(&E, &HostTensor, &HostTensor) -> _,
+            cpu::add as fn(&_, &_) -> _,
+        ),
+        ("mul", mul::<E>, cpu::mul),
+    ] {
         for shape in POINTWISE_SHAPES {
             let a = rng.tensor(shape, -4.0, 4.0);
             let b = rng.tensor(shape, -4.0, 4.0);
-            let got = emu::add(&a, &b, dtype).expect("emu");
-            let want = cpu::add(&rounded(&a, dtype), &rounded(&b, dtype)).expect("cpu");
+            let got = op(e, &a, &b).expect("engine");
+            let want = reference(&rounded(&a, dtype), &rounded(&b, dtype)).expect("cpu");
             assert_within(
-                &format!("{dtype:?} add {shape:?}"),
+                &format!("{} {dtype:?} {name} {shape:?}", e.name()),
                 got.data(),
                 want.data(),
                 half_ulp(dtype, want.data()),
@@ -85,21 +177,9 @@ fn elementwise_add_matches_cpu() {
 }
 
 #[test]
-fn elementwise_mul_matches_cpu() {
-    let mut rng = Rng(17);
+fn elementwise_add_and_mul_match_cpu() {
     for dtype in DTYPES {
-        for shape in POINTWISE_SHAPES {
-            let a = rng.tensor(shape, -4.0, 4.0);
-            let b = rng.tensor(shape, -4.0, 4.0);
-            let got = emu::mul(&a, &b, dtype).expect("emu");
-            let want = cpu::mul(&rounded(&a, dtype), &rounded(&b, dtype)).expect("cpu");
-            assert_within(
-                &format!("{dtype:?} mul {shape:?}"),
-                got.data(),
-                want.data(),
-                half_ulp(dtype, want.data()),
-            );
-        }
+        check_add_mul(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -111,7 +191,7 @@ fn elementwise_mul_tolerance_catches_wrong_kernels() {
     let mut rng = Rng(18);
     let a = rounded(&rng.tensor(&[5, 77], -4.0, 4.0), dtype);
     let b = rounded(&rng.tensor(&[5, 77], -4.0, 4.0), dtype);
-    let got = emu::mul(&a, &b, dtype).expect("emu");
+    let got = mul(&EmuEngine::new(dtype), &a, &b).expect("emu");
     let want = cpu::mul(&a, &b).expect("cpu");
     let mut shifted = b.clone();
     shifted.data_mut().rotate_left(1);
@@ -149,27 +229,34 @@ const ACTIVATIONS: [Activation; 4] = [
     Activation::Relu,
 ];
 
-#[test]
-fn elementwise_activation_matches_cpu() {
+fn check_activation<E: Engine>(e: &E, dtype: StorageDtype) {
     let mut rng = Rng(13);
     let mut worst = 0.0f32;
-    for dtype in DTYPES {
-        for act in ACTIVATIONS {
-            for shape in POINTWISE_SHAPES {
-                // Wide enough for SiLU's and GELU's saturated tails and the cancellation in 1 + tanh.
-                let x = rounded(&rng.tensor(shape, -12.0, 12.0), dtype);
-                let got = emu::activation(&x, act, dtype).expect("emu");
-                let want = cpu::activation(&x, act).expect("cpu");
-                worst = worst.max(assert_within(
-                    &format!("{dtype:?} {act:?} {shape:?}"),
-                    got.data(),
-                    want.data(),
-                    activation_tol(dtype, act, x.data(), want.data()),
-                ));
-            }
+    for act in ACTIVATIONS {
+        for shape in POINTWISE_SHAPES {
+            // Wide enough for SiLU's and GELU's saturated tails and the cancellation in 1 + tanh.
+            let x = rounded(&rng.tensor(shape, -12.0, 12.0), dtype);
+            let got = activation(e, &x, act).expect("engine");
+            let want = cpu::activation(&x, act).expect("cpu");
+            worst = worst.max(assert_within(
+                &format!("{} {dtype:?} {act:?} {shape:?}", e.name()),
+                got.data(),
+                want.data(),
+                activation_tol(dtype, act, x.data(), want.data()),
+            ));
         }
     }
-    eprintln!("activation: worst error {worst:.3} of the tolerance");
+    eprintln!(
+        "{} {dtype:?} activation: worst error {worst:.3} of the tolerance",
+        e.name()
+    );
+}
+
+#[test]
+fn elementwise_activation_matches_cpu() {
+    for dtype in DTYPES {
+        check_activation(&EmuEngine::new(dtype), dtype);
+    }
 }
 
 /// `0.5·ulp + 2U·(|x| + |g·r|)` for `x + g·r` (g = 1 without a gate).
@@ -190,34 +277,39 @@ fn residual_tol<'a>(
     }
 }
 
-/// (B, N, D, K): D below, at and above a 16-byte pack, not a multiple of it (the element-by-element path), and
-/// Sana's widths.
-const RESIDUAL_SHAPES: [(usize, usize, usize, usize); 5] = [
+/// (B, N, D, K): D below, at and above a 16-byte pack, not a multiple of it (the element-by-element path), Sana's
+/// widths (0.6B: 1152, 1.6B: 2240), and a row of 13 001 (the fused norm's 52 KiB of shared memory on a GPU).
+const RESIDUAL_SHAPES: [(usize, usize, usize, usize); 6] = [
     (1, 1, 7, 6),
     (2, 3, 33, 6),
     (2, 7, 64, 6),
     (2, 2, 1152, 6),
     (1, 3, 2240, 6),
+    (1, 2, 13_001, 6),
 ];
+
+fn check_gated_residual<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(14);
+    for (i, &(b, n, d, k)) in RESIDUAL_SHAPES.iter().enumerate() {
+        let x = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
+        let r = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
+        let m = rounded(&rng.tensor(&[b, k, d], -1.5, 1.5), dtype);
+        let row = if i % 2 == 0 { 2 } else { 5 };
+        let got = gated_residual(e, &x, &r, &m, row).expect("engine");
+        let want = cpu::gated_residual(&x, &r, &m, row).expect("cpu");
+        assert_within(
+            &format!("{} {dtype:?} gated_residual {:?}", e.name(), (b, n, d, k)),
+            got.data(),
+            want.data(),
+            residual_tol(dtype, &x, &r, Some((&m, row)), want.data()),
+        );
+    }
+}
 
 #[test]
 fn elementwise_gated_residual_matches_cpu() {
-    let mut rng = Rng(14);
     for dtype in DTYPES {
-        for (i, &(b, n, d, k)) in RESIDUAL_SHAPES.iter().enumerate() {
-            let x = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
-            let r = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
-            let m = rounded(&rng.tensor(&[b, k, d], -1.5, 1.5), dtype);
-            let row = if i % 2 == 0 { 2 } else { 5 };
-            let got = emu::gated_residual(&x, &r, &m, row, dtype).expect("emu");
-            let want = cpu::gated_residual(&x, &r, &m, row).expect("cpu");
-            assert_within(
-                &format!("{dtype:?} gated_residual {:?}", (b, n, d, k)),
-                got.data(),
-                want.data(),
-                residual_tol(dtype, &x, &r, Some((&m, row)), want.data()),
-            );
-        }
+        check_gated_residual(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -243,61 +335,66 @@ fn norm_tol<'a>(
     }
 }
 
-#[test]
-fn elementwise_fused_residual_norm_matches_composition() {
+fn check_fused_residual_norm<E: Engine>(e: &E, dtype: StorageDtype) {
     let mut rng = Rng(15);
     let eps = 1e-6;
-    for dtype in DTYPES {
-        for (i, &(b, n, d, k)) in RESIDUAL_SHAPES.iter().enumerate() {
-            let x = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
-            let r = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
-            // Gate of block i (row 5, gate_mlp) with norm1 of block i+1 (rows 0, 1): two different tables; or the
-            // cross-attention add (no gate) with norm2 of the same block (rows 3, 4).
-            let gate_table = rounded(&rng.tensor(&[b, k, d], -1.5, 1.5), dtype);
-            let m = rounded(&rng.tensor(&[b, k, d], -1.5, 1.5), dtype);
-            let (gate, rows) = if i % 2 == 0 {
-                (Some((&gate_table, 5)), (0, 1))
-            } else {
-                (None, (3, 4))
-            };
-            let what = format!("{dtype:?} {:?} gate {}", (b, n, d, k), gate.is_some());
-            let (x_out, z) =
-                emu::gated_residual_layer_norm_modulate(&x, &r, gate, &m, rows, eps, dtype)
-                    .expect("emu");
+    for (i, &(b, n, d, k)) in RESIDUAL_SHAPES.iter().enumerate() {
+        let x = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
+        let r = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
+        // Gate of block i (row 5, gate_mlp) with norm1 of block i+1 (rows 0, 1): two different tables; or the
+        // cross-attention add (no gate) with norm2 of the same block (rows 3, 4).
+        let gate_table = rounded(&rng.tensor(&[b, k, d], -1.5, 1.5), dtype);
+        let m = rounded(&rng.tensor(&[b, k, d], -1.5, 1.5), dtype);
+        let (gate, rows) = if i % 2 == 0 {
+            (Some((&gate_table, 5)), (0, 1))
+        } else {
+            (None, (3, 4))
+        };
+        let what = format!(
+            "{} {dtype:?} {:?} gate {}",
+            e.name(),
+            (b, n, d, k),
+            gate.is_some()
+        );
+        let (x_out, z) = residual_norm(e, &x, &r, gate, &m, rows, eps).expect("engine");
 
-            let x_want = match gate {
-                Some((g, row)) => cpu::gated_residual(&x, &r, g, row),
-                None => cpu::add(&x, &r),
-            }
-            .expect("cpu residual");
-            assert_within(
-                &format!("{what}: x'"),
-                x_out.data(),
-                x_want.data(),
-                residual_tol(dtype, &x, &r, gate, x_want.data()),
-            );
-            let z_want =
-                cpu_norm::layer_norm_modulate(&x_out, &m, rows.0, rows.1, eps).expect("cpu");
-            assert_within(
-                &format!("{what}: z"),
-                z.data(),
-                z_want.data(),
-                norm_tol(dtype, &x_out, &m, rows, eps, z_want.data()),
-            );
-
-            let x_unfused = match gate {
-                Some((g, row)) => emu::gated_residual(&x, &r, g, row, dtype),
-                None => emu::add(&x, &r, dtype),
-            }
-            .expect("emu residual");
-            let z_unfused = emu::layer_norm_modulate(&x_unfused, &m, rows.0, rows.1, eps, dtype)
-                .expect("emu norm");
-            assert_eq!(
-                x_out, x_unfused,
-                "{what}: x' differs from the unfused kernels"
-            );
-            assert_eq!(z, z_unfused, "{what}: z differs from the unfused kernels");
+        let x_want = match gate {
+            Some((g, row)) => cpu::gated_residual(&x, &r, g, row),
+            None => cpu::add(&x, &r),
         }
+        .expect("cpu residual");
+        assert_within(
+            &format!("{what}: x'"),
+            x_out.data(),
+            x_want.data(),
+            residual_tol(dtype, &x, &r, gate, x_want.data()),
+        );
+        let z_want = cpu_norm::layer_norm_modulate(&x_out, &m, rows.0, rows.1, eps).expect("cpu");
+        assert_within(
+            &format!("{what}: z"),
+            z.data(),
+            z_want.data(),
+            norm_tol(dtype, &x_out, &m, rows, eps, z_want.data()),
+        );
+
+        let x_unfused = match gate {
+            Some((g, row)) => gated_residual(e, &x, &r, g, row),
+            None => add(e, &x, &r),
+        }
+        .expect("unfused residual");
+        let z_unfused = layer_norm_modulate(e, &x_unfused, &m, rows, eps).expect("unfused norm");
+        assert_eq!(
+            x_out, x_unfused,
+            "{what}: x' differs from the unfused kernels"
+        );
+        assert_eq!(z, z_unfused, "{what}: z differs from the unfused kernels");
+    }
+}
+
+#[test]
+fn elementwise_fused_residual_norm_matches_composition() {
+    for dtype in DTYPES {
+        check_fused_residual_norm(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -325,7 +422,7 @@ fn elementwise_tolerance_catches_wrong_kernels() {
         (Activation::Silu, "SiLU as σ(x)", &sigmoid),
         (Activation::Relu, "ReLU as |x|", &|v: f32| v.abs()),
     ] {
-        let got = emu::activation(&x, act, dtype).expect("emu");
+        let got = activation(&EmuEngine::new(dtype), &x, act).expect("emu");
         let want = cpu::activation(&x, act).expect("cpu");
         let wrong: Vec<f32> = x.data().iter().map(|&v| wrong(v)).collect();
         assert_caught(
@@ -342,7 +439,8 @@ fn elementwise_tolerance_catches_wrong_kernels() {
     let x = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
     let r = rounded(&rng.tensor(&[b, n, d], -3.0, 3.0), dtype);
     let m = rounded(&rng.tensor(&[b, k, d], -1.5, 1.5), dtype);
-    let got = emu::gated_residual(&x, &r, &m, 2, dtype).expect("emu");
+    let e = EmuEngine::new(dtype);
+    let got = gated_residual(&e, &x, &r, &m, 2).expect("emu");
     let want = cpu::gated_residual(&x, &r, &m, 2).expect("cpu");
     let tol = residual_tol(dtype, &x, &r, Some((&m, 2)), want.data());
     let mut other_batch = m.clone();
@@ -361,7 +459,7 @@ fn elementwise_tolerance_catches_wrong_kernels() {
 
     let table = rng.tensor(&[k, d], -1.0, 1.0);
     let emb = rng.tensor(&[b, k * d], -3.0, 3.0);
-    let got = emu::modulation(&table, &emb, dtype).expect("emu");
+    let got = modulation(&e, &table, &emb).expect("emu");
     let (table, emb) = (rounded(&table, dtype), rounded(&emb, dtype));
     let want = cpu::modulation(&table, &emb).expect("cpu");
     let first_chunk: Vec<f32> = (0..b)
@@ -387,9 +485,7 @@ fn elementwise_tolerance_catches_wrong_kernels() {
 
     // The fused kernel: normalising the residual stream from before the update.
     let eps = 1e-6;
-    let (_, z) =
-        emu::gated_residual_layer_norm_modulate(&x, &r, Some((&m, 5)), &m, (0, 1), eps, dtype)
-            .expect("emu");
+    let (_, z) = residual_norm(&e, &x, &r, Some((&m, 5)), &m, (0, 1), eps).expect("emu");
     let x_new = cpu::gated_residual(&x, &r, &m, 5).expect("cpu");
     let z_want = cpu_norm::layer_norm_modulate(&x_new, &m, 0, 1, eps).expect("cpu");
     let tol = norm_tol(dtype, &x_new, &m, (0, 1), eps, z_want.data());
@@ -408,39 +504,38 @@ fn elementwise_tolerance_catches_wrong_kernels() {
 #[test]
 fn elementwise_shape_errors() {
     let mut rng = Rng(17);
-    let dtype = StorageDtype::Bf16;
+    let e = EmuEngine::new(StorageDtype::Bf16);
     let x = rng.tensor(&[2, 3, 8], -1.0, 1.0);
     let m = rng.tensor(&[2, 4, 8], -1.0, 1.0);
     let x2 = x.clone().reshape(vec![6, 8]).expect("reshape");
     let other = rng.tensor(&[2, 3, 9], -1.0, 1.0);
     let table = rng.tensor(&[4, 8], -1.0, 1.0);
     let cases = [
-        ("add of different shapes", emu::add(&x, &other, dtype).err()),
-        ("mul of different shapes", emu::mul(&x, &other, dtype).err()),
+        ("add of different shapes", add(&e, &x, &other).err()),
+        ("mul of different shapes", mul(&e, &x, &other).err()),
         (
             "gated residual row out of range",
-            emu::gated_residual(&x, &x, &m, 4, dtype).err(),
+            gated_residual(&e, &x, &x, &m, 4).err(),
         ),
         (
             "gated residual of rank 2",
-            emu::gated_residual(&x2, &x2, &m, 0, dtype).err(),
+            gated_residual(&e, &x2, &x2, &m, 0).err(),
         ),
         (
             "gate table of another width",
-            emu::gated_residual(&other, &other, &m, 0, dtype).err(),
+            gated_residual(&e, &other, &other, &m, 0).err(),
         ),
         (
             "modulation emb width",
-            emu::modulation(&table, &rng.tensor(&[2, 9], -1.0, 1.0), dtype).err(),
+            modulation(&e, &table, &rng.tensor(&[2, 9], -1.0, 1.0)).err(),
         ),
         (
             "fused norm row out of range",
-            emu::gated_residual_layer_norm_modulate(&x, &x, None, &m, (0, 4), 1e-6, dtype).err(),
+            residual_norm(&e, &x, &x, None, &m, (0, 4), 1e-6).err(),
         ),
         (
             "fused gate row out of range",
-            emu::gated_residual_layer_norm_modulate(&x, &x, Some((&m, 9)), &m, (0, 1), 1e-6, dtype)
-                .err(),
+            residual_norm(&e, &x, &x, Some((&m, 9)), &m, (0, 1), 1e-6).err(),
         ),
     ];
     for (what, err) in cases {
@@ -465,12 +560,8 @@ fn elementwise_plans_vectorise_only_aligned_buffers() {
     assert_eq!(unaligned.params.aligned, 0);
     let empty = plan::add(&[0, 5], &[0, 5], 4, buffers(0)).expect("plan");
     assert!(empty.geometry.is_empty());
-    let got = emu::add(
-        &HostTensor::zeros(vec![0, 5]),
-        &HostTensor::zeros(vec![0, 5]),
-        StorageDtype::F16,
-    )
-    .expect("empty launch");
+    let empty = HostTensor::zeros(vec![0, 5]);
+    let got = add(&EmuEngine::new(StorageDtype::F16), &empty, &empty).expect("empty launch");
     assert_eq!(got.shape(), &[0, 5]);
 }
 

@@ -1,5 +1,6 @@
-//! kernels/embed.cu, run through the emulation engine, against the CPU references (src/cpu/embed.rs,
-//! src/cpu/rotary.rs) on inputs first rounded to the storage dtype.
+//! kernels/embed.cu against the CPU references (src/cpu/embed.rs, src/cpu/rotary.rs) on inputs first rounded to the
+//! storage dtype; each check body runs on the emulation engine (f32, bf16, f16) and on the CUDA engine (bf16, f16:
+//! `embed_on_cuda`).
 //!
 //! Tolerances, per element, with `U` = 2^-24 (f32 unit roundoff) and `ulp` the spacing of the storage dtype at the
 //! reference value (0 for f32 storage):
@@ -12,14 +13,45 @@
 //! `embed_tolerance_catches_wrong_kernels` shows that typical mistakes (an id off by one row, the scale unrounded
 //! or ignored, sin's sign flipped, the tables of the next position, cos and sin swapped) fail these bounds.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op};
 use sana::cpu::{embed as cpu_embed, rotary as cpu_rotary};
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::{Storage, StorageDtype};
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Engine, Storage, StorageDtype};
 use sana::{Error, HostTensor};
+
+fn embedding<E: Engine>(
+    e: &E,
+    table: &HostTensor,
+    ids: &[u32],
+    scale: f32,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[table], |t| e.embedding(&t[0], ids, scale))
+}
+
+fn rotary<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    cos: &HostTensor,
+    sin: &HostTensor,
+    heads: usize,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x, cos, sin], |t| e.rotary(&t[0], &t[1], &t[2], heads))
+}
+
+/// The checks on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn embed_on_cuda() {
+    on_cuda("embed_on_cuda", |e, dtype| {
+        check_embedding(e, dtype);
+        check_rotary(e, dtype);
+    });
+}
 
 fn half_ulp(dtype: StorageDtype, want: &[f32]) -> impl Fn(usize) -> f32 + '_ {
     move |i| 0.5 * ulp(dtype, want[i])
@@ -51,25 +83,28 @@ const EMBEDDING_CASES: [(usize, usize, usize, f32); 4] = [
     (40, 2304, 5, 48.0),
 ];
 
+fn check_embedding<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(41);
+    for (vocab, d, n, scale) in EMBEDDING_CASES {
+        let table = rng.tensor(&[vocab, d], -2.0, 2.0);
+        let ids = random_ids(&mut rng, n, vocab);
+        let got = embedding(e, &table, &ids, scale).expect("engine");
+        let want = cpu_embed::embedding(&rounded(&table, dtype), &ids, round_scalar(scale, dtype))
+            .expect("cpu");
+        assert_eq!(got.shape(), &[n, d]);
+        assert_within(
+            &format!("{} {dtype:?} embedding V={vocab} D={d}", e.name()),
+            got.data(),
+            want.data(),
+            half_ulp(dtype, want.data()),
+        );
+    }
+}
+
 #[test]
 fn embed_embedding_matches_cpu() {
-    let mut rng = Rng(41);
     for dtype in DTYPES {
-        for (vocab, d, n, scale) in EMBEDDING_CASES {
-            let table = rng.tensor(&[vocab, d], -2.0, 2.0);
-            let ids = random_ids(&mut rng, n, vocab);
-            let got = emu::embedding(&table, &ids, scale, dtype).expect("emu");
-            let want =
-                cpu_embed::embedding(&rounded(&table, dtype), &ids, round_scalar(scale, dtype))
-                    .expect("cpu");
-            assert_eq!(got.shape(), &[n, d]);
-            assert_within(
-                &format!("{dtype:?} embedding V={vocab} D={d}"),
-                got.data(),
-                want.data(),
-                half_ulp(dtype, want.data()),
-            );
-        }
+        check_embedding(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -94,27 +129,35 @@ fn rotary_tol<'a>(
 }
 
 /// (B, L, heads, d): the smallest head; the tiny model's 4 heads of 16 at an odd length; Gemma-2-2B's head of 256
-/// at L = 299.
-const ROTARY_SHAPES: [(usize, usize, usize, usize); 3] =
-    [(1, 1, 1, 2), (2, 37, 4, 16), (1, 299, 2, 256)];
+/// at L = 299, and its 8 query heads of 256 at a few tokens.
+const ROTARY_SHAPES: [(usize, usize, usize, usize); 4] = [
+    (1, 1, 1, 2),
+    (2, 37, 4, 16),
+    (1, 299, 2, 256),
+    (2, 5, 8, 256),
+];
+
+fn check_rotary<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(42);
+    for (b, l, heads, d) in ROTARY_SHAPES {
+        let x = rounded(&rng.tensor(&[b, l, heads * d], -3.0, 3.0), dtype);
+        let cos = rounded(&rng.tensor(&[l, d], -1.0, 1.0), dtype);
+        let sin = rounded(&rng.tensor(&[l, d], -1.0, 1.0), dtype);
+        let got = rotary(e, &x, &cos, &sin, heads).expect("engine");
+        let want = cpu_rotary::rotary(&x, &cos, &sin, heads).expect("cpu");
+        assert_within(
+            &format!("{} {dtype:?} rotary {:?}", e.name(), (b, l, heads, d)),
+            got.data(),
+            want.data(),
+            rotary_tol(dtype, (&x, &cos, &sin), heads, want.data()),
+        );
+    }
+}
 
 #[test]
 fn embed_rotary_matches_cpu() {
-    let mut rng = Rng(42);
     for dtype in DTYPES {
-        for (b, l, heads, d) in ROTARY_SHAPES {
-            let x = rounded(&rng.tensor(&[b, l, heads * d], -3.0, 3.0), dtype);
-            let cos = rounded(&rng.tensor(&[l, d], -1.0, 1.0), dtype);
-            let sin = rounded(&rng.tensor(&[l, d], -1.0, 1.0), dtype);
-            let got = emu::rotary(&x, &cos, &sin, heads, dtype).expect("emu");
-            let want = cpu_rotary::rotary(&x, &cos, &sin, heads).expect("cpu");
-            assert_within(
-                &format!("{dtype:?} rotary {:?}", (b, l, heads, d)),
-                got.data(),
-                want.data(),
-                rotary_tol(dtype, (&x, &cos, &sin), heads, want.data()),
-            );
-        }
+        check_rotary(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -123,6 +166,7 @@ fn embed_rotary_matches_cpu() {
 #[test]
 fn embed_tolerance_catches_wrong_kernels() {
     let dtype = StorageDtype::Bf16;
+    let e = EmuEngine::new(dtype);
     let mut rng = Rng(43);
 
     let (vocab, d) = (50, 77);
@@ -130,7 +174,7 @@ fn embed_tolerance_catches_wrong_kernels() {
     let ids = random_ids(&mut rng, 9, vocab);
     // 8.03 rounds to 8 in bf16: a kernel multiplying by the unrounded scale is 0.4 % off.
     let scale = 8.03;
-    let got = emu::embedding(&table, &ids, scale, dtype).expect("emu");
+    let got = embedding(&e, &table, &ids, scale).expect("emu");
     let want = cpu_embed::embedding(&table, &ids, round_scalar(scale, dtype)).expect("cpu");
     let next_row: Vec<u32> = ids.iter().map(|&i| (i + 1) % vocab as u32).collect();
     for (what, wrong) in [
@@ -156,7 +200,7 @@ fn embed_tolerance_catches_wrong_kernels() {
     let x = rounded(&rng.tensor(&[b, l, heads * d], -3.0, 3.0), dtype);
     let cos = rounded(&rng.tensor(&[l, d], -1.0, 1.0), dtype);
     let sin = rounded(&rng.tensor(&[l, d], -1.0, 1.0), dtype);
-    let got = emu::rotary(&x, &cos, &sin, heads, dtype).expect("emu");
+    let got = rotary(&e, &x, &cos, &sin, heads).expect("emu");
     let want = cpu_rotary::rotary(&x, &cos, &sin, heads).expect("cpu");
     let tol = rotary_tol(dtype, (&x, &cos, &sin), heads, want.data());
     let negated = |t: &HostTensor| {
@@ -188,9 +232,9 @@ fn embed_tolerance_catches_wrong_kernels() {
 #[test]
 fn embed_errors() {
     let mut rng = Rng(44);
-    let dtype = StorageDtype::Bf16;
+    let e = EmuEngine::new(StorageDtype::Bf16);
     let table = rng.tensor(&[10, 8], -1.0, 1.0);
-    let err = emu::embedding(&table, &[3, 10, 2], 1.0, dtype).err();
+    let err = embedding(&e, &table, &[3, 10, 2], 1.0).err();
     match err {
         Some(Error::InvalidInput(msg)) => assert!(
             msg.contains("10") && msg.contains("position 1"),
@@ -200,10 +244,10 @@ fn embed_errors() {
     }
     let flat = rng.tensor(&[80], -1.0, 1.0);
     assert!(matches!(
-        emu::embedding(&flat, &[0], 1.0, dtype),
+        embedding(&e, &flat, &[0], 1.0),
         Err(Error::Shape { .. })
     ));
-    let none = emu::embedding(&table, &[], 1.0, dtype).expect("no ids");
+    let none = embedding(&e, &table, &[], 1.0).expect("no ids");
     assert_eq!(none.shape(), &[0, 8]);
 
     let x = rng.tensor(&[1, 3, 12], -1.0, 1.0);
@@ -211,26 +255,26 @@ fn embed_errors() {
     let cases = [
         (
             "odd head dimension",
-            emu::rotary(
+            rotary(
+                &e,
                 &x,
                 &rng.tensor(&[3, 3], -1.0, 1.0),
                 &rng.tensor(&[3, 3], -1.0, 1.0),
                 4,
-                dtype,
             )
             .err(),
         ),
         (
             "width not divisible by heads",
-            emu::rotary(&x, &cos, &cos, 5, dtype).err(),
+            rotary(&e, &x, &cos, &cos, 5).err(),
         ),
         (
             "tables of another length",
-            emu::rotary(&x, &rng.tensor(&[2, 4], -1.0, 1.0), &cos, 3, dtype).err(),
+            rotary(&e, &x, &rng.tensor(&[2, 4], -1.0, 1.0), &cos, 3).err(),
         ),
         (
             "tables of another width",
-            emu::rotary(&x, &cos, &rng.tensor(&[3, 6], -1.0, 1.0), 3, dtype).err(),
+            rotary(&e, &x, &cos, &rng.tensor(&[3, 6], -1.0, 1.0), 3).err(),
         ),
     ];
     for (what, err) in cases {
@@ -239,12 +283,12 @@ fn embed_errors() {
             "{what}: expected a shape error, got {err:?}"
         );
     }
-    let empty = emu::rotary(
+    let empty = rotary(
+        &e,
         &HostTensor::zeros(vec![2, 0, 12]),
         &HostTensor::zeros(vec![0, 4]),
         &HostTensor::zeros(vec![0, 4]),
         3,
-        dtype,
     )
     .expect("empty launch");
     assert_eq!(empty.shape(), &[2, 0, 12]);

@@ -1,67 +1,130 @@
-//! kernels/layout.cu, run through the emulation engine, against the CPU reference (src/cpu/layout.rs) on inputs
-//! first rounded to the storage dtype.
+//! kernels/layout.cu against the CPU reference (src/cpu/layout.rs) on inputs first rounded to the storage dtype; each
+//! check body runs on the emulation engine (f32, bf16, f16) and on the CUDA engine (bf16, f16: `layout_on_cuda`).
 //!
 //! Tolerance: none. The kernels move storage values without arithmetic, so the result must equal the reference
 //! bit for bit in every dtype (a poisoned, unwritten element is NaN and fails). `layout_exactness_catches_wrong_kernels`
 //! shows that typical mistakes differ.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{check_ptx, rounded, Rng, DTYPES};
+use engine_check::{on_cuda, run_op, run_op3};
 use sana::cpu::layout as cpu;
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Engine, StorageDtype};
 use sana::launch::layout::ChannelSpace;
 use sana::{Error, HostTensor};
 
+fn nchw_to_tokens<E: Engine>(e: &E, x: &HostTensor) -> sana::Result<HostTensor> {
+    run_op(e, &[x], |t| e.nchw_to_tokens(&t[0]))
+}
+
+fn tokens_to_nchw<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    h: usize,
+    w: usize,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x], |t| e.tokens_to_nchw(&t[0], h, w))
+}
+
+/// The engine op that runs kernels/layout.cu's `channel_space` kernel as `op` (`Repeat` ignores the grid).
+fn channel_space<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    (h, w): (usize, usize),
+    op: ChannelSpace,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x], |t| match op {
+        ChannelSpace::Repeat(r) => e.repeat_channels(&t[0], r),
+        ChannelSpace::Shuffle(1) => e.pixel_shuffle(&t[0], h, w),
+        ChannelSpace::Shuffle(4) => e.upsample_nearest2x(&t[0], h, w),
+        ChannelSpace::Shuffle(r) => e.repeat_pixel_shuffle(&t[0], h, w, r),
+        ChannelSpace::Unshuffle => e.pixel_unshuffle(&t[0], h, w),
+    })
+}
+
+fn split_qkv_groups<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    d: usize,
+) -> sana::Result<(HostTensor, HostTensor, HostTensor)> {
+    run_op3(e, &[x], |t| e.split_qkv_groups(&t[0], d))
+}
+
+fn concat_channels<E: Engine>(e: &E, a: &HostTensor, b: &HostTensor) -> sana::Result<HostTensor> {
+    run_op(e, &[a, b], |t| e.concat_channels(&t[0], &t[1]))
+}
+
+fn channel_group_mean<E: Engine>(e: &E, x: &HostTensor, g: usize) -> sana::Result<HostTensor> {
+    run_op(e, &[x], |t| e.channel_group_mean(&t[0], g))
+}
+
+/// The layout checks on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn layout_on_cuda() {
+    on_cuda("layout_on_cuda", |e, dtype| {
+        check_transposes(e, dtype);
+        check_channel_space(e, dtype);
+        check_channel_groups(e, dtype);
+    });
+}
+
 /// (B, C, h, w): one pixel of one channel; a non-square 3×5 grid; Sana's 32 latent channels on 5×3; more than one
 /// 32×32 tile each way with partial tiles (C = 37, h·w = 63); Sana-0.6B's width on a 2×3 grid (tokens_to_nchw's
-/// C = 1152 spans 36 tiles).
-const SHAPES: [(usize, usize, usize, usize); 5] = [
+/// C = 1152 spans 36 tiles); the DC-AE's 512 channels on 4×4.
+const SHAPES: [(usize, usize, usize, usize); 6] = [
     (1, 1, 1, 1),
     (2, 3, 3, 5),
     (1, 32, 5, 3),
     (2, 37, 7, 9),
     (1, 1152, 2, 3),
+    (1, 512, 4, 4),
 ];
+
+fn check_transposes<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(51);
+    for (b, c, h, w) in SHAPES {
+        let what = format!("{} {dtype:?} {:?}", e.name(), (b, c, h, w));
+        let x = rounded(&rng.tensor(&[b, c, h, w], -3.0, 3.0), dtype);
+        let tokens = nchw_to_tokens(e, &x).expect("engine");
+        assert_eq!(
+            tokens,
+            cpu::nchw_to_tokens(&x).expect("cpu"),
+            "{what} nchw_to_tokens"
+        );
+        let t = rounded(&rng.tensor(&[b, h * w, c], -3.0, 3.0), dtype);
+        let image = tokens_to_nchw(e, &t, h, w).expect("engine");
+        assert_eq!(
+            image,
+            cpu::tokens_to_nchw(&t, h, w).expect("cpu"),
+            "{what} tokens_to_nchw"
+        );
+        assert_eq!(
+            nchw_to_tokens(e, &image).expect("engine"),
+            t,
+            "{what} round trip"
+        );
+    }
+}
 
 #[test]
 fn layout_emu_matches_cpu_exactly() {
-    let mut rng = Rng(51);
     for dtype in DTYPES {
-        for (b, c, h, w) in SHAPES {
-            let x = rounded(&rng.tensor(&[b, c, h, w], -3.0, 3.0), dtype);
-            let tokens = emu::nchw_to_tokens(&x, dtype).expect("emu");
-            assert_eq!(
-                tokens,
-                cpu::nchw_to_tokens(&x).expect("cpu"),
-                "{dtype:?} nchw_to_tokens {:?}",
-                (b, c, h, w)
-            );
-            let t = rounded(&rng.tensor(&[b, h * w, c], -3.0, 3.0), dtype);
-            let image = emu::tokens_to_nchw(&t, h, w, dtype).expect("emu");
-            assert_eq!(
-                image,
-                cpu::tokens_to_nchw(&t, h, w).expect("cpu"),
-                "{dtype:?} tokens_to_nchw {:?}",
-                (b, c, h, w)
-            );
-            assert_eq!(
-                emu::nchw_to_tokens(&image, dtype).expect("emu"),
-                t,
-                "round trip"
-            );
-        }
+        check_transposes(&EmuEngine::new(dtype), dtype);
     }
 }
 
 /// What kernels with typical mistakes compute differs from the reference (here exactness is the tolerance).
 #[test]
 fn layout_exactness_catches_wrong_kernels() {
-    let dtype = sana::engine::StorageDtype::Bf16;
+    let dtype = StorageDtype::Bf16;
     let (b, c, h, w) = (2, 4, 3, 5);
     let x = rounded(&Rng(52).tensor(&[b, c, h, w], -3.0, 3.0), dtype);
-    let got = emu::nchw_to_tokens(&x, dtype).expect("emu");
+    let got = nchw_to_tokens(&EmuEngine::new(dtype), &x).expect("emu");
     // A reshape without the transpose.
     let reshaped = x.clone().reshape(vec![b, h * w, c]).expect("reshape");
     // Tokens in column-major order (n = j·h + i): the reference on the spatially transposed image.
@@ -92,17 +155,14 @@ fn layout_exactness_catches_wrong_kernels() {
 
 #[test]
 fn layout_shape_errors() {
-    let dtype = sana::engine::StorageDtype::F32;
+    let e = EmuEngine::new(StorageDtype::F32);
     let t = HostTensor::zeros(vec![1, 6, 4]);
     let cases = [
-        ("nchw of rank 3", emu::nchw_to_tokens(&t, dtype).err()),
-        (
-            "grid of another size",
-            emu::tokens_to_nchw(&t, 2, 2, dtype).err(),
-        ),
+        ("nchw of rank 3", nchw_to_tokens(&e, &t).err()),
+        ("grid of another size", tokens_to_nchw(&e, &t, 2, 2).err()),
         (
             "empty grid",
-            emu::tokens_to_nchw(&HostTensor::zeros(vec![1, 0, 4]), 0, 3, dtype).err(),
+            tokens_to_nchw(&e, &HostTensor::zeros(vec![1, 0, 4]), 0, 3).err(),
         ),
     ];
     for (what, err) in cases {
@@ -111,8 +171,7 @@ fn layout_shape_errors() {
             "{what}: expected a shape error, got {err:?}"
         );
     }
-    let empty =
-        emu::nchw_to_tokens(&HostTensor::zeros(vec![2, 0, 3, 3]), dtype).expect("empty launch");
+    let empty = nchw_to_tokens(&e, &HostTensor::zeros(vec![2, 0, 3, 3])).expect("empty launch");
     assert_eq!(empty.shape(), &[2, 9, 0]);
 }
 
@@ -125,10 +184,10 @@ fn layout_shape_errors() {
 /// 65 613 row tiles, which grid.y could not hold.
 #[test]
 fn tokens_to_nchw_past_1448_squared_matches_cpu_exactly() {
-    let dtype = sana::engine::StorageDtype::Bf16;
+    let dtype = StorageDtype::Bf16;
     let side = 1449;
     let t = rounded(&Rng(53).tensor(&[1, side * side, 1], -3.0, 3.0), dtype);
-    let image = emu::tokens_to_nchw(&t, side, side, dtype).expect("emu");
+    let image = tokens_to_nchw(&EmuEngine::new(dtype), &t, side, side).expect("emu");
     assert_eq!(image, cpu::tokens_to_nchw(&t, side, side).expect("cpu"));
 }
 
@@ -193,21 +252,27 @@ fn layout_ptx_has_entries() {
 }
 
 /// (B, h, w, C) for the DC-AE's channel/space shuffles: one pixel's 2×2 block; odd channel counts and a batch; a
-/// non-square grid; a grid of many blocks with a partial last one. (The grid-stride loop only turns past 65535
-/// blocks × 256 threads = 16.8M outputs, too many to emulate in a test.)
-const SHUFFLE_SHAPES: [(usize, usize, usize, usize); 4] =
-    [(1, 2, 2, 1), (2, 2, 4, 3), (1, 6, 4, 8), (1, 16, 24, 9)];
+/// non-square grid; a grid of many blocks with a partial last one; the DC-AE decoder's 512 channels on 4×4. (The
+/// grid-stride loop only turns past 65535 blocks × 256 threads = 16.8M outputs, too many to emulate in a test.)
+const SHUFFLE_SHAPES: [(usize, usize, usize, usize); 5] = [
+    (1, 2, 2, 1),
+    (2, 2, 4, 3),
+    (1, 6, 4, 8),
+    (1, 16, 24, 9),
+    (1, 4, 4, 512),
+];
 
 /// Each op against its CPU reference, bit for bit.
-fn channel_space_case(
-    dtype: sana::engine::StorageDtype,
+fn channel_space_case<E: Engine>(
+    e: &E,
+    dtype: StorageDtype,
     (b, h, w, c): (usize, usize, usize, usize),
     seed: u64,
 ) {
     let x = rounded(&Rng(seed).tensor(&[b, h * w, c], -3.0, 3.0), dtype);
     let x4 = rounded(&Rng(seed + 1).tensor(&[b, h * w, 4 * c], -3.0, 3.0), dtype);
     let x2 = rounded(&Rng(seed + 2).tensor(&[b, h * w, 2 * c], -3.0, 3.0), dtype);
-    let run = |t: &HostTensor, op| emu::channel_space(t, (h, w), op, dtype).expect("emu");
+    let run = |t: &HostTensor, op| channel_space(e, t, (h, w), op).expect("engine");
     let cases = [
         (
             "repeat 3",
@@ -239,28 +304,34 @@ fn channel_space_case(
         assert_eq!(
             got,
             want.expect("cpu"),
-            "{dtype:?} {what} {:?}",
+            "{} {dtype:?} {what} {:?}",
+            e.name(),
             (b, h, w, c)
         );
+    }
+}
+
+fn check_channel_space<E: Engine>(e: &E, dtype: StorageDtype) {
+    for (i, shape) in SHUFFLE_SHAPES.iter().enumerate() {
+        channel_space_case(e, dtype, *shape, 60 + 3 * i as u64);
     }
 }
 
 #[test]
 fn channel_space_emu_matches_cpu_exactly() {
     for dtype in DTYPES {
-        for (i, shape) in SHUFFLE_SHAPES.iter().enumerate() {
-            channel_space_case(dtype, *shape, 60 + 3 * i as u64);
-        }
+        check_channel_space(&EmuEngine::new(dtype), dtype);
     }
 }
 
 /// A kernel that swaps the sub-pixel order, or shuffles without the repeat, differs from the reference.
 #[test]
 fn channel_space_exactness_catches_wrong_kernels() {
-    let dtype = sana::engine::StorageDtype::Bf16;
+    let dtype = StorageDtype::Bf16;
+    let e = EmuEngine::new(dtype);
     let (h, w, c) = (2, 3, 4);
     let x4 = rounded(&Rng(70).tensor(&[1, h * w, 4 * c], -3.0, 3.0), dtype);
-    let got = emu::channel_space(&x4, (h, w), ChannelSpace::Shuffle(1), dtype).expect("emu");
+    let got = channel_space(&e, &x4, (h, w), ChannelSpace::Shuffle(1)).expect("emu");
     // Sub-pixel (a, b) read as (b, a): the reference on the input with channels 4c+1 and 4c+2 swapped.
     let mut swapped = x4.clone();
     for px in swapped.data_mut().chunks_mut(4 * c) {
@@ -274,7 +345,7 @@ fn channel_space_exactness_catches_wrong_kernels() {
         "a kernel with 'sub-pixel order swapped' would pass"
     );
     let x2 = rounded(&Rng(71).tensor(&[1, h * w, 2 * c], -3.0, 3.0), dtype);
-    let shortcut = emu::channel_space(&x2, (h, w), ChannelSpace::Shuffle(2), dtype).expect("emu");
+    let shortcut = channel_space(&e, &x2, (h, w), ChannelSpace::Shuffle(2)).expect("emu");
     let no_repeat =
         cpu::upsample_nearest2x(&cpu::channel_group_mean(&x2, 2).expect("cpu"), h, w).expect("cpu");
     assert_ne!(
@@ -285,10 +356,10 @@ fn channel_space_exactness_catches_wrong_kernels() {
 
 #[test]
 fn channel_space_shape_errors() {
-    let dtype = sana::engine::StorageDtype::F32;
+    let e = EmuEngine::new(StorageDtype::F32);
     let x = HostTensor::zeros(vec![1, 6, 3]);
     for (what, grid, op) in [
-        ("grid of another size", (2, 2), ChannelSpace::Repeat(2)),
+        ("grid of another size", (2, 2), ChannelSpace::Shuffle(4)),
         ("repeat 0", (2, 3), ChannelSpace::Repeat(0)),
         (
             "3 channels do not shuffle",
@@ -297,7 +368,7 @@ fn channel_space_shape_errors() {
         ),
         ("odd grid", (2, 3), ChannelSpace::Unshuffle),
     ] {
-        let err = emu::channel_space(&x, grid, op, dtype).err();
+        let err = channel_space(&e, &x, grid, op).err();
         assert!(
             matches!(err, Some(Error::Shape { .. })),
             "{what}: got {err:?}"
@@ -306,52 +377,61 @@ fn channel_space_shape_errors() {
 }
 
 /// (B, N, G, d) for the DC-AE's channel groupings: one token of one group of width 1; odd widths and a batch; the
-/// tiny VAE's head width 8; the DC-AE's 32 over many blocks with a partial last one.
-const GROUP_SHAPES: [(usize, usize, usize, usize); 4] =
-    [(1, 1, 1, 1), (2, 5, 3, 7), (1, 9, 4, 8), (1, 600, 3, 32)];
+/// tiny VAE's head width 8; the DC-AE's 32 over many blocks with a partial last one; its deepest stage's 16 heads
+/// of 32 (512 channels).
+const GROUP_SHAPES: [(usize, usize, usize, usize); 5] = [
+    (1, 1, 1, 1),
+    (2, 5, 3, 7),
+    (1, 9, 4, 8),
+    (1, 600, 3, 32),
+    (1, 16, 16, 32),
+];
 
 /// `split_qkv_groups` and `concat_channels` are copies: bit-exact in every dtype. `channel_group_mean` sums in f32
 /// in the reference's order and divides once: bit-exact as well (the GPU has no FMA to contract here).
+fn check_channel_groups<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(80);
+    for (b, n, g, d) in GROUP_SHAPES {
+        let what = format!("{} {dtype:?} {:?}", e.name(), (b, n, g, d));
+        let t = rounded(&rng.tensor(&[b, n, g * 3 * d], -3.0, 3.0), dtype);
+        let got = split_qkv_groups(e, &t, d).expect("engine");
+        assert_eq!(
+            got,
+            cpu::split_qkv_groups(&t, d).expect("cpu"),
+            "{what} split_qkv_groups"
+        );
+        let a = rounded(&rng.tensor(&[b, n, g * d], -3.0, 3.0), dtype);
+        let c = rounded(&rng.tensor(&[b, n, d + 2], -3.0, 3.0), dtype);
+        assert_eq!(
+            concat_channels(e, &a, &c).expect("engine"),
+            cpu::concat_channels(&a, &c).expect("cpu"),
+            "{what} concat_channels"
+        );
+        // The mean is rounded once to the storage dtype, as the engine's other outputs are.
+        let want = rounded(&cpu::channel_group_mean(&t, d).expect("cpu"), dtype);
+        assert_eq!(
+            channel_group_mean(e, &t, d).expect("engine"),
+            want,
+            "{what} channel_group_mean"
+        );
+    }
+}
+
 #[test]
 fn channel_groups_emu_match_cpu_exactly() {
-    let mut rng = Rng(80);
     for dtype in DTYPES {
-        for (b, n, g, d) in GROUP_SHAPES {
-            let t = rounded(&rng.tensor(&[b, n, g * 3 * d], -3.0, 3.0), dtype);
-            let got = emu::split_qkv_groups(&t, d, dtype).expect("emu");
-            assert_eq!(
-                got,
-                cpu::split_qkv_groups(&t, d).expect("cpu"),
-                "{dtype:?} split_qkv_groups {:?}",
-                (b, n, g, d)
-            );
-            let a = rounded(&rng.tensor(&[b, n, g * d], -3.0, 3.0), dtype);
-            let c = rounded(&rng.tensor(&[b, n, d + 2], -3.0, 3.0), dtype);
-            assert_eq!(
-                emu::concat_channels(&a, &c, dtype).expect("emu"),
-                cpu::concat_channels(&a, &c).expect("cpu"),
-                "{dtype:?} concat_channels {:?}",
-                (b, n, g, d)
-            );
-            // The mean is rounded once to the storage dtype, as the engine's other outputs are.
-            let want = rounded(&cpu::channel_group_mean(&t, d).expect("cpu"), dtype);
-            assert_eq!(
-                emu::channel_group_mean(&t, d, dtype).expect("emu"),
-                want,
-                "{dtype:?} channel_group_mean {:?}",
-                (b, n, g, d)
-            );
-        }
+        check_channel_groups(&EmuEngine::new(dtype), dtype);
     }
 }
 
 /// Typical mistakes in the grouping kernels give results that differ from the reference.
 #[test]
 fn channel_groups_exactness_catch_wrong_kernels() {
-    let dtype = sana::engine::StorageDtype::Bf16;
+    let dtype = StorageDtype::Bf16;
+    let e = EmuEngine::new(dtype);
     let (b, n, g, d) = (2, 3, 4, 5);
     let t = rounded(&Rng(81).tensor(&[b, n, g * 3 * d], -3.0, 3.0), dtype);
-    let (q, k, v) = emu::split_qkv_groups(&t, d, dtype).expect("emu");
+    let (q, k, v) = split_qkv_groups(&e, &t, d).expect("emu");
     // Read as [q (G·d) | k (G·d) | v (G·d)] rather than per-group triples.
     let mut planar = t.clone();
     for (row, src) in planar
@@ -361,8 +441,8 @@ fn channel_groups_exactness_catch_wrong_kernels() {
     {
         for gi in 0..g {
             for part in 0..3 {
-                for e in 0..d {
-                    row[gi * 3 * d + part * d + e] = src[part * g * d + gi * d + e];
+                for j in 0..d {
+                    row[gi * 3 * d + part * d + j] = src[part * g * d + gi * d + j];
                 }
             }
         }
@@ -377,12 +457,12 @@ fn channel_groups_exactness_catch_wrong_kernels() {
             *y = src[(o % d) * (c / d) + o / d];
         }
     }
-    let got = emu::channel_group_mean(&t, d, dtype).expect("emu");
+    let got = channel_group_mean(&e, &t, d).expect("emu");
     let wrong = rounded(&cpu::channel_group_mean(&strided, d).expect("cpu"), dtype);
     assert_ne!(got, wrong, "a mean over strided channels would pass");
     // Concatenation in the other order.
     let a = rounded(&Rng(82).tensor(&[b, n, 3], -3.0, 3.0), dtype);
-    let got = emu::concat_channels(&a, &t, dtype).expect("emu");
+    let got = concat_channels(&e, &a, &t).expect("emu");
     let swapped = cpu::concat_channels(&t, &a).expect("cpu");
     assert_ne!(
         got.data(),
@@ -393,28 +473,22 @@ fn channel_groups_exactness_catch_wrong_kernels() {
 
 #[test]
 fn channel_groups_shape_errors() {
-    let dtype = sana::engine::StorageDtype::F32;
+    let e = EmuEngine::new(StorageDtype::F32);
     let x = HostTensor::zeros(vec![1, 6, 12]);
     let y = HostTensor::zeros(vec![1, 5, 12]);
     let cases = [
         (
             "12 channels are not triples of 8",
-            emu::split_qkv_groups(&x, 8, dtype).err(),
+            split_qkv_groups(&e, &x, 8).err(),
         ),
-        ("head_dim 0", emu::split_qkv_groups(&x, 0, dtype).err()),
-        (
-            "token counts differ",
-            emu::concat_channels(&x, &y, dtype).err(),
-        ),
+        ("head_dim 0", split_qkv_groups(&e, &x, 0).err()),
+        ("token counts differ", concat_channels(&e, &x, &y).err()),
         (
             "rank 2",
-            emu::concat_channels(&HostTensor::zeros(vec![6, 12]), &x, dtype).err(),
+            concat_channels(&e, &HostTensor::zeros(vec![6, 12]), &x).err(),
         ),
-        (
-            "5 does not divide 12",
-            emu::channel_group_mean(&x, 5, dtype).err(),
-        ),
-        ("group of 0", emu::channel_group_mean(&x, 0, dtype).err()),
+        ("5 does not divide 12", channel_group_mean(&e, &x, 5).err()),
+        ("group of 0", channel_group_mean(&e, &x, 0).err()),
     ];
     for (what, err) in cases {
         assert!(

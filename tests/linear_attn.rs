@@ -1,5 +1,6 @@
-//! kernels/linear_attn.cu, run through the emulation engine, against the CPU reference
-//! `cpu::linear_attn::linear_attention` (f32 GEMMs over token tiles) on inputs first rounded to the storage dtype.
+//! kernels/linear_attn.cu against the CPU reference `cpu::linear_attn::linear_attention` (f32 GEMMs over token
+//! tiles) on inputs first rounded to the storage dtype; one check body runs on the emulation engine (f32, bf16, f16)
+//! and on the CUDA engine (bf16, f16: `linear_attn_on_cuda`).
 //!
 //! Tolerance, per output element `out_n[i]` of a head, with `U` = 2^-24 and all of relu(q), relu(k) ≥ 0:
 //! - every f32 sum in the kernels is a chain of at most `m = ⌈chunk_tokens/2⌉` (a thread's tokens) `+ 1` (the two
@@ -17,17 +18,34 @@
 //! `linear_attn_tolerance_catches_wrong_kernels` shows that typical mistakes (a token dropped at a chunk or tile
 //! boundary, the wrong batch item's or head's state, swapped operands, ReLU on v) fail this bound in bf16.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op};
 use sana::cpu::linear_attn as cpu;
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::StorageDtype;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Engine, StorageDtype};
 use sana::launch::linear_attn::{self as plan, LinearAttentionBuffers, HEAD_DIM};
 use sana::{Error, HostTensor};
 
 const EPS: f32 = 1e-15;
+
+/// `linear_attention` on `e` through the `Engine` API.
+fn linear_attention<E: Engine>(
+    e: &E,
+    q: &HostTensor,
+    k: &HostTensor,
+    v: &HostTensor,
+    heads: usize,
+    eps: f32,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[q, k, v], |t| {
+        e.linear_attention(&t[0], &t[1], &t[2], heads, eps)
+    })
+}
 
 /// The per-element tolerance described in the file header, for inputs already rounded to storage.
 fn tolerance(c: &Case, eps: f32, dtype: StorageDtype, want: &[f32]) -> Vec<f32> {
@@ -113,40 +131,58 @@ fn random_case(rng: &mut Rng, (b, n, heads): (usize, usize, usize), dtype: Stora
 }
 
 /// (B, N, heads): one token; a 3×5 grid; exactly two chunks of 64; five chunks ending in a partial tile of 12 (N =
-/// 300); sixteen chunks (N = 1000); Sana-1.6B's 70 heads (D = 2240).
-const SHAPES: [(usize, usize, usize); 6] = [
+/// 300); sixteen chunks (N = 1000); Sana-1.6B's 70 heads (D = 2240) and Sana-0.6B's 36 (D = 1152).
+const SHAPES: [(usize, usize, usize); 7] = [
     (1, 1, 1),
     (2, 15, 2),
     (1, 128, 1),
     (2, 300, 2),
     (1, 1000, 1),
     (1, 9, 70),
+    (2, 20, 36),
 ];
+
+fn check_linear_attention<E: Engine>(e: &E, dtype: StorageDtype) {
+    let mut rng = Rng(21);
+    let mut worst = 0.0f32;
+    for shape in SHAPES {
+        let c = random_case(&mut rng, shape, dtype);
+        let got = linear_attention(e, &c.q, &c.k, &c.v, c.heads, EPS).expect("engine");
+        let want = cpu::linear_attention(&c.q, &c.k, &c.v, c.heads, EPS).expect("cpu");
+        assert_eq!(got.shape(), want.shape());
+        let tol = tolerance(&c, EPS, dtype, want.data());
+        worst = worst.max(assert_within(
+            &format!("{} {dtype:?} {shape:?}", e.name()),
+            got.data(),
+            want.data(),
+            |i| tol[i],
+        ));
+        assert!(
+            got.data()[..HEAD_DIM].iter().all(|&x| x == 0.0),
+            "{} {dtype:?} {shape:?}: a query with no positive feature must give 0",
+            e.name()
+        );
+    }
+    eprintln!(
+        "{} linear_attn {dtype:?}: worst error {worst:.3} of the tolerance",
+        e.name()
+    );
+}
 
 #[test]
 fn linear_attn_emu_matches_cpu() {
-    let mut rng = Rng(21);
     for dtype in DTYPES {
-        let mut worst = 0.0f32;
-        for shape in SHAPES {
-            let c = random_case(&mut rng, shape, dtype);
-            let got = emu::linear_attention(&c.q, &c.k, &c.v, c.heads, EPS, dtype).expect("emu");
-            let want = cpu::linear_attention(&c.q, &c.k, &c.v, c.heads, EPS).expect("cpu");
-            assert_eq!(got.shape(), want.shape());
-            let tol = tolerance(&c, EPS, dtype, want.data());
-            worst = worst.max(assert_within(
-                &format!("{dtype:?} {shape:?}"),
-                got.data(),
-                want.data(),
-                |i| tol[i],
-            ));
-            assert!(
-                got.data()[..HEAD_DIM].iter().all(|&x| x == 0.0),
-                "{dtype:?} {shape:?}: a query with no positive feature must give 0"
-            );
-        }
-        eprintln!("linear_attn {dtype:?}: worst error {worst:.3} of the tolerance");
+        check_linear_attention(&EmuEngine::new(dtype), dtype);
     }
+}
+
+/// The checks on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn linear_attn_on_cuda() {
+    on_cuda("linear_attn_on_cuda", |e, dtype| {
+        check_linear_attention(e, dtype);
+        check_eps(e, dtype);
+    });
 }
 
 /// Each wrong variant is what a kernel with that mistake computes, expressed through the reference on modified
@@ -156,7 +192,7 @@ fn linear_attn_tolerance_catches_wrong_kernels() {
     let dtype = StorageDtype::Bf16;
     let (b, n, heads) = (2, 300, 2);
     let c = random_case(&mut Rng(22), (b, n, heads), dtype);
-    let got = emu::linear_attention(&c.q, &c.k, &c.v, heads, EPS, dtype).expect("emu");
+    let got = linear_attention(&EmuEngine::new(dtype), &c.q, &c.k, &c.v, heads, EPS).expect("emu");
     let want = cpu::linear_attention(&c.q, &c.k, &c.v, heads, EPS).expect("cpu");
     let tol = tolerance(&c, EPS, dtype, want.data());
     let width = heads * HEAD_DIM;
@@ -217,30 +253,34 @@ fn linear_attn_tolerance_catches_wrong_kernels() {
 
 /// eps enters after both contractions: with small queries (denominators of order 1) and eps = 1 it halves the
 /// output, so the parameter must reach the kernel and be added where upstream adds it.
+fn check_eps<E: Engine>(e: &E, dtype: StorageDtype) {
+    let eps = 1.0;
+    let mut c = random_case(&mut Rng(24), (2, 15, 2), dtype);
+    c.q = rounded(
+        &HostTensor::new(
+            c.q.shape().to_vec(),
+            c.q.data().iter().map(|x| x * 0.02).collect(),
+        )
+        .expect("shape"),
+        dtype,
+    );
+    let got = linear_attention(e, &c.q, &c.k, &c.v, c.heads, eps).expect("engine");
+    let want = cpu::linear_attention(&c.q, &c.k, &c.v, c.heads, eps).expect("cpu");
+    let tol = tolerance(&c, eps, dtype, want.data());
+    assert_within(
+        &format!("{} {dtype:?} eps = 1", e.name()),
+        got.data(),
+        want.data(),
+        |i| tol[i],
+    );
+    let no_eps = cpu::linear_attention(&c.q, &c.k, &c.v, c.heads, EPS).expect("cpu");
+    assert_caught("eps = 1 ignored", got.data(), no_eps.data(), |i| tol[i]);
+}
+
 #[test]
 fn linear_attn_eps_is_added_to_the_denominator() {
-    let eps = 1.0;
     for dtype in DTYPES {
-        let mut c = random_case(&mut Rng(24), (2, 15, 2), dtype);
-        c.q = rounded(
-            &HostTensor::new(
-                c.q.shape().to_vec(),
-                c.q.data().iter().map(|x| x * 0.02).collect(),
-            )
-            .expect("shape"),
-            dtype,
-        );
-        let got = emu::linear_attention(&c.q, &c.k, &c.v, c.heads, eps, dtype).expect("emu");
-        let want = cpu::linear_attention(&c.q, &c.k, &c.v, c.heads, eps).expect("cpu");
-        let tol = tolerance(&c, eps, dtype, want.data());
-        assert_within(
-            &format!("{dtype:?} eps = 1"),
-            got.data(),
-            want.data(),
-            |i| tol[i],
-        );
-        let no_eps = cpu::linear_attention(&c.q, &c.k, &c.v, c.heads, EPS).expect("cpu");
-        assert_caught("eps = 1 ignored", got.data(), no_eps.data(), |i| tol[i]);
+        check_eps(&EmuEngine::new(dtype), dtype);
     }
 }
 
@@ -248,35 +288,38 @@ fn linear_attn_eps_is_added_to_the_denominator() {
 fn linear_attn_shape_errors() {
     let mut rng = Rng(23);
     let dtype = StorageDtype::F16;
+    let e = EmuEngine::new(dtype);
     let q = rng.tensor(&[2, 5, 64], -1.0, 1.0);
     let other = rng.tensor(&[2, 6, 64], -1.0, 1.0);
-    let head48 = rng.tensor(&[1, 3, 96], -1.0, 1.0);
+    // The kernels take head dimension 32 only; the engine runs other widths (the tiny test VAE's 8) on the
+    // reference, rounded to storage.
+    let head48 = rounded(&rng.tensor(&[1, 3, 96], -1.0, 1.0), dtype);
+    assert_eq!(
+        linear_attention(&e, &head48, &head48, &head48, 2, EPS).expect("reference path"),
+        rounded(
+            &cpu::linear_attention(&head48, &head48, &head48, 2, EPS).expect("cpu"),
+            dtype
+        )
+    );
     let cases = [
-        (
-            "heads of dimension 48",
-            emu::linear_attention(&head48, &head48, &head48, 2, EPS, dtype).err(),
-        ),
-        (
-            "zero heads",
-            emu::linear_attention(&q, &q, &q, 0, EPS, dtype).err(),
-        ),
+        ("zero heads", linear_attention(&e, &q, &q, &q, 0, EPS).err()),
         (
             "k of another length",
-            emu::linear_attention(&q, &other, &q, 2, EPS, dtype).err(),
+            linear_attention(&e, &q, &other, &q, 2, EPS).err(),
         ),
         (
             "v of another length",
-            emu::linear_attention(&q, &q, &other, 2, EPS, dtype).err(),
+            linear_attention(&e, &q, &q, &other, 2, EPS).err(),
         ),
         (
             "q of rank 2",
-            emu::linear_attention(
+            linear_attention(
+                &e,
                 &q.clone().reshape(vec![10, 64]).expect("reshape"),
                 &q,
                 &q,
                 2,
                 EPS,
-                dtype,
             )
             .err(),
         ),
@@ -327,8 +370,15 @@ fn linear_attn_plan_chunks() {
         Err(Error::Shape { .. })
     ));
     let empty = HostTensor::zeros(vec![2, 0, 64]);
-    let got = emu::linear_attention(&empty, &empty, &empty, 2, EPS, StorageDtype::Bf16)
-        .expect("empty launch");
+    let got = linear_attention(
+        &EmuEngine::new(StorageDtype::Bf16),
+        &empty,
+        &empty,
+        &empty,
+        2,
+        EPS,
+    )
+    .expect("empty launch");
     assert_eq!(got.shape(), &[2, 0, 64]);
 }
 

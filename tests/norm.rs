@@ -1,8 +1,9 @@
-//! kernels/norm.cu, run through the emulation engine, against the CPU reference `cpu::norm::layer_norm_modulate`.
+//! kernels/norm.cu against the CPU reference `cpu::norm::layer_norm_modulate` (and `rms_norm`), one check body run
+//! on the emulation engine (f32, bf16, f16) and on the CUDA engine (bf16, f16: `norm_on_cuda`).
 //!
 //! Tolerances. The kernel computes in f32 and rounds once to the storage dtype; the reference computes its
 //! statistics in f64. So, compared with the reference evaluated on the same storage-rounded inputs:
-//! - f32 statistics: mean and rstd carry a few f32 ulps (sequential partial sums, then a tree, over D ≤ 2240
+//! - f32 statistics: mean and rstd carry a few f32 ulps (sequential partial sums, then a tree, over D ≤ 13 001
 //!   elements of size O(1)), i.e. |Δz| ≲ 1e-6·(1 + |z|), and the modulate adds ≤ 2 ulps of its terms; bounded by
 //!   1e-5·(|1+s|·(1 + |z|) + |shift|) (the error scale is that of the terms, not of their possibly cancelling sum);
 //! - storage rounding of the output: round-to-nearest-even is within half an ulp of the output dtype at |ref|
@@ -10,13 +11,16 @@
 //!
 //! The bound is tight enough that the mistakes in `norm_tolerance_catches_wrong_kernels` fail it.
 
+mod common;
 mod emu_check;
+mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng};
+use engine_check::{on_cuda, run_op};
 use sana::cpu::norm as cpu;
 use sana::engine::cuda::embedded::Family;
-use sana::engine::emu;
-use sana::engine::StorageDtype;
+use sana::engine::emu::EmuEngine;
+use sana::engine::{Engine, StorageDtype};
 use sana::{Error, HostTensor};
 
 /// Inputs and parameters of one `layer_norm_modulate` call.
@@ -69,9 +73,10 @@ fn random_case(
     }
 }
 
-/// Shapes (B, N, D, K): D below, at and above one block of 256 threads, not multiples of 32 or 256, and Sana's
-/// widths 1152 (600M) and 2240 (1.6B).
-const SHAPES: [(usize, usize, usize, usize); 7] = [
+/// Shapes (B, N, D, K): D below, at and above one block of 256 threads, not multiples of 32 or 256, Sana's widths
+/// 1152 (600M) and 2240 (1.6B), and a row of 13 001 (52 KiB of f32: the launch must opt in to more than 48 KiB of
+/// shared memory on a GPU).
+const SHAPES: [(usize, usize, usize, usize); 8] = [
     (1, 1, 7, 2),
     (2, 3, 32, 6),
     (2, 3, 33, 6),
@@ -79,17 +84,32 @@ const SHAPES: [(usize, usize, usize, usize); 7] = [
     (2, 5, 300, 6),
     (2, 2, 1152, 6),
     (1, 3, 2240, 6),
+    (1, 2, 13_001, 6),
 ];
 
-fn check_against_cpu(dtype: StorageDtype, seed: u64) {
+/// `layer_norm_modulate` on `e` through the `Engine` API.
+fn layer_norm_modulate<E: Engine>(
+    e: &E,
+    x: &HostTensor,
+    m: &HostTensor,
+    shift_row: usize,
+    scale_row: usize,
+    eps: f32,
+) -> sana::Result<HostTensor> {
+    run_op(e, &[x, m], |t| {
+        e.layer_norm_modulate(&t[0], &t[1], shift_row, scale_row, eps)
+    })
+}
+
+fn check_against_cpu<E: Engine>(e: &E, dtype: StorageDtype, seed: u64) {
     let mut rng = Rng(seed);
     for (i, &shape) in SHAPES.iter().enumerate() {
         let k = shape.3;
         // Alternate the rows so that both orders of shift/scale and rows past 0/1 are used.
         let (shift_row, scale_row) = if i % 2 == 0 { (0, 1) } else { (k - 2, k - 1) };
         let case = random_case(&mut rng, shape, shift_row, scale_row);
-        let got = emu::layer_norm_modulate(&case.x, &case.m, shift_row, scale_row, case.eps, dtype)
-            .expect("emu");
+        let got = layer_norm_modulate(e, &case.x, &case.m, shift_row, scale_row, case.eps)
+            .expect("engine");
         assert_eq!(got.shape(), case.x.shape());
         let case = Case {
             x: rounded(&case.x, dtype),
@@ -99,24 +119,34 @@ fn check_against_cpu(dtype: StorageDtype, seed: u64) {
         let (ratio, at) = worst_ratio(&got, &case, dtype);
         assert!(
             ratio <= 1.0,
-            "{dtype:?} shape {shape:?}: element {at} is {ratio}× the tolerance off"
+            "{} {dtype:?} shape {shape:?}: element {at} is {ratio}× the tolerance off",
+            e.name()
         );
     }
 }
 
 #[test]
 fn norm_emu_matches_cpu_f32() {
-    check_against_cpu(StorageDtype::F32, 1);
+    check_against_cpu(&EmuEngine::new(StorageDtype::F32), StorageDtype::F32, 1);
 }
 
 #[test]
 fn norm_emu_matches_cpu_bf16() {
-    check_against_cpu(StorageDtype::Bf16, 2);
+    check_against_cpu(&EmuEngine::new(StorageDtype::Bf16), StorageDtype::Bf16, 2);
 }
 
 #[test]
 fn norm_emu_matches_cpu_f16() {
-    check_against_cpu(StorageDtype::F16, 3);
+    check_against_cpu(&EmuEngine::new(StorageDtype::F16), StorageDtype::F16, 3);
+}
+
+/// The LayerNorm and RMSNorm checks on the CUDA engine (a GPU, or CI's software device).
+#[test]
+fn norm_on_cuda() {
+    on_cuda("norm_on_cuda", |e, dtype| {
+        check_against_cpu(e, dtype, 2);
+        check_rms(e, dtype);
+    });
 }
 
 /// The bf16 tolerance (the loosest) must reject a kernel with a typical mistake: each variant below is what such a
@@ -130,7 +160,8 @@ fn norm_tolerance_catches_wrong_kernels() {
     let x = rng.tensor(&[b, n, d], 0.48, 0.52); // variance ≈ 1.3e-4
     let m = rng.tensor(&[b, k, d], -1.5, 1.5);
     let (shift_row, scale_row, eps) = (3, 4, 1e-4);
-    let got = emu::layer_norm_modulate(&x, &m, shift_row, scale_row, eps, dtype).expect("emu");
+    let got = layer_norm_modulate(&EmuEngine::new(dtype), &x, &m, shift_row, scale_row, eps)
+        .expect("emu");
     let (x, m) = (rounded(&x, dtype), rounded(&m, dtype));
     let case = |m: &HostTensor, shift_row, scale_row, eps| Case {
         x: x.clone(),
@@ -200,8 +231,9 @@ fn norm_shape_errors() {
     let mut rng = Rng(5);
     let x = rng.tensor(&[2, 3, 8], -1.0, 1.0);
     let m = rng.tensor(&[2, 4, 8], -1.0, 1.0);
+    let e = EmuEngine::new(StorageDtype::Bf16);
     let run = |x: &HostTensor, m: &HostTensor, shift_row, scale_row| {
-        emu::layer_norm_modulate(x, m, shift_row, scale_row, 1e-6, StorageDtype::Bf16)
+        layer_norm_modulate(&e, x, m, shift_row, scale_row, 1e-6)
     };
     let x2 = x.clone().reshape(vec![6, 8]).expect("reshape");
     let wrong_batch = rng.tensor(&[1, 4, 8], -1.0, 1.0);
@@ -231,7 +263,8 @@ fn norm_shape_errors() {
 fn norm_empty_rows() {
     let x = HostTensor::zeros(vec![2, 0, 8]);
     let m = Rng(6).tensor(&[2, 2, 8], -1.0, 1.0);
-    let y = emu::layer_norm_modulate(&x, &m, 0, 1, 1e-6, StorageDtype::F16).expect("empty launch");
+    let y = layer_norm_modulate(&EmuEngine::new(StorageDtype::F16), &x, &m, 0, 1, 1e-6)
+        .expect("empty launch");
     assert_eq!(y.shape(), &[2, 0, 8]);
 }
 
@@ -250,7 +283,7 @@ fn norm_ptx_has_entries() {
 // RMSNorm (kernels/norm.cu `rms_norm_*`) against `cpu::norm::rms_norm` / `rms_norm_plus_one` on storage-rounded
 // inputs. Tolerance per element, with z = x·r the normalised value, p = z·w the product before any bias and y the
 // reference output:
-// - f32 statistics: r carries a few f32 ulps (sum of ≤ 2240 squares), ≤ 1e-5·|p|;
+// - f32 statistics: r carries a few f32 ulps (sum of ≤ 2304 squares), ≤ 1e-5·|p|;
 // - diffusers form: z is rounded to the storage dtype before the weight multiply (as diffusers does) and the
 //   product is rounded again: 0.5·ulp(|z|)·|w| + 0.5·ulp(|p|); with a bias, the sum is rounded once more:
 //   + 0.5·ulp(|y|);
@@ -263,7 +296,8 @@ struct RmsCase {
     biased: bool,
 }
 
-fn rms_case(
+fn rms_case<E: Engine>(
+    e: &E,
     dtype: StorageDtype,
     plus_one: bool,
     biased: bool,
@@ -275,7 +309,14 @@ fn rms_case(
     let x = rounded(&rng.tensor(shape, -2.0, 2.0), dtype);
     let w = rounded(&rng.tensor(&[d], 0.5, 1.5), dtype);
     let b = biased.then(|| rounded(&rng.tensor(&[d], -1.0, 1.0), dtype));
-    let got = emu::rms_norm(&x, &w, b.as_ref(), plus_one, 1e-5, dtype).unwrap();
+    let got = match &b {
+        _ if plus_one => run_op(e, &[&x, &w], |t| e.rms_norm_plus_one(&t[0], &t[1], 1e-5)),
+        Some(b) => run_op(e, &[&x, &w, b], |t| {
+            e.rms_norm(&t[0], &t[1], Some(&t[2]), 1e-5)
+        }),
+        None => run_op(e, &[&x, &w], |t| e.rms_norm(&t[0], &t[1], None, 1e-5)),
+    }
+    .unwrap();
     let want = if plus_one {
         cpu::rms_norm_plus_one(&x, &w, 1e-5).unwrap()
     } else {
@@ -311,30 +352,45 @@ fn rms_tol(dtype: StorageDtype, plus_one: bool, case: &RmsCase, i: usize) -> f32
     1e-5 * p + z_rounding + 0.5 * ulp(dtype, p) + bias_rounding
 }
 
+/// Both RMSNorm forms, with and without bias, at odd widths, the 1.6B's 2240 (q/k norm) and Gemma-2's 2304.
+fn check_rms<E: Engine>(e: &E, dtype: StorageDtype) {
+    for (plus_one, biased) in [(false, false), (false, true), (true, false)] {
+        for (seed, shape) in [
+            [2usize, 3, 64].as_slice(),
+            &[5, 33],
+            &[1, 2240],
+            &[3, 2304],
+            &[7],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let case = rms_case(e, dtype, plus_one, biased, shape, seed as u64 + 10);
+            assert_within(
+                &format!(
+                    "{} rms_norm {dtype:?} plus_one={plus_one} bias={biased} {shape:?}",
+                    e.name()
+                ),
+                &case.got,
+                &case.want,
+                |i| rms_tol(dtype, plus_one, &case, i),
+            );
+        }
+    }
+}
+
 #[test]
 fn norm_rms_emu_matches_cpu() {
     for dtype in [StorageDtype::F32, StorageDtype::Bf16, StorageDtype::F16] {
-        for (plus_one, biased) in [(false, false), (false, true), (true, false)] {
-            for (seed, shape) in [[2usize, 3, 64].as_slice(), &[5, 33], &[1, 2240], &[7]]
-                .iter()
-                .enumerate()
-            {
-                let case = rms_case(dtype, plus_one, biased, shape, seed as u64 + 10);
-                assert_within(
-                    &format!("rms_norm {dtype:?} plus_one={plus_one} bias={biased} {shape:?}"),
-                    &case.got,
-                    &case.want,
-                    |i| rms_tol(dtype, plus_one, &case, i),
-                );
-            }
-        }
+        check_rms(&EmuEngine::new(dtype), dtype);
     }
 }
 
 #[test]
 fn norm_rms_tolerance_catches_wrong_kernels() {
     let dtype = StorageDtype::Bf16;
-    let case = rms_case(dtype, false, false, &[4, 96], 21);
+    let e = EmuEngine::new(dtype);
+    let case = rms_case(&e, dtype, false, false, &[4, 96], 21);
     let tol = |i: usize| rms_tol(dtype, false, &case, i);
     let (got, z, w) = (&case.got, &case.z, &case.w);
     assert_within("rms_norm", got, &case.want, tol);
@@ -349,7 +405,7 @@ fn norm_rms_tolerance_catches_wrong_kernels() {
     assert_caught("weight ignored", got, z, tol);
     let rolled: Vec<f32> = (0..got.len()).map(|i| z[i] * w[(i + 1) % d]).collect();
     assert_caught("weight off by one", got, &rolled, tol);
-    let biased = rms_case(dtype, false, true, &[4, 96], 22);
+    let biased = rms_case(&e, dtype, false, true, &[4, 96], 22);
     let unbiased: Vec<f32> = (0..got.len()).map(|i| biased.z[i] * biased.w[i]).collect();
     assert_caught("bias ignored", &biased.got, &unbiased, |i| {
         rms_tol(dtype, false, &biased, i)
@@ -358,9 +414,10 @@ fn norm_rms_tolerance_catches_wrong_kernels() {
 
 #[test]
 fn norm_rms_shape_errors() {
+    let e = EmuEngine::new(StorageDtype::Bf16);
     let x = HostTensor::zeros(vec![2, 8]);
     for w in [HostTensor::zeros(vec![7]), HostTensor::zeros(vec![2, 8])] {
-        let err = emu::rms_norm(&x, &w, None, false, 1e-5, StorageDtype::Bf16)
+        let err = run_op(&e, &[&x, &w], |t| e.rms_norm(&t[0], &t[1], None, 1e-5))
             .err()
             .unwrap();
         assert!(matches!(err, Error::Shape { op: "rms_norm", .. }), "{err}");

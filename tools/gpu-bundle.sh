@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the GPU suite into one folder that runs on a machine with only the NVIDIA driver and the CUDA libraries
-# (no Rust, no nvcc): release `sana-run`, the GPU test executables (tests/*cuda*), the GPU criterion benches, the
-# fixtures and the demo model, tools/bench_reference.py with the diffusers wheel it needs (where pip can fetch it
-# here), and run.sh, which runs everything, sets `sana-run bench` beside diffusers per stage, and writes its results
-# to a folder.
+# (no Rust, no nvcc): release `sana-run`, the GPU test executables (tests/*cuda* and the kernel families'), the GPU
+# criterion benches, the fixtures and the demo model, tools/bench_reference.py with the diffusers wheel it needs
+# (where pip can fetch it here), and run.sh, which runs everything, sets `sana-run bench` beside diffusers per stage,
+# and writes its results to a folder.
 #
 #   tools/gpu-bundle.sh [DIR]          # default target/gpu-bundle, and DIR.tar.gz to carry; fails if the archive and
 #                                      # the working tree exceed the 64 MiB a GPU host takes
@@ -36,6 +36,11 @@ executables() {
 
 tests=()
 for t in tests/*cuda*.rs; do tests+=(--test "$(basename "$t" .rs)"); done
+# The kernel families: their *_on_cuda tests check every op of the cuda engine (their emulation tests run too, in
+# seconds).
+for family in linear norm elementwise layout conv conv3x3 attention causal_attention embed linear_attn sampler; do
+    tests+=(--test "$family")
+done
 while read -r kind name exe; do
     case $kind in
         bin) cp "$exe" "$out/bin/$name" ;;
