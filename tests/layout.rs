@@ -193,9 +193,9 @@ fn tokens_to_nchw_past_1448_squared_matches_cpu_exactly() {
 
 #[test]
 fn plans_at_4096_keep_grid_y_and_z_within_65535() {
-    use sana::launch::layout::{nchw_to_tokens, tokens_to_nchw, TransposeBuffers};
+    use sana::launch::layout::{nchw_to_tokens, tokens_to_nchw, PairBuffers};
     use sana::launch::Geometry;
-    let none = TransposeBuffers { out: 0, x: 0 };
+    let none = PairBuffers::NONE;
     let fits = |what: &str, g: Geometry| {
         assert!(
             g.grid[0] <= i32::MAX as u32 && g.grid[1] <= 65535 && g.grid[2] <= 65535,
@@ -226,7 +226,7 @@ fn plans_at_4096_keep_grid_y_and_z_within_65535() {
         &[4, 512 * 512, groups * ci],
         &[groups * ci, ci],
         groups,
-        (0, 0, 0),
+        sana::launch::conv::ConvBuffers::NONE,
     )
     .expect("plan");
     fits("grouped_linear", grouped.geometry);
