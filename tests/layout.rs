@@ -226,7 +226,6 @@ fn plans_at_4096_keep_grid_y_and_z_within_65535() {
         &[4, 512 * 512, groups * ci],
         &[groups * ci, ci],
         groups,
-        sana::launch::conv::ConvBuffers::NONE,
     )
     .expect("plan");
     fits("grouped_linear", grouped.geometry);

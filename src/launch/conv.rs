@@ -1,7 +1,7 @@
 //! Launch plans for kernels/conv.cu: the depthwise 3×3 convolution + bias + GLU(SiLU) of Sana's Mix-FFN, and the
 //! DC-AE's depthwise k×k and grouped 1×1 convolutions.
 
-use super::{to_u32, DevicePtr, Geometry, Plan};
+use super::{to_u32, Bind, DevicePtr, Geometry, Plan};
 use crate::error::{Error, Result};
 
 /// Channels (threads) per block.
@@ -43,14 +43,10 @@ pub struct ConvBuffers {
     pub bias: DevicePtr,
 }
 
-impl ConvBuffers {
-    /// Null pointers: a plan made with them gives the output shape, to allocate the output it is then made for.
-    pub const NONE: Self = Self {
-        out: 0,
-        x: 0,
-        w: 0,
-        bias: 0,
-    };
+impl Bind<GroupedLinearParams> for ConvBuffers {
+    fn bind(self, p: &mut GroupedLinearParams) {
+        (p.out, p.x, p.w) = (self.out, self.x, self.w);
+    }
 }
 
 /// The depthwise kernels' grid: x = tiles of THREADS output channels, y = strips of `rows` image rows, z = batch;
@@ -245,13 +241,12 @@ const _: () = assert!(std::mem::size_of::<GroupedLinearParams>() == 56);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for GroupedLinearParams {}
 
-/// Plans the grouped 1×1 convolution of `x` `[.., Cin]` with `w` `[Cout, Cin/groups]`, no bias (`buffers.bias` is
-/// not read). Returns the plan and the output shape `[.., Cout]`.
+/// Plans the grouped 1×1 convolution of `x` `[.., Cin]` with `w` `[Cout, Cin/groups]`, no bias. Returns the plan,
+/// to [`Plan::bind`] to its buffers (`bias` is not read), and the output shape `[.., Cout]`.
 pub fn grouped_linear(
     x_shape: &[usize],
     w_shape: &[usize],
     groups: usize,
-    ConvBuffers { out, x, w, .. }: ConvBuffers,
 ) -> Result<(Plan<GroupedLinearParams>, Vec<usize>)> {
     const OP: &str = "grouped_linear";
     let (&[cout, group_in], Some((&cin, lead))) = (w_shape, x_shape.split_last()) else {
@@ -288,9 +283,9 @@ pub fn grouped_linear(
                 shared_mem_bytes: 0,
             },
             params: GroupedLinearParams {
-                out,
-                x,
-                w,
+                out: 0,
+                x: 0,
+                w: 0,
                 rows_total: rows as u64,
                 cin: to_u32(OP, "Cin", cin)?,
                 cout: to_u32(OP, "Cout", cout)?,

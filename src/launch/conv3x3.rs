@@ -1,7 +1,7 @@
 //! Launch plan for kernels/conv3x3.cu: the full 3×3 convolution (stride 1 or 2, zero padding 1) as an implicit GEMM.
 
 use super::conv::ConvBuffers;
-use super::{to_u32, DevicePtr, Geometry, Plan};
+use super::{to_u32, Bind, DevicePtr, Geometry, Plan};
 use crate::error::{Error, Result};
 
 /// Output pixels per block; mirrors `BM` in kernels/conv3x3.cu.
@@ -38,15 +38,21 @@ const _: () = assert!(std::mem::size_of::<Conv3x3Params>() == 64);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for Conv3x3Params {}
 
+impl Bind<Conv3x3Params> for ConvBuffers {
+    fn bind(self, p: &mut Conv3x3Params) {
+        (p.out, p.x, p.w, p.bias) = (self.out, self.x, self.w, self.bias);
+    }
+}
+
 /// Plans the 3×3 convolution of `x` `[B, h·w, Cin]` with `w` `[Cout, Cin, 3, 3]` and an optional bias `[Cout]`
-/// (`bias_shape` `None`) at `stride` 1 or 2; returns the plan and the output shape `[B, oh·ow, Cout]`.
+/// (`bias_shape` `None`) at `stride` 1 or 2; returns the plan, to [`Plan::bind`] to
+/// its buffers, and the output shape `[B, oh·ow, Cout]`.
 pub fn conv3x3(
     x_shape: &[usize],
     w_shape: &[usize],
     bias_shape: Option<&[usize]>,
     (h, width): (usize, usize),
     stride: usize,
-    buffers: ConvBuffers,
 ) -> Result<(Plan<Conv3x3Params>, Vec<usize>)> {
     const OP: &str = "conv3x3";
     let &[b, n, cin] = x_shape else {
@@ -96,10 +102,10 @@ pub fn conv3x3(
                 shared_mem_bytes: 0,
             },
             params: Conv3x3Params {
-                out: buffers.out,
-                x: buffers.x,
-                w: buffers.w,
-                bias: buffers.bias,
+                out: 0,
+                x: 0,
+                w: 0,
+                bias: 0,
                 batch: to_u32(OP, "B", b)?,
                 h: to_u32(OP, "h", h)?,
                 width: to_u32(OP, "w", width)?,

@@ -1,7 +1,7 @@
 //! Launch plans for kernels/layout.cu: NCHW images ↔ channels-last tokens (a batched transpose), and the DC-AE's
 //! channel/space rearrangements (one gather kernel).
 
-use super::{to_u32, DevicePtr, Geometry, Plan};
+use super::{to_u32, Bind, DevicePtr, Geometry, Plan};
 use crate::error::{Error, Result};
 
 /// Tile edge; mirrors `TILE` in kernels/layout.cu.
@@ -35,8 +35,20 @@ pub struct PairBuffers {
 }
 
 impl PairBuffers {
-    /// Null pointers: a plan made with them gives the output shape, to allocate the output it is then made for.
+    /// Null pointers (a plan's shape checks alone, in tests).
     pub const NONE: Self = Self { out: 0, x: 0 };
+}
+
+impl Bind<ChannelSpaceParams> for PairBuffers {
+    fn bind(self, p: &mut ChannelSpaceParams) {
+        (p.out, p.x) = (self.out, self.x);
+    }
+}
+
+impl Bind<GroupMeanParams> for PairBuffers {
+    fn bind(self, p: &mut GroupMeanParams) {
+        (p.out, p.x) = (self.out, self.x);
+    }
 }
 
 /// Largest grid.x of a launch (grid.y and grid.z stop at 65535).
@@ -172,12 +184,12 @@ fn stride_geometry(total: usize) -> Geometry {
     }
 }
 
-/// Plans `op` on `x_shape` = [B, h·w, C]; returns the plan and the output shape.
+/// Plans `op` on `x_shape` = [B, h·w, C]; returns the plan, to
+/// [`Plan::bind`] to its buffers, and the output shape.
 pub fn channel_space(
     x_shape: &[usize],
     (h, w): (usize, usize),
     op: ChannelSpace,
-    PairBuffers { out, x }: PairBuffers,
 ) -> Result<(Plan<ChannelSpaceParams>, Vec<usize>)> {
     const OP: &str = "channel_space";
     let &[b, n, c] = x_shape else {
@@ -205,8 +217,8 @@ pub fn channel_space(
         Plan {
             geometry: stride_geometry(total),
             params: ChannelSpaceParams {
-                out,
-                x,
+                out: 0,
+                x: 0,
                 total: total as u64,
                 mode,
                 repeat: to_u32(OP, "repeat", repeat)?,
@@ -251,22 +263,17 @@ pub struct QkvBuffers {
     pub v: DevicePtr,
 }
 
-impl QkvBuffers {
-    /// Null pointers, as [`PairBuffers::NONE`].
-    pub const NONE: Self = Self {
-        x: 0,
-        q: 0,
-        k: 0,
-        v: 0,
-    };
+impl Bind<SplitQkvParams> for QkvBuffers {
+    fn bind(self, p: &mut SplitQkvParams) {
+        (p.x, p.q, p.k, p.v) = (self.x, self.q, self.k, self.v);
+    }
 }
 
 /// Plans the split of `x` `[B, N, G·3d]` (groups of `[query d | key d | value d]`) into q, k, v `[B, N, G·d]`;
-/// returns the plan and the shape of each output.
+/// returns the plan, to [`Plan::bind`] to its buffers, and the shape of each output.
 pub fn split_qkv_groups(
     x_shape: &[usize],
     head_dim: usize,
-    out: QkvBuffers,
 ) -> Result<(Plan<SplitQkvParams>, Vec<usize>)> {
     const OP: &str = "split_qkv_groups";
     let &[b, n, c3] = x_shape else {
@@ -287,10 +294,10 @@ pub fn split_qkv_groups(
         Plan {
             geometry: stride_geometry(total),
             params: SplitQkvParams {
-                q: out.q,
-                k: out.k,
-                v: out.v,
-                x: out.x,
+                q: 0,
+                k: 0,
+                v: 0,
+                x: 0,
                 total: total as u64,
                 c: to_u32(OP, "output channels", c3 / 3)?,
                 d: to_u32(OP, "head_dim", head_dim)?,
@@ -329,16 +336,17 @@ pub struct ConcatBuffers {
     pub b: DevicePtr,
 }
 
-impl ConcatBuffers {
-    /// Null pointers, as [`PairBuffers::NONE`].
-    pub const NONE: Self = Self { out: 0, a: 0, b: 0 };
+impl Bind<ConcatParams> for ConcatBuffers {
+    fn bind(self, p: &mut ConcatParams) {
+        (p.out, p.a, p.b) = (self.out, self.a, self.b);
+    }
 }
 
-/// Plans `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]`; returns the plan and the output shape.
+/// Plans `[B, N, Ca]`, `[B, N, Cb]` → `[B, N, Ca + Cb]`; returns the plan, to
+/// [`Plan::bind`] to its buffers, and the output shape.
 pub fn concat_channels(
     a_shape: &[usize],
     b_shape: &[usize],
-    ConcatBuffers { out, a, b }: ConcatBuffers,
 ) -> Result<(Plan<ConcatParams>, Vec<usize>)> {
     const OP: &str = "concat_channels";
     let (&[bn, n, ca], &[bn2, n2, cb]) = (a_shape, b_shape) else {
@@ -359,9 +367,9 @@ pub fn concat_channels(
         Plan {
             geometry: stride_geometry(total),
             params: ConcatParams {
-                out,
-                a,
-                b,
+                out: 0,
+                a: 0,
+                b: 0,
                 total: total as u64,
                 ca: to_u32(OP, "Ca", ca)?,
                 cb: to_u32(OP, "Cb", cb)?,
@@ -392,12 +400,12 @@ const _: () = assert!(std::mem::size_of::<GroupMeanParams>() == 32);
 // SAFETY: plain old data, passed by value as the kernel's only argument.
 unsafe impl cudarc::driver::DeviceRepr for GroupMeanParams {}
 
-/// Plans the mean of each run of `g` consecutive channels, `[B, N, C]` → `[B, N, C/g]`; returns the plan and the
+/// Plans the mean of each run of `g` consecutive channels, `[B, N, C]` → `[B, N, C/g]`; returns the plan (to
+/// [`Plan::bind`]) and the
 /// output shape.
 pub fn channel_group_mean(
     x_shape: &[usize],
     g: usize,
-    PairBuffers { out, x }: PairBuffers,
 ) -> Result<(Plan<GroupMeanParams>, Vec<usize>)> {
     const OP: &str = "channel_group_mean";
     let &[b, n, c] = x_shape else {
@@ -418,8 +426,8 @@ pub fn channel_group_mean(
         Plan {
             geometry: stride_geometry(total),
             params: GroupMeanParams {
-                out,
-                x,
+                out: 0,
+                x: 0,
                 total: total as u64,
                 g: to_u32(OP, "g", g)?,
                 reserved: 0,

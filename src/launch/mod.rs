@@ -40,6 +40,21 @@ pub struct Plan<P> {
     pub params: P,
 }
 
+impl<P> Plan<P> {
+    /// The plan with `buffers`' addresses written into its params: the second half of a plan made from shapes
+    /// alone (the ops whose output shape the plan computes, so that the output can be allocated in between).
+    pub fn bind<B: Bind<P>>(mut self, buffers: B) -> Self {
+        buffers.bind(&mut self.params);
+        self
+    }
+}
+
+/// Buffer addresses that a params struct planned from shapes alone takes before the launch.
+pub trait Bind<P> {
+    /// Writes the addresses into `params`' pointer fields.
+    fn bind(self, params: &mut P);
+}
+
 /// Device (or, in emulation, host) addresses of a kernel's buffers, as the 64-bit integers the params structs hold.
 pub type DevicePtr = u64;
 

@@ -162,14 +162,12 @@ impl<D: KernelDevice> KernelEngine<D> {
         grid: (usize, usize),
         op: launch::layout::ChannelSpace,
     ) -> Result<Tensor<D>> {
-        use launch::layout::{channel_space, PairBuffers};
-        let (_, shape) = channel_space(x.shape(), grid, op, PairBuffers::NONE)?;
+        let (plan, shape) = launch::layout::channel_space(x.shape(), grid, op)?;
         let out = self.alloc(shape)?;
-        let buffers = PairBuffers {
+        let p = plan.bind(launch::layout::PairBuffers {
             out: self.ptr(&out),
             x: self.ptr(x),
-        };
-        let (p, _) = channel_space(x.shape(), grid, op, buffers)?;
+        });
         // SAFETY: the plan checked x against the grid and sized the output, which `out` holds.
         unsafe { self.run(kernel::CHANNEL_SPACE, &p) }?;
         Ok(out)
@@ -683,25 +681,20 @@ impl<D: KernelDevice> Engine for KernelEngine<D> {
         grid: (usize, usize),
         stride: usize,
     ) -> Result<Tensor<D>> {
-        use launch::conv::ConvBuffers;
-        use launch::conv3x3::conv3x3;
-        let bias_shape = b.map(DeviceTensor::shape);
-        let (_, shape) = conv3x3(
+        let (plan, shape) = launch::conv3x3::conv3x3(
             x.shape(),
             w.shape(),
-            bias_shape,
+            b.map(DeviceTensor::shape),
             grid,
             stride,
-            ConvBuffers::NONE,
         )?;
         let out = self.alloc(shape)?;
-        let buffers = ConvBuffers {
+        let p = plan.bind(launch::conv::ConvBuffers {
             out: self.ptr(&out),
             x: self.ptr(x),
             w: self.ptr(w),
             bias: b.map_or(0, |b| self.ptr(b)),
-        };
-        let (p, _) = conv3x3(x.shape(), w.shape(), bias_shape, grid, stride, buffers)?;
+        });
         // SAFETY: the plan checked x = [B, h·w, Cin], w = [Cout, Cin, 3, 3], the bias [Cout], and sized the output,
         // which `out` holds.
         unsafe { self.run(kernel::CONV3X3, &p) }?;
@@ -735,16 +728,14 @@ impl<D: KernelDevice> Engine for KernelEngine<D> {
     }
 
     fn grouped_linear(&self, x: &Tensor<D>, w: &Tensor<D>, groups: usize) -> Result<Tensor<D>> {
-        use launch::conv::{grouped_linear, ConvBuffers};
-        let (_, shape) = grouped_linear(x.shape(), w.shape(), groups, ConvBuffers::NONE)?;
+        let (plan, shape) = launch::conv::grouped_linear(x.shape(), w.shape(), groups)?;
         let out = self.alloc(shape)?;
-        let buffers = ConvBuffers {
+        let p = plan.bind(launch::conv::ConvBuffers {
             out: self.ptr(&out),
             x: self.ptr(x),
             w: self.ptr(w),
             bias: 0,
-        };
-        let (p, _) = grouped_linear(x.shape(), w.shape(), groups, buffers)?;
+        });
         // SAFETY: the plan checked x = [.., G·Ci] against w = [Cout, Ci] and sized the output, which `out` holds.
         unsafe { self.run(kernel::GROUPED_LINEAR, &p) }?;
         Ok(out)
@@ -779,20 +770,18 @@ impl<D: KernelDevice> Engine for KernelEngine<D> {
         t: &Tensor<D>,
         head_dim: usize,
     ) -> Result<(Tensor<D>, Tensor<D>, Tensor<D>)> {
-        use launch::layout::{split_qkv_groups, QkvBuffers};
-        let (_, shape) = split_qkv_groups(t.shape(), head_dim, QkvBuffers::NONE)?;
+        let (plan, shape) = launch::layout::split_qkv_groups(t.shape(), head_dim)?;
         let (q, k, v) = (
             self.alloc(shape.clone())?,
             self.alloc(shape.clone())?,
             self.alloc(shape)?,
         );
-        let buffers = QkvBuffers {
+        let p = plan.bind(launch::layout::QkvBuffers {
             x: self.ptr(t),
             q: self.ptr(&q),
             k: self.ptr(&k),
             v: self.ptr(&v),
-        };
-        let (p, _) = split_qkv_groups(t.shape(), head_dim, buffers)?;
+        });
         // SAFETY: the plan checked t's shape and sized the three outputs, which q, k, v hold.
         unsafe { self.run(kernel::SPLIT_QKV_GROUPS, &p) }?;
         Ok((q, k, v))
@@ -803,29 +792,25 @@ impl<D: KernelDevice> Engine for KernelEngine<D> {
     }
 
     fn channel_group_mean(&self, x: &Tensor<D>, g: usize) -> Result<Tensor<D>> {
-        use launch::layout::{channel_group_mean, PairBuffers};
-        let (_, shape) = channel_group_mean(x.shape(), g, PairBuffers::NONE)?;
+        let (plan, shape) = launch::layout::channel_group_mean(x.shape(), g)?;
         let out = self.alloc(shape)?;
-        let buffers = PairBuffers {
+        let p = plan.bind(launch::layout::PairBuffers {
             out: self.ptr(&out),
             x: self.ptr(x),
-        };
-        let (p, _) = channel_group_mean(x.shape(), g, buffers)?;
+        });
         // SAFETY: the plan checked that g divides x's channels and sized the output, which `out` holds.
         unsafe { self.run(kernel::CHANNEL_GROUP_MEAN, &p) }?;
         Ok(out)
     }
 
     fn concat_channels(&self, a: &Tensor<D>, b: &Tensor<D>) -> Result<Tensor<D>> {
-        use launch::layout::{concat_channels, ConcatBuffers};
-        let (_, shape) = concat_channels(a.shape(), b.shape(), ConcatBuffers::NONE)?;
+        let (plan, shape) = launch::layout::concat_channels(a.shape(), b.shape())?;
         let out = self.alloc(shape)?;
-        let buffers = ConcatBuffers {
+        let p = plan.bind(launch::layout::ConcatBuffers {
             out: self.ptr(&out),
             a: self.ptr(a),
             b: self.ptr(b),
-        };
-        let (p, _) = concat_channels(a.shape(), b.shape(), buffers)?;
+        });
         // SAFETY: the plan checked that a and b share [B, N] and sized the output, which `out` holds.
         unsafe { self.run(kernel::CONCAT_CHANNELS, &p) }?;
         Ok(out)
