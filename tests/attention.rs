@@ -23,8 +23,8 @@ mod common;
 mod emu_check;
 mod engine_check;
 
-use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
-use engine_check::{on_cuda, run_op};
+use emu_check::{assert_caught, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op, within};
 use sana::cpu::attention as cpu;
 use sana::engine::cuda::embedded::Family;
 use sana::engine::emu::EmuEngine;
@@ -161,14 +161,8 @@ fn check_attention<E: Engine>(e: &E, dtype: StorageDtype) {
         let c = random_case(&mut rng, shape, dtype);
         let got = attention(e, &c.q, &c.k, &c.v, &c.bias, c.heads).expect("engine");
         let want = cpu::attention(&c.q, &c.k, &c.v, &c.bias, c.heads).expect("cpu");
-        assert_eq!(got.shape(), want.shape());
         let tol = tolerance(&c, dtype, want.data());
-        worst = worst.max(assert_within(
-            &format!("{} {dtype:?} {shape:?}", e.name()),
-            got.data(),
-            want.data(),
-            |i| tol[i],
-        ));
+        worst = worst.max(within(e, dtype, shape, &got, &want, |i| tol[i]));
     }
     eprintln!(
         "{} attention {dtype:?}: worst error {worst:.3} of the tolerance",

@@ -26,8 +26,8 @@ mod common;
 mod emu_check;
 mod engine_check;
 
-use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
-use engine_check::{on_cuda, run_op};
+use emu_check::{assert_caught, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op, within};
 use sana::cpu::causal_attention as cpu;
 use sana::engine::cuda::embedded::Family;
 use sana::engine::emu::EmuEngine;
@@ -222,14 +222,8 @@ fn check_causal_attention<E: Engine>(e: &E, dtype: StorageDtype) {
         let c = random_case(&mut rng, shape, dtype);
         let got = causal_attention(e, &c.q, &c.k, &c.v, &c.mask, &c.p).expect("engine");
         let want = cpu::causal_attention(&c.q, &c.k, &c.v, &c.mask, &c.p).expect("cpu");
-        assert_eq!(got.shape(), want.shape());
         let tol = tolerance(&c, dtype, want.data());
-        worst = worst.max(assert_within(
-            &format!("{} {dtype:?} {shape:?}", e.name()),
-            got.data(),
-            want.data(),
-            |i| tol[i],
-        ));
+        worst = worst.max(within(e, dtype, shape, &got, &want, |i| tol[i]));
     }
     eprintln!(
         "{} causal_attention {dtype:?}: worst error {worst:.3} of the tolerance",

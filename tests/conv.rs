@@ -18,7 +18,7 @@ mod emu_check;
 mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
-use engine_check::{on_cuda, run_op};
+use engine_check::{on_cuda, run_op, within};
 use sana::cpu::conv as cpu;
 use sana::engine::cuda::embedded::Family;
 use sana::engine::emu::EmuEngine;
@@ -159,14 +159,8 @@ fn check_dwconv3x3_glu<E: Engine>(e: &E, dtype: StorageDtype) {
         let c = random_case(&mut rng, shape, dtype);
         let got = dwconv3x3_glu(e, &c.x, &c.w, &c.bias, c.h, c.width).expect("engine");
         let want = cpu::dwconv3x3_glu(&c.x, &c.w, &c.bias, c.h, c.width).expect("cpu");
-        assert_eq!(got.shape(), want.shape());
         let tol = tolerance(&c, dtype, want.data());
-        worst = worst.max(assert_within(
-            &format!("{} {dtype:?} {shape:?}", e.name()),
-            got.data(),
-            want.data(),
-            |i| tol[i],
-        ));
+        worst = worst.max(within(e, dtype, shape, &got, &want, |i| tol[i]));
     }
     eprintln!(
         "{} conv {dtype:?}: worst error {worst:.3} of the tolerance",
@@ -380,19 +374,15 @@ fn check_depthwise_conv<E: Engine>(e: &E, dtype: StorageDtype) {
         let (h, width) = (shape.1, shape.2);
         let got = depthwise_conv(e, &x, &w, bias.as_ref(), h, width).expect("engine");
         let want = cpu::depthwise_conv(&x, &w, bias.as_ref(), h, width).expect("cpu");
-        assert_eq!(got.shape(), want.shape());
         let bound = depthwise_bound(&x, &w, bias.as_ref(), (h, width));
         max_abs = got
             .data()
             .iter()
             .zip(want.data())
             .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
-        worst = worst.max(assert_within(
-            &format!("{} {dtype:?} {shape:?}", e.name()),
-            got.data(),
-            want.data(),
-            |i| 0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32,
-        ));
+        worst = worst.max(within(e, dtype, shape, &got, &want, |i| {
+            0.5 * ulp(dtype, want.data()[i]) + bound[i] as f32
+        }));
     }
     eprintln!(
         "{} depthwise_conv {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}",

@@ -17,8 +17,8 @@ mod common;
 mod emu_check;
 mod engine_check;
 
-use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
-use engine_check::{on_cuda, run_op};
+use emu_check::{assert_caught, check_ptx, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op, within};
 use sana::cpu::conv as cpu;
 use sana::engine::cuda::embedded::Family;
 use sana::engine::emu::EmuEngine;
@@ -169,19 +169,13 @@ fn check_conv3x3<E: Engine>(e: &E, dtype: StorageDtype) {
         let c = random_case(&mut rng, shape, dtype);
         let got = c.run(e);
         let want = c.cpu();
-        assert_eq!(got.shape(), want.shape());
         let tol = c.tolerance(dtype, &want);
         max_abs = got
             .data()
             .iter()
             .zip(want.data())
             .fold(max_abs, |m, (g, w)| m.max((g - w).abs()));
-        worst = worst.max(assert_within(
-            &format!("{} {dtype:?} {shape:?}", e.name()),
-            got.data(),
-            want.data(),
-            |i| tol[i],
-        ));
+        worst = worst.max(within(e, dtype, shape, &got, &want, |i| tol[i]));
     }
     eprintln!(
         "{} conv3x3 {dtype:?}: worst error {worst:.3} of the tolerance, max |Δ| {max_abs:e}",

@@ -16,8 +16,8 @@ mod common;
 mod emu_check;
 mod engine_check;
 
-use emu_check::{assert_caught, assert_within, rounded, ulp, Rng, DTYPES, U};
-use engine_check::{on_cuda, run_op};
+use emu_check::{assert_caught, rounded, ulp, Rng, DTYPES, U};
+use engine_check::{on_cuda, run_op, within};
 use sana::cpu::linear as cpu;
 use sana::engine::emu::EmuEngine;
 use sana::engine::{Activation, Engine, StorageDtype};
@@ -119,14 +119,8 @@ fn check_linear<E: Engine>(e: &E, dtype: StorageDtype, rounded_before_act: bool)
         let c = random_case(&mut rng, shape, dtype);
         let got = linear(e, &c.x, &c.w, c.b.as_ref(), c.act).expect("engine");
         let want = cpu::linear(&c.x, &c.w, c.b.as_ref(), c.act).expect("cpu");
-        assert_eq!(got.shape(), want.shape());
         let tol = tolerance(&c, dtype, want.data(), rounded_before_act);
-        worst = worst.max(assert_within(
-            &format!("{} {dtype:?} {shape:?}", e.name()),
-            got.data(),
-            want.data(),
-            |i| tol[i],
-        ));
+        worst = worst.max(within(e, dtype, shape, &got, &want, |i| tol[i]));
     }
     eprintln!(
         "{} linear {dtype:?}: worst error {worst:.3} of the tolerance",

@@ -23,7 +23,7 @@ mod emu_check;
 mod engine_check;
 
 use emu_check::{assert_caught, assert_within, check_ptx, rounded, ulp, Rng, DTYPES, U};
-use engine_check::{on_cuda, run_op};
+use engine_check::{on_cuda, run_op, within};
 use sana::cpu::linear_attn as cpu;
 use sana::engine::cuda::embedded::Family;
 use sana::engine::emu::EmuEngine;
@@ -149,14 +149,8 @@ fn check_linear_attention<E: Engine>(e: &E, dtype: StorageDtype) {
         let c = random_case(&mut rng, shape, dtype);
         let got = linear_attention(e, &c.q, &c.k, &c.v, c.heads, EPS).expect("engine");
         let want = cpu::linear_attention(&c.q, &c.k, &c.v, c.heads, EPS).expect("cpu");
-        assert_eq!(got.shape(), want.shape());
         let tol = tolerance(&c, EPS, dtype, want.data());
-        worst = worst.max(assert_within(
-            &format!("{} {dtype:?} {shape:?}", e.name()),
-            got.data(),
-            want.data(),
-            |i| tol[i],
-        ));
+        worst = worst.max(within(e, dtype, shape, &got, &want, |i| tol[i]));
         assert!(
             got.data()[..HEAD_DIM].iter().all(|&x| x == 0.0),
             "{} {dtype:?} {shape:?}: a query with no positive feature must give 0",

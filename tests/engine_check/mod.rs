@@ -47,6 +47,25 @@ fn upload_all<E: Engine>(e: &E, inputs: &[&HostTensor]) -> Result<Vec<E::Tensor>
     inputs.iter().map(|t| e.upload(t)).collect()
 }
 
+/// Asserts that `got` has `want`'s shape and each element is within `tol(i)` of it (`emu_check::assert_within`),
+/// naming the engine, dtype and `case` on failure; returns the worst |got − want| / tol.
+pub fn within<E: Engine>(
+    e: &E,
+    dtype: StorageDtype,
+    case: impl std::fmt::Debug,
+    got: &HostTensor,
+    want: &HostTensor,
+    tol: impl Fn(usize) -> f32,
+) -> f32 {
+    assert_eq!(got.shape(), want.shape(), "{} {dtype:?} {case:?}", e.name());
+    crate::emu_check::assert_within(
+        &format!("{} {dtype:?} {case:?}", e.name()),
+        got.data(),
+        want.data(),
+        tol,
+    )
+}
+
 /// Runs `check` on the CUDA engine in bf16 and f16, or skips (printing why) where there is no GPU; with
 /// `SANA_REQUIRE_GPU=1` (CI's software device) a missing GPU fails instead (`common::cuda_or_skip`).
 pub fn on_cuda(test: &str, mut check: impl FnMut(&CudaEngine, StorageDtype)) {
