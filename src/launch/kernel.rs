@@ -164,7 +164,10 @@ pub fn dtype_index(dtype: StorageDtype) -> usize {
 /// Declares each kernel's typed constant, [`KERNELS`], and (emulation build) its three host entries
 /// `sana_emu_<op>_{f32,bf16,f16}` (one `SANA_EMU_ENTRY` each in kernels/*.cu).
 macro_rules! kernels {
-    ($($(#[$doc:meta])* $name:ident: $family:ident $op:literal ($params:ty) = [$f32:ident, $bf16:ident, $f16:ident];)*) => {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: $family:ident $op:literal ($params:ty) = [$f32:ident, $bf16:ident, $f16:ident];
+    )*) => {
         #[cfg(feature = "emu")]
         extern "C" {
             $(

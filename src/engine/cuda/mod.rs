@@ -3,7 +3,7 @@
 //!
 //! One context, one non-blocking stream, event tracking off (a single stream needs none, and graph capture forbids it):
 //! launches queue without host synchronisation; `download` is the only sync point. Memory comes from the device's
-//! stream-ordered pool (pool.rs), which the pipeline sizes per stage through [`Engine::begin_stage`]
+//! stream-ordered pool (pool.rs), which the pipeline sizes per stage through [`crate::engine::Engine::begin_stage`]
 //! (src/memory/working_set.rs); a failed allocation is an [`Error::OutOfDeviceMemory`] naming the stage.
 
 mod ceilings;

@@ -20,7 +20,8 @@ pub struct LinearShape {
     pub n: usize,
 }
 
-/// The buffers of one linear `y = act(x · wᵀ + b)`: `x` [m, k], `w` [n, k], optional bias [n], in the storage dtype.
+/// The buffers of one linear `y = act(x · wᵀ + b)`: `x` `[m, k]`, `w` `[n, k]`, optional bias `[n]`, in the storage
+/// dtype.
 pub struct LinearOperands<'a, B> {
     /// The input rows.
     pub x: &'a B,
