@@ -1,8 +1,8 @@
 //! The demo model (models/sana-shapes) on the CUDA engine in bf16 draws what its prompt asks for, judged by
 //! tests/common/shape_detector.rs as tests/demo_semantic.rs judges the CPU and emulation engines, with their bars
-//! (shape printed, not asserted: see there): on a GPU the 100-prompt grid at two seeds (colour and position ≥ 95%);
-//! on the software GPU, which runs each kernel's host build, 15 prompts covering every colour, shape and position
-//! (colour and position ≥ 90%, one miss allowed). Without a usable GPU the test prints why and passes — or fails, when
+//! (see there): on a GPU the 100-prompt grid at two seeds (colour and position ≥ 95%; shape printed, not asserted
+//! until measured on one); on the software GPU, which runs each kernel's host build, 15 prompts covering every
+//! colour, shape and position (colour and position ≥ 90%, one miss allowed; shape ≥ 60%, measured 13 of 15). Without a usable GPU the test prints why and passes — or fails, when
 //! `SANA_REQUIRE_GPU=1` (CI's software device, the GPU bundle).
 
 mod common;
@@ -29,7 +29,7 @@ fn cuda_demo_model_draws_the_prompt() {
     if software {
         let cases: Vec<_> = grid().into_iter().step_by(7).collect();
         score.add(&cases, &draw(&pipe, &cases, 0));
-        score.assert_at_least(&format!("cuda bf16 on {device}"), 0.9, 0.0, 0.9);
+        score.assert_at_least(&format!("cuda bf16 on {device}"), 0.9, 0.6, 0.9);
     } else {
         let cases = grid();
         for seed in [0, 1000] {

@@ -2,15 +2,15 @@
 //! picture's largest blob has that colour and position by tests/common/shape_detector.rs. This judges the images
 //! themselves, where the golden tests judge their distance to diffusers'.
 //!
-//! Bars, from what this model measures (2026-12-02, models/sana-shapes/README.md), below issue 21's goal for shape:
-//! the model colours the shape right and places it (100% and 100% on the CPU engine), but its transformer draws
-//! every shape as the same rounded blob — its VAE reconstructs the shape (74% of dataset drawings by the detector),
-//! the transformer does not follow the shape word — so the detector's shape verdict is at chance (28%): the shape
-//! accuracy is printed and not asserted (a bar at chance would catch nothing) until a model reaches the goal (≥ 90%).
+//! Bars, from what this model measures (2026-12-02, models/sana-shapes/README.md): colour and position 100% on both
+//! engines; shape 83% on the CPU engine and 80% on emu — above chance (25%), below issue 21's goal (≥ 90%): some
+//! squares read as circles and some stars as triangles. Shape bars sit below the measurements by a margin for
+//! engine-to-engine rounding: a few of the grid's squares and stars sit near the detector's fill cuts.
 //!
-//! CPU engine (f32): the 100-prompt grid at seed 0, colour and position ≥ 95%. Emulation engine (bf16, the GPU
-//! kernels built for the host): 10 prompts covering every colour, shape and position, colour and position ≥ 90% (one
-//! miss allowed; measured 100% and 100%). The two took 39 s together here (release, two shared cores).
+//! CPU engine (f32): the 100-prompt grid at seed 0, colour and position ≥ 95%, shape ≥ 75% (measured 83%). Emulation
+//! engine (bf16, the GPU kernels built for the host): 10 prompts covering every colour, shape and position, colour
+//! and position ≥ 90% (one miss allowed; measured 100% and 100%), shape ≥ 60% (measured 8 of 10; two more misses
+//! allowed). The two took 50 s together here (release, two shared cores).
 
 #[path = "common/shape_detector.rs"]
 mod shape_detector;
@@ -30,7 +30,7 @@ fn demo_model_draws_the_prompt_on_cpu() {
     let cases = grid();
     let mut score = Score::default();
     score.add(&cases, &draw(&pipe, &cases, 0));
-    score.assert_at_least("cpu f32", 0.95, 0.0, 0.95);
+    score.assert_at_least("cpu f32", 0.95, 0.75, 0.95);
 }
 
 #[test]
@@ -44,5 +44,5 @@ fn demo_model_draws_the_prompt_on_emu_bf16() {
     let cases: Vec<_> = grid().into_iter().step_by(11).collect();
     let mut score = Score::default();
     score.add(&cases, &draw(&pipe, &cases, 0));
-    score.assert_at_least("emu bf16", 0.9, 0.0, 0.9);
+    score.assert_at_least("emu bf16", 0.9, 0.6, 0.9);
 }

@@ -1,9 +1,9 @@
 """The captioned shapes data set models/sana-shapes is trained on: one coloured shape on a plain background, drawn
-procedurally (no downloads) from a seeded generator, with a caption such as "a large red circle on the left, on a
-white background".
+procedurally (no downloads) from a seeded generator, with a caption such as "a red circle on the left, on a white
+background".
 
-The vocabulary is finite (COLOURS × SHAPES × POSITIONS × SIZES × BACKGROUNDS = 900 captions), so the trainer encodes
-every caption once. The palette, positions and sizes are the ones tests/common/shape_detector.rs and
+The vocabulary is finite (COLOURS × SHAPES × POSITIONS × BACKGROUNDS = 300 captions), so the trainer encodes every
+caption once. The palette and positions are the ones tests/common/shape_detector.rs and
 tools/shape_detector.py judge against: change them together.
 """
 import itertools
@@ -32,8 +32,13 @@ POSITIONS = {
     "bottom": ("at the bottom", (0.5, 0.75)),
     "centre": ("in the centre", (0.5, 0.5)),
 }
-# Caption word (empty: not said) and the shape's half-side as a fraction of the image side.
-SIZES = {"small": 0.12, "": 0.15, "large": 0.18}
+# The shape's half-side as a fraction of the image side: one size, as large as the off-centre positions allow, so that
+# a corner or a star's point spans more than one of the VAE's 8×8-pixel latent cells (at 0.15, with sizes 0.12–0.18
+# in the captions, the VAE rounded every star into a pentagon and the transformer drew one blob for every shape).
+HALF_SIDE = 0.2
+# Jitter of the shape's centre (fraction of the side) and of its size (fraction of itself): the VAE learns on these,
+# the transformer on drawings jittered less (tools/train_demo.py's TRANSFORMER_JITTER).
+JITTER = (0.03, 0.05)
 
 
 @dataclass(frozen=True)
@@ -41,17 +46,15 @@ class Scene:
     colour: str
     shape: str
     position: str
-    size: str
     background: str
 
     def caption(self):
-        size = f"{self.size} " if self.size else ""
-        return f"a {size}{self.colour} {self.shape} {POSITIONS[self.position][0]}, on a {self.background} background"
+        return f"a {self.colour} {self.shape} {POSITIONS[self.position][0]}, on a {self.background} background"
 
 
 def all_scenes():
     """Every scene the captions can describe, in a fixed order."""
-    return [Scene(*s) for s in itertools.product(COLOURS, SHAPES, POSITIONS, SIZES, BACKGROUNDS)]
+    return [Scene(*s) for s in itertools.product(COLOURS, SHAPES, POSITIONS, BACKGROUNDS)]
 
 
 def _polygon(shape, cx, cy, h):
@@ -71,18 +74,20 @@ def _polygon(shape, cx, cy, h):
     return points
 
 
-def render(scene, side, rng, supersample=4):
+def render(scene, side, rng, jitter=JITTER, supersample=4):
     """`side`×`side` RGB uint8 image of `scene`, antialiased by drawing at `supersample`× and box-filtering down.
-    `rng` (numpy Generator) jitters the centre by ±4% of the side, the size by ±8% and each colour channel by ±12."""
+    `rng` (numpy Generator) jitters the centre by ±jitter[0] of the side, the size by ±jitter[1] of itself and each
+    colour channel by ±12."""
+    position_jitter, size_jitter = jitter
     big = side * supersample
-    jitter = lambda c: tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)
-    image = Image.new("RGB", (big, big), jitter(BACKGROUNDS[scene.background]))
+    shade = lambda c: tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in c)
+    image = Image.new("RGB", (big, big), shade(BACKGROUNDS[scene.background]))
     draw = ImageDraw.Draw(image)
     fx, fy = POSITIONS[scene.position][1]
-    cx = (fx + rng.uniform(-0.04, 0.04)) * big
-    cy = (fy + rng.uniform(-0.04, 0.04)) * big
-    h = SIZES[scene.size] * rng.uniform(0.92, 1.08) * big
-    fill = jitter(COLOURS[scene.colour])
+    cx = (fx + rng.uniform(-position_jitter, position_jitter)) * big
+    cy = (fy + rng.uniform(-position_jitter, position_jitter)) * big
+    h = HALF_SIDE * rng.uniform(1 - size_jitter, 1 + size_jitter) * big
+    fill = shade(COLOURS[scene.colour])
     if scene.shape == "circle":
         draw.ellipse([cx - h, cy - h, cx + h, cy + h], fill=fill)
     else:
@@ -90,7 +95,7 @@ def render(scene, side, rng, supersample=4):
     return np.asarray(image.resize((side, side), Image.Resampling.BOX))
 
 
-def batch(scenes, side, rng):
+def batch(scenes, side, rng, jitter=JITTER):
     """Images of `scenes` as a float tensor-ready array [N, 3, side, side] in [-1, 1]."""
-    images = np.stack([render(s, side, rng) for s in scenes])
+    images = np.stack([render(s, side, rng, jitter) for s in scenes])
     return images.transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0

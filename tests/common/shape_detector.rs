@@ -8,7 +8,7 @@
 //!    edges' noise. The blob is the largest 4-connected component (first found in row order on ties).
 //! 3. Colour: the palette colour nearest the blob's mean RGB.
 //! 4. Position: the centre of the blob's bounding box, as an offset from the image centre in fractions of the side.
-//!    Shapes are drawn at 0.25 from the centre (±0.04 jitter) or at the centre, so within [`CENTRE_RADIUS`] on
+//!    Shapes are drawn at 0.25 from the centre (±0.03 jitter) or at the centre, so within [`CENTRE_RADIUS`] on
 //!    both axes is "centre", else the axis with the larger offset decides. The bounding box, not the centroid:
 //!    a triangle's centroid sits a third of its height below its box centre.
 //! 5. Shape: the fill ratio, blob area / bounding-box area. Drawn shapes measure square 0.98–1, circle 0.70–0.84
