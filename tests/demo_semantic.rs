@@ -7,10 +7,10 @@
 //! squares read as circles and some stars as triangles. Shape bars sit below the measurements by a margin for
 //! engine-to-engine rounding: a few of the grid's squares and stars sit near the detector's fill cuts.
 //!
-//! CPU engine (f32): the 100-prompt grid at seed 0, colour and position ≥ 95%, shape ≥ 75% (measured 83%). Emulation
-//! engine (bf16, the GPU kernels built for the host): 10 prompts covering every colour, shape and position, colour
-//! and position ≥ 90% (one miss allowed; measured 100% and 100%), shape ≥ 60% (measured 8 of 10; two more misses
-//! allowed). The two took 50 s together here (release, two shared cores).
+//! CPU engine (f32): the 100-prompt grid at seed 0, colour and position ≥ 95%, shape ≥ 75% (measured 83%).
+//! Emulation engine (bf16, the GPU kernels built for the host): 10 prompts covering every colour, shape and
+//! position, colour and position ≥ 90% (one miss allowed; measured 100% and 100%), shape ≥ 60% (measured 8 of 10;
+//! two more misses allowed). The two took 50 s together here (release, two shared cores).
 
 #[path = "common/shape_detector.rs"]
 mod shape_detector;
