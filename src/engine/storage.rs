@@ -27,33 +27,6 @@ impl Storage {
         }
     }
 
-    /// `len` zeros in `dtype`.
-    pub fn zeros(dtype: StorageDtype, len: usize) -> Self {
-        match dtype {
-            StorageDtype::F32 => Storage::F32(vec![0.0; len]),
-            StorageDtype::Bf16 => Storage::Bf16(vec![bf16::ZERO; len]),
-            StorageDtype::F16 => Storage::F16(vec![f16::ZERO; len]),
-        }
-    }
-
-    /// `len` NaNs: an output buffer whose unwritten elements cannot pass for results.
-    pub fn poisoned(dtype: StorageDtype, len: usize) -> Self {
-        match dtype {
-            StorageDtype::F32 => Storage::F32(vec![f32::NAN; len]),
-            StorageDtype::Bf16 => Storage::Bf16(vec![bf16::NAN; len]),
-            StorageDtype::F16 => Storage::F16(vec![f16::NAN; len]),
-        }
-    }
-
-    /// The element type held.
-    pub fn dtype(&self) -> StorageDtype {
-        match self {
-            Storage::F32(_) => StorageDtype::F32,
-            Storage::Bf16(_) => StorageDtype::Bf16,
-            Storage::F16(_) => StorageDtype::F16,
-        }
-    }
-
     /// The values widened to f32 (exact).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
