@@ -2,16 +2,21 @@
 //! §11), over channels-last tokens `[B, h·w, 2F]` with zero padding of one pixel.
 
 use crate::cpu::elementwise::activate;
-use crate::cpu::gemm::{gemm, MatrixLayout};
+use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
-use crate::cpu::parallel::for_each_row;
+use crate::cpu::parallel::{for_each_block, for_each_row};
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
-/// Bytes of one im2col tile of [`conv3x3`]: hundreds of pixels at the DC-AE's widths, so the GEMM's packing of the
-/// weight (redone per tile) stays small beside its products, and still no full im2col buffer at 4K.
-const IM2COL_TILE_BYTES: usize = 8 << 20;
+/// Bytes of one core's im2col tile in [`conv3x3`]: thousands of pixels at the DC-AE's narrow stages and hundreds at
+/// its widest, so the GEMM's packing of the weight (redone per tile) stays small beside its products, and still no
+/// full im2col buffer at 4K.
+const IM2COL_TILE_BYTES: usize = 16 << 20;
+
+/// Fewest output pixels per tile whatever the width: below this the per-tile packing of a 9·1024 × 1024 weight
+/// costs a tenth of the tile's products.
+const MIN_TILE_PIXELS: usize = 256;
 
 pub fn dwconv3x3_glu(
     x: &HostTensor,
@@ -65,9 +70,10 @@ pub fn dwconv3x3_glu(
 
 /// Full 3×3 convolution, zero padding 1, stride 1 or 2 (PyTorch `Conv2d(Cin, Cout, 3, stride, 1)`), over
 /// channels-last tokens `x` [B, h·w, Cin]; `w` [Cout, Cin, 3, 3] as PyTorch stores it; out [B, h'·w', Cout] with
-/// `h' = (h − 1) / stride + 1`. Tiled im2col: a tile of output pixels gathers its 3×3 neighbourhoods into rows of
-/// `Cin·9` in the weight's own (channel, tap) order, so one GEMM per tile multiplies them by the untransposed weight;
-/// tiles are sized for the caches, so no full im2col buffer exists even at 4K. f32 accumulation.
+/// `h' = (h − 1) / stride + 1`. Tiled im2col: the weight is reordered once to (tap, channel) columns, so a tile of
+/// output pixels gathers each 3×3 neighbourhood as nine contiguous copies of an input pixel's channels, and one GEMM
+/// per tile multiplies them by it. Each core gathers and multiplies its own tiles (no core waits on a serial
+/// gather); tiles are sized for the caches, so no full im2col buffer exists even at 4K. f32 accumulation.
 pub fn conv3x3(
     x: &HostTensor,
     w: &HostTensor,
@@ -102,34 +108,48 @@ pub fn conv3x3(
     if k == 0 || pixels == 0 || cout == 0 {
         return HostTensor::new(vec![b, oh * ow, cout], out);
     }
-    let tile = (IM2COL_TILE_BYTES / (4 * k)).clamp(1, pixels);
-    let mut patches = vec![0.0f32; tile * k];
-    for first in (0..pixels).step_by(tile) {
-        let rows = tile.min(pixels - first);
-        for (r, patch) in patches.chunks_exact_mut(k).take(rows).enumerate() {
-            let (bi, p) = ((first + r) / (oh * ow), (first + r) % (oh * ow));
-            let (i, j) = (p / ow * stride, p % ow * stride);
-            for tap in 0..9 {
-                let (ii, jj) = ((i + tap / 3).wrapping_sub(1), (j + tap % 3).wrapping_sub(1));
-                let inside = ii < h && jj < width;
-                let xs =
-                    &x.data()[(bi * n + if inside { ii * width + jj } else { 0 }) * cin..][..cin];
-                for (ci, &xv) in xs.iter().enumerate() {
-                    patch[ci * 9 + tap] = if inside { xv } else { 0.0 };
-                }
+    // [Cout, 9, Cin]: tap-major columns, matching the gathered rows.
+    let mut taps = vec![0.0f32; cout * k];
+    for (dst, src) in taps.chunks_exact_mut(k).zip(w.data().chunks_exact(k)) {
+        for (ci, from) in src.chunks_exact(9).enumerate() {
+            for (tap, &v) in from.iter().enumerate() {
+                dst[tap * cin + ci] = v;
             }
         }
-        gemm(
-            1.0,
-            (&patches, MatrixLayout::row_major(rows, k, k)),
-            (w.data(), MatrixLayout::row_major(cout, k, k).t()),
-            1.0,
-            (
-                &mut out[first * cout..],
-                MatrixLayout::row_major(rows, cout, cout),
-            ),
-        );
     }
+    let tile = (IM2COL_TILE_BYTES / (4 * k)).max(MIN_TILE_PIXELS);
+    for_each_block(&mut out, cout, |first, block| {
+        let rows = block.len() / cout;
+        let mut patches = vec![0.0f32; tile.min(rows) * k];
+        for start in (0..rows).step_by(tile) {
+            let count = tile.min(rows - start);
+            for (r, patch) in patches.chunks_exact_mut(k).take(count).enumerate() {
+                let (bi, p) = (
+                    (first + start + r) / (oh * ow),
+                    (first + start + r) % (oh * ow),
+                );
+                let (i, j) = (p / ow * stride, p % ow * stride);
+                for (tap, dst) in patch.chunks_exact_mut(cin).enumerate() {
+                    let (ii, jj) = ((i + tap / 3).wrapping_sub(1), (j + tap % 3).wrapping_sub(1));
+                    if ii < h && jj < width {
+                        dst.copy_from_slice(&x.data()[(bi * n + ii * width + jj) * cin..][..cin]);
+                    } else {
+                        dst.fill(0.0);
+                    }
+                }
+            }
+            gemm_serial(
+                1.0,
+                (&patches, MatrixLayout::row_major(count, k, k)),
+                (&taps, MatrixLayout::row_major(cout, k, k).t()),
+                1.0,
+                (
+                    &mut block[start * cout..],
+                    MatrixLayout::row_major(count, cout, cout),
+                ),
+            );
+        }
+    });
     HostTensor::new(vec![b, oh * ow, cout], out)
 }
 
