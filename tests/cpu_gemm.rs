@@ -1,5 +1,6 @@
 //! The CPU engine's GEMM (`sana::cpu::gemm`) against f64 loops, on fresh random values, at sizes around the edges of
-//! packed GEMM blocking (micro-tiles of 8–16 rows and columns, depth blocks of ~200, row blocks split over the cores)
+//! packed GEMM blocking (micro-tiles of 8–16 rows and columns, depth blocks of ~200, row blocks split over the cores,
+//! column blocks when the output is wider than tall)
 //! and with the strided views its callers pass: row-major, transposed (a linear layer's `Wᵀ`), and an output with a
 //! row stride wider than its columns.
 //!

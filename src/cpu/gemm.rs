@@ -1,5 +1,5 @@
 //! The CPU engine's one matrix multiply, `C = α·A·B + β·C` over strided f32 views, on `matrixmultiply`'s packed,
-//! cache-blocked kernels (runtime AVX/FMA dispatch), row blocks over the cores. Every GEMM-shaped op of the CPU engine
+//! cache-blocked kernels (runtime AVX-512/AVX/FMA dispatch), row or column blocks over the cores. Every GEMM-shaped op of the CPU engine
 //! (linear layers, grouped 1×1 convolutions, 3×3 convolutions as tiled im2col, attention's two products) comes here,
 //! so one place decides how the machine's cores and caches are used. f32 accumulation throughout.
 
@@ -47,12 +47,15 @@ impl MatrixLayout {
 /// Below this many flops a GEMM runs on the calling thread: splitting it costs more than it saves.
 const PARALLEL_FLOPS: usize = 1 << 22;
 
-/// `c = alpha · a · b + beta · c` for `a` `m × k`, `b` `k × n`, `c` `m × n`, each a view into its slice, with the
-/// rows of `c` split over the machine's cores (each block one single-threaded GEMM, so there is no nested pool).
+/// `c = alpha · a · b + beta · c` for `a` `m × k`, `b` `k × n`, `c` `m × n`, each a view into its slice, split over
+/// the machine's cores by rows of `c` or, when `c` is wider than tall, by its columns: each part packs the whole of
+/// the operand it does not split, so splitting the larger dimension packs less (a linear layer over a few hundred
+/// tokens would otherwise pack its whole weight once per core). Each part is one single-threaded GEMM, so there is no
+/// nested pool.
 ///
 /// # Panics
 /// When the shapes do not chain or a view reaches past its slice: callers check user shapes first, so this is a
-/// programming error, and the bounds check is what makes the unsafe call in [`gemm_serial`] sound.
+/// programming error, and the bounds check is what makes the unsafe calls sound.
 pub fn gemm(
     alpha: f32,
     a: (&[f32], MatrixLayout),
@@ -60,35 +63,81 @@ pub fn gemm(
     beta: f32,
     c: (&mut [f32], MatrixLayout),
 ) {
-    let ((a, la), (c, lc)) = (a, c);
+    let ((a, la), (b, lb), (c, lc)) = (a, b, c);
+    check_views((a, la), (b, lb), (c, lc));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let flops = 2 * la.rows * la.cols * lc.cols;
-    // Row blocks of `c` are disjoint slices only when a row's elements come before the next row's.
-    let splittable = lc.col_stride == 1 && lc.row_stride >= lc.cols;
-    if threads == 1 || flops < PARALLEL_FLOPS || lc.rows < 2 * threads || !splittable {
-        return gemm_serial(alpha, (a, la), b, beta, (c, lc));
+    let (m, n) = (lc.rows, lc.cols);
+    if threads == 1 || 2 * m * la.cols * n < PARALLEL_FLOPS || m.max(n) < 2 * threads {
+        // SAFETY: the views were checked against their slices, and `c` is a unique borrow.
+        return unsafe {
+            sgemm(
+                alpha,
+                (a.as_ptr(), la),
+                (b.as_ptr(), lb),
+                beta,
+                (c.as_mut_ptr(), lc),
+            )
+        };
     }
-    let per = lc.rows.div_ceil(threads);
+    let by_rows = m >= n;
+    let parts = if by_rows { m } else { n };
+    let per = parts.div_ceil(threads);
+    let c = SharedOut(c.as_mut_ptr());
     std::thread::scope(|scope| {
-        let mut rest = c;
-        for first in (0..lc.rows).step_by(per) {
-            let rows = per.min(lc.rows - first);
-            let take = if first + rows == lc.rows {
-                rest.len()
-            } else {
-                rows * lc.row_stride
-            };
-            let (block, tail) = std::mem::take(&mut rest).split_at_mut(take);
-            rest = tail;
-            let a_block = (
-                &a[(first * la.row_stride).min(a.len())..],
-                MatrixLayout { rows, ..la },
-            );
-            let c_block = MatrixLayout { rows, ..lc };
-            scope.spawn(move || gemm_serial(alpha, a_block, b, beta, (block, c_block)));
+        for first in (0..parts).step_by(per) {
+            let len = per.min(parts - first);
+            let c = &c;
+            scope.spawn(move || {
+                let (a, b, c_off, la, lb, lc) = if by_rows {
+                    let (la, lc) = (
+                        MatrixLayout { rows: len, ..la },
+                        MatrixLayout { rows: len, ..lc },
+                    );
+                    (
+                        &a[first * la.row_stride..],
+                        b,
+                        first * lc.row_stride,
+                        la,
+                        lb,
+                        lc,
+                    )
+                } else {
+                    let (lb, lc) = (
+                        MatrixLayout { cols: len, ..lb },
+                        MatrixLayout { cols: len, ..lc },
+                    );
+                    (
+                        a,
+                        &b[first * lb.col_stride..],
+                        first * lc.col_stride,
+                        la,
+                        lb,
+                        lc,
+                    )
+                };
+                // SAFETY: each part's view lies inside the checked whole view of `c` (so inside its allocation), and
+                // the parts address disjoint elements: distinct rows or distinct columns of a view whose elements
+                // are distinct (`check_views`).
+                unsafe {
+                    sgemm(
+                        alpha,
+                        (a.as_ptr(), la),
+                        (b.as_ptr(), lb),
+                        beta,
+                        (c.0.add(c_off), lc),
+                    )
+                }
+            });
         }
     });
 }
+
+/// The output of a split [`gemm`], shared by its parts, each writing its own rows or columns.
+struct SharedOut(*mut f32);
+
+// SAFETY: the parts of one `gemm` write disjoint elements through it, and its scope ends before the borrow it came
+// from does.
+unsafe impl Sync for SharedOut {}
 
 /// [`gemm`] on the calling thread: for callers that already spread independent GEMMs over the cores (attention's
 /// heads).
@@ -103,6 +152,23 @@ pub fn gemm_serial(
     c: (&mut [f32], MatrixLayout),
 ) {
     let ((a, la), (b, lb), (c, lc)) = (a, b, c);
+    check_views((a, la), (b, lb), (c, lc));
+    // SAFETY: the views were checked against their slices, and `c` is a unique borrow.
+    unsafe {
+        sgemm(
+            alpha,
+            (a.as_ptr(), la),
+            (b.as_ptr(), lb),
+            beta,
+            (c.as_mut_ptr(), lc),
+        )
+    }
+}
+
+/// Panics unless the views chain, lie inside their slices, and `c`'s view addresses each element once (a part's rows
+/// or columns overlapping another's would be written by two threads).
+fn check_views(a: (&[f32], MatrixLayout), b: (&[f32], MatrixLayout), c: (&[f32], MatrixLayout)) {
+    let ((a, la), (b, lb), (c, lc)) = (a, b, c);
     assert!(
         la.cols == lb.rows && la.rows == lc.rows && lb.cols == lc.cols,
         "gemm shapes do not chain: {la:?} · {lb:?} → {lc:?}"
@@ -111,29 +177,45 @@ pub fn gemm_serial(
         la.extent() <= a.len() && lb.extent() <= b.len() && lc.extent() <= c.len(),
         "a gemm view reaches past its slice"
     );
+    let distinct = lc.rows <= 1
+        || lc.cols <= 1
+        || (lc.col_stride >= 1 && lc.row_stride >= lc.cols * lc.col_stride)
+        || (lc.row_stride >= 1 && lc.col_stride >= lc.rows * lc.row_stride);
+    assert!(
+        distinct,
+        "gemm's output view {lc:?} addresses an element twice"
+    );
+}
+
+/// `matrixmultiply`'s packed, cache-blocked kernel (AVX-512, AVX/FMA or portable, chosen at run time) on one thread.
+///
+/// # Safety
+/// The views lie inside live allocations (`check_views`), and `c`'s elements overlap neither input.
+unsafe fn sgemm(
+    alpha: f32,
+    (a, la): (*const f32, MatrixLayout),
+    (b, lb): (*const f32, MatrixLayout),
+    beta: f32,
+    (c, lc): (*mut f32, MatrixLayout),
+) {
     if lc.rows == 0 || lc.cols == 0 {
         return;
     }
     let stride = |s: usize| isize::try_from(s).expect("a slice's stride fits isize");
-    // SAFETY: every element the views address lies inside its slice (checked above; matrixmultiply reads
-    // exactly the m×k, k×n and m×n elements the layouts describe), and `c` is a unique borrow, so it aliases
-    // neither input.
-    unsafe {
-        matrixmultiply::sgemm(
-            la.rows,
-            la.cols,
-            lb.cols,
-            alpha,
-            a.as_ptr(),
-            stride(la.row_stride),
-            stride(la.col_stride),
-            b.as_ptr(),
-            stride(lb.row_stride),
-            stride(lb.col_stride),
-            beta,
-            c.as_mut_ptr(),
-            stride(lc.row_stride),
-            stride(lc.col_stride),
-        );
-    }
+    matrixmultiply::sgemm(
+        la.rows,
+        la.cols,
+        lb.cols,
+        alpha,
+        a,
+        stride(la.row_stride),
+        stride(la.col_stride),
+        b,
+        stride(lb.row_stride),
+        stride(lb.col_stride),
+        beta,
+        c,
+        stride(lc.row_stride),
+        stride(lc.col_stride),
+    );
 }
