@@ -12,9 +12,11 @@ values) and the tokenizer of tests/fixtures/tiny-sana — the one `sana-run benc
 same number of tokens. Stages as `sana-run bench` reports them: text encode (`encode_prompt` with CFG and the complex
 human instruction), one denoising step (median gap between step callbacks), all steps (`output_type="latent"`),
 decode (`vae.decode`), total; warm-up run excluded, median of `--runs`; images/s and peak device memory
-(`torch.cuda.max_memory_allocated`). Sana-Sprint variants are not covered (SanaSprintPipeline differs in its call).
+(`torch.cuda.max_memory_allocated`). Sana-Sprint variants run SanaSprintPipeline (SCM, no CFG: its guidance is an
+embedding), so `--guidance` there is that embedding's value.
 """
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -22,7 +24,14 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+from diffusers import (
+    AutoencoderDC,
+    DPMSolverMultistepScheduler,
+    SanaPipeline,
+    SanaSprintPipeline,
+    SanaTransformer2DModel,
+    SCMScheduler,
+)
 from transformers import Gemma2Config, Gemma2Model, GemmaTokenizerFast
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +41,7 @@ TOKENIZER = FIXTURES / "tiny-sana" / "tokenizer"
 PROMPT = "a photo of a red fox in the snow"
 
 # name: (width, layers, cross heads, cross head dim, sample_size, interpolation_scale, qk_norm) — the published
-# table of src/inspect/variant.rs (docs/numerics/transformer.md §2.2), Sprint excluded.
+# table of src/inspect/variant.rs (docs/numerics/transformer.md §2.2); Sprint's names start with sana-sprint.
 SMALL, LARGE, XL = (1152, 28, 16, 72), (2240, 20, 20, 112), (2240, 60, 20, 112)
 VARIANTS = {
     "sana-600m-512": (*SMALL, 16, None, False),
@@ -43,6 +52,8 @@ VARIANTS = {
     "sana-1600m-4096": (*LARGE, 128, 2.0, False),
     "sana1.5-1600m-1024": (*LARGE, 32, None, True),
     "sana1.5-4800m-1024": (*XL, 32, None, True),
+    "sana-sprint-600m-1024": (*SMALL, 32, None, True),
+    "sana-sprint-1600m-1024": (*LARGE, 32, None, True),
 }
 
 # dc-ae-f32c32-sana-1.x (docs/numerics/dc-ae.md §2).
@@ -91,8 +102,13 @@ SCHEDULER = dict(
 )
 
 
+def is_sprint(name):
+    return name.startswith("sana-sprint")
+
+
 def synthetic_pipeline(name, device, dtype):
     width, layers, heads, head_dim, sample_size, interp, qk_norm = VARIANTS[name]
+    sprint = is_sprint(name)
     torch.manual_seed(0)
     with torch.device(device):
         transformer = SanaTransformer2DModel(
@@ -108,12 +124,20 @@ def synthetic_pipeline(name, device, dtype):
             sample_size=sample_size,
             interpolation_scale=interp,
             qk_norm="rms_norm_across_heads" if qk_norm else None,
+            # Sprint's guidance embedding and trigflow time scale (src/inspect/variant.rs's config).
+            guidance_embeds=sprint,
+            guidance_embeds_scale=0.1,
+            timestep_scale=1000.0 if sprint else 1.0,
         ).to(dtype)
         text_encoder = Gemma2Model(Gemma2Config(**GEMMA)).to(dtype)
         vae = AutoencoderDC(**VAE).to(dtype)
     tokenizer = GemmaTokenizerFast.from_pretrained(TOKENIZER)
-    scheduler = DPMSolverMultistepScheduler(**SCHEDULER)
-    pipe = SanaPipeline(tokenizer, text_encoder, vae, transformer, scheduler)
+    if sprint:
+        scheduler = SCMScheduler(num_train_timesteps=1000, prediction_type="trigflow", sigma_data=0.5)
+        pipe = SanaSprintPipeline(tokenizer, text_encoder, vae, transformer, scheduler)
+    else:
+        scheduler = DPMSolverMultistepScheduler(**SCHEDULER)
+        pipe = SanaPipeline(tokenizer, text_encoder, vae, transformer, scheduler)
     return pipe, sample_size * 32
 
 
@@ -142,17 +166,22 @@ def timed(device, f):
 
 @torch.inference_mode()
 def run_once(pipe, args, device):
-    (embeds, t_text, m_text) = timed(
-        device,
-        lambda: pipe.encode_prompt(
+    sprint = isinstance(pipe, SanaSprintPipeline)
+    # encode_prompt's own default is no instruction; the pipeline call's (and sana-run's) is Sana's complex human
+    # instruction, which makes the prompt about 570 tokens instead of 300.
+    chi = inspect.signature(type(pipe).__call__).parameters["complex_human_instruction"].default
+    if sprint:
+        encode = lambda: pipe.encode_prompt([PROMPT], device=device, complex_human_instruction=chi)  # noqa: E731
+    else:
+        encode = lambda: pipe.encode_prompt(  # noqa: E731
             [PROMPT] * 1,
             do_classifier_free_guidance=args.guidance > 1,
             negative_prompt="",
             num_images_per_prompt=1,  # the pipeline call repeats the given embeddings per image
             device=device,
-        ),
-    )
-    prompt_embeds, prompt_mask, negative_embeds, negative_mask = embeds
+            complex_human_instruction=chi,
+        )
+    (embeds, t_text, m_text) = timed(device, encode)
     marks = []
 
     def on_step(_pipe, _i, _t, kwargs):
@@ -161,25 +190,33 @@ def run_once(pipe, args, device):
         return kwargs
 
     generator = torch.Generator(device).manual_seed(0)
-    latents, t_denoise, m_denoise = timed(
-        device,
-        lambda: pipe(
+    common = dict(
+        height=args.height,
+        width=args.width,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance,
+        num_images_per_prompt=args.batch,
+        use_resolution_binning=False,
+        generator=generator,
+        output_type="latent",
+        callback_on_step_end=on_step,
+    )
+    if sprint:
+        prompt_embeds, prompt_mask = embeds
+        # Its default intermediate time (1.3) is for 2 steps only; other counts must clear it.
+        common["intermediate_timesteps"] = 1.3 if args.steps == 2 else None
+        call = lambda: pipe(prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_mask, **common)  # noqa: E731
+    else:
+        prompt_embeds, prompt_mask, negative_embeds, negative_mask = embeds
+        call = lambda: pipe(  # noqa: E731
             negative_prompt=None,
             prompt_embeds=prompt_embeds,
             prompt_attention_mask=prompt_mask,
             negative_prompt_embeds=negative_embeds,
             negative_prompt_attention_mask=negative_mask,
-            height=args.height,
-            width=args.width,
-            num_inference_steps=args.steps,
-            guidance_scale=args.guidance,
-            num_images_per_prompt=args.batch,
-            use_resolution_binning=False,
-            generator=generator,
-            output_type="latent",
-            callback_on_step_end=on_step,
-        ).images,
-    )
+            **common,
+        )
+    latents, t_denoise, m_denoise = timed(device, lambda: call().images)
     gaps = [b - a for a, b in zip(marks, marks[1:])]
     step = statistics.median(gaps) if gaps else t_denoise / max(args.steps, 1)
     _, t_decode, m_decode = timed(
@@ -199,7 +236,7 @@ def main():
     src = p.add_mutually_exclusive_group()
     src.add_argument("--variant", choices=sorted(VARIANTS))
     src.add_argument("--model", type=Path, help="a diffusers Sana folder")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, help="sampler steps (default: 20; 2 for Sana-Sprint)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--height", type=int)
     p.add_argument("--width", type=int)
@@ -211,6 +248,7 @@ def main():
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
+    args.steps = args.steps or (2 if args.variant and is_sprint(args.variant) else 20)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     if args.variant:
         pipe, native = synthetic_pipeline(args.variant, args.device, dtype)
