@@ -147,8 +147,16 @@ fn elementwise_modulation_matches_cpu() {
 }
 
 /// Shapes of the 1-D kernels: a single element, lengths that leave a partial pack (f32 packs hold 4, 16-bit ones 8)
-/// and a partial block, the 0.6B's width and Gemma-2's MLP width (9216).
-const POINTWISE_SHAPES: [&[usize]; 5] = [&[1], &[2, 3, 37], &[5, 77], &[2, 5, 1152], &[2, 9216]];
+/// and a partial block, the 0.6B's width, Gemma-2's MLP width (9216), and an odd length above the CPU reference's
+/// threshold for splitting an op over the cores (74 787 elements).
+const POINTWISE_SHAPES: [&[usize]; 6] = [
+    &[1],
+    &[2, 3, 37],
+    &[5, 77],
+    &[2, 5, 1152],
+    &[2, 9216],
+    &[3, 257, 97],
+];
 
 /// `add` and `mul` (Gemma-2's gated MLP product).
 fn check_add_mul<E: Engine>(e: &E, dtype: StorageDtype) {

@@ -1,5 +1,6 @@
-//! Reference elementwise ops: activations, residual adds and the AdaLN modulation arithmetic.
+//! Reference elementwise ops: activations, residual adds and the AdaLN modulation arithmetic, chunks over the cores.
 
+use crate::cpu::parallel::{for_each_chunk, for_each_row};
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
@@ -17,10 +18,24 @@ pub fn activate(v: f32, act: Activation) -> f32 {
 }
 
 pub fn activation(x: &HostTensor, act: Activation) -> Result<HostTensor> {
-    HostTensor::new(
-        x.shape().to_vec(),
-        x.data().iter().map(|&v| activate(v, act)).collect(),
-    )
+    let mut out = vec![0.0f32; x.data().len()];
+    for_each_chunk(&mut out, |first, o| {
+        for (y, &v) in o.iter_mut().zip(&x.data()[first..]) {
+            *y = activate(v, act);
+        }
+    });
+    HostTensor::new(x.shape().to_vec(), out)
+}
+
+/// `f(a, b)` element by element, over the cores.
+fn binary(a: &HostTensor, b: &HostTensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.data().len()];
+    for_each_chunk(&mut out, |first, o| {
+        for ((y, &x), &z) in o.iter_mut().zip(&a.data()[first..]).zip(&b.data()[first..]) {
+            *y = f(x, z);
+        }
+    });
+    out
 }
 
 pub fn add(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
@@ -30,10 +45,7 @@ pub fn add(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
             format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
         ));
     }
-    HostTensor::new(
-        a.shape().to_vec(),
-        a.data().iter().zip(b.data()).map(|(x, y)| x + y).collect(),
-    )
+    HostTensor::new(a.shape().to_vec(), binary(a, b, |x, y| x + y))
 }
 
 /// `a · b`, same shapes.
@@ -44,10 +56,7 @@ pub fn mul(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
             format!("shapes {:?} and {:?} differ", a.shape(), b.shape()),
         ));
     }
-    HostTensor::new(
-        a.shape().to_vec(),
-        a.data().iter().zip(b.data()).map(|(x, y)| x * y).collect(),
-    )
+    HostTensor::new(a.shape().to_vec(), binary(a, b, |x, y| x * y))
 }
 
 /// `table[None] + emb.reshape(B, K, D)`, with a [B, D] `emb` broadcast over the K rows.
@@ -99,15 +108,14 @@ pub fn gated_residual(
             format!("row {gate_row} out of a {k}-row table"),
         ));
     }
-    let mut out = x.data().to_vec();
-    for bi in 0..b {
-        let gate = &m.data()[(bi * k + gate_row) * d..(bi * k + gate_row + 1) * d];
-        for ni in 0..n {
-            let row = (bi * n + ni) * d;
-            for j in 0..d {
-                out[row + j] += gate[j] * y.data()[row + j];
-            }
+    let mut out = vec![0.0f32; b * n * d];
+    for_each_row(&mut out, d, |row, o| {
+        let bi = row / n.max(1);
+        let gate = &m.data()[(bi * k + gate_row) * d..][..d];
+        let (xs, ys) = (&x.data()[row * d..][..d], &y.data()[row * d..][..d]);
+        for (((o, &x), &y), &g) in o.iter_mut().zip(xs).zip(ys).zip(gate) {
+            *o = x + g * y;
         }
-    }
+    });
     HostTensor::new(x.shape().to_vec(), out)
 }

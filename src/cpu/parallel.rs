@@ -13,6 +13,21 @@ where
     });
 }
 
+/// Below this many elements an elementwise op runs on the calling thread: a thread costs more than it saves.
+const PARALLEL_ELEMENTS: usize = 1 << 16;
+
+/// Calls `f(first, chunk)` over `out` split into one contiguous chunk per core (`first` is the chunk's offset), or
+/// once over all of it when it is small: for elementwise ops, which have no rows of their own.
+pub fn for_each_chunk<F>(out: &mut [f32], f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if out.len() < PARALLEL_ELEMENTS {
+        return f(0, out);
+    }
+    for_each_block(out, 1, f);
+}
+
 /// Calls `f(first_row, rows)` once per core with that core's contiguous block of `row_len`-sized rows of `out`:
 /// for ops that tile their rows themselves (attention runs its GEMMs on tiles of a block).
 pub fn for_each_block<F>(out: &mut [f32], row_len: usize, f: F)
