@@ -52,7 +52,12 @@ pub fn causal_attention(
             let (bi, i0) = (row / l, row % l);
             let mask = &key_mask.data()[bi * l..][..l];
             let keys = bi * l * kvdim;
-            let s = &mut scores[..t * l];
+            // Causal: the tile's last query sees keys up to its own position, so the products stop there (the rest
+            // would be masked to zero weight) — unless a query has no key at all, whose uniform fallback spans all.
+            let attends = |i: usize, j: usize| j <= i && mask[j] != 0.0 && i - j < window;
+            let stranded = (i0..i0 + t).any(|i| !(0..=i).any(|j| attends(i, j)));
+            let n = if stranded { l } else { i0 + t };
+            let s = &mut scores[..t * n];
             for h in 0..heads {
                 let kvh = h / group;
                 gemm_serial(
@@ -63,20 +68,19 @@ pub fn causal_attention(
                     ),
                     (
                         &k.data()[keys + kvh * d..],
-                        MatrixLayout::row_major(l, d, kvdim).t(),
+                        MatrixLayout::row_major(n, d, kvdim).t(),
                     ),
                     0.0,
-                    (s, MatrixLayout::row_major(t, l, l)),
+                    (&mut *s, MatrixLayout::row_major(t, n, n)),
                 );
-                for (ti, scores) in s.chunks_exact_mut(l).enumerate() {
+                for (ti, scores) in s.chunks_exact_mut(n).enumerate() {
                     let i = i0 + ti;
-                    let attends = |j: usize| j <= i && mask[j] != 0.0 && i - j < window;
-                    if !(0..=i).any(attends) {
+                    if !(0..=i).any(|j| attends(i, j)) {
                         scores.fill(1.0 / l as f32);
                         continue;
                     }
                     for (j, x) in scores.iter_mut().enumerate() {
-                        *x = if attends(j) {
+                        *x = if attends(i, j) {
                             let s = *x * p.scale;
                             p.softcap.map_or(s, |cap| (s / cap).tanh() * cap)
                         } else {
@@ -87,10 +91,10 @@ pub fn causal_attention(
                 }
                 gemm_serial(
                     1.0,
-                    (s, MatrixLayout::row_major(t, l, l)),
+                    (s, MatrixLayout::row_major(t, n, n)),
                     (
                         &v.data()[keys + kvh * d..],
-                        MatrixLayout::row_major(l, d, kvdim),
+                        MatrixLayout::row_major(n, d, kvdim),
                     ),
                     0.0,
                     (
