@@ -65,7 +65,7 @@ pub fn gemm(
 ) {
     let ((a, la), (b, lb), (c, lc)) = (a, b, c);
     check_views((a, la), (b, lb), (c, lc));
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = rayon::current_num_threads();
     let (m, n) = (lc.rows, lc.cols);
     if threads == 1 || 2 * m * la.cols * n < PARALLEL_FLOPS || m.max(n) < 2 * threads {
         // SAFETY: the views were checked against their slices, and `c` is a unique borrow.
@@ -83,11 +83,11 @@ pub fn gemm(
     let parts = if by_rows { m } else { n };
     let per = parts.div_ceil(threads);
     let c = SharedOut(c.as_mut_ptr());
-    std::thread::scope(|scope| {
+    rayon::scope(|scope| {
         for first in (0..parts).step_by(per) {
             let len = per.min(parts - first);
             let c = &c;
-            scope.spawn(move || {
+            scope.spawn(move |_| {
                 let (a, b, c_off, la, lb, lc) = if by_rows {
                     let (la, lc) = (
                         MatrixLayout { rows: len, ..la },

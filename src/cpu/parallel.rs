@@ -1,5 +1,5 @@
-//! Splits output rows over the machine's cores with scoped threads: the reference stays simple loops, and the
-//! heavy ops (GEMM, attention) still use every core.
+//! Splits output rows over the machine's cores on rayon's pool (threads kept for the process, not spawned per op): the
+//! reference stays simple loops, and the heavy ops (GEMM, attention) still use every core.
 
 /// Calls `f(row_index, row)` for every `row_len`-sized row of `out`, rows spread over all available cores.
 pub fn for_each_row<F>(out: &mut [f32], row_len: usize, f: F)
@@ -38,17 +38,15 @@ where
         return;
     }
     let rows = out.len() / row_len;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(rows);
+    let threads = rayon::current_num_threads().min(rows);
     if threads <= 1 {
         return f(0, out);
     }
     let rows_per_thread = rows.div_ceil(threads);
-    std::thread::scope(|s| {
+    rayon::scope(|s| {
         for (t, block) in out.chunks_mut(rows_per_thread * row_len).enumerate() {
             let f = &f;
-            s.spawn(move || f(t * rows_per_thread, block));
+            s.spawn(move |_| f(t * rows_per_thread, block));
         }
     });
 }
