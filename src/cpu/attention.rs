@@ -2,6 +2,7 @@
 //! `softmax(q kᵀ/√d + bias) v` per head, max-subtracted. Tiles of queries per core, each head's two products as
 //! GEMMs on the tile ([`gemm_serial`]), so the scores are never `[N, L]` at once; f32 accumulation as PyTorch's.
 
+use crate::cpu::exp::exp;
 use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
 use crate::cpu::parallel::{for_each_block, sequence_tiles};
@@ -88,7 +89,7 @@ pub fn softmax(scores: &mut [f32]) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut total = 0.0f64;
     for x in scores.iter_mut() {
-        *x = (*x - max).exp();
+        *x = exp(*x - max);
         total += f64::from(*x);
     }
     let inv = (1.0 / total) as f32;

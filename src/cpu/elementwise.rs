@@ -1,17 +1,22 @@
 //! Reference elementwise ops: activations, residual adds and the AdaLN modulation arithmetic, chunks over the cores.
 
+use crate::cpu::exp::exp;
 use crate::cpu::parallel::{for_each_chunk, for_each_row};
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
+/// `act(v)`. GELU-tanh as `v·σ(2z)`, which is `½v(1 + tanh z)` without the cancellation of `1 + tanh z` for
+/// negative `z`; both exponentials through [`exp`], which vectorises.
+#[inline]
 pub fn activate(v: f32, act: Activation) -> f32 {
     match act {
         Activation::Identity => v,
-        Activation::Silu => v / (1.0 + (-v).exp()),
+        Activation::Silu => v / (1.0 + exp(-v)),
         Activation::GeluTanh => {
             const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-            0.5 * v * (1.0 + (SQRT_2_OVER_PI * (v + 0.044_715 * v * v * v)).tanh())
+            let z = SQRT_2_OVER_PI * (v + 0.044_715 * v * v * v);
+            v / (1.0 + exp(-2.0 * z))
         }
         Activation::Relu => v.max(0.0),
     }

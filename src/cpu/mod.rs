@@ -7,6 +7,7 @@ pub mod causal_attention;
 pub mod conv;
 pub mod elementwise;
 pub mod embed;
+pub mod exp;
 pub mod gemm;
 pub mod layout;
 pub mod linear;
