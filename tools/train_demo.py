@@ -16,10 +16,10 @@ Stages (the data are tools/shapes_dataset.py's scenes, drawn on the fly from see
    transformer's latent space, do not change), same loss;
 4. transformer: a SanaTransformer2DModel (linear self-attention, Mix-FFN, cross-attention to the caption) trained with
    Sana's flow-matching objective (x_t = (1-σ)·x_0 + σ·ε, target ε - x_0, timestep 1000σ) on latents of a fixed set
-   of images (drawn with less jitter than the VAE's, TRANSFORMER_JITTER), conditioned on the embeddings SanaPipeline.encode_prompt gives each caption at inference (complex
-   human instruction prefix, 300 tokens), with 10% of captions replaced by the empty negative prompt so that
-   classifier-free guidance works; the saved weights are an exponential moving average; the VAE's scaling_factor
-   makes its latents unit-variance;
+   of images (drawn with less jitter than the VAE's, TRANSFORMER_JITTER), conditioned on the embeddings
+   SanaPipeline.encode_prompt gives each caption at inference (complex human instruction prefix, 300 tokens), with
+   10% of captions replaced by the empty negative prompt so that classifier-free guidance works; the saved weights
+   are an exponential moving average; the VAE's scaling_factor makes its latents unit-variance;
 5. the folder is saved with SanaPipeline.save_pretrained, diffusers' own SanaPipeline draws the 100-prompt grid
    (every colour × shape × position) and tools/shape_detector.py judges it; the summary goes to the folder's
    training.json. Stages 2 and 3 print the detector's verdicts on 200 reconstructions as they go.
@@ -30,6 +30,13 @@ side (how models/sana-shapes was made; each stage seeds its own generators, so t
     python tools/train_demo.py --vae-only --decoder-steps 0 --out /tmp/vae            # stage 2
     python tools/train_demo.py --vae-only --vae-of /tmp/vae --out /tmp/vae-refined &   # stage 3
     python tools/train_demo.py --vae-of /tmp/vae --decoder-steps 0 --decoder-of /tmp/vae-refined   # 1, 4, 5
+
+Stage 4 can go on from a saved model (`--transformer-from DIR`): the transformer starts from DIR's weights (a fresh
+optimizer and cosine schedule, batches from their own seed), the VAE, text encoder and latents are DIR's (checked:
+the same text encoder weights and latent scaling factor), and DIR's training.json record gains the steps:
+
+    python tools/train_demo.py --transformer-from models/sana-shapes --transformer-steps 4000 \
+        --transformer-lr 5e-4 --probe-every 1000 --out /tmp/continued
 
 Deterministic for a given torch version and thread count (seeded generators, deterministic algorithms, 1 thread).
 """
@@ -112,7 +119,8 @@ def autoencoder(latent_channels=LATENT_CHANNELS):
 
 def transformer(layers, heads, latent_channels=LATENT_CHANNELS):
     return SanaTransformer2DModel(
-        in_channels=latent_channels, out_channels=latent_channels, num_attention_heads=heads, attention_head_dim=32, num_layers=layers,
+        in_channels=latent_channels, out_channels=latent_channels, num_attention_heads=heads, attention_head_dim=32,
+        num_layers=layers,
         num_cross_attention_heads=heads, cross_attention_head_dim=32, cross_attention_dim=32 * heads,
         caption_channels=64, mlp_ratio=2.5, sample_size=SIDE // 8, patch_size=1, interpolation_scale=1.0,
         norm_eps=1e-6, norm_elementwise_affine=False, attention_bias=False,
@@ -252,14 +260,17 @@ def training_latents(vae, per_scene, rng, start):
     return torch.cat(latents), torch.from_numpy(index)
 
 
-def train_transformer(dit, latents, scene_index, text, steps, batch, generator, start):
+def train_transformer(dit, latents, scene_index, text, steps, batch, generator, start, lr=1e-3, probe=None,
+                      probe_every=0):
+    """Flow matching from dit's current weights (fresh optimizer, cosine schedule with peak `lr`); every `probe_every`
+    steps, probe(EMA weights) (the grid's evaluation) is logged. Leaves the EMA weights in dit."""
     embeds, masks, neg, neg_mask = text
     ema = [p.detach().clone() for p in dit.parameters()]
-    optimizer = torch.optim.AdamW(dit.parameters(), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(dit.parameters(), lr=lr, weight_decay=0.0)
     dit.train()
     recent = []
     for step in range(steps):
-        cosine_lr(optimizer, 1e-3, step, steps, warmup=100)
+        cosine_lr(optimizer, lr, step, steps, warmup=100)
         pick = torch.randint(0, len(latents), (batch,), generator=generator)
         x0 = latents[pick]
         caption = scene_index[pick]
@@ -285,6 +296,8 @@ def train_transformer(dit, latents, scene_index, text, steps, batch, generator, 
         recent.append(loss.item())
         if step % 100 == 0 or step == steps - 1:
             log(start, f"transformer step {step}/{steps}: flow-matching loss (last 100) {np.mean(recent[-100:]):.4f}")
+        if probe and probe_every and (step + 1) % probe_every == 0 and step != steps - 1:
+            log(start, f"transformer step {step + 1}: diffusers SanaPipeline on the grid, EMA weights: {probe(ema)}")
     with torch.no_grad():
         for a, p in zip(ema, dit.parameters()):
             p.copy_(a)
@@ -304,11 +317,13 @@ def grid():
 
 
 def evaluate(folder, seeds):
-    """Detector accuracy per attribute of diffusers' SanaPipeline on the grid, `seeds` images per prompt."""
-    pipe = SanaPipeline.from_pretrained(folder)
+    """Detector accuracy per attribute of diffusers' SanaPipeline on the grid, `seeds` images per prompt (`folder`: a
+    saved pipeline's folder, or a SanaPipeline), and per asked shape: {shape: {what the detector read: count}}."""
+    pipe = folder if isinstance(folder, SanaPipeline) else SanaPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
     scenes = grid()
     hits = {"colour": 0, "shape": 0, "position": 0}
+    by_shape = {shape: {} for shape in data.SHAPES}
     total = 0
     for seed in range(seeds):
         with torch.no_grad():
@@ -320,11 +335,13 @@ def evaluate(folder, seeds):
         for scene, image in zip(scenes, images):
             found = detect((image * 255).round().astype(np.uint8))
             total += 1
+            read = found[1] if found is not None else "nothing"
+            by_shape[scene.shape][read] = by_shape[scene.shape].get(read, 0) + 1
             if found is not None:
                 hits["colour"] += found[0] == scene.colour
                 hits["shape"] += found[1] == scene.shape
                 hits["position"] += found[2] == scene.position
-    return {k: v / total for k, v in hits.items()}, total
+    return {k: v / total for k, v in hits.items()}, total, by_shape
 
 
 def folder_mb(folder):
@@ -334,7 +351,8 @@ def folder_mb(folder):
 def vae_stage(args, start):
     """Stages 2–3, or what an earlier sitting saved of them (`--vae-of`): (the unscaled VAE, its record)."""
     if args.vae_of:
-        vae = AutoencoderDC.from_pretrained(args.vae_of)
+        # A --vae-only folder holds the VAE itself; a full run's folder holds it in vae/.
+        vae = AutoencoderDC.from_pretrained(args.vae_of, subfolder="vae" if (args.vae_of / "vae").is_dir() else None)
         record = json.loads((args.vae_of / "training.json").read_text())["vae"]
         vae.register_to_config(scaling_factor=1.0)
         log(start, f"vae read from {args.vae_of}: {record}")
@@ -342,10 +360,13 @@ def vae_stage(args, start):
         torch.manual_seed(SEED)
         vae = autoencoder(args.latent_channels)
         log(start, f"vae: {parameters(vae)} parameters")
-        loss = train_autoencoder(vae, args.vae_steps, args.vae_batch, np.random.default_rng(SEED), start, args.edge_weight)
+        loss = train_autoencoder(
+            vae, args.vae_steps, args.vae_batch, np.random.default_rng(SEED), start, args.edge_weight
+        )
         record = {"steps": args.vae_steps, "batch": args.vae_batch, "latent_channels": args.latent_channels,
                   "edge_weight": args.edge_weight, "final_loss_weighted_l1_plus_mse": round(loss, 4),
-                  "reconstructions_judged": reconstruction_accuracy(vae), "minutes": round((time.time() - start) / 60, 1)}
+                  "reconstructions_judged": reconstruction_accuracy(vae),
+                  "minutes": round((time.time() - start) / 60, 1)}
     if args.decoder_steps:
         begun = time.time()
         loss = refine_decoder(vae, args.decoder_steps, args.decoder_batch, args.edge_weight, start)
@@ -376,7 +397,19 @@ def main():
     parser.add_argument("--decoder-of", type=Path, metavar="DIR",
                         help="after stage 4, take the decoder from DIR (a --vae-only run that refined the same "
                         "encoder's decoder, with --vae-of this run's VAE folder)")
+    parser.add_argument("--transformer-from", type=Path, metavar="DIR",
+                        help="continue training the transformer of a full run's folder DIR (stage 4 starts from its "
+                        "weights, with a fresh optimizer and batch generator); its VAE and text encoder are kept "
+                        "(stages 2-3 skipped) and the steps add to its record")
+    parser.add_argument("--transformer-lr", type=float, default=1e-3, help="stage 4's peak learning rate")
+    parser.add_argument("--probe-every", type=int, default=0, metavar="N",
+                        help="log the grid's accuracy of the EMA weights every N transformer steps (not with "
+                        "--decoder-of: the probes draw with the unrefined decoder)")
     args = parser.parse_args()
+    previous = None
+    if args.transformer_from:
+        previous = json.loads((args.transformer_from / "training.json").read_text())
+        args.vae_of, args.decoder_steps, args.decoder_of = args.transformer_from, 0, None
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(THREADS)
@@ -394,17 +427,46 @@ def main():
     text = caption_embeddings(tokenizer, gemma, captions)
     log(start, f"encoded {len(captions)} captions: {text[0].shape[1]} text rows in use of 300")
     text_done = time.time()
+    if previous:
+        saved = Gemma2Model.from_pretrained(args.transformer_from / "text_encoder").state_dict()
+        assert all(torch.equal(saved[k], v) for k, v in gemma.state_dict().items()), "the same text encoder"
+        # The continued stage 4 draws other batches than the first one (whose generator followed the text encoder's).
+        generator = torch.Generator().manual_seed(SEED + 4)
 
     vae, vae_record = vae_stage(args, start)
     vae_done = time.time()
     latents, scene_index = training_latents(vae, args.images_per_caption, np.random.default_rng(SEED + 3), start)
     scale = float(1 / latents.std())
     latents = latents * scale
-    torch.manual_seed(SEED + 1)
-    dit = transformer(args.layers, args.heads, args.latent_channels)
+    if previous:
+        saved_scale = AutoencoderDC.load_config(args.transformer_from / "vae")["scaling_factor"]
+        assert abs(scale / saved_scale - 1) < 1e-5, f"the same latents: scale {scale} against {saved_scale}"
+        dit = SanaTransformer2DModel.from_pretrained(args.transformer_from / "transformer")
+        log(start, f"transformer read from {args.transformer_from}: {previous['transformer']}")
+    else:
+        torch.manual_seed(SEED + 1)
+        dit = transformer(args.layers, args.heads, args.latent_channels)
     log(start, f"transformer: {parameters(dit)} parameters; latent scaling factor {scale:.5f}")
+    scheduler = DPMSolverMultistepScheduler(
+        num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", lower_order_final=True,
+        euler_at_final=False, final_sigmas_type="zero",
+    )
+    vae.register_to_config(scaling_factor=scale)
+
+    def probe(weights):
+        copy = SanaTransformer2DModel.from_config(dit.config)
+        with torch.no_grad():
+            for a, p in zip(weights, copy.parameters()):
+                p.copy_(a)
+        pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=gemma, vae=vae, transformer=copy.eval(),
+                            scheduler=scheduler)
+        accuracy, _, by_shape = evaluate(pipe, args.eval_seeds)
+        return {k: round(v, 3) for k, v in accuracy.items()}, by_shape
+
     dit_loss = train_transformer(
-        dit, latents, scene_index, text, args.transformer_steps, args.transformer_batch, generator, start
+        dit, latents, scene_index, text, args.transformer_steps, args.transformer_batch, generator, start,
+        args.transformer_lr, probe, 0 if args.decoder_of else args.probe_every,
     )
     dit_done = time.time()
     if args.decoder_of:
@@ -412,34 +474,39 @@ def main():
             log(start, f"waiting for {args.decoder_of} (a --vae-only run refining the decoder beside this one)")
             time.sleep(60)
         refined = AutoencoderDC.from_pretrained(args.decoder_of)
-        assert all(torch.equal(a, b) for a, b in zip(refined.encoder.state_dict().values(), vae.encoder.state_dict().values())), "the same encoder"
+        pairs = zip(refined.encoder.state_dict().values(), vae.encoder.state_dict().values())
+        assert all(torch.equal(a, b) for a, b in pairs), "the same encoder"
         vae = refined
         vae_record = json.loads((args.decoder_of / "training.json").read_text())["vae"]
     vae.register_to_config(scaling_factor=scale)
 
-    scheduler = DPMSolverMultistepScheduler(
-        num_train_timesteps=1000, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
-        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", lower_order_final=True,
-        euler_at_final=False, final_sigmas_type="zero",
-    )
     if args.out.exists():
         shutil.rmtree(args.out)
-    SanaPipeline(tokenizer=tokenizer, text_encoder=gemma, vae=vae, transformer=dit, scheduler=scheduler).save_pretrained(
-        args.out, safe_serialization=True
-    )
-    accuracy, images = evaluate(args.out, args.eval_seeds)
-    log(start, f"diffusers SanaPipeline on the grid ({images} images): {accuracy}")
+    pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=gemma, vae=vae, transformer=dit, scheduler=scheduler)
+    pipe.save_pretrained(args.out, safe_serialization=True)
+    accuracy, images, by_shape = evaluate(args.out, args.eval_seeds)
+    log(start, f"diffusers SanaPipeline on the grid ({images} images): {accuracy}; read per asked shape {by_shape}")
+    stage4 = {"steps": args.transformer_steps, "batch": args.transformer_batch, "training_images": len(latents),
+              "latent_scaling_factor": round(scale, 5), "final_flow_matching_loss": round(dit_loss, 4),
+              "minutes": round((dit_done - vae_done) / 60, 1)}
+    if previous:
+        first = {k: v for k, v in previous["transformer"].items() if k != "continued"}
+        stage4 = {**first, "steps": first["steps"] + args.transformer_steps,
+                  "final_flow_matching_loss": round(dit_loss, 4),
+                  "minutes": round(first["minutes"] + stage4["minutes"], 1),
+                  "continued": previous["transformer"].get("continued", []) + [
+                      {"steps": args.transformer_steps, "peak_lr": args.transformer_lr, "batch_seed": SEED + 4,
+                       "minutes": stage4["minutes"], "grid_accuracy_before": previous["diffusers_grid_accuracy"]}]}
     summary = {
         "seed": SEED,
         "torch_threads": THREADS,
         "parameters": {"text_encoder": parameters(gemma), "vae": parameters(vae), "transformer": parameters(dit)},
-        "caption_embeddings_minutes": round((text_done - start) / 60, 1),
+        "caption_embeddings_minutes":
+            previous["caption_embeddings_minutes"] if previous else round((text_done - start) / 60, 1),
         "vae": vae_record,
-        "transformer": {"steps": args.transformer_steps, "batch": args.transformer_batch,
-                        "training_images": len(latents), "latent_scaling_factor": round(scale, 5),
-                        "final_flow_matching_loss": round(dit_loss, 4), "minutes": round((dit_done - vae_done) / 60, 1)},
+        "transformer": stage4,
         "diffusers_grid_accuracy": {"images": images, "steps": STEPS, "guidance": GUIDANCE,
-                                    **{k: round(v, 3) for k, v in accuracy.items()}},
+                                    **{k: round(v, 3) for k, v in accuracy.items()}, "read_per_asked_shape": by_shape},
     }
     (args.out / "training.json").write_text(json.dumps(summary, indent=1) + "\n")
     log(start, f"saved {args.out} ({folder_mb(args.out):.1f} MB): {json.dumps(summary)}")
