@@ -1,7 +1,8 @@
 //! The CPU engine's one matrix multiply, `C = α·A·B + β·C` over strided f32 views, on `matrixmultiply`'s packed,
-//! cache-blocked kernels (runtime AVX-512/AVX/FMA dispatch), row or column blocks over the cores. Every GEMM-shaped op of the CPU engine
-//! (linear layers, grouped 1×1 convolutions, 3×3 convolutions as tiled im2col, attention's two products) comes here,
-//! so one place decides how the machine's cores and caches are used. f32 accumulation throughout.
+//! cache-blocked kernels (runtime AVX-512/AVX/FMA dispatch), row or column blocks over the cores. Every GEMM-shaped op
+//! of the CPU engine (linear layers, grouped 1×1 convolutions, 3×3 convolutions as tiled im2col, attention's two
+//! products) comes here, so one place decides how the machine's cores and caches are used. f32 accumulation
+//! throughout.
 
 /// A strided matrix view: element `(i, j)` is at `offset + i·row_stride + j·col_stride` of its slice. Strides are
 /// in elements; a transposed view swaps them.
