@@ -84,15 +84,36 @@ pub fn attention(
     HostTensor::new(vec![b, n, dim], out)
 }
 
-/// Replaces a row of scores by its softmax, max-subtracted; the sum in f64 (rows can be thousands of keys long).
+/// Replaces a row of scores by its softmax, max-subtracted; the sum in f64 (rows can be thousands of keys long). The
+/// max and the sum run in independent lanes and the exponentials in their own pass, so each loop vectorises (one
+/// serial chain of f64 adds held the exponentials back); the lanes' order changes the f64 sum by ~1e-16 at most.
 pub fn softmax(scores: &mut [f32]) {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut total = 0.0f64;
+    const LANES: usize = 8;
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let chunks = scores.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in maxes.iter_mut().zip(chunk) {
+            *m = m.max(x);
+        }
+    }
+    let max = rest
+        .iter()
+        .chain(&maxes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     for x in scores.iter_mut() {
         *x = exp(*x - max);
-        total += f64::from(*x);
     }
-    let inv = (1.0 / total) as f32;
+    let mut sums = [0.0f64; LANES];
+    let chunks = scores.chunks_exact(LANES);
+    let rest: f64 = chunks.remainder().iter().map(|&x| f64::from(x)).sum();
+    for chunk in chunks {
+        for (s, &x) in sums.iter_mut().zip(chunk) {
+            *s += f64::from(x);
+        }
+    }
+    let inv = (1.0 / (sums.iter().sum::<f64>() + rest)) as f32;
     for x in scores.iter_mut() {
         *x *= inv;
     }
