@@ -69,63 +69,32 @@ pub fn gemm(
     let threads = rayon::current_num_threads();
     let (m, n) = (lc.rows, lc.cols);
     if threads == 1 || 2 * m * la.cols * n < PARALLEL_FLOPS || m.max(n) < 2 * threads {
-        // SAFETY: the views were checked against their slices, and `c` is a unique borrow.
-        return unsafe {
-            sgemm(
-                alpha,
-                (a.as_ptr(), la),
-                (b.as_ptr(), lb),
-                beta,
-                (c.as_mut_ptr(), lc),
-            )
-        };
+        return gemm_serial(alpha, (a, la), (b, lb), beta, (c, lc));
     }
-    let by_rows = m >= n;
-    let parts = if by_rows { m } else { n };
-    let per = parts.div_ceil(threads);
+    // A column split of `C = A·B` is a row split of `Cᵀ = Bᵀ·Aᵀ` (views only, no data moves).
+    let (a, la, b, lb, lc) = if m >= n {
+        (a, la, b, lb, lc)
+    } else {
+        (b, lb.t(), a, la.t(), lc.t())
+    };
+    let per = lc.rows.div_ceil(threads);
     let c = SharedOut(c.as_mut_ptr());
     rayon::scope(|scope| {
-        for first in (0..parts).step_by(per) {
-            let len = per.min(parts - first);
+        for first in (0..lc.rows).step_by(per) {
+            let rows = per.min(lc.rows - first);
             let c = &c;
             scope.spawn(move |_| {
-                let (a, b, c_off, la, lb, lc) = if by_rows {
-                    let (la, lc) = (
-                        MatrixLayout { rows: len, ..la },
-                        MatrixLayout { rows: len, ..lc },
-                    );
-                    (
-                        &a[first * la.row_stride..],
-                        b,
-                        first * lc.row_stride,
-                        la,
-                        lb,
-                        lc,
-                    )
-                } else {
-                    let (lb, lc) = (
-                        MatrixLayout { cols: len, ..lb },
-                        MatrixLayout { cols: len, ..lc },
-                    );
-                    (
-                        a,
-                        &b[first * lb.col_stride..],
-                        first * lc.col_stride,
-                        la,
-                        lb,
-                        lc,
-                    )
-                };
+                let (la, lc) = (MatrixLayout { rows, ..la }, MatrixLayout { rows, ..lc });
                 // SAFETY: each part's view lies inside the checked whole view of `c` (so inside its allocation), and
-                // the parts address disjoint elements: distinct rows or distinct columns of a view whose elements
-                // are distinct (`check_views`).
+                // the parts address disjoint elements: distinct rows of a view whose elements are distinct
+                // (`check_views`).
                 unsafe {
                     sgemm(
                         alpha,
-                        (a.as_ptr(), la),
+                        (a[first * la.row_stride..].as_ptr(), la),
                         (b.as_ptr(), lb),
                         beta,
-                        (c.0.add(c_off), lc),
+                        (c.0.add(first * lc.row_stride), lc),
                     )
                 }
             });
@@ -133,7 +102,7 @@ pub fn gemm(
     });
 }
 
-/// The output of a split [`gemm`], shared by its parts, each writing its own rows or columns.
+/// The output of a split [`gemm`], shared by its parts, each writing its own rows (of `C` or of `Cᵀ`).
 struct SharedOut(*mut f32);
 
 // SAFETY: the parts of one `gemm` write disjoint elements through it, and its scope ends before the borrow it came
