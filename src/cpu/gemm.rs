@@ -71,30 +71,35 @@ pub fn gemm(
     if threads == 1 || 2 * m * la.cols * n < PARALLEL_FLOPS || m.max(n) < 2 * threads {
         return gemm_serial(alpha, (a, la), (b, lb), beta, (c, lc));
     }
-    // A column split of `C = A·B` is a row split of `Cᵀ = Bᵀ·Aᵀ` (views only, no data moves).
-    let (a, la, b, lb, lc) = if m >= n {
-        (a, la, b, lb, lc)
-    } else {
-        (b, lb.t(), a, la.t(), lc.t())
-    };
-    let per = lc.rows.div_ceil(threads);
+    // Rows of C with the same rows of A, or columns of C with the same columns of B (matrixmultiply's epilogue wants
+    // C's columns contiguous, so C is not transposed to make one case of the two).
+    let by_rows = m >= n;
+    let parts = if by_rows { m } else { n };
+    let per = parts.div_ceil(threads);
     let c = SharedOut(c.as_mut_ptr());
     rayon::scope(|scope| {
-        for first in (0..lc.rows).step_by(per) {
-            let rows = per.min(lc.rows - first);
+        for first in (0..parts).step_by(per) {
+            let len = per.min(parts - first);
             let c = &c;
             scope.spawn(move |_| {
-                let (la, lc) = (MatrixLayout { rows, ..la }, MatrixLayout { rows, ..lc });
+                let (mut la, mut lb, mut lc) = (la, lb, lc);
+                let (a_off, b_off, c_off) = if by_rows {
+                    (la.rows, lc.rows) = (len, len);
+                    (first * la.row_stride, 0, first * lc.row_stride)
+                } else {
+                    (lb.cols, lc.cols) = (len, len);
+                    (0, first * lb.col_stride, first * lc.col_stride)
+                };
                 // SAFETY: each part's view lies inside the checked whole view of `c` (so inside its allocation), and
-                // the parts address disjoint elements: distinct rows of a view whose elements are distinct
-                // (`check_views`).
+                // the parts address disjoint elements: distinct rows or distinct columns of a view whose elements
+                // are distinct (`check_views`).
                 unsafe {
                     sgemm(
                         alpha,
-                        (a[first * la.row_stride..].as_ptr(), la),
-                        (b.as_ptr(), lb),
+                        (a[a_off..].as_ptr(), la),
+                        (b[b_off..].as_ptr(), lb),
                         beta,
-                        (c.0.add(first * lc.row_stride), lc),
+                        (c.0.add(c_off), lc),
                     )
                 }
             });
@@ -102,7 +107,7 @@ pub fn gemm(
     });
 }
 
-/// The output of a split [`gemm`], shared by its parts, each writing its own rows (of `C` or of `Cᵀ`).
+/// The output of a split [`gemm`], shared by its parts, each writing its own rows or columns.
 struct SharedOut(*mut f32);
 
 // SAFETY: the parts of one `gemm` write disjoint elements through it, and its scope ends before the borrow it came
