@@ -17,7 +17,7 @@ const SMALLEST: f32 = -87.0;
 
 /// `eˣ` in f32: `x = n·ln 2 + r` with |r| ≤ ln2/2, a degree-7 Taylor polynomial for `eʳ` (truncation below 2⁻²⁷), and
 /// `2ⁿ` applied in two halves so that results near the overflow end are exact powers of two apart. NaN stays NaN;
-/// below −87 the result is 0 (see [`SMALLEST`]) and above 88.73 it is infinity, as libm's.
+/// below −87 the result is 0 (flushed, as `SMALLEST` explains) and above 88.73 it is infinity, as libm's.
 #[inline]
 pub fn exp(x: f32) -> f32 {
     let clamped = x.clamp(SMALLEST, 89.0);
