@@ -55,8 +55,10 @@ pub fn causal_attention(
             // Causal: the tile's last query sees keys up to its own position, so the products stop there (the rest
             // would be masked to zero weight) — unless a query has no key at all, whose uniform fallback spans all.
             let attends = |i: usize, j: usize| j <= i && mask[j] != 0.0 && i - j < window;
-            let stranded = (i0..i0 + t).any(|i| !(0..=i).any(|j| attends(i, j)));
-            let n = if stranded { l } else { i0 + t };
+            let stranded: Vec<bool> = (i0..i0 + t)
+                .map(|i| !(0..=i).any(|j| attends(i, j)))
+                .collect();
+            let n = if stranded.contains(&true) { l } else { i0 + t };
             let s = &mut scores[..t * n];
             for h in 0..heads {
                 let kvh = h / group;
@@ -75,7 +77,7 @@ pub fn causal_attention(
                 );
                 for (ti, scores) in s.chunks_exact_mut(n).enumerate() {
                     let i = i0 + ti;
-                    if !(0..=i).any(|j| attends(i, j)) {
+                    if stranded[ti] {
                         scores.fill(1.0 / l as f32);
                         continue;
                     }
