@@ -37,9 +37,10 @@ pub fn dwconv3x3_glu(
     let f = c2 / 2;
     // Taps [9, 2F]: the inner loop runs over contiguous channels of one input pixel and one tap.
     let mut taps = vec![0.0f32; 9 * c2];
+    let w = w.widened();
     for c in 0..c2 {
         for tap in 0..9 {
-            taps[tap * c2 + c] = w.data()[c * 9 + tap];
+            taps[tap * c2 + c] = w[c * 9 + tap];
         }
     }
     let mut out = vec![0.0f32; b * n * f];
@@ -110,7 +111,7 @@ pub fn conv3x3(
     }
     // [Cout, 9, Cin]: tap-major columns, matching the gathered rows.
     let mut taps = vec![0.0f32; cout * k];
-    for (dst, src) in taps.chunks_exact_mut(k).zip(w.data().chunks_exact(k)) {
+    for (dst, src) in taps.chunks_exact_mut(k).zip(w.widened().chunks_exact(k)) {
         for (ci, from) in src.chunks_exact(9).enumerate() {
             for (tap, &v) in from.iter().enumerate() {
                 dst[tap * cin + ci] = v;
@@ -181,9 +182,10 @@ pub fn depthwise_conv(
     let r = k / 2;
     // Taps [k·k, C]: the inner loop runs over contiguous channels of one input pixel and one tap.
     let mut taps = vec![0.0f32; k * k * c];
+    let w = w.widened();
     for ch in 0..c {
         for tap in 0..k * k {
-            taps[tap * c + ch] = w.data()[ch * k * k + tap];
+            taps[tap * c + ch] = w[ch * k * k + tap];
         }
     }
     let mut out = vec![0.0f32; b * n * c];

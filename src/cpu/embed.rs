@@ -7,7 +7,7 @@ use crate::tensor::HostTensor;
 pub fn embedding(table: &HostTensor, ids: &[u32], scale: f32) -> Result<HostTensor> {
     table.expect_shape("embedding (table)", &[None, None])?;
     let (vocab, d) = (table.shape()[0], table.shape()[1]);
-    let mut out = Vec::with_capacity(ids.len() * d);
+    let mut out = vec![0.0f32; ids.len() * d];
     for (i, &id) in ids.iter().enumerate() {
         let id = id as usize;
         if id >= vocab {
@@ -15,11 +15,13 @@ pub fn embedding(table: &HostTensor, ids: &[u32], scale: f32) -> Result<HostTens
                 "token id {id} (position {i}) is outside the embedding table of {vocab} rows"
             )));
         }
-        out.extend(
-            table.data()[id * d..(id + 1) * d]
-                .iter()
-                .map(|&v| v * scale),
-        );
+        let row = &mut out[i * d..(i + 1) * d];
+        // A 16-bit table (Gemma's is 590 M values) is widened a row at a time, never whole.
+        match table.half() {
+            Some(half) => half.widen_into(id * d, row),
+            None => row.copy_from_slice(&table.data()[id * d..(id + 1) * d]),
+        }
+        row.iter_mut().for_each(|v| *v *= scale);
     }
     HostTensor::new(vec![ids.len(), d], out)
 }

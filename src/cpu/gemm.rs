@@ -4,6 +4,10 @@
 //! products) comes here, so one place decides how the machine's cores and caches are used. f32 accumulation
 //! throughout.
 
+use std::cell::RefCell;
+
+use crate::tensor::HalfValues;
+
 /// A strided matrix view: element `(i, j)` is at `offset + i·row_stride + j·col_stride` of its slice. Strides are
 /// in elements; a transposed view swaps them.
 #[derive(Clone, Copy, Debug)]
@@ -107,6 +111,75 @@ pub fn gemm(
     });
 }
 
+/// Output columns per panel of a 16-bit weight: matrixmultiply's column block (`NC`, 1024), so that widening the
+/// weight a panel at a time re-packs `a` no more often than one f32 GEMM over the whole weight does.
+const HALF_PANEL_COLUMNS: usize = 1024;
+
+thread_local! {
+    /// A core's widened weight panel, kept between calls (at most `HALF_PANEL_COLUMNS · k` floats).
+    static WIDENED_PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `c = a · wᵀ` for `a` `m × k`, `w` `n × k` row-major in 16 bits (a checkpoint's bf16/f16 weight kept as it is) and
+/// `c` `m × n`: the columns of `c` are split into panels over the cores, and each panel's rows of `w` are widened
+/// into the core's own buffer (a few MB, so still in cache when the GEMM packs it) and multiplied there. The same
+/// f32 values and order of operations as [`gemm`] over the widened weight: widening is exact.
+///
+/// # Panics
+/// As [`gemm`], or when `w` does not hold `n · k` values.
+pub fn gemm_half_weight(a: (&[f32], MatrixLayout), w: &HalfValues, c: (&mut [f32], MatrixLayout)) {
+    let ((a, la), (c, lc)) = (a, c);
+    let (n, k) = (lc.cols, la.cols);
+    assert_eq!(
+        w.len(),
+        n * k,
+        "a 16-bit weight of {} values is not {n} × {k}",
+        w.len()
+    );
+    let lw = MatrixLayout::row_major(n, k, k).t();
+    // The whole views; each panel's views below lie inside them.
+    assert!(
+        la.rows == lc.rows,
+        "gemm shapes do not chain: {la:?} · {n}×{k} weightᵀ → {lc:?}"
+    );
+    assert!(
+        la.extent() <= a.len() && lc.extent() <= c.len(),
+        "a gemm view reaches past its slice"
+    );
+    check_distinct(lc);
+    if lc.rows == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let panels = n
+        .div_ceil(HALF_PANEL_COLUMNS)
+        .next_multiple_of(threads)
+        .min(n);
+    let per = n.div_ceil(panels);
+    let c = SharedOut(c.as_mut_ptr());
+    rayon::scope(|scope| {
+        for first in (0..n).step_by(per) {
+            let cols = per.min(n - first);
+            let c = &c;
+            scope.spawn(move |_| {
+                WIDENED_PANEL.with_borrow_mut(|panel| {
+                    panel.resize(cols * k, 0.0);
+                    w.widen_into(first * k, panel);
+                    let lb = MatrixLayout { cols, ..lw };
+                    let lc = MatrixLayout { cols, ..lc };
+                    // SAFETY: `a` was checked whole; the panel holds `cols · k` floats, which `lb` (`k × cols`,
+                    // strides 1 and k) spans; this part of `c` is columns `first..first + cols` of the checked
+                    // view, whose elements are distinct, and no other part writes them.
+                    unsafe {
+                        let c = c.0.add(first * lc.col_stride);
+                        sgemm(1.0, (a.as_ptr(), la), (panel.as_ptr(), lb), 0.0, (c, lc))
+                    }
+                });
+            });
+        }
+    });
+}
+
 /// The output of a split [`gemm`], shared by its parts, each writing its own rows or columns.
 struct SharedOut(*mut f32);
 
@@ -152,6 +225,12 @@ fn check_views(a: (&[f32], MatrixLayout), b: (&[f32], MatrixLayout), c: (&[f32],
         la.extent() <= a.len() && lb.extent() <= b.len() && lc.extent() <= c.len(),
         "a gemm view reaches past its slice"
     );
+    check_distinct(lc);
+}
+
+/// Panics unless the view addresses each element once (a part's rows or columns overlapping another's would be
+/// written by two threads).
+fn check_distinct(lc: MatrixLayout) {
     let distinct = lc.rows <= 1
         || lc.cols <= 1
         || (lc.col_stride >= 1 && lc.row_stride >= lc.cols * lc.col_stride)

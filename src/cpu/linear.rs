@@ -2,11 +2,15 @@
 //! then bias and activation in one pass. f32 accumulation, as cuBLAS.
 
 use crate::cpu::elementwise::activate;
-use crate::cpu::gemm::{gemm, MatrixLayout};
+use crate::cpu::gemm::{gemm, gemm_half_weight, MatrixLayout};
 use crate::cpu::parallel::for_each_row;
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
+
+/// A 16-bit weight of at most this many values (4 MB in f32) is widened whole for the call: cheap beside its GEMM,
+/// and the GEMM then splits a tall output by rows (a panel split packs all of `x` once per panel).
+const WIDEN_WHOLE_ELEMENTS: usize = 1 << 20;
 
 pub fn linear(
     x: &HostTensor,
@@ -33,16 +37,24 @@ pub fn linear(
     *shape.last_mut().expect("checked non-empty above") = out_dim;
     let rows = x.rows();
     let mut out = vec![0.0f32; rows * out_dim];
-    gemm(
-        1.0,
-        (x.data(), MatrixLayout::row_major(rows, in_dim, in_dim)),
-        (
-            w.data(),
-            MatrixLayout::row_major(out_dim, in_dim, in_dim).t(),
+    let lx = MatrixLayout::row_major(rows, in_dim, in_dim);
+    let lout = MatrixLayout::row_major(rows, out_dim, out_dim);
+    match w.half() {
+        // A large 16-bit weight is widened panel by panel, never whole.
+        Some(half) if half.len() > WIDEN_WHOLE_ELEMENTS => {
+            gemm_half_weight((x.data(), lx), half, (&mut out, lout))
+        }
+        _ => gemm(
+            1.0,
+            (x.data(), lx),
+            (
+                &w.widened(),
+                MatrixLayout::row_major(out_dim, in_dim, in_dim).t(),
+            ),
+            0.0,
+            (&mut out, lout),
         ),
-        0.0,
-        (&mut out, MatrixLayout::row_major(rows, out_dim, out_dim)),
-    );
+    }
     if b.is_some() || act != Activation::Identity {
         for_each_row(&mut out, out_dim, |_, row| {
             for (o, y) in row.iter_mut().enumerate() {
@@ -79,6 +91,7 @@ pub fn grouped_linear(x: &HostTensor, w: &HostTensor, groups: usize) -> Result<H
         return HostTensor::new(shape, out);
     }
     // Group g: out[:, g·Go..] = x[:, g·Gi..] · w[g·Go.., :]ᵀ, each a strided view of the whole tensors.
+    let w = w.widened();
     for g in 0..groups {
         gemm(
             1.0,
@@ -87,7 +100,7 @@ pub fn grouped_linear(x: &HostTensor, w: &HostTensor, groups: usize) -> Result<H
                 MatrixLayout::row_major(rows, group_in, in_dim),
             ),
             (
-                &w.data()[g * group_out * group_in..],
+                &w[g * group_out * group_in..],
                 MatrixLayout::row_major(group_out, group_in, group_in).t(),
             ),
             0.0,

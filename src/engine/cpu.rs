@@ -36,7 +36,11 @@ impl Engine for CpuEngine {
 
     fn load(&self, view: &TensorView<'_>, shape: &[usize]) -> Result<HostTensor> {
         view.expect_elements_of(shape)?;
-        HostTensor::new(shape.to_vec(), view.to_f32()?)
+        // 16-bit weights stay 16-bit (half the host memory); the ops widen them per tile, exactly.
+        match view.to_half() {
+            Some(half) => HostTensor::from_half(shape.to_vec(), half),
+            None => HostTensor::new(shape.to_vec(), view.to_f32()?),
+        }
     }
 
     fn download(&self, t: &HostTensor) -> Result<HostTensor> {

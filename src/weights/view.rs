@@ -6,7 +6,7 @@ use std::path::Path;
 use safetensors::tensor::Dtype;
 
 use crate::error::{Error, Result};
-use crate::tensor::HostTensor;
+use crate::tensor::{HalfValues, HostTensor};
 
 /// A borrowed tensor inside a mapped file.
 #[derive(Clone, Copy)]
@@ -91,6 +91,24 @@ impl<'a> TensorView<'a> {
                 .collect(),
             _ => return Err(self.unsupported("F32, F16, BF16")),
         })
+    }
+
+    /// The values of a bf16 or f16 tensor as they are stored (`None` for other dtypes).
+    pub fn to_half(&self) -> Option<HalfValues> {
+        let b = self.bytes;
+        match self.dtype {
+            Dtype::F16 => Some(HalfValues::F16(
+                b.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            )),
+            Dtype::BF16 => Some(HalfValues::Bf16(
+                b.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            )),
+            _ => None,
+        }
     }
 
     /// Integer tensors (masks, token ids) as i64.

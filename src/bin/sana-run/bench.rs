@@ -302,7 +302,6 @@ fn measure(
 
 pub fn run(args: BenchArgs, dtype: Dtype) -> sana::Result<()> {
     let src = source(&args)?;
-    // The plan needs no engine: configs, tokenizer and the cost model only (the CPU engine loads the VAE).
     // The plan needs no accelerator: configs, tokenizer and the cost model only (the CPU engine loads the VAE).
     let plan = make_plan(&Sana::open(&src.dir, Device::Cpu)?, &args)?;
     let measured: Result<Option<Measured>, String> = if args.plan_only {
