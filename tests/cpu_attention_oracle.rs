@@ -25,7 +25,7 @@ fn at(t: &HostTensor, i: usize) -> f64 {
 
 #[test]
 fn cross_attention_matches_f64_loops_across_tiles_and_batch_items() {
-    let (b, n, l, heads, d) = (3, 150, 37, 3, 16);
+    let (b, n, l, heads, d) = (3, 300, 37, 3, 16);
     let dim = heads * d;
     let mut rng = Rng::new(11);
     let (q, k, v) = (

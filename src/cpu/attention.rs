@@ -9,8 +9,15 @@ use crate::cpu::parallel::{for_each_block, sequence_tiles};
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
-/// Query rows per tile: a tile's scores (`QUERY_TILE × L`) stay in cache.
-const QUERY_TILE: usize = 64;
+/// A tile's scores (`tile × L` floats) stay within this many bytes, in a core's L2 with the packed keys.
+const SCORES_BYTES: usize = 256 << 10;
+
+/// Query rows per tile: as many as keep the scores in [`SCORES_BYTES`], between 64 and 256. Each tile packs every
+/// head's keys and values afresh, so taller tiles pack them less often (at 64 rows over 300 keys the packing cost about
+/// as much as the products).
+fn query_tile(keys: usize) -> usize {
+    (SCORES_BYTES / (4 * keys.max(1))).clamp(64, 256)
+}
 
 pub fn attention(
     q: &HostTensor,
@@ -38,8 +45,9 @@ pub fn attention(
     }
     for_each_block(&mut out, dim, |first, block| {
         let rows = block.len() / dim;
-        let mut scores = vec![0.0f32; QUERY_TILE.min(rows) * l];
-        for (r, t) in sequence_tiles(first, rows, n, QUERY_TILE) {
+        let tile = query_tile(l);
+        let mut scores = vec![0.0f32; tile.min(rows) * l];
+        for (r, t) in sequence_tiles(first, rows, n, tile) {
             let row = first + r;
             let bi = row / n;
             let bias = &key_bias.data()[bi * l..][..l];
