@@ -40,7 +40,8 @@ the same text encoder weights and latent scaling factor), and DIR's training.jso
 
 A saved model can get a new decoder the same way (its encoder, hence its latents and transformer, unchanged): refine
 its decoder further (`--vae-of DIR`; the record keeps the earlier refinements), then put that decoder in a copy of
-DIR (`--transformer-from DIR --transformer-steps 0 --decoder-of ...`; the grid is judged again):
+DIR (`--transformer-from DIR --transformer-steps 0 --decoder-of ...`; the grid is judged again). models/sana-shapes's
+present decoder is the one of commit 5b1d86e's refined 1500 steps more with edge weight 10 and latent noise 0.1:
 
     python tools/train_demo.py --vae-only --vae-of models/sana-shapes --decoder-steps 1500 --edge-weight 10 \
         --decoder-latent-noise 0.1 --out /tmp/vae-sharper
