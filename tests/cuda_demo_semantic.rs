@@ -2,8 +2,9 @@
 //! tests/common/shape_detector.rs as tests/demo_semantic.rs judges the CPU and emulation engines, with their bars
 //! (see there): on a GPU the 100-prompt grid at two seeds (colour and position ≥ 95%; shape printed, not asserted
 //! until measured on one); on the software GPU, which runs each kernel's host build, 15 prompts covering every
-//! colour, shape and position (colour and position ≥ 90%, one miss allowed; shape ≥ 60%, measured 13 of 15 with the
-//! model's first 4000 transformer steps, not yet with its 8000).
+//! colour, shape and position (colour and position ≥ 90%, one miss allowed; shape ≥ 80%, three misses allowed:
+//! measured 15 of 15 with the sharper decoder of 2026-12-03, 13 of 15 with the model's first 4000 transformer steps
+//! and the previous decoder).
 //! Without a usable GPU the test prints why and passes — or fails, when `SANA_REQUIRE_GPU=1` (CI's software device,
 //! the GPU bundle).
 
@@ -31,7 +32,7 @@ fn cuda_demo_model_draws_the_prompt() {
     if software {
         let cases: Vec<_> = grid().into_iter().step_by(7).collect();
         score.add(&cases, &draw(&pipe, &cases, 0));
-        score.assert_at_least(&format!("cuda bf16 on {device}"), 0.9, 0.6, 0.9);
+        score.assert_at_least(&format!("cuda bf16 on {device}"), 0.9, 0.8, 0.9);
     } else {
         let cases = grid();
         for seed in [0, 1000] {

@@ -2,16 +2,18 @@
 //! picture's largest blob has that colour and position by tests/common/shape_detector.rs. This judges the images
 //! themselves, where the golden tests judge their distance to diffusers'.
 //!
-//! Bars, from what this model measures (2026-12-02, 8000 transformer steps, models/sana-shapes/README.md): colour and
-//! position 100% on both engines; shape 87% on the CPU engine and 90% on emu — above chance (25%), below issue 21's
-//! goal (≥ 90%) on the grid: some squares read as circles and some stars as triangles. Shape bars sit below the
-//! measurements by a margin for engine-to-engine rounding: a few of the grid's squares and stars sit near the
-//! detector's fill cuts.
+//! Bars, from what this model measures (2026-12-03, the sharper decoder, models/sana-shapes/README.md): colour and
+//! position 100% on both engines; shape 92% on the CPU engine and 100% on emu, issue 21's goal (≥ 90%) on the grid;
+//! the misses are squares whose corners are round enough to read as circles (fill 0.86–0.90, the cut at 0.90) and
+//! stars read as triangles. Shape bars sit below the measurements by a margin for engine-to-engine and
+//! machine-to-machine rounding: a few of the grid's squares sit at the detector's fill cut.
 //!
-//! CPU engine (f32): the 100-prompt grid at seed 0, colour and position ≥ 95%, shape ≥ 80% (measured 87%).
+//! CPU engine (f32): the 100-prompt grid at seed 0, colour and position ≥ 95%, shape ≥ 89% (measured 92%; 87%
+//! with the previous decoder).
 //! Emulation engine (bf16, the GPU kernels built for the host): 10 prompts covering every colour, shape and
-//! position, colour and position ≥ 90% (one miss allowed; measured 100% and 100%), shape ≥ 60% (measured 9 of 10;
-//! 8 of 10 after the first 4000 steps). The two took 50 s together here (release, two shared cores).
+//! position, colour and position ≥ 90% (one miss allowed; measured 100% and 100%), shape ≥ 80% (two misses
+//! allowed; measured 10 of 10, 9 of 10 with the previous decoder). The two took 32 s together here (release, two
+//! shared cores).
 
 #[path = "common/shape_detector.rs"]
 mod shape_detector;
@@ -31,7 +33,7 @@ fn demo_model_draws_the_prompt_on_cpu() {
     let cases = grid();
     let mut score = Score::default();
     score.add(&cases, &draw(&pipe, &cases, 0));
-    score.assert_at_least("cpu f32", 0.95, 0.8, 0.95);
+    score.assert_at_least("cpu f32", 0.95, 0.89, 0.95);
 }
 
 #[test]
@@ -45,5 +47,5 @@ fn demo_model_draws_the_prompt_on_emu_bf16() {
     let cases: Vec<_> = grid().into_iter().step_by(11).collect();
     let mut score = Score::default();
     score.add(&cases, &draw(&pipe, &cases, 0));
-    score.assert_at_least("emu bf16", 0.9, 0.6, 0.9);
+    score.assert_at_least("emu bf16", 0.9, 0.8, 0.9);
 }

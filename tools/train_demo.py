@@ -38,6 +38,16 @@ the same text encoder weights and latent scaling factor), and DIR's training.jso
     python tools/train_demo.py --transformer-from models/sana-shapes --transformer-steps 4000 \
         --transformer-lr 5e-4 --probe-every 1000 --out /tmp/continued
 
+A saved model can get a new decoder the same way (its encoder, hence its latents and transformer, unchanged): refine
+its decoder further (`--vae-of DIR`; the record keeps the earlier refinements), then put that decoder in a copy of
+DIR (`--transformer-from DIR --transformer-steps 0 --decoder-of ...`; the grid is judged again). models/sana-shapes's
+present decoder is the one of commit 5b1d86e's refined 1500 steps more with edge weight 10 and latent noise 0.1:
+
+    python tools/train_demo.py --vae-only --vae-of models/sana-shapes --decoder-steps 1500 --edge-weight 10 \
+        --decoder-latent-noise 0.1 --out /tmp/vae-sharper
+    python tools/train_demo.py --transformer-from models/sana-shapes --transformer-steps 0 \
+        --decoder-of /tmp/vae-sharper --out /tmp/sharper
+
 Deterministic for a given torch version and thread count (seeded generators, deterministic algorithms, 1 thread).
 """
 import argparse
@@ -195,21 +205,26 @@ def train_autoencoder(vae, steps, batch, rng, start, edge_weight=0.0):
     return float(np.mean(recent[-100:]))
 
 
-def refine_decoder(vae, steps, batch, edge_weight, start):
+def refine_decoder(vae, steps, batch, edge_weight, start, lr=1e-3, latent_noise=0.0):
     """Trains the decoder alone on the frozen encoder's latents: the transformer's latent space stays the same (the
-    encoder's weights do not change) and the pictures get sharper."""
+    encoder's weights do not change) and the pictures get sharper. `latent_noise` > 0 adds Gaussian noise of that many
+    times the batch's latent standard deviation to the decoder's input (the transformer's latents are near the
+    encoder's, not on them)."""
     rng = np.random.default_rng(SEED + 1)
+    noise_generator = torch.Generator().manual_seed(SEED + 5)
     scenes = data.all_scenes()
     decoder = vae.decoder.requires_grad_(True)
-    optimizer = torch.optim.AdamW(decoder.parameters(), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(decoder.parameters(), lr=lr, weight_decay=0.0)
     decoder.train()
     recent = []
     for step in range(steps):
-        cosine_lr(optimizer, 1e-3, step, steps, warmup=20)
+        cosine_lr(optimizer, lr, step, steps, warmup=20)
         picks = [scenes[i] for i in rng.integers(0, len(scenes), batch)]
         x = torch.from_numpy(data.batch(picks, SIDE, rng))
         with torch.no_grad():
             z = vae.encode(x).latent
+            if latent_noise:
+                z = z + latent_noise * z.std() * torch.randn(z.shape, generator=noise_generator)
         y = vae.decode(z).sample
         loss = reconstruction_loss(y, x, edge_weights(x, edge_weight))
         optimizer.zero_grad(set_to_none=True)
@@ -369,10 +384,20 @@ def vae_stage(args, start):
                   "minutes": round((time.time() - start) / 60, 1)}
     if args.decoder_steps:
         begun = time.time()
-        loss = refine_decoder(vae, args.decoder_steps, args.decoder_batch, args.edge_weight, start)
-        record["decoder_refinement"] = {
+        loss = refine_decoder(vae, args.decoder_steps, args.decoder_batch, args.edge_weight, start, args.decoder_lr,
+                              args.decoder_latent_noise)
+        refinement = {
             "steps": args.decoder_steps, "batch": args.decoder_batch, "final_loss_weighted_l1_plus_mse": round(loss, 4),
             "reconstructions_judged": reconstruction_accuracy(vae), "minutes": round((time.time() - begun) / 60, 1)}
+        if args.edge_weight != record["edge_weight"] or args.decoder_lr != 1e-3 or args.decoder_latent_noise:
+            refinement.update(edge_weight=args.edge_weight, peak_lr=args.decoder_lr,
+                              latent_noise=args.decoder_latent_noise)
+        if "decoder_refinement" in record:
+            # Refining a refined decoder (--vae-of a refined VAE): the earlier refinements stay in the record.
+            refinement["from"] = str(args.vae_of)
+            record.setdefault("decoder_refinement_continued", []).append(refinement)
+        else:
+            record["decoder_refinement"] = refinement
     return vae.eval().requires_grad_(False), record
 
 
@@ -385,6 +410,10 @@ def main():
     parser.add_argument("--vae-batch", type=int, default=32)
     parser.add_argument("--decoder-steps", type=int, default=1000)
     parser.add_argument("--decoder-batch", type=int, default=32)
+    parser.add_argument("--decoder-lr", type=float, default=1e-3, help="stage 3's peak learning rate")
+    parser.add_argument("--decoder-latent-noise", type=float, default=0.0, metavar="S",
+                        help="stage 3 decodes the encoder's latents plus Gaussian noise of S times their standard "
+                        "deviation")
     parser.add_argument("--images-per-caption", type=int, default=12)
     parser.add_argument("--transformer-steps", type=int, default=4000)
     parser.add_argument("--transformer-batch", type=int, default=64)
@@ -395,21 +424,23 @@ def main():
     parser.add_argument("--vae-of", type=Path, metavar="DIR",
                         help="start from the VAE a --vae-only run saved in DIR instead of training one")
     parser.add_argument("--decoder-of", type=Path, metavar="DIR",
-                        help="after stage 4, take the decoder from DIR (a --vae-only run that refined the same "
-                        "encoder's decoder, with --vae-of this run's VAE folder)")
+                        help="take the decoder from DIR (a --vae-only run that refined the same encoder's decoder, "
+                        "with --vae-of this run's VAE folder): after stage 4, waiting for DIR's training.json, or "
+                        "before it when DIR is complete at the start (with --transformer-from: a new decoder for a "
+                        "saved model; --transformer-steps 0 keeps its transformer)")
     parser.add_argument("--transformer-from", type=Path, metavar="DIR",
                         help="continue training the transformer of a full run's folder DIR (stage 4 starts from its "
                         "weights, with a fresh optimizer and batch generator); its VAE and text encoder are kept "
                         "(stages 2-3 skipped) and the steps add to its record")
     parser.add_argument("--transformer-lr", type=float, default=1e-3, help="stage 4's peak learning rate")
     parser.add_argument("--probe-every", type=int, default=0, metavar="N",
-                        help="log the grid's accuracy of the EMA weights every N transformer steps (not with "
-                        "--decoder-of: the probes draw with the unrefined decoder)")
+                        help="log the grid's accuracy of the EMA weights every N transformer steps (not with a "
+                        "--decoder-of still being refined: the probes would draw with the unrefined decoder)")
     args = parser.parse_args()
     previous = None
     if args.transformer_from:
         previous = json.loads((args.transformer_from / "training.json").read_text())
-        args.vae_of, args.decoder_steps, args.decoder_of = args.transformer_from, 0, None
+        args.vae_of, args.decoder_steps = args.transformer_from, 0
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(THREADS)
@@ -464,20 +495,30 @@ def main():
         accuracy, _, by_shape = evaluate(pipe, args.eval_seeds)
         return {k: round(v, 3) for k, v in accuracy.items()}, by_shape
 
-    dit_loss = train_transformer(
-        dit, latents, scene_index, text, args.transformer_steps, args.transformer_batch, generator, start,
-        args.transformer_lr, probe, 0 if args.decoder_of else args.probe_every,
-    )
-    dit_done = time.time()
-    if args.decoder_of:
-        while not (args.decoder_of / "training.json").exists():
-            log(start, f"waiting for {args.decoder_of} (a --vae-only run refining the decoder beside this one)")
-            time.sleep(60)
+    def take_decoder():
+        """The VAE of --decoder-of (the same encoder, so the same latents) and its record."""
         refined = AutoencoderDC.from_pretrained(args.decoder_of)
         pairs = zip(refined.encoder.state_dict().values(), vae.encoder.state_dict().values())
         assert all(torch.equal(a, b) for a, b in pairs), "the same encoder"
-        vae = refined
-        vae_record = json.loads((args.decoder_of / "training.json").read_text())["vae"]
+        refined.register_to_config(scaling_factor=scale)
+        log(start, f"decoder taken from {args.decoder_of}")
+        return refined.eval().requires_grad_(False), json.loads((args.decoder_of / "training.json").read_text())["vae"]
+
+    # A decoder refined before this run (a new decoder for a saved model: --transformer-from with --decoder-of) is
+    # taken at once, so that the probes draw with it.
+    decoder_taken = bool(args.decoder_of and (args.decoder_of / "training.json").exists())
+    if decoder_taken:
+        vae, vae_record = take_decoder()
+    dit_loss = train_transformer(
+        dit, latents, scene_index, text, args.transformer_steps, args.transformer_batch, generator, start,
+        args.transformer_lr, probe, args.probe_every if decoder_taken or not args.decoder_of else 0,
+    ) if args.transformer_steps else None
+    dit_done = time.time()
+    if args.decoder_of and not decoder_taken:
+        while not (args.decoder_of / "training.json").exists():
+            log(start, f"waiting for {args.decoder_of} (a --vae-only run refining the decoder beside this one)")
+            time.sleep(60)
+        vae, vae_record = take_decoder()
     vae.register_to_config(scaling_factor=scale)
 
     if args.out.exists():
@@ -487,9 +528,12 @@ def main():
     accuracy, images, by_shape = evaluate(args.out, args.eval_seeds)
     log(start, f"diffusers SanaPipeline on the grid ({images} images): {accuracy}; read per asked shape {by_shape}")
     stage4 = {"steps": args.transformer_steps, "batch": args.transformer_batch, "training_images": len(latents),
-              "latent_scaling_factor": round(scale, 5), "final_flow_matching_loss": round(dit_loss, 4),
+              "latent_scaling_factor": round(scale, 5), "final_flow_matching_loss": dit_loss and round(dit_loss, 4),
               "minutes": round((dit_done - vae_done) / 60, 1)}
-    if previous:
+    if previous and not args.transformer_steps:
+        # The saved transformer unchanged (a new decoder alone).
+        stage4 = previous["transformer"]
+    elif previous:
         first = {k: v for k, v in previous["transformer"].items() if k != "continued"}
         stage4 = {**first, "steps": first["steps"] + args.transformer_steps,
                   "final_flow_matching_loss": round(dit_loss, 4),
