@@ -86,35 +86,37 @@ impl PartialEq for HostTensor {
 impl HostTensor {
     /// Wraps `data` as a tensor of `shape`; the element count must match.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
-        let want: usize = shape.iter().product();
-        if want != data.len() {
-            return Err(Error::shape(
-                "HostTensor::new",
-                format!("shape {shape:?} needs {want} elements, got {}", data.len()),
-            ));
-        }
-        Ok(Self {
-            shape,
-            values: Values::F32(data),
-        })
+        Self::shaped("HostTensor::new", shape, Values::F32(data))
     }
 
     /// Keeps 16-bit values as they are, as a tensor of `shape`; the element count must match.
     pub fn from_half(shape: Vec<usize>, half: HalfValues) -> Result<Self> {
-        let want: usize = shape.iter().product();
-        if want != half.len() {
+        let store = HalfStore {
+            half,
+            widened: OnceLock::new(),
+        };
+        Self::shaped(
+            "HostTensor::from_half",
+            shape,
+            Values::Half(Arc::new(store)),
+        )
+    }
+
+    /// `values` as a tensor of `shape`, or an error naming `op` when the element counts differ.
+    fn shaped(op: &'static str, shape: Vec<usize>, values: Values) -> Result<Self> {
+        let tensor = Self { shape, values };
+        let want: usize = tensor.shape.iter().product();
+        if want != tensor.len() {
             return Err(Error::shape(
-                "HostTensor::from_half",
-                format!("shape {shape:?} needs {want} elements, got {}", half.len()),
+                op,
+                format!(
+                    "shape {:?} needs {want} elements, got {}",
+                    tensor.shape,
+                    tensor.len()
+                ),
             ));
         }
-        Ok(Self {
-            shape,
-            values: Values::Half(Arc::new(HalfStore {
-                half,
-                widened: OnceLock::new(),
-            })),
-        })
+        Ok(tensor)
     }
 
     /// A tensor of `shape` filled with 0.
@@ -209,17 +211,7 @@ impl HostTensor {
 
     /// Same values, new shape with the same element count.
     pub fn reshape(self, shape: Vec<usize>) -> Result<Self> {
-        let want: usize = shape.iter().product();
-        if want != self.len() {
-            return Err(Error::shape(
-                "HostTensor::reshape",
-                format!("shape {shape:?} needs {want} elements, got {}", self.len()),
-            ));
-        }
-        Ok(Self {
-            shape,
-            values: self.values,
-        })
+        Self::shaped("HostTensor::reshape", shape, self.values)
     }
 
     /// Size of the last dimension (1 for a scalar).

@@ -81,32 +81,26 @@ pub fn gemm(
     let parts = if by_rows { m } else { n };
     let per = parts.div_ceil(threads);
     let c = SharedOut(c.as_mut_ptr());
-    rayon::scope(|scope| {
-        for first in (0..parts).step_by(per) {
-            let len = per.min(parts - first);
-            let c = &c;
-            scope.spawn(move |_| {
-                let (mut la, mut lb, mut lc) = (la, lb, lc);
-                let (a_off, b_off, c_off) = if by_rows {
-                    (la.rows, lc.rows) = (len, len);
-                    (first * la.row_stride, 0, first * lc.row_stride)
-                } else {
-                    (lb.cols, lc.cols) = (len, len);
-                    (0, first * lb.col_stride, first * lc.col_stride)
-                };
-                // SAFETY: each part's view lies inside the checked whole view of `c` (so inside its allocation), and
-                // the parts address disjoint elements: distinct rows or distinct columns of a view whose elements
-                // are distinct (`check_views`).
-                unsafe {
-                    sgemm(
-                        alpha,
-                        (a[a_off..].as_ptr(), la),
-                        (b[b_off..].as_ptr(), lb),
-                        beta,
-                        (c.0.add(c_off), lc),
-                    )
-                }
-            });
+    for_each_part(parts, per, |first, len| {
+        let (mut la, mut lb, mut lc) = (la, lb, lc);
+        let (a_off, b_off, c_off) = if by_rows {
+            (la.rows, lc.rows) = (len, len);
+            (first * la.row_stride, 0, first * lc.row_stride)
+        } else {
+            (lb.cols, lc.cols) = (len, len);
+            (0, first * lb.col_stride, first * lc.col_stride)
+        };
+        // SAFETY: each part's view lies inside the checked whole view of `c` (so inside its allocation), and
+        // the parts address disjoint elements: distinct rows or distinct columns of a view whose elements
+        // are distinct (`check_views`).
+        unsafe {
+            sgemm(
+                alpha,
+                (a[a_off..].as_ptr(), la),
+                (b[b_off..].as_ptr(), lb),
+                beta,
+                (c.at(c_off), lc),
+            )
         }
     });
 }
@@ -157,25 +151,29 @@ pub fn gemm_half_weight(a: (&[f32], MatrixLayout), w: &HalfValues, c: (&mut [f32
         .min(n);
     let per = n.div_ceil(panels);
     let c = SharedOut(c.as_mut_ptr());
+    for_each_part(n, per, |first, cols| {
+        WIDENED_PANEL.with_borrow_mut(|panel| {
+            panel.resize(cols * k, 0.0);
+            w.widen_into(first * k, panel);
+            let lb = MatrixLayout { cols, ..lw };
+            let lc = MatrixLayout { cols, ..lc };
+            // SAFETY: `a` was checked whole; the panel holds `cols · k` floats, which `lb` (`k × cols`,
+            // strides 1 and k) spans; this part of `c` is columns `first..first + cols` of the checked
+            // view, whose elements are distinct, and no other part writes them.
+            unsafe {
+                let c = c.at(first * lc.col_stride);
+                sgemm(1.0, (a.as_ptr(), la), (panel.as_ptr(), lb), 0.0, (c, lc))
+            }
+        });
+    });
+}
+
+/// Runs `part(first, len)` for `0..parts` in pieces of `per` over the cores (`len` short for the last piece).
+fn for_each_part(parts: usize, per: usize, part: impl Fn(usize, usize) + Sync) {
     rayon::scope(|scope| {
-        for first in (0..n).step_by(per) {
-            let cols = per.min(n - first);
-            let c = &c;
-            scope.spawn(move |_| {
-                WIDENED_PANEL.with_borrow_mut(|panel| {
-                    panel.resize(cols * k, 0.0);
-                    w.widen_into(first * k, panel);
-                    let lb = MatrixLayout { cols, ..lw };
-                    let lc = MatrixLayout { cols, ..lc };
-                    // SAFETY: `a` was checked whole; the panel holds `cols · k` floats, which `lb` (`k × cols`,
-                    // strides 1 and k) spans; this part of `c` is columns `first..first + cols` of the checked
-                    // view, whose elements are distinct, and no other part writes them.
-                    unsafe {
-                        let c = c.0.add(first * lc.col_stride);
-                        sgemm(1.0, (a.as_ptr(), la), (panel.as_ptr(), lb), 0.0, (c, lc))
-                    }
-                });
-            });
+        for first in (0..parts).step_by(per) {
+            let part = &part;
+            scope.spawn(move |_| part(first, per.min(parts - first)));
         }
     });
 }
@@ -186,6 +184,16 @@ struct SharedOut(*mut f32);
 // SAFETY: the parts of one `gemm` write disjoint elements through it, and its scope ends before the borrow it came
 // from does.
 unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The element `offset` places in (a method, so that closures capture the `Sync` wrapper, not its pointer).
+    ///
+    /// # Safety
+    /// `offset` lies inside the allocation the pointer came from.
+    unsafe fn at(&self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
 
 /// [`gemm`] on the calling thread: for callers that already spread independent GEMMs over the cores (attention's
 /// heads).
