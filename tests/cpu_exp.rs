@@ -2,14 +2,11 @@
 //! the correctly rounded value from −87 up (results are normal f32s there), 0 below (flushed instead of subnormal),
 //! infinity where libm's is, NaN for NaN.
 
-use sana::cpu::exp::exp;
+#[path = "common/ulp.rs"]
+mod ulp;
 
-/// Distance in units in the last place of `want` (an f32 rounding of the exact value).
-fn ulps(got: f32, want: f32) -> f64 {
-    let ulp = f64::from(want.abs()) * f64::from(f32::EPSILON);
-    (f64::from(got) - f64::from(want)).abs()
-        / ulp.max(f64::from(f32::MIN_POSITIVE) * f64::from(f32::EPSILON))
-}
+use sana::cpu::exp::exp;
+use ulp::ulps;
 
 #[test]
 fn exp_is_within_two_ulp_everywhere() {

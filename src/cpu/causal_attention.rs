@@ -11,6 +11,7 @@ use crate::cpu::attention::softmax;
 use crate::cpu::gemm::{gemm_serial, MatrixLayout};
 use crate::cpu::norm::dims3;
 use crate::cpu::parallel::{for_each_block, sequence_tiles};
+use crate::cpu::tanh::tanh;
 use crate::engine::CausalAttention;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
@@ -81,13 +82,17 @@ pub fn causal_attention(
                         scores.fill(1.0 / l as f32);
                         continue;
                     }
+                    // Scale and soft-cap every score in one vectorised pass, then mask.
+                    match p.softcap {
+                        Some(cap) => scores
+                            .iter_mut()
+                            .for_each(|x| *x = tanh(*x * p.scale / cap) * cap),
+                        None => scores.iter_mut().for_each(|x| *x *= p.scale),
+                    }
                     for (j, x) in scores.iter_mut().enumerate() {
-                        *x = if attends(i, j) {
-                            let s = *x * p.scale;
-                            p.softcap.map_or(s, |cap| (s / cap).tanh() * cap)
-                        } else {
-                            f32::NEG_INFINITY
-                        };
+                        if !attends(i, j) {
+                            *x = f32::NEG_INFINITY;
+                        }
                     }
                     softmax(scores);
                 }

@@ -16,3 +16,4 @@ pub mod norm;
 pub mod parallel;
 pub mod rotary;
 pub mod sampler;
+pub mod tanh;
