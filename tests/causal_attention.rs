@@ -91,7 +91,7 @@ fn random_case(
             *m = match mask {
                 Mask::Right(valid) => f32::from(u8::from(j < valid[bi])),
                 Mask::Left(valid) => f32::from(u8::from(j >= l - valid[bi])),
-                Mask::Holes => f32::from(u8::from(j == 0 || rng.next_u64() % 4 != 0)),
+                Mask::Holes => f32::from(u8::from(j == 0 || !rng.next_u64().is_multiple_of(4))),
             };
         }
     }

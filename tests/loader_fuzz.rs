@@ -26,7 +26,7 @@ fn mutate(bytes: &[u8], rng: &mut Rng) -> (Vec<u8>, String) {
     let pick = |rng: &mut Rng, n: usize| (rng.next_u64() % n.max(1) as u64) as usize;
     // Safetensors headers and JSON numbers are where the loaders make decisions: aim there most of the time.
     let text_end = header_end(bytes).unwrap_or(bytes.len());
-    let at = if rng.next_u64() % 4 == 0 {
+    let at = if rng.next_u64().is_multiple_of(4) {
         pick(rng, bytes.len())
     } else {
         pick(rng, text_end)

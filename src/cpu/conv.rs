@@ -166,7 +166,7 @@ pub fn depthwise_conv(
     let (b, n, c) = dims3(x, "depthwise_conv")?;
     w.expect_shape("depthwise_conv (weight)", &[Some(c), None, None])?;
     let k = w.shape()[1];
-    if n != h * width || k != w.shape()[2] || k % 2 == 0 {
+    if n != h * width || k != w.shape()[2] || k.is_multiple_of(2) {
         return Err(Error::shape(
             "depthwise_conv",
             format!(

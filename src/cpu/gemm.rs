@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use crate::tensor::HalfValues;
+use crate::cpu::parallel::{for_each_part, SharedOut};
 
 /// A strided matrix view: element `(i, j)` is at `offset + i·row_stride + j·col_stride` of its slice. Strides are
 /// in elements; a transposed view swaps them.
@@ -114,22 +114,21 @@ thread_local! {
     static WIDENED_PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `c = a · wᵀ` for `a` `m × k`, `w` `n × k` row-major in 16 bits (a checkpoint's bf16/f16 weight kept as it is) and
-/// `c` `m × n`: the columns of `c` are split into panels over the cores, and each panel's rows of `w` are widened
-/// into the core's own buffer (a few MB, so still in cache when the GEMM packs it) and multiplied there. The same
-/// f32 values and order of operations as [`gemm`] over the widened weight: widening is exact.
+/// `c = a · wᵀ` for `a` `m × k`, a weight `w` `n × k` row-major that `widen(start, out)` writes as f32 (values
+/// `start..start + out.len()`; a checkpoint's bf16/f16 weight kept as it is) and `c` `m × n`: the columns of `c` are
+/// split into panels over the cores, and each panel's rows of `w` are widened into the core's own buffer (a few MB, so
+/// still in cache when the GEMM packs it) and multiplied there. The same f32 values and order of operations as
+/// [`gemm`] over the widened weight: widening is exact.
 ///
 /// # Panics
-/// As [`gemm`], or when `w` does not hold `n · k` values.
-pub fn gemm_half_weight(a: (&[f32], MatrixLayout), w: &HalfValues, c: (&mut [f32], MatrixLayout)) {
+/// As [`gemm`].
+pub fn gemm_widened_weight(
+    a: (&[f32], MatrixLayout),
+    widen: impl Fn(usize, &mut [f32]) + Sync,
+    c: (&mut [f32], MatrixLayout),
+) {
     let ((a, la), (c, lc)) = (a, c);
     let (n, k) = (lc.cols, la.cols);
-    assert_eq!(
-        w.len(),
-        n * k,
-        "a 16-bit weight of {} values is not {n} × {k}",
-        w.len()
-    );
     let lw = MatrixLayout::row_major(n, k, k).t();
     // The whole views; each panel's views below lie inside them.
     assert!(
@@ -154,7 +153,7 @@ pub fn gemm_half_weight(a: (&[f32], MatrixLayout), w: &HalfValues, c: (&mut [f32
     for_each_part(n, per, |first, cols| {
         WIDENED_PANEL.with_borrow_mut(|panel| {
             panel.resize(cols * k, 0.0);
-            w.widen_into(first * k, panel);
+            widen(first * k, panel);
             let lb = MatrixLayout { cols, ..lw };
             let lc = MatrixLayout { cols, ..lc };
             // SAFETY: `a` was checked whole; the panel holds `cols · k` floats, which `lb` (`k × cols`,
@@ -166,33 +165,6 @@ pub fn gemm_half_weight(a: (&[f32], MatrixLayout), w: &HalfValues, c: (&mut [f32
             }
         });
     });
-}
-
-/// Runs `part(first, len)` for `0..parts` in pieces of `per` over the cores (`len` short for the last piece).
-fn for_each_part(parts: usize, per: usize, part: impl Fn(usize, usize) + Sync) {
-    rayon::scope(|scope| {
-        for first in (0..parts).step_by(per) {
-            let part = &part;
-            scope.spawn(move |_| part(first, per.min(parts - first)));
-        }
-    });
-}
-
-/// The output of a split [`gemm`], shared by its parts, each writing its own rows or columns.
-struct SharedOut(*mut f32);
-
-// SAFETY: the parts of one `gemm` write disjoint elements through it, and its scope ends before the borrow it came
-// from does.
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The element `offset` places in (a method, so that closures capture the `Sync` wrapper, not its pointer).
-    ///
-    /// # Safety
-    /// `offset` lies inside the allocation the pointer came from.
-    unsafe fn at(&self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
 }
 
 /// [`gemm`] on the calling thread: for callers that already spread independent GEMMs over the cores (attention's

@@ -156,7 +156,7 @@ pub fn concat_channels(a: &HostTensor, b: &HostTensor) -> Result<HostTensor> {
 /// [B, (h/2)·(w/2), 4C] with `out[4c + 2a + b, i, j] = x[c, 2i+a, 2j+b]`.
 pub fn pixel_unshuffle(x: &HostTensor, h: usize, w: usize) -> Result<HostTensor> {
     let (b, n, c) = dims3(x, "pixel_unshuffle")?;
-    if n != h * w || h % 2 != 0 || w % 2 != 0 {
+    if n != h * w || !h.is_multiple_of(2) || !w.is_multiple_of(2) {
         return Err(Error::shape(
             "pixel_unshuffle",
             format!(

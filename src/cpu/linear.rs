@@ -1,16 +1,13 @@
-//! Linear layers and grouped 1×1 convolutions on the CPU: `act(x · wᵀ + b)` as one GEMM over all rows ([`gemm`]),
-//! then bias and activation in one pass. f32 accumulation, as cuBLAS.
+//! Linear layers and grouped 1×1 convolutions on the CPU: `act(x · wᵀ + b)` as one GEMM over all rows against the
+//! weight as it is stored ([`gemm_weight`]), then bias and activation in one pass. f32 accumulation, as cuBLAS.
 
 use crate::cpu::elementwise::activate;
-use crate::cpu::gemm::{gemm, gemm_half_weight, MatrixLayout};
+use crate::cpu::gemm::MatrixLayout;
 use crate::cpu::parallel::for_each_row;
+use crate::cpu::weight_gemm::{gemm_weight, WeightRows};
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
-
-/// A 16-bit weight of at most this many values (4 MB in f32) is widened whole for the call: cheap beside its GEMM,
-/// and the GEMM then splits a tall output by rows (a panel split packs all of `x` once per panel).
-const WIDEN_WHOLE_ELEMENTS: usize = 1 << 20;
 
 pub fn linear(
     x: &HostTensor,
@@ -39,22 +36,7 @@ pub fn linear(
     let mut out = vec![0.0f32; rows * out_dim];
     let lx = MatrixLayout::row_major(rows, in_dim, in_dim);
     let lout = MatrixLayout::row_major(rows, out_dim, out_dim);
-    match w.half() {
-        // A large 16-bit weight is widened panel by panel, never whole.
-        Some(half) if half.len() > WIDEN_WHOLE_ELEMENTS => {
-            gemm_half_weight((x.data(), lx), half, (&mut out, lout))
-        }
-        _ => gemm(
-            1.0,
-            (x.data(), lx),
-            (
-                &w.widened(),
-                MatrixLayout::row_major(out_dim, in_dim, in_dim).t(),
-            ),
-            0.0,
-            (&mut out, lout),
-        ),
-    }
+    gemm_weight((x.data(), lx), WeightRows::of(w), (&mut out, lout));
     if b.is_some() || act != Activation::Identity {
         for_each_row(&mut out, out_dim, |_, row| {
             for (o, y) in row.iter_mut().enumerate() {
@@ -91,19 +73,14 @@ pub fn grouped_linear(x: &HostTensor, w: &HostTensor, groups: usize) -> Result<H
         return HostTensor::new(shape, out);
     }
     // Group g: out[:, g·Go..] = x[:, g·Gi..] · w[g·Go.., :]ᵀ, each a strided view of the whole tensors.
-    let w = w.widened();
+    let w = WeightRows::of(w);
     for g in 0..groups {
-        gemm(
-            1.0,
+        gemm_weight(
             (
                 &x.data()[g * group_in..],
                 MatrixLayout::row_major(rows, group_in, in_dim),
             ),
-            (
-                &w[g * group_out * group_in..],
-                MatrixLayout::row_major(group_out, group_in, group_in).t(),
-            ),
-            0.0,
+            w.slice(g * group_out * group_in..(g + 1) * group_out * group_in),
             (
                 &mut out[g * group_out..],
                 MatrixLayout::row_major(rows, group_out, out_dim),

@@ -5,6 +5,8 @@
 pub mod attention;
 pub mod causal_attention;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod dot_kernel;
 pub mod elementwise;
 pub mod embed;
 pub mod exp;
@@ -17,3 +19,4 @@ pub mod parallel;
 pub mod rotary;
 pub mod sampler;
 pub mod tanh;
+pub mod weight_gemm;

@@ -69,3 +69,31 @@ pub fn sequence_tiles(
         Some((r - t, t))
     })
 }
+
+/// Runs `part(first, len)` for `0..parts` in pieces of `per` over the cores (`len` short for the last piece): for a
+/// GEMM split by rows or columns of its output.
+pub fn for_each_part(parts: usize, per: usize, part: impl Fn(usize, usize) + Sync) {
+    rayon::scope(|scope| {
+        for first in (0..parts).step_by(per) {
+            let part = &part;
+            scope.spawn(move |_| part(first, per.min(parts - first)));
+        }
+    });
+}
+
+/// The output of a split GEMM, shared by its parts ([`for_each_part`]), each writing its own rows or columns.
+pub struct SharedOut(pub *mut f32);
+
+// SAFETY: the parts of one GEMM write disjoint elements through it, and its scope ends before the borrow it came from
+// does.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The element `offset` places in (a method, so that closures capture the `Sync` wrapper, not its pointer).
+    ///
+    /// # Safety
+    /// `offset` lies inside the allocation the pointer came from.
+    pub unsafe fn at(&self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}

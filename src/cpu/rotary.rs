@@ -16,7 +16,7 @@ pub fn rotary(
     heads: usize,
 ) -> Result<HostTensor> {
     let (b, l, dim) = dims3(x, "rotary")?;
-    if heads == 0 || dim % heads != 0 || (dim / heads) % 2 != 0 {
+    if heads == 0 || dim % heads != 0 || !(dim / heads).is_multiple_of(2) {
         return Err(Error::shape(
             "rotary",
             format!("width {dim} is not {heads} heads of an even size"),

@@ -148,7 +148,7 @@ pub fn rotary(
             format!("x must be [B, L, heads·d], got {x_shape:?}"),
         ));
     };
-    if heads == 0 || width % heads != 0 || (width / heads) % 2 != 0 {
+    if heads == 0 || width % heads != 0 || !(width / heads).is_multiple_of(2) {
         return Err(Error::shape(
             OP,
             format!("width {width} is not {heads} heads of an even size"),

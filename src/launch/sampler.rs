@@ -90,7 +90,7 @@ pub fn step_sinusoid(
     SinusoidBuffers { out, schedule }: SinusoidBuffers,
 ) -> Result<Plan<SinusoidParams>> {
     const OP: &str = "step_sinusoid";
-    if channels == 0 || channels % 2 != 0 {
+    if channels == 0 || !channels.is_multiple_of(2) {
         return Err(Error::shape(
             OP,
             format!("{channels} channels: the sinusoid needs an even, positive count"),

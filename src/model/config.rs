@@ -367,7 +367,7 @@ fn encoder_config(path: &Path, raw: &RawVaeConfig) -> Result<VaeEncoderConfig> {
         };
         let channels = raw.encoder_block_out_channels[i];
         if block == VaeBlock::EfficientVit
-            && (raw.attention_head_dim == 0 || channels % raw.attention_head_dim != 0)
+            && (raw.attention_head_dim == 0 || !channels.is_multiple_of(raw.attention_head_dim))
         {
             return Err(err(
                 "attention_head_dim",
@@ -490,7 +490,7 @@ impl VaeConfig {
             let channels = raw.decoder_block_out_channels[i];
             let multiscales = raw.decoder_qkv_multiscales[i].clone();
             if block == VaeBlock::EfficientVit
-                && (raw.attention_head_dim == 0 || channels % raw.attention_head_dim != 0)
+                && (raw.attention_head_dim == 0 || !channels.is_multiple_of(raw.attention_head_dim))
             {
                 return Err(err(
                     "attention_head_dim",

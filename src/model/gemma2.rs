@@ -119,7 +119,7 @@ impl GemmaConfig {
             raw.rms_norm_eps.unwrap_or(1e-6),
             true,
         )?;
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(err(
                 "num_key_value_heads",
                 format!("{kv_heads} key/value heads cannot serve {heads} attention heads"),
@@ -209,7 +209,7 @@ impl GemmaConfig {
                 ),
             ));
         }
-        if cfg.head_dim % 2 != 0 {
+        if !cfg.head_dim.is_multiple_of(2) {
             return Err(err(
                 "head_dim",
                 format!(

@@ -436,7 +436,7 @@ impl Plan {
 }
 
 fn check_side(name: &'static str, value: usize) -> Result<()> {
-    if value == 0 || value % SIZE_MULTIPLE != 0 {
+    if value == 0 || !value.is_multiple_of(SIZE_MULTIPLE) {
         return Err(invalid(
             name,
             format!("{value} is not a positive multiple of {SIZE_MULTIPLE}"),
