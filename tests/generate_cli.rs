@@ -2,6 +2,8 @@
 //! `eval vae-decode`, `inspect`, and bad input failing with a message that names the fault and writes nothing.
 
 mod common;
+#[path = "common/shape_detector.rs"]
+mod shape_detector;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -204,6 +206,36 @@ fn eval_vae_decode_writes_the_raw_decoder_output() {
         .to_host()
         .unwrap();
     assert_close("eval vae-decode image", &got, &want, 1e-4);
+}
+
+/// README's first command (no `--model`: the demo model), as README gives it: the picture shows what the prompt asks
+/// (tests/common/shape_detector.rs) and is the one README shows (docs/demo/red-circle-left.png), up to rounding.
+#[test]
+fn readme_first_command_draws_a_red_circle_on_the_left() {
+    let dir = scratch("readme_first_command");
+    let out = dir.join("shape.png");
+    let prompt = "a red circle on the left, on a white background";
+    let (ok, text) = sana_run(&[
+        "--engine",
+        "cpu",
+        "--prompt",
+        prompt,
+        "--no-resolution-binning",
+        "--output",
+        s(&out),
+    ]);
+    assert!(ok, "{text}");
+    let (width, height, got) = read_png(&out);
+    let verdict = shape_detector::detect(width as usize, height as usize, &got)
+        .expect("a shape in the picture");
+    assert_eq!(
+        (verdict.colour, verdict.shape, verdict.position),
+        ("red", "circle", "left"),
+        "{prompt}: {verdict:?}"
+    );
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/demo/red-circle-left.png");
+    let (_, _, shown) = read_png(&readme);
+    assert_pixels_match("README's picture", &got, &shown);
 }
 
 #[test]

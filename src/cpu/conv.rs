@@ -1,10 +1,13 @@
 //! Reference depthwise 3×3 convolution + bias + GLU(SiLU), the middle of Sana's Mix-FFN (docs/numerics/transformer.md
 //! §11), over channels-last tokens `[B, h·w, 2F]` with zero padding of one pixel.
 
+use half::{bf16, f16};
+
 use crate::cpu::elementwise::activate;
-use crate::cpu::gemm::{gemm_serial, MatrixLayout};
+use crate::cpu::gemm::MatrixLayout;
 use crate::cpu::norm::dims3;
 use crate::cpu::parallel::{for_each_block, for_each_row};
+use crate::cpu::weight_gemm::{gemm_weight_serial, WeightRows};
 use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
@@ -101,23 +104,27 @@ pub fn conv3x3(
     let k = 9 * cin;
     let pixels = b * oh * ow;
     let mut out = vec![0.0f32; pixels * cout];
-    if let (Some(bias), 1..) = (bias, cout) {
-        for row in out.chunks_exact_mut(cout) {
-            row.copy_from_slice(bias.data());
-        }
-    }
     if k == 0 || pixels == 0 || cout == 0 {
+        add_bias(&mut out, cout, bias);
         return HostTensor::new(vec![b, oh * ow, cout], out);
     }
-    // [Cout, 9, Cin]: tap-major columns, matching the gathered rows.
-    let mut taps = vec![0.0f32; cout * k];
-    for (dst, src) in taps.chunks_exact_mut(k).zip(w.widened().chunks_exact(k)) {
-        for (ci, from) in src.chunks_exact(9).enumerate() {
-            for (tap, &v) in from.iter().enumerate() {
-                dst[tap * cin + ci] = v;
-            }
+    // [Cout, 9, Cin]: tap-major columns, matching the gathered rows, in the weight's own format (the GEMM widens a
+    // 16-bit weight as it loads it).
+    let (taps_f32, taps_bf16, taps_f16): (Vec<f32>, Vec<bf16>, Vec<f16>);
+    let taps = match WeightRows::of(w) {
+        WeightRows::F32(w) => {
+            taps_f32 = tap_major(w, cin);
+            WeightRows::F32(&taps_f32)
         }
-    }
+        WeightRows::Bf16(w) => {
+            taps_bf16 = tap_major(w, cin);
+            WeightRows::Bf16(&taps_bf16)
+        }
+        WeightRows::F16(w) => {
+            taps_f16 = tap_major(w, cin);
+            WeightRows::F16(&taps_f16)
+        }
+    };
     let tile = (IM2COL_TILE_BYTES / (4 * k)).max(MIN_TILE_PIXELS);
     for_each_block(&mut out, cout, |first, block| {
         let rows = block.len() / cout;
@@ -139,19 +146,39 @@ pub fn conv3x3(
                     }
                 }
             }
-            gemm_serial(
-                1.0,
+            let out = &mut block[start * cout..][..count * cout];
+            gemm_weight_serial(
                 (&patches, MatrixLayout::row_major(count, k, k)),
-                (&taps, MatrixLayout::row_major(cout, k, k).t()),
-                1.0,
-                (
-                    &mut block[start * cout..],
-                    MatrixLayout::row_major(count, cout, cout),
-                ),
+                taps,
+                (out, MatrixLayout::row_major(count, cout, cout)),
             );
+            add_bias(out, cout, bias);
         }
     });
     HostTensor::new(vec![b, oh * ow, cout], out)
+}
+
+/// A `[Cout, Cin, 3, 3]` weight as `[Cout, 9, Cin]`.
+fn tap_major<T: Copy + Default>(w: &[T], cin: usize) -> Vec<T> {
+    let k = 9 * cin;
+    let mut taps = vec![T::default(); w.len()];
+    for (dst, src) in taps.chunks_exact_mut(k).zip(w.chunks_exact(k)) {
+        for (ci, from) in src.chunks_exact(9).enumerate() {
+            for (tap, &v) in from.iter().enumerate() {
+                dst[tap * cin + ci] = v;
+            }
+        }
+    }
+    taps
+}
+
+/// Adds `bias` (if any) to every `cout`-wide row of `out`.
+fn add_bias(out: &mut [f32], cout: usize, bias: Option<&HostTensor>) {
+    if let Some(bias) = bias {
+        for row in out.chunks_exact_mut(cout) {
+            row.iter_mut().zip(bias.data()).for_each(|(y, b)| *y += b);
+        }
+    }
 }
 
 /// Depthwise k×k convolution (k odd), stride 1, zero padding k/2, over channels-last tokens `x` `[B, h·w, C]`; `w`

@@ -11,7 +11,7 @@ use std::ops::Range;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use crate::cpu::gemm::{gemm, gemm_widened_weight, MatrixLayout};
+use crate::cpu::gemm::{gemm, gemm_serial, gemm_widened_weight, MatrixLayout};
 use crate::tensor::{HalfValues, HostTensor};
 
 /// A weight's values in the format they are kept in, row-major.
@@ -100,6 +100,35 @@ const WIDEN_WHOLE_ELEMENTS: usize = 1 << 20;
 /// When the shapes do not chain, `w` does not hold `n · k` values or a view reaches past its slice: callers check
 /// user shapes first, so this is a programming error, and the checks are what make the unsafe calls sound.
 pub fn gemm_weight(a: (&[f32], MatrixLayout), w: WeightRows<'_>, c: (&mut [f32], MatrixLayout)) {
+    product(a, w, c, Cores::All);
+}
+
+/// [`gemm_weight`] on the calling thread: for callers that already spread independent products over the cores (a
+/// convolution's tiles of pixels).
+///
+/// # Panics
+/// As [`gemm_weight`].
+pub fn gemm_weight_serial(
+    a: (&[f32], MatrixLayout),
+    w: WeightRows<'_>,
+    c: (&mut [f32], MatrixLayout),
+) {
+    product(a, w, c, Cores::One);
+}
+
+/// Whether a product may spread over the cores.
+#[derive(Clone, Copy, PartialEq)]
+enum Cores {
+    All,
+    One,
+}
+
+fn product(
+    a: (&[f32], MatrixLayout),
+    w: WeightRows<'_>,
+    c: (&mut [f32], MatrixLayout),
+    cores: Cores,
+) {
     let ((a, la), (c, lc)) = (a, c);
     let (m, k, n) = (la.rows, la.cols, lc.cols);
     assert!(
@@ -113,11 +142,12 @@ pub fn gemm_weight(a: (&[f32], MatrixLayout), w: WeightRows<'_>, c: (&mut [f32],
         && lc.col_stride == 1
         && dot_kernel_path::available()
     {
-        return dot_kernel_path::gemm((a, la), w, (c, lc));
+        return dot_kernel_path::gemm((a, la), w, (c, lc), cores == Cores::All);
     }
     let lw = MatrixLayout::row_major(n, k, k).t();
-    match w {
-        WeightRows::F32(w) => gemm(1.0, (a, la), (w, lw), 0.0, (c, lc)),
+    match (w, cores) {
+        (WeightRows::F32(w), Cores::All) => gemm(1.0, (a, la), (w, lw), 0.0, (c, lc)),
+        (_, Cores::One) => gemm_serial(1.0, (a, la), (&w.widened(), lw), 0.0, (c, lc)),
         _ if w.len() <= WIDEN_WHOLE_ELEMENTS => {
             gemm(1.0, (a, la), (&w.widened(), lw), 0.0, (c, lc))
         }
@@ -138,24 +168,28 @@ mod dot_kernel_path {
     /// Below this many flops the product runs on the calling thread.
     const PARALLEL_FLOPS: usize = 1 << 22;
 
-    /// [`super::gemm_weight`] on the dot kernel; `a` and `c` have unit column strides.
+    /// [`super::gemm_weight`] on the dot kernel, over the cores when `parallel`; `a` and `c` have unit column
+    /// strides.
     pub fn gemm(
         (a, la): (&[f32], MatrixLayout),
         w: WeightRows<'_>,
         (c, lc): (&mut [f32], MatrixLayout),
+        parallel: bool,
     ) {
         match w {
-            WeightRows::F32(w) => split((a, la), w, (c, lc)),
-            WeightRows::Bf16(w) => split((a, la), w, (c, lc)),
-            WeightRows::F16(w) => split((a, la), w, (c, lc)),
+            WeightRows::F32(w) => split((a, la), w, (c, lc), parallel),
+            WeightRows::Bf16(w) => split((a, la), w, (c, lc), parallel),
+            WeightRows::F16(w) => split((a, la), w, (c, lc), parallel),
         }
     }
 
-    /// Splits `c`'s columns (whole tiles of them) over the cores, or its rows when it has too few columns to go round.
+    /// Splits `c`'s columns (whole tiles of them) over the cores, or its rows when it has too few columns to go round;
+    /// one part when not `parallel`.
     fn split<W: WeightLanes>(
         (a, la): (&[f32], MatrixLayout),
         w: &[W],
         (c, lc): (&mut [f32], MatrixLayout),
+        parallel: bool,
     ) {
         let (m, k, n) = (la.rows, la.cols, lc.cols);
         let extent = |rows: usize, stride: usize| {
@@ -181,7 +215,7 @@ mod dot_kernel_path {
         } else {
             (n, TILE_COLS)
         };
-        let per = if 2 * m * k * n < PARALLEL_FLOPS {
+        let per = if !parallel || 2 * m * k * n < PARALLEL_FLOPS {
             parts
         } else {
             parts.div_ceil(threads).next_multiple_of(tile)
