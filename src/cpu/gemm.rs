@@ -1,8 +1,7 @@
-//! The CPU engine's one matrix multiply, `C = α·A·B + β·C` over strided f32 views, on `matrixmultiply`'s packed,
-//! cache-blocked kernels (runtime AVX-512/AVX/FMA dispatch), row or column blocks over the cores. Every GEMM-shaped op
-//! of the CPU engine (linear layers, grouped 1×1 convolutions, 3×3 convolutions as tiled im2col, attention's two
-//! products) comes here, so one place decides how the machine's cores and caches are used. f32 accumulation
-//! throughout.
+//! The CPU engine's general matrix multiply, `C = α·A·B + β·C` over strided f32 views, on `matrixmultiply`'s packed,
+//! cache-blocked kernels (runtime AVX-512/AVX/FMA dispatch), row or column blocks over the cores: attention's two
+//! products, and the products against a weight where the dot kernel does not run ([`crate::cpu::weight_gemm`]: no
+//! AVX-512, or depths too short). f32 accumulation throughout.
 
 use std::cell::RefCell;
 

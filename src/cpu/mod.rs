@@ -1,6 +1,6 @@
-//! The CPU reference ops, one file per kernel family (names rhyme with kernels/*.cu and src/launch/*.rs): every
-//! GEMM-shaped op on one packed, cache-blocked f32 GEMM ([`gemm`]), the rest loops in f32 (f64 where a long
-//! reduction decides agreement with PyTorch), multi-threaded by rows.
+//! The CPU reference ops, one file per kernel family (names rhyme with kernels/*.cu and src/launch/*.rs): products
+//! against a weight (linear layers, 1×1 and 3×3 convolutions) on [`weight_gemm`], the other GEMM-shaped ops on
+//! [`gemm`], the rest loops in f32 (f64 where a long reduction decides agreement with PyTorch), multi-threaded by rows.
 
 pub mod attention;
 pub mod causal_attention;
