@@ -18,7 +18,7 @@ mod emu_check;
 
 use emu_check::Rng;
 use half::{bf16, f16};
-use sana::cpu::gemm::{gemm, MatrixLayout};
+use sana::cpu::gemm::{gemm, gemm_widened_weight, MatrixLayout};
 use sana::cpu::weight_gemm::{gemm_weight, WeightRows};
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -227,5 +227,41 @@ fn gemm_weight_gives_the_same_bits_on_one_core_as_on_all() {
             all == one,
             "{m}×{k}×{n}: the split over the cores changed the result"
         );
+    }
+}
+
+/// The path a 16-bit weight takes on a CPU without AVX-512 (this machine takes the dot kernel): the weight widened a
+/// panel of columns at a time, each panel through `gemm`, against f64 loops; 2100 columns make several panels.
+#[test]
+fn gemm_widened_weight_matches_f64_loops_across_panels() {
+    let (m, k, n) = (5, 200, 2100);
+    let mut rng = Rng(77);
+    let a = values(&mut rng, m * k);
+    let w = Weight::random(&mut rng, n * k);
+    let mut c = vec![f32::NAN; m * n];
+    gemm_widened_weight(
+        (&a, MatrixLayout::row_major(m, k, k)),
+        |start, out: &mut [f32]| {
+            for (o, v) in out.iter_mut().zip(&w.bf16[start..]) {
+                *o = v.to_f32();
+            }
+        },
+        (&mut c, MatrixLayout::row_major(m, n, n)),
+    );
+    let gamma = k as f64 * U / (1.0 - k as f64 * U);
+    for i in 0..m {
+        for j in 0..n {
+            let (mut exact, mut magnitude) = (0.0, 0.0);
+            for p in 0..k {
+                let t = f64::from(a[i * k + p]) * f64::from(w.f32[j * k + p]);
+                exact += t;
+                magnitude += t.abs();
+            }
+            let got = f64::from(c[i * n + j]);
+            assert!(
+                (got - exact).abs() <= magnitude * gamma + 1e-30,
+                "({i}, {j}) = {got}, want {exact}"
+            );
+        }
     }
 }

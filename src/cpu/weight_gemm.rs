@@ -84,10 +84,6 @@ impl<'a> WeightRows<'a> {
     }
 }
 
-/// Depths below this go through [`gemm`]: a dot product over fewer than 8 vectors of 16 spends as long reducing its
-/// lanes as multiplying.
-const DOT_MIN_DEPTH: usize = 128;
-
 /// Without the dot kernel, a 16-bit weight of at most this many values (4 MB in f32) is widened whole for the call:
 /// cheap beside its GEMM, and the GEMM then splits a tall output by rows.
 const WIDEN_WHOLE_ELEMENTS: usize = 1 << 20;
@@ -137,7 +133,7 @@ fn product(
         w.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if k >= DOT_MIN_DEPTH
+    if k >= dot_kernel_path::MIN_DEPTH
         && la.col_stride == 1
         && lc.col_stride == 1
         && dot_kernel_path::available()
@@ -164,6 +160,10 @@ mod dot_kernel_path {
     use crate::cpu::parallel::{for_each_part, SharedOut};
 
     pub use dot_kernel::available;
+
+    /// Depths below this go through [`gemm`](super::gemm): a dot product over fewer than 8 vectors of 16 spends as long
+    /// reducing its lanes as multiplying.
+    pub const MIN_DEPTH: usize = 128;
 
     /// Below this many flops the product runs on the calling thread.
     const PARALLEL_FLOPS: usize = 1 << 22;
