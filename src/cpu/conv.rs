@@ -12,13 +12,13 @@ use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
-/// Bytes of one core's im2col tile in [`conv3x3`]: thousands of pixels at the DC-AE's narrow stages and hundreds at
-/// its widest, so the GEMM's packing of the weight (redone per tile) stays small beside its products, and still no
-/// full im2col buffer at 4K.
-const IM2COL_TILE_BYTES: usize = 16 << 20;
+/// Bytes of one core's im2col tile in [`conv3x3`]: small enough that both cores' tiles stay in L3 while the dot
+/// kernel passes them once per block of the weight's rows (16 MB tiles were 5–25% slower at the DC-AE's 512 px shapes,
+/// 2026-12-03), and never a full im2col buffer at 4K.
+const IM2COL_TILE_BYTES: usize = 2 << 20;
 
-/// Fewest output pixels per tile whatever the width: below this the per-tile packing of a 9·1024 × 1024 weight
-/// costs a tenth of the tile's products.
+/// Fewest output pixels per tile whatever the width: the whole weight is read once per tile, so a tile of fewer
+/// pixels than this would spend more on the weight than on its products.
 const MIN_TILE_PIXELS: usize = 256;
 
 pub fn dwconv3x3_glu(
