@@ -19,6 +19,7 @@ mod emu_check;
 use emu_check::Rng;
 use half::{bf16, f16};
 use sana::cpu::gemm::{gemm, gemm_widened_weight, MatrixLayout};
+use sana::cpu::panel_gemm::{packed_index, packed_len, panel_gemm_serial};
 use sana::cpu::weight_gemm::{gemm_weight, WeightRows};
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
@@ -262,6 +263,60 @@ fn gemm_widened_weight_matches_f64_loops_across_panels() {
                 (got - exact).abs() <= magnitude * gamma + 1e-30,
                 "({i}, {j}) = {got}, want {exact}"
             );
+        }
+    }
+}
+
+/// `panel_gemm_serial` (a `b` packed in panels of 32 columns, multiplied as outer products) against f64 loops, at
+/// sizes around its tiles (12 rows, a panel's two vectors of 16, a last panel of 1, 16, 17 or 31 columns) and depths
+/// from 1 to past a cache line of rows, with strided `a` and `c`; the gaps of `c` stay unwritten.
+#[test]
+fn panel_gemm_matches_f64_loops_around_every_tile_edge() {
+    for (m, k, n, seed) in [
+        (1, 1, 1, 1),
+        (12, 16, 32, 2),
+        (13, 7, 33, 3),
+        (11, 128, 48, 4),
+        (25, 130, 64, 5),
+        (36, 3, 17, 6),
+        (5, 200, 95, 7),
+    ] {
+        let mut rng = Rng(seed);
+        let a = values(&mut rng, m * (k + 2));
+        let b = values(&mut rng, k * n);
+        let mut packed = vec![0.0f32; packed_len(k, n)];
+        for row in 0..k {
+            for col in 0..n {
+                packed[packed_index(k, row, col)] = b[row * n + col];
+            }
+        }
+        let lc = MatrixLayout::row_major(m, n, n + 3);
+        let mut c = vec![f32::NAN; m * (n + 3)];
+        panel_gemm_serial(
+            (&a, MatrixLayout::row_major(m, k, k + 2)),
+            &packed,
+            (&mut c, lc),
+        );
+        let gamma = k as f64 * U / (1.0 - k as f64 * U);
+        for i in 0..m {
+            for j in 0..n + 3 {
+                let got = c[i * (n + 3) + j];
+                if j >= n {
+                    assert!(got.is_nan(), "{m}×{k}×{n}: gap ({i}, {j}) written");
+                    continue;
+                }
+                let (mut exact, mut abs) = (0.0f64, 0.0f64);
+                for p in 0..k {
+                    let t = f64::from(a[i * (k + 2) + p]) * f64::from(b[p * n + j]);
+                    exact += t;
+                    abs += t.abs();
+                }
+                let err = (f64::from(got) - exact).abs();
+                assert!(
+                    err <= gamma * abs,
+                    "{m}×{k}×{n} ({i}, {j}): {got} vs {exact}, error {err:e}"
+                );
+            }
         }
     }
 }

@@ -85,22 +85,8 @@ pub fn conv3x3(
     (h, width): (usize, usize),
     stride: usize,
 ) -> Result<HostTensor> {
-    let (b, n, cin) = dims3(x, "conv3x3")?;
-    if n != h * width || h == 0 || width == 0 || !(1..=2).contains(&stride) {
-        return Err(Error::shape(
-            "conv3x3",
-            format!(
-                "input {:?} is not [B, {h}·{width}, C], or stride {stride} is not 1 or 2",
-                x.shape()
-            ),
-        ));
-    }
-    let (oh, ow) = ((h - 1) / stride + 1, (width - 1) / stride + 1);
-    w.expect_shape("conv3x3 (weight)", &[None, Some(cin), Some(3), Some(3)])?;
-    let cout = w.shape()[0];
-    if let Some(bias) = bias {
-        bias.expect_shape("conv3x3 (bias)", &[Some(cout)])?;
-    }
+    let (b, (oh, ow), cin, cout) = conv3x3_shape(x, w, bias, (h, width), stride)?;
+    let n = h * width;
     let k = 9 * cin;
     let pixels = b * oh * ow;
     let mut out = vec![0.0f32; pixels * cout];
@@ -156,6 +142,33 @@ pub fn conv3x3(
         }
     });
     HostTensor::new(vec![b, oh * ow, cout], out)
+}
+
+/// `(B, (h', w'), Cin, Cout)` of a [`conv3x3`], or the error naming what does not fit.
+pub(crate) fn conv3x3_shape(
+    x: &HostTensor,
+    w: &HostTensor,
+    bias: Option<&HostTensor>,
+    (h, width): (usize, usize),
+    stride: usize,
+) -> Result<(usize, (usize, usize), usize, usize)> {
+    let (b, n, cin) = dims3(x, "conv3x3")?;
+    if n != h * width || h == 0 || width == 0 || !(1..=2).contains(&stride) {
+        return Err(Error::shape(
+            "conv3x3",
+            format!(
+                "input {:?} is not [B, {h}·{width}, C], or stride {stride} is not 1 or 2",
+                x.shape()
+            ),
+        ));
+    }
+    let (oh, ow) = ((h - 1) / stride + 1, (width - 1) / stride + 1);
+    w.expect_shape("conv3x3 (weight)", &[None, Some(cin), Some(3), Some(3)])?;
+    let cout = w.shape()[0];
+    if let Some(bias) = bias {
+        bias.expect_shape("conv3x3 (bias)", &[Some(cout)])?;
+    }
+    Ok((b, (oh, ow), cin, cout))
 }
 
 /// A `[Cout, Cin, 3, 3]` weight as `[Cout, 9, Cin]`.

@@ -62,7 +62,7 @@ impl<'a> WeightRows<'a> {
     }
 
     /// Values `start..start + out.len()` as f32 (exact).
-    fn widen_into(&self, start: usize, out: &mut [f32]) {
+    pub(crate) fn widen_into(&self, start: usize, out: &mut [f32]) {
         let end = start + out.len();
         match self {
             Self::F32(v) => out.copy_from_slice(&v[start..end]),

@@ -207,7 +207,13 @@ impl Engine for CpuEngine {
         grid: (usize, usize),
         stride: usize,
     ) -> Result<HostTensor> {
-        cpu::conv::conv3x3(x, w, b, grid, stride)
+        // Winograd where it pays (the DC-AE's stage convolutions); elsewhere the direct product, whose order the
+        // other engines' kernels share and are checked against.
+        if cpu::winograd::pays(x, w, grid, stride) {
+            cpu::winograd::conv3x3(x, w, b, grid)
+        } else {
+            cpu::conv::conv3x3(x, w, b, grid, stride)
+        }
     }
 
     fn depthwise_conv(
