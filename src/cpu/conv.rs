@@ -3,12 +3,11 @@
 
 use half::{bf16, f16};
 
-use crate::cpu::elementwise::activate;
+use crate::cpu::elementwise::silu;
 use crate::cpu::gemm::MatrixLayout;
 use crate::cpu::norm::dims3;
 use crate::cpu::parallel::{for_each_block, for_each_row};
 use crate::cpu::weight_gemm::{gemm_weight_serial, WeightRows};
-use crate::engine::Activation;
 use crate::error::{Error, Result};
 use crate::tensor::HostTensor;
 
@@ -47,26 +46,30 @@ pub fn dwconv3x3_glu(
         }
     }
     let mut out = vec![0.0f32; b * n * f];
-    for_each_row(&mut out, f, |row, o| {
-        let (bi, p) = (row / n, row % n);
-        let (i, j) = (p / width, p % width);
-        // Both halves at once, tap by tap over contiguous channels.
-        let mut acc = bias.data().to_vec();
-        for di in 0..3 {
-            for dj in 0..3 {
-                let (ii, jj) = ((i + di).wrapping_sub(1), (j + dj).wrapping_sub(1));
-                if ii >= h || jj >= width {
-                    continue;
-                }
-                let xs = &x.data()[(bi * n + ii * width + jj) * c2..][..c2];
-                let ws = &taps[(di * 3 + dj) * c2..][..c2];
-                for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
-                    *a += wv * xv;
+    for_each_block(&mut out, f, |first, block| {
+        // Both halves at once, tap by tap over contiguous channels, into one buffer per core.
+        let mut acc = vec![0.0f32; c2];
+        for (r, o) in block.chunks_exact_mut(f).enumerate() {
+            let (bi, p) = ((first + r) / n, (first + r) % n);
+            let (i, j) = (p / width, p % width);
+            acc.copy_from_slice(bias.data());
+            for di in 0..3 {
+                for dj in 0..3 {
+                    let (ii, jj) = ((i + di).wrapping_sub(1), (j + dj).wrapping_sub(1));
+                    if ii >= h || jj >= width {
+                        continue;
+                    }
+                    let xs = &x.data()[(bi * n + ii * width + jj) * c2..][..c2];
+                    let ws = &taps[(di * 3 + dj) * c2..][..c2];
+                    for ((a, &xv), &wv) in acc.iter_mut().zip(xs).zip(ws) {
+                        *a += wv * xv;
+                    }
                 }
             }
-        }
-        for (c, y) in o.iter_mut().enumerate() {
-            *y = acc[c] * activate(acc[c + f], Activation::Silu);
+            let (value, gate) = acc.split_at(f);
+            for ((y, &v), &g) in o.iter_mut().zip(value).zip(gate) {
+                *y = v * silu(g);
+            }
         }
     });
     HostTensor::new(vec![b, n, f], out)

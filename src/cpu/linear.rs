@@ -1,7 +1,7 @@
 //! Linear layers and grouped 1×1 convolutions on the CPU: `act(x · wᵀ + b)` as one GEMM over all rows against the
 //! weight as it is stored ([`gemm_weight`]), then bias and activation in one pass. f32 accumulation, as cuBLAS.
 
-use crate::cpu::elementwise::activate;
+use crate::cpu::elementwise::bias_activate;
 use crate::cpu::gemm::MatrixLayout;
 use crate::cpu::parallel::for_each_row;
 use crate::cpu::weight_gemm::{gemm_weight, WeightRows};
@@ -39,9 +39,7 @@ pub fn linear(
     gemm_weight((x.data(), lx), WeightRows::of(w), (&mut out, lout));
     if b.is_some() || act != Activation::Identity {
         for_each_row(&mut out, out_dim, |_, row| {
-            for (o, y) in row.iter_mut().enumerate() {
-                *y = activate(*y + b.map_or(0.0, |b| b.data()[o]), act);
-            }
+            bias_activate(row, b.map(HostTensor::data), act)
         });
     }
     HostTensor::new(shape, out)
