@@ -26,6 +26,7 @@ use emu_check::{
 };
 use engine_check::{on_cuda, run_op, run_op2};
 use sana::cpu::{elementwise as cpu, norm as cpu_norm};
+use sana::engine::cpu::CpuEngine;
 use sana::engine::cuda::embedded::Family;
 use sana::engine::emu::EmuEngine;
 use sana::engine::{Activation, Engine, StorageDtype};
@@ -592,4 +593,49 @@ fn elementwise_ptx_has_entries() {
 fn elementwise_worst_ratio_flags_poison() {
     let (ratio, at) = worst_ratio(&[1.0, f32::NAN], &[1.0, 2.0], |_| 1.0);
     assert!(ratio.is_nan() && at == 1);
+}
+
+/// The CPU engine's fused residual + norm (each row normalised in the same pass, rows over the cores) gives the same
+/// bits as its two ops one after the other, with and without a gate, including more rows than one core's share.
+#[test]
+fn cpu_fused_residual_norm_is_its_two_ops_bit_for_bit() {
+    let e = CpuEngine;
+    let mut rng = Rng(16);
+    for (i, &(b, n, d, k)) in RESIDUAL_SHAPES
+        .iter()
+        .chain(&[(2, 300, 1152, 6)])
+        .enumerate()
+    {
+        let x = rng.tensor(&[b, n, d], -3.0, 3.0);
+        let r = rng.tensor(&[b, n, d], -3.0, 3.0);
+        let gate_table = rng.tensor(&[b, k, d], -1.5, 1.5);
+        let m = rng.tensor(&[b, k, d], -1.5, 1.5);
+        let (gate, rows) = if i % 2 == 0 {
+            (Some((&gate_table, 5)), (0, 1))
+        } else {
+            (None, (3, 4))
+        };
+        let (x_out, z) = e
+            .residual_layer_norm_modulate(&x, &r, gate, &m, rows, 1e-6)
+            .expect("fused");
+        let x_want = match gate {
+            Some((g, row)) => cpu::gated_residual(&x, &r, g, row),
+            None => cpu::add(&x, &r),
+        }
+        .expect("residual");
+        let z_want =
+            cpu_norm::layer_norm_modulate(&x_want, &m, rows.0, rows.1, 1e-6).expect("norm");
+        assert!(
+            x_out == x_want,
+            "{:?} gate {}: x' differs",
+            (b, n, d),
+            gate.is_some()
+        );
+        assert!(
+            z == z_want,
+            "{:?} gate {}: z differs",
+            (b, n, d),
+            gate.is_some()
+        );
+    }
 }

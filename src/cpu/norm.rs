@@ -1,6 +1,10 @@
 //! Reference norms: LayerNorm with AdaLN modulation (Sana blocks and final layer) and the diffusers RMSNorm
-//! (caption norm, q/k norms). Statistics are accumulated in f64 so the reference is never the less precise side.
+//! (caption norm, q/k norms). Statistics are accumulated in f64 so the reference is never the less precise side;
+//! rows are spread over the cores.
 
+use rayon::prelude::*;
+
+use crate::cpu::parallel::for_each_row;
 use crate::error::Result;
 use crate::tensor::HostTensor;
 
@@ -27,21 +31,130 @@ pub fn layer_norm_modulate(
         ));
     }
     let mut out = vec![0.0f32; x.len()];
-    for bi in 0..b {
-        let m = &modulation.data()[bi * k * d..(bi + 1) * k * d];
-        let shift = &m[shift_row * d..(shift_row + 1) * d];
-        let scale = &m[scale_row * d..(scale_row + 1) * d];
-        for ni in 0..n {
-            let row = (bi * n + ni) * d;
-            let xs = &x.data()[row..row + d];
-            let (mean, rstd) = mean_rstd(xs, eps);
-            for (j, o) in out[row..row + d].iter_mut().enumerate() {
-                let z = (xs[j] - mean) * rstd;
-                *o = z * (1.0 + scale[j]) + shift[j];
-            }
+    let (shift, scale) = (
+        Rows::of(modulation, shift_row),
+        Rows::of(modulation, scale_row),
+    );
+    for_each_row(&mut out, d, |row, o| {
+        let bi = row / n.max(1);
+        normalize_modulate(
+            &x.data()[row * d..][..d],
+            o,
+            (shift.at(bi), scale.at(bi)),
+            eps,
+        );
+    });
+    HostTensor::new(x.shape().to_vec(), out)
+}
+
+/// `x' = x + modulation[b, gate_row] · r` (`x + r` without a gate), then [`layer_norm_modulate`] of `x'`, row by row
+/// in one pass (each row normalised while it is still in L1): the Sana block's residual fused with the next norm.
+/// The same arithmetic as the two ops one after the other, so the same bits.
+pub fn residual_layer_norm_modulate(
+    x: &HostTensor,
+    r: &HostTensor,
+    gate: Option<(&HostTensor, usize)>,
+    modulation: &HostTensor,
+    (shift_row, scale_row): (usize, usize),
+    eps: f32,
+) -> Result<(HostTensor, HostTensor)> {
+    let (b, n, d) = dims3(x, "residual_layer_norm_modulate")?;
+    r.expect_shape(
+        "residual_layer_norm_modulate (r)",
+        &[Some(b), Some(n), Some(d)],
+    )?;
+    modulation.expect_shape(
+        "residual_layer_norm_modulate (modulation)",
+        &[Some(b), None, Some(d)],
+    )?;
+    let k = modulation.shape()[1];
+    if let Some((g, row)) = gate {
+        g.expect_shape(
+            "residual_layer_norm_modulate (gate)",
+            &[Some(b), None, Some(d)],
+        )?;
+        if row >= g.shape()[1] {
+            return Err(crate::Error::shape(
+                "residual_layer_norm_modulate",
+                format!("gate row {row} out of a {}-row table", g.shape()[1]),
+            ));
         }
     }
-    HostTensor::new(x.shape().to_vec(), out)
+    if shift_row >= k || scale_row >= k {
+        return Err(crate::Error::shape(
+            "residual_layer_norm_modulate",
+            format!("rows {shift_row}/{scale_row} out of a {k}-row modulation table"),
+        ));
+    }
+    let (shift, scale) = (
+        Rows::of(modulation, shift_row),
+        Rows::of(modulation, scale_row),
+    );
+    let gate = gate.map(|(g, row)| Rows::of(g, row));
+    let (mut sum, mut z) = (vec![0.0f32; x.len()], vec![0.0f32; x.len()]);
+    if d > 0 {
+        sum.par_chunks_mut(d)
+            .zip(z.par_chunks_mut(d))
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(|(row, (s, z))| {
+                let bi = row / n.max(1);
+                let (xs, rs) = (&x.data()[row * d..][..d], &r.data()[row * d..][..d]);
+                match &gate {
+                    Some(g) => {
+                        for (((s, &x), &r), &g) in s.iter_mut().zip(xs).zip(rs).zip(g.at(bi)) {
+                            *s = x + g * r;
+                        }
+                    }
+                    None => {
+                        for ((s, &x), &r) in s.iter_mut().zip(xs).zip(rs) {
+                            *s = x + r;
+                        }
+                    }
+                }
+                normalize_modulate(s, z, (shift.at(bi), scale.at(bi)), eps);
+            });
+    }
+    Ok((
+        HostTensor::new(x.shape().to_vec(), sum)?,
+        HostTensor::new(x.shape().to_vec(), z)?,
+    ))
+}
+
+/// Rows per task of a row-parallel loop: enough that scheduling stays a small part of a row's work.
+const ROWS_PER_TASK: usize = 16;
+
+/// One row of a `[B, K, D]` table per batch element.
+struct Rows<'a> {
+    data: &'a [f32],
+    k: usize,
+    d: usize,
+    row: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn of(table: &'a HostTensor, row: usize) -> Self {
+        let (k, d) = (table.shape()[1], table.shape()[2]);
+        Self {
+            data: table.data(),
+            k,
+            d,
+            row,
+        }
+    }
+
+    fn at(&self, bi: usize) -> &'a [f32] {
+        &self.data[(bi * self.k + self.row) * self.d..][..self.d]
+    }
+}
+
+/// `LayerNorm(xs) · (1 + scale) + shift` into `out`.
+fn normalize_modulate(xs: &[f32], out: &mut [f32], (shift, scale): (&[f32], &[f32]), eps: f32) {
+    let (mean, rstd) = mean_rstd(xs, eps);
+    for (((o, &x), &sc), &sh) in out.iter_mut().zip(xs).zip(scale).zip(shift) {
+        let z = (x - mean) * rstd;
+        *o = z * (1.0 + sc) + sh;
+    }
 }
 
 /// The diffusers `RMSNorm` over the last dimension: `x · rsqrt(mean(x²) + eps) · weight + bias` (no `1 + w`, unlike
@@ -58,7 +171,8 @@ pub fn rms_norm(
         b.expect_shape("rms_norm (bias)", &[Some(d)])?;
     }
     let mut out = vec![0.0f32; x.len()];
-    for (xs, os) in x.data().chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+    for_each_row(&mut out, d, |row, os| {
+        let xs = &x.data()[row * d..][..d];
         let ms = xs.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / d as f64;
         let r = (1.0 / (ms + f64::from(eps)).sqrt()) as f32;
         for ((o, &v), &w) in os.iter_mut().zip(xs).zip(weight.data()) {
@@ -69,7 +183,7 @@ pub fn rms_norm(
                 *o += bj;
             }
         }
-    }
+    });
     HostTensor::new(x.shape().to_vec(), out)
 }
 

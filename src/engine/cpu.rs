@@ -107,12 +107,7 @@ impl Engine for CpuEngine {
         (shift_row, scale_row): (usize, usize),
         eps: f32,
     ) -> Result<(HostTensor, HostTensor)> {
-        let x = match gate {
-            Some((g, row)) => cpu::elementwise::gated_residual(x, r, g, row)?,
-            None => cpu::elementwise::add(x, r)?,
-        };
-        let z = cpu::norm::layer_norm_modulate(&x, m, shift_row, scale_row, eps)?;
-        Ok((x, z))
+        cpu::norm::residual_layer_norm_modulate(x, r, gate, m, (shift_row, scale_row), eps)
     }
 
     fn rms_norm(
